@@ -1,0 +1,78 @@
+// Rotary embedding as a custom autograd function. For each pair (a, b) = (x[i], x[i + d/2]):
+//   forward:  (a cos - b sin,  b cos + a sin)
+//   backward: the transpose of that rotation, (ga cos + gb sin, gb cos - ga sin).
+// Nothing is saved for backward but the (shared) tables, which halves the memory of the naive
+// composition and its kernel count.
+#include "kernels/rotary.h"
+
+#include <torch/autograd.h>
+#include <torch/torch.h>
+
+namespace tessera::kernels {
+namespace {
+
+// Rotates x [B, T, H, D] by angle tables [T, D/2] in direction `sign` (+1 forward, -1 inverse).
+torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                     double sign) {
+  const int64_t half = x.size(-1) / 2;
+  const int64_t seq = x.size(1);
+  // Broadcast [T, D/2] over batch and heads: [1, T, 1, D/2].
+  torch::Tensor c = cos.narrow(0, 0, seq).unsqueeze(1).to(x.scalar_type());
+  torch::Tensor s = sin.narrow(0, 0, seq).unsqueeze(1).to(x.scalar_type());
+  if (sign < 0) s = -s;
+  torch::Tensor a = x.narrow(-1, 0, half);
+  torch::Tensor b = x.narrow(-1, half, half);
+  torch::Tensor out = torch::empty_like(x, x.options().memory_format(torch::MemoryFormat::Contiguous));
+  torch::Tensor out_a = out.narrow(-1, 0, half);
+  torch::Tensor out_b = out.narrow(-1, half, half);
+  // out_a = a*c - b*s ; out_b = b*c + a*s, written in place to avoid a concatenation.
+  torch::mul_out(out_a, a, c);
+  out_a.sub_(b * s);
+  torch::mul_out(out_b, b, c);
+  out_b.add_(a * s);
+  return out;
+}
+
+class RotaryFunction : public torch::autograd::Function<RotaryFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& cos, const torch::Tensor& sin) {
+    ctx->saved_data["cos"] = cos;
+    ctx->saved_data["sin"] = sin;
+    return Rotate(x, cos, sin, +1.0);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    torch::Tensor cos = ctx->saved_data["cos"].toTensor();
+    torch::Tensor sin = ctx->saved_data["sin"].toTensor();
+    return {Rotate(grads[0].contiguous(), cos, sin, -1.0), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+RotaryTables MakeRotaryTables(int64_t max_seq_len, int64_t head_dim, double theta,
+                              torch::Device device) {
+  // inv_freq[i] = theta^(-2i/d), computed in fp64 so long contexts keep exact angles.
+  auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
+  torch::Tensor inv_freq =
+      torch::pow(theta, -torch::arange(0, head_dim, 2, f64) / static_cast<double>(head_dim));
+  torch::Tensor positions = torch::arange(max_seq_len, f64);
+  torch::Tensor angles = torch::outer(positions, inv_freq);
+  return {angles.cos().to(torch::kFloat).to(device), angles.sin().to(torch::kFloat).to(device)};
+}
+
+torch::Tensor ApplyRotary(const torch::Tensor& x, const RotaryTables& tables) {
+  return RotaryFunction::apply(x, tables.cos, tables.sin);
+}
+
+torch::Tensor ApplyRotaryReference(const torch::Tensor& x, const RotaryTables& tables) {
+  const int64_t half = x.size(-1) / 2;
+  const int64_t seq = x.size(1);
+  torch::Tensor c = torch::cat({tables.cos, tables.cos}, -1).narrow(0, 0, seq).unsqueeze(1);
+  torch::Tensor s = torch::cat({tables.sin, tables.sin}, -1).narrow(0, 0, seq).unsqueeze(1);
+  torch::Tensor rotated_half = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * c.to(x.scalar_type()) + rotated_half * s.to(x.scalar_type());
+}
+
+}  // namespace tessera::kernels

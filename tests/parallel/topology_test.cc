@@ -1,0 +1,59 @@
+// Tests of parallel/topology against rank tables worked out by hand.
+#include "parallel/topology.h"
+
+#include "tests/catch_compat.h"
+
+using tessera::parallel::Coordinates;
+using tessera::parallel::Dim;
+using tessera::parallel::Topology;
+
+CATCH_TEST_CASE("tp-dp-pp on 8 ranks with tp2 pp2 dp2 puts TP innermost") {
+  auto topo = Topology::Create(8, {2, 2, 2}, "tp-dp-pp");
+  CATCH_REQUIRE(topo.ok());
+  // rank = tp + 2 * (dp + 2 * pp), worked out by hand:
+  //   rank: 0 1 2 3 4 5 6 7
+  //   tp:   0 1 0 1 0 1 0 1
+  //   dp:   0 0 1 1 0 0 1 1
+  //   pp:   0 0 0 0 1 1 1 1
+  const int64_t tp[] = {0, 1, 0, 1, 0, 1, 0, 1};
+  const int64_t dp[] = {0, 0, 1, 1, 0, 0, 1, 1};
+  const int64_t pp[] = {0, 0, 0, 0, 1, 1, 1, 1};
+  for (int64_t r = 0; r < 8; ++r) {
+    Coordinates c = topo->CoordinatesOf(r);
+    CATCH_CHECK(c == Coordinates{tp[r], pp[r], dp[r]});
+    CATCH_CHECK(topo->RankOf(c) == r);
+  }
+  CATCH_CHECK(topo->Groups(Dim::kTensor) == std::vector<std::vector<int64_t>>{{0, 1}, {2, 3}, {4, 5}, {6, 7}});
+  CATCH_CHECK(topo->Groups(Dim::kData) == std::vector<std::vector<int64_t>>{{0, 2}, {1, 3}, {4, 6}, {5, 7}});
+  CATCH_CHECK(topo->Groups(Dim::kPipeline) == std::vector<std::vector<int64_t>>{{0, 4}, {1, 5}, {2, 6}, {3, 7}});
+}
+
+CATCH_TEST_CASE("dp-tp-pp order with tp4 pp1 dp2 and dp auto") {
+  auto topo = Topology::Create(8, {4, 1, 0}, "dp-tp-pp");
+  CATCH_REQUIRE(topo.ok());
+  CATCH_CHECK(topo->dims().dp == 2);
+  // rank = dp + 2 * tp: TP groups are strided by 2.
+  CATCH_CHECK(topo->GroupOf(Dim::kTensor, 1) == std::vector<int64_t>{1, 3, 5, 7});
+  CATCH_CHECK(topo->GroupOf(Dim::kData, 6) == std::vector<int64_t>{6, 7});
+  CATCH_CHECK(topo->GroupOf(Dim::kPipeline, 5) == std::vector<int64_t>{5});
+}
+
+CATCH_TEST_CASE("pp-tp-dp on 12 ranks: tp3 pp2 dp2") {
+  auto topo = Topology::Create(12, {3, 2, 2}, "pp-tp-dp");
+  CATCH_REQUIRE(topo.ok());
+  // rank = pp + 2 * (tp + 3 * dp); rank 7 = 1 + 2 * (0 + 3 * 1) -> pp1 tp0 dp1.
+  CATCH_CHECK(topo->CoordinatesOf(7) == Coordinates{0, 1, 1});
+  CATCH_CHECK(topo->GroupOf(Dim::kTensor, 7) == std::vector<int64_t>{7, 9, 11});
+  CATCH_CHECK(topo->GroupOf(Dim::kData, 7) == std::vector<int64_t>{1, 7});
+}
+
+CATCH_TEST_CASE("topology errors show the numbers") {
+  auto bad = Topology::Create(8, {3, 1, 0});
+  CATCH_REQUIRE_FALSE(bad.ok());
+  CATCH_CHECK(std::string(bad.status().message()).find("not divisible by tp x pp = 3 x 1 = 3") != std::string::npos);
+  auto mismatch = Topology::Create(8, {2, 2, 3});
+  CATCH_REQUIRE_FALSE(mismatch.ok());
+  CATCH_CHECK(std::string(mismatch.status().message()).find("world size 8 != tp x pp x dp = 2 x 2 x 3 = 12") != std::string::npos);
+  CATCH_CHECK_FALSE(Topology::Create(4, {2, 1, 2}, "tp-tp-dp").ok());
+  CATCH_CHECK_FALSE(Topology::Create(4, {2, 1, 2}, "tp-dp").ok());
+}

@@ -1,0 +1,123 @@
+// Tests of trainer/config: loading, includes, overrides, and an error for every kind of bad
+// input, each naming the file and line or the --set, the key and what was expected.
+#include "trainer/config.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/file_util.h"
+#include "tests/catch_compat.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string WriteYaml(const std::string& name, const std::string& text) {
+  fs::path dir = fs::temp_directory_path() / ("tessera_config_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  fs::path path = dir / name;
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+// Loads and expects failure; returns the message.
+std::string LoadError(const std::string& yaml, std::vector<std::string> overrides = {}) {
+  auto config = tessera::LoadConfig(WriteYaml("bad.yaml", yaml), overrides);
+  CATCH_REQUIRE_FALSE(config.ok());
+  return std::string(config.status().message());
+}
+
+bool Contains(const std::string& text, const std::string& part) {
+  if (text.find(part) != std::string::npos) return true;
+  CATCH_WARN("'" << text << "' lacks '" << part << "'");
+  return false;
+}
+
+const char kValid[] = "data:\n  train: [x]\n  val: [y]\n";
+
+}  // namespace
+
+CATCH_TEST_CASE("config loads sections, includes a base and applies overrides in order") {
+  WriteYaml("base.yaml", "model:\n  dim: 128\n  n_heads: 4\n  n_kv_heads: 2\ntrain:\n  lr: 0.01\n  min_lr: 0.001\n");
+  const std::string path = WriteYaml("child.yaml",
+      "base: base.yaml\ntrain:\n  lr: 0.002\n  precision: bf16\ndata:\n  train: [\"a/*.txt\", b]\n  val: c\n");
+  auto config = tessera::LoadConfig(path, {"model.n_layers=3", "train.lr=0.005"});
+  CATCH_REQUIRE(config.ok());
+  CATCH_CHECK(config->model.dim == 128);      // from the base
+  CATCH_CHECK(config->model.n_layers == 3);   // from --set
+  CATCH_CHECK(config->train.lr == 0.005);     // --set wins over the file, which won over the base
+  CATCH_CHECK(config->train.min_lr == 0.001);
+  CATCH_CHECK(config->train.precision == "bf16");
+  CATCH_CHECK(config->data.train == std::vector<std::string>{"a/*.txt", "b"});
+  CATCH_CHECK(config->data.val == std::vector<std::string>{"c"});
+}
+
+CATCH_TEST_CASE("the effective config dump loads back to the same config") {
+  auto config = tessera::LoadConfig(WriteYaml("v.yaml", kValid), {"train.lr=0.00123", "model.tie_embeddings=false", "train.run_dir=some dir/x"});
+  CATCH_REQUIRE(config.ok());
+  const std::string dumped = tessera::ConfigToYaml(*config);
+  auto again = tessera::LoadConfig(WriteYaml("dumped.yaml", dumped), {});
+  CATCH_REQUIRE(again.ok());
+  CATCH_CHECK(tessera::ConfigToYaml(*again) == dumped);
+  CATCH_CHECK(again->train.lr == 0.00123);
+  CATCH_CHECK(again->train.run_dir == "some dir/x");
+}
+
+CATCH_TEST_CASE("an unknown key names the file, the line and a suggestion") {
+  const std::string msg = LoadError("data:\n  train: [x]\n  val: [y]\ntrain:\n  steps: 5\n  lerning_rate: 3\n  lrr: 1\n");
+  CATCH_CHECK(Contains(msg, "bad.yaml:6"));
+  CATCH_CHECK(Contains(msg, "unknown key 'train.lerning_rate'"));
+  const std::string typo = LoadError("train:\n  lrr: 1\n");
+  CATCH_CHECK(Contains(typo, "did you mean 'train.lr'"));
+  const std::string section = LoadError("trian:\n  lr: 1\n");
+  CATCH_CHECK(Contains(section, "unknown key 'trian'"));
+  const std::string set = LoadError(kValid, {"model.dimm=3"});
+  CATCH_CHECK(Contains(set, "--set model.dimm=3: unknown key 'model.dimm' (did you mean 'model.dim'?)"));
+}
+
+CATCH_TEST_CASE("a value of the wrong type names the key, the value and the expected type") {
+  CATCH_CHECK(Contains(LoadError("model:\n  dim: wide\n"), "bad.yaml:2: key 'model.dim' expects integer, got 'wide'"));
+  CATCH_CHECK(Contains(LoadError("model:\n  dim: 2.5\n"), "expects integer, got '2.5'"));
+  CATCH_CHECK(Contains(LoadError("train:\n  lr: [1, 2]\n"), "key 'train.lr' expects number"));
+  CATCH_CHECK(Contains(LoadError("model:\n  tie_embeddings: maybe\n"), "expects boolean"));
+  CATCH_CHECK(Contains(LoadError("train:\n  precision: fp8\n"), "expects one of fp32 | bf16, got 'fp8'"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"train.steps=ten"}), "--set train.steps=ten: key 'train.steps' expects integer"));
+  CATCH_CHECK(Contains(LoadError("model: 3\n"), "'model' is a section"));
+  CATCH_CHECK(Contains(LoadError("model:\n  dim: [\n"), "not valid YAML"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"train.lr"}), "expected KEY=VALUE"));
+}
+
+CATCH_TEST_CASE("values out of range name the key, the value and the range") {
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.dim=0"}), "key 'model.dim' = 0 is out of range: expected a value in [1, "));
+  CATCH_CHECK(Contains(LoadError(kValid, {"train.lr=-1"}), "key 'train.lr' = -1"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"train.beta2=1.5"}), "'train.beta2'"));
+}
+
+CATCH_TEST_CASE("sizes that do not fit are rejected with the numbers") {
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.dim=100", "model.n_heads=8"}),
+                       "model.dim = 100 is not divisible by model.n_heads = 8"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.n_heads=8", "model.n_kv_heads=3"}),
+                       "model.n_heads = 8 is not divisible by model.n_kv_heads = 3"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.dim=24", "model.n_heads=8", "model.n_kv_heads=8"}),
+                       "head dimension model.dim / model.n_heads = 3 is odd"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"train.global_batch=10", "train.micro_batch=4"}),
+                       "train.global_batch = 10 is not a multiple of train.micro_batch = 4"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"train.min_lr=1", "train.lr=0.1"}), "train.min_lr = 1"));
+  CATCH_CHECK(Contains(LoadError("data:\n  train: [x]\n"), "train.eval_every = 100 needs held-out data"));
+  CATCH_CHECK(Contains(LoadError("train:\n  eval_every: 0\n"), "no training data"));
+}
+
+CATCH_TEST_CASE("a missing config file or base file is named") {
+  auto missing = tessera::LoadConfig("/nonexistent/tessera.yaml", {});
+  CATCH_REQUIRE_FALSE(missing.ok());
+  CATCH_CHECK(Contains(std::string(missing.status().message()), "config file '/nonexistent/tessera.yaml' does not exist"));
+  CATCH_CHECK(Contains(LoadError("base: no_such_base.yaml\n"), "no_such_base.yaml' does not exist"));
+  CATCH_CHECK(Contains(LoadError("base: bad.yaml\n"), "includes itself"));
+}
+
+CATCH_TEST_CASE("docs/config.md is the schema's own reference, up to date") {
+  auto doc = tessera::ReadFileToString(std::string(TESSERA_SOURCE_DIR) + "/docs/config.md");
+  CATCH_REQUIRE(doc.ok());
+  // If this fails: build/tessera config --markdown > docs/config.md
+  CATCH_CHECK(*doc == tessera::ConfigSchemaMarkdown());
+}

@@ -1,0 +1,102 @@
+// The typed configuration of a training run, and its schema: every key's type, default, range
+// and meaning live in one table (config.cc), which drives YAML loading, `--set` overrides,
+// validation, the effective-config dump and docs/config.md. Unknown keys are errors.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tessera {
+
+struct ModelConfig {
+  int64_t dim = 256;
+  int64_t n_layers = 4;
+  int64_t n_heads = 8;
+  int64_t n_kv_heads = 4;
+  int64_t ffn_dim = 768;
+  int64_t vocab_size = 512;
+  double rope_theta = 500000.0;
+  double norm_eps = 1e-5;
+  double init_std = 0.02;
+  bool tie_embeddings = true;
+
+  int64_t head_dim() const { return dim / n_heads; }
+};
+
+struct TrainConfig {
+  int64_t seq_len = 256;
+  int64_t micro_batch = 8;
+  int64_t global_batch = 16;
+  int64_t steps = 300;
+  int64_t warmup_steps = 20;
+  double lr = 3e-3;
+  double min_lr = 3e-4;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double adam_eps = 1e-8;
+  double grad_clip = 1.0;
+  bool decay_norms_and_embeddings = false;
+  std::string precision = "fp32";
+  std::string device = "auto";
+  int64_t seed = 1234;
+  int64_t threads = 0;
+  int64_t log_every = 10;
+  int64_t eval_every = 100;
+  int64_t eval_batches = 8;
+  std::string run_dir = "runs/default";
+  double peak_tflops = 0.0;
+};
+
+struct DataConfig {
+  std::vector<std::string> train;
+  std::vector<std::string> val;
+  std::string token_file;
+  std::string tokenizer = "bytes";
+  std::string sampling = "random";
+};
+
+struct Config {
+  ModelConfig model;
+  TrainConfig train;
+  DataConfig data;
+  // Where the config came from (for messages); not a key.
+  std::string source;
+};
+
+enum class FieldType { kInt, kFloat, kBool, kString, kStringList };
+
+// One key of the schema. `ref` returns the address of the field inside a Config; its C++ type
+// follows `type` (int64_t, double, bool, std::string, std::vector<std::string>).
+struct FieldSpec {
+  std::string key;
+  FieldType type;
+  std::string doc;
+  std::vector<std::string> choices;  // allowed values of a string key; empty = any
+  double min = 0;                    // inclusive numeric range, when has_range
+  double max = 0;
+  bool has_range = false;
+  void* (*ref)(Config&);
+};
+
+const std::vector<FieldSpec>& ConfigSchema();
+
+// Loads a YAML file (following `base: other.yaml` includes, resolved relative to the including
+// file), then applies `--set key=value` overrides in order, then validates.
+absl::StatusOr<Config> LoadConfig(const std::string& path, const std::vector<std::string>& overrides);
+// The defaults plus overrides, validated (no file).
+absl::StatusOr<Config> ConfigFromOverrides(const std::vector<std::string>& overrides);
+// Applies one `key=value` override (value in YAML syntax) without validating.
+absl::Status ApplyOverride(Config& config, const std::string& assignment);
+// Range, choice and cross-key checks; the error names the key, the value and what was expected.
+absl::Status ValidateConfig(const Config& config);
+
+// The effective config as YAML, every key present, loadable by LoadConfig.
+std::string ConfigToYaml(const Config& config);
+// docs/config.md: every key with type, default and meaning.
+std::string ConfigSchemaMarkdown();
+
+}  // namespace tessera

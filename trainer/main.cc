@@ -1,0 +1,119 @@
+// The `tessera` command: subcommands dispatch to small functions; all real work lives in the
+// libraries. Exit codes: 0 success, 1 runtime failure, 2 bad command line or config.
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/logging.h"
+#include "trainer/config.h"
+#include "trainer/trainer.h"
+
+namespace tessera {
+namespace {
+
+constexpr int kExitRuntimeError = 1;
+constexpr int kExitUsage = 2;
+
+const char kUsage[] =
+    "usage: tessera <command> [arguments]\n"
+    "\n"
+    "commands:\n"
+    "  train [CONFIG.yaml] [--set key=value]...   train a model (defaults when no config)\n"
+    "  config [CONFIG.yaml] [--set key=value]...  print the effective config\n"
+    "  config --markdown                           print the reference of every config key\n"
+    "  help                                        this text\n";
+
+struct ConfigArgs {
+  std::string path;
+  std::vector<std::string> overrides;
+  bool markdown = false;
+};
+
+absl::StatusOr<ConfigArgs> ParseConfigArgs(const std::vector<std::string>& args) {
+  ConfigArgs out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--set") {
+      if (i + 1 == args.size()) return absl::InvalidArgumentError("--set needs KEY=VALUE");
+      out.overrides.push_back(args[++i]);
+    } else if (a.rfind("--set=", 0) == 0) {
+      out.overrides.push_back(a.substr(6));
+    } else if (a == "--markdown") {
+      out.markdown = true;
+    } else if (a.rfind("-", 0) == 0) {
+      return absl::InvalidArgumentError("unknown option '" + a + "'");
+    } else if (out.path.empty()) {
+      out.path = a;
+    } else {
+      return absl::InvalidArgumentError("unexpected argument '" + a +
+                                        "' (one config file; overrides go after --set)");
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<Config> LoadFromArgs(const ConfigArgs& args) {
+  return args.path.empty() ? ConfigFromOverrides(args.overrides) : LoadConfig(args.path, args.overrides);
+}
+
+int Fail(const absl::Status& status, int code) {
+  std::fprintf(stderr, "tessera: error: %s\n", std::string(status.message()).c_str());
+  return code;
+}
+
+int TrainCommand(const std::vector<std::string>& argv) {
+  auto args = ParseConfigArgs(argv);
+  if (!args.ok()) return Fail(args.status(), kExitUsage);
+  auto config = LoadFromArgs(*args);
+  if (!config.ok()) return Fail(config.status(), kExitUsage);
+  auto trainer = Trainer::Create(*config);
+  if (!trainer.ok()) {
+    return Fail(trainer.status(), trainer.status().code() == absl::StatusCode::kInvalidArgument ||
+                                          trainer.status().code() == absl::StatusCode::kNotFound
+                                      ? kExitUsage
+                                      : kExitRuntimeError);
+  }
+  absl::Status status = (*trainer)->Run();
+  if (!status.ok()) return Fail(status, kExitRuntimeError);
+  TS_LOG(INFO) << "done: " << config->train.steps << " steps; metrics in " << config->train.run_dir
+               << "/metrics.jsonl";
+  return 0;
+}
+
+int ConfigCommand(const std::vector<std::string>& argv) {
+  auto args = ParseConfigArgs(argv);
+  if (!args.ok()) return Fail(args.status(), kExitUsage);
+  if (args->markdown) {
+    std::cout << ConfigSchemaMarkdown();
+    return 0;
+  }
+  auto config = LoadFromArgs(*args);
+  if (!config.ok()) return Fail(config.status(), kExitUsage);
+  std::cout << ConfigToYaml(*config);
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs(kUsage, stderr);
+    return kExitUsage;
+  }
+  const std::string command = argv[1];
+  std::vector<std::string> rest(argv + 2, argv + argc);
+  if (command == "train") return TrainCommand(rest);
+  if (command == "config") return ConfigCommand(rest);
+  if (command == "help" || command == "--help" || command == "-h") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  std::fprintf(stderr, "tessera: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+  return kExitUsage;
+}
+
+}  // namespace
+}  // namespace tessera
+
+int main(int argc, char** argv) { return tessera::Main(argc, argv); }
