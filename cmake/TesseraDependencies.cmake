@@ -1,5 +1,71 @@
 # Finds every dependency once, for all targets. LibTorch comes from the pip package in .venv
-# (torch.utils.cmake_prefix_path); the rest from Debian. CUDA is optional.
+# (torch.utils.cmake_prefix_path); the rest from Debian (or from a prefix such as .deps/root/usr
+# given in CMAKE_PREFIX_PATH, see scripts/fetch_device_deps.sh). CUDA is optional.
+
+# --- CUDA toolkit (before LibTorch: a CUDA build of torch looks for it itself) -----------
+# TorchConfig of a CUDA torch runs torch's FindCUDA and FindCUDAToolkit, enables the CUDA
+# language and fails unless both find the toolkit; our own kernels need nvcc too. The toolkit
+# root is the first of: CUDAToolkit_ROOT / CUDA_TOOLKIT_ROOT_DIR given to CMake, $CUDAToolkit_ROOT,
+# $CUDA_HOME, $CUDA_PATH, the toolkit of CMAKE_CUDA_COMPILER, /usr/local/cuda, the nvcc on PATH;
+# a candidate counts when it holds bin/nvcc and include/cuda_runtime.h (a wrapper script named
+# nvcc elsewhere, as on some images, does not).
+set(TESSERA_CUDA_ROOT "")
+if(TESSERA_WITH_CUDA)
+  set(_tessera_cuda_candidates ${CUDAToolkit_ROOT} ${CUDA_TOOLKIT_ROOT_DIR} "$ENV{CUDAToolkit_ROOT}"
+                               "$ENV{CUDA_HOME}" "$ENV{CUDA_PATH}")
+  if(CMAKE_CUDA_COMPILER)
+    get_filename_component(_nvcc_real "${CMAKE_CUDA_COMPILER}" REALPATH)
+    get_filename_component(_nvcc_root "${_nvcc_real}/../.." ABSOLUTE)
+    list(APPEND _tessera_cuda_candidates "${_nvcc_root}")
+  endif()
+  list(APPEND _tessera_cuda_candidates /usr/local/cuda)
+  find_program(_tessera_path_nvcc nvcc)
+  if(_tessera_path_nvcc)
+    get_filename_component(_nvcc_real "${_tessera_path_nvcc}" REALPATH)
+    get_filename_component(_nvcc_root "${_nvcc_real}/../.." ABSOLUTE)
+    list(APPEND _tessera_cuda_candidates "${_nvcc_root}")
+  endif()
+  foreach(_root IN LISTS _tessera_cuda_candidates)
+    if(_root AND EXISTS "${_root}/bin/nvcc" AND EXISTS "${_root}/include/cuda_runtime.h")
+      get_filename_component(TESSERA_CUDA_ROOT "${_root}" REALPATH)
+      break()
+    endif()
+  endforeach()
+  if(TESSERA_CUDA_ROOT)
+    # Hints for torch's FindCUDA (CUDA_TOOLKIT_ROOT_DIR), FindCUDAToolkit (CUDAToolkit_ROOT) and
+    # the CUDA language; values given on the command line win.
+    set(CUDAToolkit_ROOT "${TESSERA_CUDA_ROOT}")
+    set(CUDA_TOOLKIT_ROOT_DIR "${TESSERA_CUDA_ROOT}" CACHE PATH "CUDA toolkit root (found by Tessera)")
+    if(NOT CMAKE_CUDA_COMPILER)
+      set(CMAKE_CUDA_COMPILER "${TESSERA_CUDA_ROOT}/bin/nvcc" CACHE FILEPATH "CUDA compiler (found by Tessera)")
+    endif()
+  endif()
+  # Architectures: -DCMAKE_CUDA_ARCHITECTURES=90 (H100/H200) etc., default A100 + H100.
+  if(CMAKE_CUDA_ARCHITECTURES)
+    set(TESSERA_CUDA_ARCHITECTURES "${CMAKE_CUDA_ARCHITECTURES}")
+  else()
+    set(TESSERA_CUDA_ARCHITECTURES 80 90)
+  endif()
+  # A CUDA torch ignores CMAKE_CUDA_ARCHITECTURES (it warns and sets it OFF) and adds -gencode
+  # flags for TORCH_CUDA_ARCH_LIST instead, which it would otherwise detect by running a program
+  # on the GPU. Give it the same list, written its way ("90" -> "9.0", "90a" -> "9.0a").
+  if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+    set(TORCH_CUDA_ARCH_LIST "")
+    foreach(_arch IN LISTS TESSERA_CUDA_ARCHITECTURES)
+      string(REGEX REPLACE "-(real|virtual)$" "" _arch "${_arch}")
+      if(_arch MATCHES "^([0-9]+)([0-9][a-z]?)$")
+        list(APPEND TORCH_CUDA_ARCH_LIST "${CMAKE_MATCH_1}.${CMAKE_MATCH_2}")
+      endif()
+    endforeach()
+  endif()
+  # CUDA sources are C++17 (torch would ask for its C++ standard, 20, which nvcc with older
+  # CMake cannot be told), without GNU extensions.
+  if(NOT CMAKE_CUDA_STANDARD)
+    set(CMAKE_CUDA_STANDARD 17)
+  endif()
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  set(CMAKE_CUDA_EXTENSIONS OFF)
+endif()
 
 # --- LibTorch ---------------------------------------------------------------
 if(NOT Torch_DIR)
@@ -18,6 +84,26 @@ if(NOT Torch_DIR)
                         "Run scripts/setup.sh, or set TESSERA_PYTHON to a python that has torch.")
   endif()
   list(APPEND CMAKE_PREFIX_PATH "${_torch_prefix}")
+  get_filename_component(_torch_site "${_torch_prefix}/../../.." ABSOLUTE)
+else()
+  get_filename_component(_torch_site "${Torch_DIR}/../../../.." ABSOLUTE)
+endif()
+# A CUDA torch links NVRTC (TorchConfig's CUDA_NVRTC_LIB, from FindCUDA's CUDA_nvrtc_LIBRARY).
+# A toolkit without it (an image assembled from pip's CUDA wheels) can use the copy that the pip
+# package nvidia-cuda-nvrtc installs beside torch (site-packages/nvidia/cu13/lib or
+# nvidia/cuda_nvrtc/lib), which is the one torch loads anyway.
+if(TESSERA_CUDA_ROOT AND NOT CUDA_nvrtc_LIBRARY)
+  find_library(_tessera_toolkit_nvrtc nvrtc PATHS "${TESSERA_CUDA_ROOT}" PATH_SUFFIXES lib64 lib NO_DEFAULT_PATH)
+  if(NOT _tessera_toolkit_nvrtc)
+    file(GLOB _tessera_pip_nvrtc "${_torch_site}/nvidia/*/lib/libnvrtc.so*")
+    list(FILTER _tessera_pip_nvrtc EXCLUDE REGEX "builtins|alt")
+    if(_tessera_pip_nvrtc)
+      list(SORT _tessera_pip_nvrtc)
+      list(GET _tessera_pip_nvrtc 0 _nvrtc)
+      set(CUDA_nvrtc_LIBRARY "${_nvrtc}" CACHE FILEPATH "NVRTC (pip package beside torch)")
+      message(STATUS "Tessera: the CUDA toolkit has no libnvrtc; using ${_nvrtc}")
+    endif()
+  endif()
 endif()
 # TorchConfig looks for CUDA itself when the torch build has it.
 find_package(Torch REQUIRED)
@@ -27,8 +113,11 @@ if(TORCH_CXX_FLAGS MATCHES "_GLIBCXX_USE_CXX11_ABI=0")
 endif()
 # TorchConfig puts flags into TORCH_CXX_FLAGS (the ABI define); apply them project-wide.
 set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} ${TORCH_CXX_FLAGS}")
+# A CUDA build of torch defines the imported target torch_cuda (Caffe2Targets.cmake, linked
+# through TORCH_LIBRARIES -> torch -> torch_cuda_library) and fills TORCH_CUDA_LIBRARIES; a CPU
+# build defines neither.
 set(TESSERA_TORCH_HAS_CUDA OFF)
-if(TARGET torch_cuda OR CUDA_FOUND OR TARGET CUDA::cudart AND TORCH_LIBRARIES MATCHES "cuda")
+if(TARGET torch_cuda)
   set(TESSERA_TORCH_HAS_CUDA ON)
 endif()
 
@@ -43,21 +132,41 @@ endif()
 find_package(Threads REQUIRED)
 
 # --- CUDA (optional): our kernels compile wherever nvcc exists ---------------
+# With a CUDA torch, TorchConfig has already enabled the language (with its -gencode flags for
+# TORCH_CUDA_ARCH_LIST in CMAKE_CUDA_FLAGS and CMAKE_CUDA_ARCHITECTURES set to OFF); otherwise
+# CMake's own architecture flags are used.
 set(TESSERA_HAVE_CUDA_COMPILER OFF)
 if(TESSERA_WITH_CUDA)
-  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
-    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  if(NOT TESSERA_TORCH_HAS_CUDA)
+    set(CMAKE_CUDA_ARCHITECTURES ${TESSERA_CUDA_ARCHITECTURES})
   endif()
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
-    if(NOT CMAKE_CUDA_ARCHITECTURES)
-      # Hopper (H100/H200) and Ampere (A100); extend per cluster with -DCMAKE_CUDA_ARCHITECTURES.
-      set(CMAKE_CUDA_ARCHITECTURES 80 90)
-    endif()
     enable_language(CUDA)
-    set(TESSERA_HAVE_CUDA_COMPILER ON)
+    find_package(CUDAToolkit)
+    if(TARGET CUDA::cudart)
+      set(TESSERA_HAVE_CUDA_COMPILER ON)
+    else()
+      message(WARNING "nvcc found (${CMAKE_CUDA_COMPILER}) but not the CUDA runtime library: CUDA kernels skipped")
+    endif()
   endif()
+endif()
+if(TESSERA_WITH_CUDA AND TESSERA_TORCH_HAS_CUDA AND NOT TESSERA_HAVE_CUDA_COMPILER)
+  message(FATAL_ERROR "This torch is a CUDA build, but no CUDA compiler and runtime were found: "
+                      "set CUDAToolkit_ROOT (or CUDA_HOME) to the CUDA toolkit")
+endif()
+if(TESSERA_HAVE_CUDA_COMPILER)
+  set(_tessera_archs "${CMAKE_CUDA_ARCHITECTURES}")
+  if(TESSERA_TORCH_HAS_CUDA)
+    set(_tessera_archs "TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}")
+  endif()
+  message(STATUS "Tessera: CUDA ${CMAKE_CUDA_COMPILER_VERSION} at ${CUDAToolkit_BIN_DIR}, ${_tessera_archs}")
+endif()
+# Tessera's CUDA kernels run (and the gpu tests are built) where both hold.
+set(TESSERA_CUDA_KERNELS OFF)
+if(TESSERA_TORCH_HAS_CUDA AND TESSERA_HAVE_CUDA_COMPILER)
+  set(TESSERA_CUDA_KERNELS ON)
 endif()
 message(STATUS "Tessera: CUDA compiler ${TESSERA_HAVE_CUDA_COMPILER}, torch with CUDA ${TESSERA_TORCH_HAS_CUDA}")
 

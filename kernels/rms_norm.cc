@@ -1,13 +1,100 @@
-// RMSNorm wrapper: uses ATen's fused rms_norm (one pass forward and backward on CPU and CUDA)
-// on fp32 input; the residual stream is kept in fp32, so the reduction is fp32 by construction.
+// RMSNorm wrapper. CUDA tensors (fp32 or bf16 in and out) go through Tessera's fused CUDA kernel
+// (kernels/cuda/rms_norm_kernel.cu) as an autograd function, when this build's LibTorch has CUDA;
+// everything else uses ATen's fused rms_norm (one pass forward and backward) on fp32 input. The
+// residual stream is kept in fp32, so the reduction is fp32 by construction either way.
 #include "kernels/rms_norm.h"
 
 #include <ATen/ATen.h>
 
+#if TESSERA_KERNELS_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/autograd.h>
+
+#include "kernels/cuda/rms_norm_kernel.h"
+#endif
+
 namespace tessera::kernels {
+namespace {
+
+#if TESSERA_KERNELS_CUDA
+namespace kc = ::tessera::kernels::cuda;
+
+bool KernelDtype(torch::ScalarType t) { return t == torch::kFloat || t == torch::kBFloat16; }
+kc::DType ToKernel(torch::ScalarType t) { return t == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32; }
+
+void CheckCuda(cudaError_t status, const char* what) {
+  TORCH_CHECK(status == cudaSuccess, "Tessera RMSNorm CUDA kernel (", what, "): ", cudaGetErrorString(status));
+}
+
+// y = x * rsqrt(mean(x^2) + eps) * weight with Tessera's kernel. Saves x, weight and the per-row
+// inv_rms for the backward, which returns grad_x (x's dtype) and grad_weight (fp32). Inputs are
+// made contiguous; the normalised dimension is the last.
+class RmsNormCudaFunction : public torch::autograd::Function<RmsNormCudaFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, double eps, torch::ScalarType out_dtype) {
+    const torch::Tensor xc = x.contiguous();
+    const torch::Tensor wc = weight.contiguous();
+    const int64_t dim = xc.size(-1);
+    const int64_t rows = xc.numel() / dim;
+    const c10::cuda::CUDAGuard guard(xc.device());
+    torch::Tensor y = torch::empty(xc.sizes(), xc.options().dtype(out_dtype));
+    torch::Tensor inv_rms = torch::empty({rows}, xc.options().dtype(torch::kFloat));
+    CheckCuda(kc::RmsNormForward(xc.data_ptr(), ToKernel(xc.scalar_type()), wc.data_ptr<float>(), y.data_ptr(),
+                                 ToKernel(out_dtype), inv_rms.data_ptr<float>(), rows, dim,
+                                 static_cast<float>(eps), c10::cuda::getCurrentCUDAStream(xc.device().index())),
+              "forward");
+    ctx->save_for_backward({xc, wc, inv_rms});
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];
+    const torch::Tensor& weight = saved[1];
+    const torch::Tensor& inv_rms = saved[2];
+    torch::Tensor grad_y = grad_outputs[0].contiguous();
+    if (!KernelDtype(grad_y.scalar_type())) grad_y = grad_y.to(torch::kFloat);
+    const int64_t dim = x.size(-1);
+    const int64_t rows = x.numel() / dim;
+    const c10::cuda::CUDAGuard guard(x.device());
+    torch::Tensor grad_x = torch::empty_like(x);
+    torch::Tensor grad_w = torch::empty({dim}, x.options().dtype(torch::kFloat));
+    const int64_t workspace_elements = kc::RmsNormBackwardWorkspaceElements(rows, dim);
+    torch::Tensor workspace = torch::empty({std::max<int64_t>(workspace_elements, 1)}, x.options().dtype(torch::kFloat));
+    CheckCuda(kc::RmsNormBackward(grad_y.data_ptr(), ToKernel(grad_y.scalar_type()), x.data_ptr(),
+                                  ToKernel(x.scalar_type()), weight.data_ptr<float>(), inv_rms.data_ptr<float>(),
+                                  grad_x.data_ptr(), grad_w.data_ptr<float>(), workspace.data_ptr<float>(),
+                                  workspace_elements, rows, dim, c10::cuda::getCurrentCUDAStream(x.device().index())),
+              "backward");
+    // One gradient per forward argument: none for eps and out_dtype.
+    return {grad_x, grad_w, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+// The kernel covers what the model feeds it: CUDA, fp32/bf16 in and out, a normalised dimension
+// the backward's shared memory holds, and a weight of that length on the same device.
+bool UseCudaKernel(const torch::Tensor& x, const torch::Tensor& weight, torch::ScalarType out_dtype) {
+  return x.is_cuda() && x.dim() >= 1 && KernelDtype(x.scalar_type()) && KernelDtype(out_dtype) &&
+         x.size(-1) >= 1 && x.size(-1) <= kc::kRmsNormMaxDim && x.numel() > 0 && weight.dim() == 1 &&
+         weight.size(0) == x.size(-1) && weight.device() == x.device() && weight.is_floating_point();
+}
+#endif  // TESSERA_KERNELS_CUDA
+
+}  // namespace
 
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps,
                       torch::ScalarType out_dtype) {
+#if TESSERA_KERNELS_CUDA
+  if (UseCudaKernel(x, weight, out_dtype)) {
+    // The kernel reads an fp32 weight; the cast (a no-op for the model's fp32 weights) carries
+    // the gradient back to other dtypes.
+    const torch::Tensor w32 = weight.scalar_type() == torch::kFloat ? weight : weight.to(torch::kFloat);
+    return RmsNormCudaFunction::apply(x, w32, eps, out_dtype);
+  }
+#endif
   // Half-precision inputs are reduced in fp32; fp32 and fp64 (gradient checks) stay as they are.
   const bool low = x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf;
   torch::Tensor x32 = low ? x.to(torch::kFloat) : x;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 
+#include "kernels/linear.h"
 #include "trainer/model.h"
 
 namespace tessera {
@@ -21,7 +22,9 @@ double PeakTflops(torch::Device device, torch::ScalarType dtype) {
     // when unknown, and train.peak_tflops overrides.
     return dtype == torch::kBFloat16 ? 989.0 : 494.5;
   }
-  // CPU: time a square matmul at the compute dtype; the best of a few repetitions.
+  // CPU: time a square matmul the way the model multiplies at this dtype (bf16 without native
+  // bf16 units runs on the fp32 GEMM, see kernels/linear.h); the best of a few repetitions.
+  if (dtype == torch::kBFloat16 && !kernels::CpuHasNativeBf16Matmul()) dtype = torch::kFloat;
   torch::NoGradGuard no_grad;
   const int64_t n = 1024;
   auto options = torch::TensorOptions().dtype(dtype);

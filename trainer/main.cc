@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "core/logging.h"
+#include "data/commands.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 
@@ -24,6 +25,7 @@ const char kUsage[] =
     "  train [CONFIG.yaml] [--set key=value]...   train a model (defaults when no config)\n"
     "  config [CONFIG.yaml] [--set key=value]...  print the effective config\n"
     "  config --markdown                           print the reference of every config key\n"
+    TESSERA_DATA_COMMANDS_USAGE
     "  help                                        this text\n";
 
 struct ConfigArgs {
@@ -105,6 +107,10 @@ int Main(int argc, char** argv) {
   std::vector<std::string> rest(argv + 2, argv + argc);
   if (command == "train") return TrainCommand(rest);
   if (command == "config") return ConfigCommand(rest);
+  if (command == "tokenize") return data::TokenizeCommand(rest);
+  if (command == "detokenize") return data::DetokenizeCommand(rest);
+  if (command == "tokenizer") return data::TokenizerCommand(rest);
+  if (command == "preprocess") return data::PreprocessCommand(rest);
   if (command == "help" || command == "--help" || command == "-h") {
     std::fputs(kUsage, stdout);
     return 0;

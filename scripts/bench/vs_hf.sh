@@ -19,7 +19,7 @@
 # Cases (shapes in case_config below): tiny-fp32, tiny-bf16, 100m-fp32, 100m-bf16.
 # Default: BENCH_CASES="tiny-fp32 100m-fp32 tiny-bf16". 100m-bf16 is opt-in: on a CPU without
 # AVX512-BF16/AMX (e.g. this AVX2 box) PyTorch's bf16 GEMMs run 10-50x slower than fp32, so one
-# 100M bf16 optimizer step takes several minutes per program (~20 min per program for its 2 steps).
+# 100M bf16 optimizer step took ~8 min here (HF), i.e. ~16 min per program for its 2 steps.
 # After the table, the LAST line printed is always (for the tiny-bf16 case):
 #     tessera_tokens_per_s=A reference_tokens_per_s=B ratio=R
 #
@@ -209,8 +209,8 @@ run_case() {
   local json; json="$(grep '^{"impl": *"hf"' "$run/hf.log" | tail -n 1)" || die "$name: hf_reference.py printed no result line"
   read -r R_HF[$name] R_PARAMS[$name] R_TIMED[$name] R_LOSS_H[$name] < <("$PY" -c '
 import json, sys; r = json.loads(sys.argv[1])
-print(f"{r[\"tokens_per_s\"]:.3f} {r[\"params\"]} {r[\"timed_steps\"]} {r[\"final_loss\"]:.4f}")' "$json")
-  log "$name: HF ${R_HF[$name]} tokens/s, $(printf "%'d" "${R_PARAMS[$name]}") parameters"
+print("%.3f %d %d %.4f" % (r["tokens_per_s"], r["params"], r["timed_steps"], r["final_loss"]))' "$json")
+  log "$name: HF ${R_HF[$name]} tokens/s, ${R_PARAMS[$name]} parameters"
 }
 
 for c in $CASES; do run_case "$c"; done
@@ -223,7 +223,7 @@ printf '%-10s %13s %6s %15s %15s %8s %12s %12s\n' case params timed tessera_tok/
 for c in $CASES; do
   t="${R_TESS[$c]:--}"; r="-"
   [[ $t != - ]] && r="$(ratio "$t" "${R_HF[$c]}")"
-  printf '%-10s %13s %6s %15s %15s %8s %12s %12s\n' "$c" "$(printf "%'d" "${R_PARAMS[$c]}")" \
+  printf '%-10s %13s %6s %15s %15s %8s %12s %12s\n' "$c" "${R_PARAMS[$c]}" \
     "${R_TIMED[$c]}" "$t" "${R_HF[$c]}" "$r" "${R_LOSS_T[$c]:--}" "${R_LOSS_H[$c]}"
 done
 "$PY" - "$BENCH_DIR/results.json" "$THREADS" "$CASES" \

@@ -1,0 +1,148 @@
+// Byte-level BPE tokenizer that reads tiktoken-format rank files (Llama 3's tokenizer.model,
+// cl100k_base, o200k_base, or one trained by `tessera tokenizer train`) and produces exactly the
+// ids tiktoken does: the text is split with the encoding's pattern (PCRE2, JIT-compiled), and
+// each piece is merged by lowest rank, leftmost first. Special tokens are matched only where the
+// caller allows them. No LibTorch: this builds into the small tessera_text library.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace tessera::data {
+
+// Everything about an encoding except its rank file: the split pattern and the special tokens.
+struct TokenizerSpec {
+  std::string name;
+  // Split pattern in PCRE2/tiktoken syntax. `\s` and `\S` are rewritten to Unicode White_Space
+  // before compiling (see bpe_tokenizer.cc for why).
+  std::string pattern;
+  std::vector<std::pair<std::string, int32_t>> specials;
+  // The special token that ends a document (preprocess appends it); empty when none is known.
+  std::string eod;
+  // The special token that begins a text, if the encoding has one (Llama 3); empty otherwise.
+  std::string bos;
+  // Number of ranks the named encoding's file has (0 = any); a mismatch is reported.
+  int64_t expected_ranks = 0;
+};
+
+// The split pattern of cl100k_base, which Llama 3 uses too.
+extern const char kCl100kPattern[];
+// The split pattern of o200k_base.
+extern const char kO200kPattern[];
+
+// Specs of the encodings Tessera knows by name: "cl100k_base", "o200k_base", "llama3".
+absl::StatusOr<TokenizerSpec> NamedTokenizerSpec(std::string_view name);
+// Names accepted by NamedTokenizerSpec, for messages.
+std::vector<std::string> KnownTokenizerNames();
+
+// Reads a tiktoken rank file: one `base64(bytes) rank` per line. Ranks must be exactly 0..N-1
+// (each once) and tokens distinct; errors name the file and the line.
+absl::StatusOr<std::vector<std::string>> LoadTiktokenRanks(const std::string& path);
+// Writes one atomically (temporary file + rename).
+absl::Status WriteTiktokenRanks(const std::string& path, const std::vector<std::string>& tokens);
+
+class BpeTokenizer {
+ public:
+  // `tokens[r]` holds the bytes of rank r. Every single byte must be a token (so any text can be
+  // encoded) and special ids must not collide with ranks. `source` names the origin for errors.
+  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> Create(std::vector<std::string> tokens,
+                                                              TokenizerSpec spec,
+                                                              std::string source = "");
+  ~BpeTokenizer();
+  BpeTokenizer(const BpeTokenizer&) = delete;
+  BpeTokenizer& operator=(const BpeTokenizer&) = delete;
+
+  // Appends the ids of `text` (valid UTF-8), treating special-token text as ordinary text
+  // (tiktoken's encode_ordinary). The error for invalid UTF-8 gives the byte offset.
+  absl::Status EncodeOrdinary(std::string_view text, std::vector<int32_t>* out) const;
+  // Like EncodeOrdinary, but text equal to a special token becomes that token's id (tiktoken's
+  // encode with allowed_special="all").
+  absl::Status EncodeWithSpecials(std::string_view text, std::vector<int32_t>* out) const;
+  // Bytes of the ids, concatenated; an id that is neither a rank nor a special is an error.
+  absl::StatusOr<std::string> Decode(absl::Span<const int32_t> ids) const;
+
+  // Number of ranks in the file.
+  int32_t num_ranks() const { return static_cast<int32_t>(offsets_.size()) - 1; }
+  // One past the largest id, specials included: the embedding table's minimum size.
+  int32_t vocab_size() const { return vocab_size_; }
+  std::optional<int32_t> SpecialId(std::string_view text) const;
+  // Id of spec().eod, or nullopt when the encoding has no end-of-document token.
+  std::optional<int32_t> eod_id() const { return SpecialId(spec_.eod); }
+  const TokenizerSpec& spec() const { return spec_; }
+  const std::string& source() const { return source_; }
+  // Bytes of rank r (0 <= r < num_ranks()).
+  std::string_view TokenBytes(int32_t rank) const {
+    return std::string_view(arena_).substr(offsets_[rank], offsets_[rank + 1] - offsets_[rank]);
+  }
+  std::optional<int32_t> Rank(std::string_view bytes) const;
+
+  // Splits `text` (valid UTF-8, not checked) with the pattern, calling `piece` for each match.
+  // Exposed for the BPE trainer, which counts pieces.
+  template <typename F>
+  absl::Status Split(std::string_view text, F&& piece) const;
+
+ private:
+  struct Regex;
+  struct Scratch;
+  BpeTokenizer() = default;
+  absl::Status ForEachMatch(std::string_view text, void (*fn)(void*, std::string_view),
+                            void* arg) const;
+  void EncodePiece(std::string_view piece, std::vector<int32_t>* out) const;
+  void MergeSlow(std::string_view piece, std::vector<int32_t>* out) const;
+  absl::Status EncodeChecked(std::string_view text, std::vector<int32_t>* out) const;
+
+  TokenizerSpec spec_;
+  std::string source_;
+  std::string arena_;             // bytes of all ranks, concatenated
+  std::vector<uint32_t> offsets_;  // rank r is arena_[offsets_[r], offsets_[r+1])
+  // Open-addressing table from token bytes to rank: each slot holds (hash tag << 32 | rank), so
+  // a probe touches the arena only when the tag matches. Faster than a general hash map here
+  // because lookups dominate encoding time.
+  std::vector<uint64_t> slots_;
+  uint64_t slot_mask_ = 0;
+  int32_t Lookup(const char* bytes, size_t size) const;
+  bool Insert(std::string_view bytes, int32_t rank);
+  std::vector<int32_t> pair_rank_;  // 65536 entries: rank of a two-byte token, or -1
+  int32_t byte_rank_[256];
+  absl::flat_hash_map<std::string, int32_t> special_ids_;
+  absl::flat_hash_map<int32_t, std::string> special_text_;
+  std::vector<size_t> special_lengths_;  // distinct lengths, longest first
+  int32_t vocab_size_ = 0;
+  std::unique_ptr<Regex> regex_;
+  uint64_t serial_ = 0;  // identifies this tokenizer in per-thread scratch caches
+};
+
+template <typename F>
+absl::Status BpeTokenizer::Split(std::string_view text, F&& piece) const {
+  using Fn = std::remove_reference_t<F>;
+  return ForEachMatch(
+      text, [](void* arg, std::string_view p) { (*static_cast<Fn*>(arg))(p); },
+      const_cast<void*>(static_cast<const void*>(&piece)));
+}
+
+// Loads a tokenizer from a description:
+//   "NAME:PATH"  a named encoding (cl100k_base, o200k_base, llama3) with its rank file;
+//   "PATH"       a rank file; its pattern and specials come from a metadata file beside it
+//                (PATH with .tiktoken/.model replaced by .json, or PATH.json, in the format of
+//                tiktoken's {"pat_str", "special_tokens"}), else the cl100k pattern with Llama 3's
+//                specials for a 128000-rank file and `<|endoftext|>` = N otherwise.
+// A bare NAME is an error that explains the rank file is data the user supplies.
+absl::StatusOr<std::unique_ptr<BpeTokenizer>> LoadTokenizer(std::string_view description);
+// Same with the name (or file) and the rank file given separately; `rank_file` may be empty.
+absl::StatusOr<std::unique_ptr<BpeTokenizer>> LoadTokenizer(std::string_view name_or_file,
+                                                            std::string_view rank_file);
+
+// The metadata file written beside a rank file by the trainer and read by LoadTokenizer.
+std::string TokenizerMetadataJson(const TokenizerSpec& spec, int64_t num_ranks);
+
+}  // namespace tessera::data

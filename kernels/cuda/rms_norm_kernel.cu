@@ -1,0 +1,314 @@
+// Fused RMSNorm forward and backward (see rms_norm_kernel.h for the formulas and layouts).
+//
+// Forward: one block per row (grid-stride over rows). Pass 1 sums x^2 in fp32 (each thread over
+// its columns, then warp shuffles and one shared-memory step across warps); pass 2 re-reads the
+// row (from L1/L2: a row is at most 128 KB) and writes y. Threads read 8 consecutive elements at
+// once (16 bytes of bf16, 2 x 16 bytes of fp32) when dim is a multiple of 8 and every pointer is
+// 16-byte aligned; otherwise one element at a time.
+//
+// Backward, pass 1: a fixed number of blocks (4 per multiprocessor, at most one per row), each
+// striding over rows. Per row: dot = sum_k grad_y*w*x (block reduction), then grad_x, and the
+// row's grad_y*x*inv_rms is added to the block's fp32 partial weight gradient in shared memory.
+// A thread always owns the same columns, so the accumulation needs no synchronisation. Each block
+// writes its partial row to the workspace. Pass 2 sums the partial rows per column in a fixed
+// order, so grad_w is deterministic (no atomics).
+#include "kernels/cuda/rms_norm_kernel.h"
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+namespace tessera::kernels::cuda {
+namespace {
+
+constexpr int kMaxThreads = 512;
+constexpr int kVecWidth = 8;          // elements per vector access
+constexpr int kBlocksPerSm = 4;       // backward pass-1 blocks per multiprocessor
+constexpr int kRedSlots = 36;         // shared floats for reductions (32 warps + broadcast), 16-byte multiple
+constexpr int kStaticSmemLimit = 48 * 1024;
+
+// ---- element types --------------------------------------------------------------------------
+
+__device__ __forceinline__ float ToFloat(float v) { return v; }
+__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T FromFloat(float v);
+template <>
+__device__ __forceinline__ float FromFloat<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// N consecutive elements moved as one access (two for 8 floats); 16-byte alignment at most,
+// which is what the dispatcher checks.
+template <typename T, int N>
+struct alignas(sizeof(T) * N > 16 ? 16 : sizeof(T) * N) Pack {
+  T v[N];
+};
+
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> Load(const T* p) {
+  return *reinterpret_cast<const Pack<T, N>*>(p);
+}
+template <typename T, int N>
+__device__ __forceinline__ void Store(T* p, const Pack<T, N>& value) {
+  *reinterpret_cast<Pack<T, N>*>(p) = value;
+}
+
+// ---- reductions -----------------------------------------------------------------------------
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Sum of v over the block, returned to every thread. blockDim.x is a multiple of 32; `red` holds
+// kRedSlots floats. Every thread of the block must call it (it synchronises).
+__device__ __forceinline__ float BlockSum(float v, float* red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = WarpSum(v);
+  __syncthreads();  // the previous call's readers of red[32] are done
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = WarpSum(lane < warps ? red[lane] : 0.f);
+    if (lane == 0) red[32] = v;
+  }
+  __syncthreads();
+  return red[32];
+}
+
+// ---- kernels --------------------------------------------------------------------------------
+
+template <typename Tx, typename Ty, int kVec>
+__global__ void __launch_bounds__(kMaxThreads)
+    RmsNormForwardKernel(const Tx* __restrict__ x, const float* __restrict__ w, Ty* __restrict__ y,
+                         float* __restrict__ inv_rms, int64_t rows, int64_t dim, float eps) {
+  __shared__ float red[kRedSlots];
+  const int first = static_cast<int>(threadIdx.x) * kVec;  // dim <= kRmsNormMaxDim: int columns
+  const int step = static_cast<int>(blockDim.x) * kVec;
+  const int cols = static_cast<int>(dim);
+  const float inv_dim = 1.0f / static_cast<float>(dim);
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const Tx* xr = x + row * dim;
+    float sum_sq = 0.f;
+    for (int c = first; c < cols; c += step) {
+      const Pack<Tx, kVec> xp = Load<Tx, kVec>(xr + c);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        const float v = ToFloat(xp.v[k]);
+        sum_sq = fmaf(v, v, sum_sq);
+      }
+    }
+    const float r = rsqrtf(BlockSum(sum_sq, red) * inv_dim + eps);
+    if (threadIdx.x == 0) inv_rms[row] = r;
+    Ty* yr = y + row * dim;
+    for (int c = first; c < cols; c += step) {
+      const Pack<Tx, kVec> xp = Load<Tx, kVec>(xr + c);
+      const Pack<float, kVec> wp = Load<float, kVec>(w + c);
+      Pack<Ty, kVec> out;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) out.v[k] = FromFloat<Ty>(ToFloat(xp.v[k]) * r * wp.v[k]);
+      Store<Ty, kVec>(yr + c, out);
+    }
+  }
+}
+
+// Dynamic shared memory: kRedSlots floats, then dim floats of partial weight gradient.
+template <typename Tx, typename Tg, int kVec>
+__global__ void __launch_bounds__(kMaxThreads)
+    RmsNormBackwardKernel(const Tg* __restrict__ gy, const Tx* __restrict__ x, const float* __restrict__ w,
+                          const float* __restrict__ inv_rms, Tx* __restrict__ gx, float* __restrict__ partial,
+                          int64_t rows, int64_t dim) {
+  extern __shared__ float4 smem_raw[];  // float4: 16-byte alignment for the vector accesses
+  float* red = reinterpret_cast<float*>(smem_raw);
+  float* acc = red + kRedSlots;
+  const int first = static_cast<int>(threadIdx.x) * kVec;  // dim <= kRmsNormMaxDim: int columns
+  const int step = static_cast<int>(blockDim.x) * kVec;
+  const int cols = static_cast<int>(dim);
+  const float inv_dim = 1.0f / static_cast<float>(dim);
+
+  Pack<float, kVec> zero;
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) zero.v[k] = 0.f;
+  for (int c = first; c < cols; c += step) Store<float, kVec>(acc + c, zero);
+
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const Tg* gr = gy + row * dim;
+    const Tx* xr = x + row * dim;
+    const float r = inv_rms[row];
+    float dot = 0.f;
+    for (int c = first; c < cols; c += step) {
+      const Pack<Tg, kVec> gp = Load<Tg, kVec>(gr + c);
+      const Pack<Tx, kVec> xp = Load<Tx, kVec>(xr + c);
+      const Pack<float, kVec> wp = Load<float, kVec>(w + c);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) dot = fmaf(ToFloat(gp.v[k]) * wp.v[k], ToFloat(xp.v[k]), dot);
+    }
+    dot = BlockSum(dot, red);
+    const float coef = r * r * r * dot * inv_dim;
+    Tx* gxr = gx + row * dim;
+    for (int c = first; c < cols; c += step) {
+      const Pack<Tg, kVec> gp = Load<Tg, kVec>(gr + c);
+      const Pack<Tx, kVec> xp = Load<Tx, kVec>(xr + c);
+      const Pack<float, kVec> wp = Load<float, kVec>(w + c);
+      Pack<Tx, kVec> out;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        out.v[k] = FromFloat<Tx>(r * ToFloat(gp.v[k]) * wp.v[k] - ToFloat(xp.v[k]) * coef);
+      }
+      Store<Tx, kVec>(gxr + c, out);
+      Pack<float, kVec> a = Load<float, kVec>(acc + c);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) a.v[k] = fmaf(ToFloat(gp.v[k]) * ToFloat(xp.v[k]), r, a.v[k]);
+      Store<float, kVec>(acc + c, a);
+    }
+  }
+
+  float* out = partial + static_cast<int64_t>(blockIdx.x) * dim;
+  for (int c = first; c < cols; c += step) Store<float, kVec>(out + c, Load<float, kVec>(acc + c));
+}
+
+constexpr int kColTile = 32;   // columns per block (one warp wide: coalesced rows)
+constexpr int kPartLanes = 16; // partial rows summed in parallel per column
+
+// out[c] = sum_p partial[p, c], each thread summing every kPartLanes-th partial row in order,
+// then the kPartLanes sums added in order: deterministic.
+__global__ void __launch_bounds__(kColTile * kPartLanes)
+    ColumnSumKernel(const float* __restrict__ partial, int64_t parts, int64_t dim, float* __restrict__ out) {
+  __shared__ float tile[kPartLanes][kColTile + 1];
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kColTile + threadIdx.x;
+  float s = 0.f;
+  if (c < dim) {
+    for (int64_t p = threadIdx.y; p < parts; p += kPartLanes) s += partial[p * dim + c];
+  }
+  tile[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < dim) {
+    float total = 0.f;
+#pragma unroll
+    for (int i = 0; i < kPartLanes; ++i) total += tile[i][threadIdx.x];
+    out[c] = total;
+  }
+}
+
+// ---- host side ------------------------------------------------------------------------------
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls f(TypeTag<A>{}, TypeTag<B>{}) for the element types named by a and b.
+template <typename F>
+cudaError_t DispatchTypes(DType a, DType b, F&& f) {
+  auto second = [&](auto ta) -> cudaError_t {
+    switch (b) {
+      case DType::kFloat32: return f(ta, TypeTag<float>{});
+      case DType::kBFloat16: return f(ta, TypeTag<__nv_bfloat16>{});
+    }
+    return cudaErrorInvalidValue;
+  };
+  switch (a) {
+    case DType::kFloat32: return second(TypeTag<float>{});
+    case DType::kBFloat16: return second(TypeTag<__nv_bfloat16>{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Threads per block: enough for one pass over the row in vector accesses, a multiple of 32,
+// between one warp and kMaxThreads.
+int ThreadsFor(int64_t dim, int vec) {
+  const int64_t needed = (dim + vec - 1) / vec;
+  const int64_t rounded = (needed + 31) / 32 * 32;
+  return static_cast<int>(std::clamp<int64_t>(rounded, 32, kMaxThreads));
+}
+
+unsigned GridFor(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>(rows, int64_t{1} << 30)); }
+
+int MultiprocessorCount() {
+  static std::atomic<int> cached[64];
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 1;
+  if (device >= 0 && device < 64) {
+    if (const int n = cached[device].load(std::memory_order_relaxed); n > 0) return n;
+  }
+  int count = 1;
+  if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count < 1) {
+    count = 1;
+  }
+  if (device >= 0 && device < 64) cached[device].store(count, std::memory_order_relaxed);
+  return count;
+}
+
+int64_t BackwardBlocks(int64_t rows) { return std::min<int64_t>(rows, int64_t{MultiprocessorCount()} * kBlocksPerSm); }
+
+}  // namespace
+
+cudaError_t RmsNormForward(const void* x, DType x_dtype, const float* weight, void* y, DType y_dtype,
+                           float* inv_rms, int64_t rows, int64_t dim, float eps, cudaStream_t stream) {
+  if (rows < 0 || dim <= 0 || dim > kRmsNormMaxDim) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  const bool vec = dim % kVecWidth == 0 && Aligned16(x) && Aligned16(y) && Aligned16(weight);
+  return DispatchTypes(x_dtype, y_dtype, [&](auto tx, auto ty) -> cudaError_t {
+    using Tx = typename decltype(tx)::type;
+    using Ty = typename decltype(ty)::type;
+    const auto* xp = static_cast<const Tx*>(x);
+    auto* yp = static_cast<Ty*>(y);
+    if (vec) {
+      RmsNormForwardKernel<Tx, Ty, kVecWidth><<<GridFor(rows), ThreadsFor(dim, kVecWidth), 0, stream>>>(
+          xp, weight, yp, inv_rms, rows, dim, eps);
+    } else {
+      RmsNormForwardKernel<Tx, Ty, 1><<<GridFor(rows), ThreadsFor(dim, 1), 0, stream>>>(
+          xp, weight, yp, inv_rms, rows, dim, eps);
+    }
+    return cudaGetLastError();
+  });
+}
+
+int64_t RmsNormBackwardWorkspaceElements(int64_t rows, int64_t dim) {
+  if (rows <= 0 || dim <= 0) return 0;
+  return BackwardBlocks(rows) * dim;
+}
+
+cudaError_t RmsNormBackward(const void* grad_y, DType grad_y_dtype, const void* x, DType x_dtype,
+                            const float* weight, const float* inv_rms, void* grad_x, float* grad_weight,
+                            float* workspace, int64_t workspace_elements, int64_t rows, int64_t dim,
+                            cudaStream_t stream) {
+  if (rows < 0 || dim <= 0 || dim > kRmsNormMaxDim) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaMemsetAsync(grad_weight, 0, sizeof(float) * dim, stream);
+  const int64_t blocks = std::min<int64_t>(rows, workspace_elements / dim);
+  if (blocks < 1) return cudaErrorInvalidValue;
+  const bool vec = dim % kVecWidth == 0 && Aligned16(grad_y) && Aligned16(x) && Aligned16(grad_x) &&
+                   Aligned16(weight) && Aligned16(workspace);
+  const size_t smem = sizeof(float) * static_cast<size_t>(kRedSlots + dim);
+  const cudaError_t status = DispatchTypes(x_dtype, grad_y_dtype, [&](auto tx, auto tg) -> cudaError_t {
+    using Tx = typename decltype(tx)::type;
+    using Tg = typename decltype(tg)::type;
+    auto launch = [&](auto kernel, int vec_width) -> cudaError_t {
+      if (smem > kStaticSmemLimit) {
+        const cudaError_t e =
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+        if (e != cudaSuccess) return e;
+      }
+      kernel<<<static_cast<unsigned>(blocks), ThreadsFor(dim, vec_width), smem, stream>>>(
+          static_cast<const Tg*>(grad_y), static_cast<const Tx*>(x), weight, inv_rms, static_cast<Tx*>(grad_x),
+          workspace, rows, dim);
+      return cudaGetLastError();
+    };
+    return vec ? launch(RmsNormBackwardKernel<Tx, Tg, kVecWidth>, kVecWidth)
+               : launch(RmsNormBackwardKernel<Tx, Tg, 1>, 1);
+  });
+  if (status != cudaSuccess) return status;
+  const unsigned col_blocks = static_cast<unsigned>((dim + kColTile - 1) / kColTile);
+  ColumnSumKernel<<<col_blocks, dim3(kColTile, kPartLanes), 0, stream>>>(workspace, blocks, dim, grad_weight);
+  return cudaGetLastError();
+}
+
+}  // namespace tessera::kernels::cuda

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# End-to-end checks of the `tessera` command line: bad configs and arguments stop with exit
+# code 2 and a message naming the key, file or value, before anything is allocated; `config`
+# prints the effective config; `help` prints usage.
+# Usage: cli_test.sh PATH/TO/tessera
+set -uo pipefail
+TESSERA="$1"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+failures=0
+passes=0
+
+# expect CODE PATTERN -- ARGS...: runs tessera ARGS, checks the exit code and that stderr+stdout
+# contains PATTERN (a fixed string).
+expect() {
+  local code="$1" pattern="$2"; shift 3
+  local out rc
+  out=$("$TESSERA" "$@" 2>&1); rc=$?
+  if [[ $rc -ne $code ]] || [[ "$out" != *"$pattern"* ]]; then
+    echo "FAIL: tessera $* -> exit $rc (want $code), output:"; echo "$out" | head -5
+    echo "      expected to contain: $pattern"
+    failures=$((failures + 1))
+  else
+    passes=$((passes + 1))
+  fi
+}
+
+printf 'model:\n  dim: 64\n  n_heads: 4\n  n_kv_heads: 2\ntrain:\n  steps: 2\n  lrr: 0.1\n' > "$dir/typo.yaml"
+printf 'model:\n  dim: 64\n  n_heads: 5\n' > "$dir/heads.yaml"
+echo "some text" > "$dir/doc.txt"
+
+expect 2 "usage: tessera <command>" -- 
+expect 2 "unknown command 'trian'" -- trian
+expect 0 "commands:" -- help
+expect 2 "typo.yaml:7: unknown key 'train.lrr' (did you mean 'train.lr'?)" -- train "$dir/typo.yaml"
+expect 2 "model.dim = 64 is not divisible by model.n_heads = 5" -- train "$dir/heads.yaml"
+expect 2 "config file '$dir/missing.yaml' does not exist" -- train "$dir/missing.yaml"
+expect 2 "--set train.lr=fast: key 'train.lr' expects number, got 'fast'" -- train --set train.lr=fast
+expect 2 "key 'train.steps' = -3 is out of range" -- train --set train.steps=-3
+expect 2 "model.n_heads = 8 is not divisible by model.n_kv_heads = 3" -- train --set model.n_kv_heads=3
+expect 2 "unknown option '--sett'" -- train --sett a=b
+expect 2 "--set needs KEY=VALUE" -- train --set
+expect 2 "data.train: no file matches '$dir/nothing/*'" -- train --set "data.train=$dir/nothing/*" --set train.eval_every=0 --set "train.run_dir=$dir/run"
+expect 0 "  lr: 0.25" -- config --set train.lr=0.25 --set "data.train=$dir/doc.txt" --set train.eval_every=0
+expect 0 "| \`train.lr\` |" -- config --markdown
+
+echo "$passes passed, $failures failed"
+[[ $failures -eq 0 ]]

@@ -1,0 +1,155 @@
+// Tests of the CUDA RMSNorm kernel (kernels/cuda/rms_norm_kernel.cu) through kernels::RmsNorm,
+// the wrapper the model calls: forward values and the gradients of x and of the weight against
+// kernels::RmsNormReference evaluated in fp64 on the CPU, for fp32 and bf16 storage, vectorised
+// and scalar paths, and a row long enough to need the opt-in shared memory. Needs a CUDA device
+// (label gpu).
+#include "kernels/rms_norm.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/catch_compat.h"
+
+namespace {
+
+using tessera::kernels::RmsNorm;
+using tessera::kernels::RmsNormReference;
+
+constexpr double kEps = 1e-5;
+
+// |actual - expected| <= rtol * |expected| + atol_rel * max|expected|, elementwise; the message
+// names the worst element.
+std::string Compare(const torch::Tensor& actual, const torch::Tensor& expected, double rtol, double atol_rel) {
+  torch::Tensor a = actual.detach().to(torch::kCPU, torch::kDouble);
+  torch::Tensor e = expected.detach().to(torch::kCPU, torch::kDouble);
+  if (a.sizes() != e.sizes()) return "shape mismatch";
+  const double scale = e.abs().max().item<double>();
+  torch::Tensor excess = (a - e).abs() - (rtol * e.abs() + atol_rel * scale);
+  const double worst = excess.max().item<double>();
+  if (worst <= 0) return "";
+  const int64_t i = excess.flatten().argmax().item<int64_t>();
+  std::ostringstream out;
+  out << "element " << i << ": got " << a.flatten()[i].item<double>() << ", expected " << e.flatten()[i].item<double>()
+      << " (max |expected| " << scale << ", rtol " << rtol << ", atol " << atol_rel * scale << ")";
+  return out.str();
+}
+
+struct Case {
+  std::vector<int64_t> shape;
+  torch::ScalarType in, out;
+};
+
+std::string Name(const Case& c) {
+  std::ostringstream s;
+  s << "shape [";
+  for (size_t i = 0; i < c.shape.size(); ++i) s << (i ? "," : "") << c.shape[i];
+  s << "] " << c.in << " -> " << c.out;
+  return s.str();
+}
+
+// Runs the CUDA path and the fp64 CPU reference on the same (dtype-rounded) values and checks
+// y, grad_x and grad_w.
+void CheckCase(const Case& c, uint64_t seed) {
+  CATCH_INFO(Name(c));
+  torch::manual_seed(seed);
+  const int64_t dim = c.shape.back();
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  // Rows of different scales (0.1 .. 10) so that inv_rms differs per row; a weight away from 0.
+  torch::Tensor x0 = torch::randn(c.shape) * torch::exp(torch::randn(c.shape).narrow(-1, 0, 1) * 1.5) + 0.1;
+  torch::Tensor w0 = torch::rand({dim}) + 0.5;
+  torch::Tensor x = x0.to(c.in).to(cuda).requires_grad_();
+  torch::Tensor w = w0.to(cuda).requires_grad_();
+  torch::Tensor y = RmsNorm(x, w, kEps, c.out);
+  CATCH_REQUIRE(y.is_cuda());
+  CATCH_REQUIRE(y.scalar_type() == c.out);
+  CATCH_REQUIRE(y.grad_fn());
+  // The fused kernel, not ATen's fallback, produced y.
+  CATCH_CHECK(y.grad_fn()->name().find("RmsNormCudaFunction") != std::string::npos);
+  torch::Tensor gy = torch::randn(c.shape).to(c.out).to(cuda);
+  auto grads = torch::autograd::grad({y}, {x, w}, {gy});
+
+  // Reference in fp64 from exactly the values the kernel saw.
+  torch::Tensor xr = x.detach().cpu().to(torch::kDouble).requires_grad_();
+  torch::Tensor wr = w.detach().cpu().to(torch::kDouble).requires_grad_();
+  torch::Tensor yr = RmsNormReference(xr, wr, kEps);
+  auto grads_ref = torch::autograd::grad({yr}, {xr, wr}, {gy.cpu().to(torch::kDouble)});
+
+  // Tolerances. fp32 results: sums of up to 16384 products in fp32 (per-thread, then a tree)
+  // and rsqrtf (2 ulp) give relative errors ~1e-6; 1e-5 leaves margin. grad_x is a difference
+  // of two terms of the same size, so its error is relative to the row's scale: an absolute
+  // allowance of 1e-5 of the largest value. grad_w sums rows*products in fp32 over blocks:
+  // ~rows * 6e-8 relative at worst, 1e-4 covers the shapes here. A bf16 output is one
+  // round-to-nearest of the fp32 result: at most 2^-8 relative; 2^-7 allows for the fp32 result
+  // sitting next to a rounding boundary.
+  auto rtol_for = [](torch::ScalarType t) { return t == torch::kBFloat16 ? 1.0 / 128 : 1e-5; };
+  const std::string y_err = Compare(y, yr, rtol_for(c.out), 1e-6);
+  CATCH_CHECK(y_err == "");
+  const std::string gx_err = Compare(grads[0], grads_ref[0], std::max(rtol_for(c.in), 1e-4), 1e-5);
+  CATCH_CHECK(gx_err == "");
+  CATCH_CHECK(grads[0].scalar_type() == c.in);
+  CATCH_CHECK(grads[1].scalar_type() == torch::kFloat);
+  const std::string gw_err = Compare(grads[1], grads_ref[1], 1e-4, 1e-5);
+  CATCH_CHECK(gw_err == "");
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("CUDA RMSNorm matches the fp64 reference in fp32") {
+  CATCH_REQUIRE(torch::cuda::is_available());
+  for (const Case& c : std::vector<Case>{
+           {{4, 33, 2048}, torch::kFloat, torch::kFloat},  // vectorised, rows not a multiple of anything
+           {{7, 100}, torch::kFloat, torch::kFloat},       // dim % 8 != 0: scalar path
+           {{3, 16384}, torch::kFloat, torch::kFloat},     // 64 KB of partial grad_w: opt-in shared memory
+           {{1, 8}, torch::kFloat, torch::kFloat},         // one row, one vector
+           {{600, 256}, torch::kFloat, torch::kFloat}}) {  // more rows than backward blocks on small GPUs
+    CheckCase(c, 1);
+  }
+}
+
+CATCH_TEST_CASE("CUDA RMSNorm matches the fp64 reference with bf16 input or output") {
+  CATCH_REQUIRE(torch::cuda::is_available());
+  for (const Case& c : std::vector<Case>{
+           {{2, 64, 2048}, torch::kBFloat16, torch::kBFloat16},
+           {{2, 64, 2048}, torch::kFloat, torch::kBFloat16},  // the model's bf16 path: fp32 residual in
+           {{2, 64, 2048}, torch::kBFloat16, torch::kFloat},
+           {{5, 3, 200}, torch::kBFloat16, torch::kBFloat16},  // 200 % 8 == 0 but rows of 400 bytes
+           {{9, 36}, torch::kFloat, torch::kBFloat16}}) {      // scalar path
+    CheckCase(c, 2);
+  }
+}
+
+CATCH_TEST_CASE("CUDA RMSNorm's weight gradient is deterministic and non-contiguous input works") {
+  CATCH_REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(3);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+  torch::Tensor x = torch::randn({4096, 1024}, cuda);
+  torch::Tensor w = (torch::rand({1024}, cuda) + 0.5).requires_grad_();
+  torch::Tensor gy = torch::randn({4096, 1024}, cuda);
+  auto grad_w = [&] { return torch::autograd::grad({RmsNorm(x, w, kEps, torch::kFloat)}, {w}, {gy})[0]; };
+  // Partial sums are added in a fixed order (no atomics): bitwise equal on every run.
+  CATCH_CHECK(torch::equal(grad_w(), grad_w()));
+
+  // A transposed (non-contiguous) input is normalised along its last dimension like a copy.
+  torch::Tensor xt = torch::randn({64, 48}, cuda).t().requires_grad_();  // [48, 64], strides (1, 48)
+  torch::Tensor w2 = torch::rand({64}, cuda) + 0.5;
+  torch::Tensor y = RmsNorm(xt, w2, kEps, torch::kFloat);
+  torch::Tensor y_ref = RmsNormReference(xt.detach().contiguous(), w2, kEps);
+  CATCH_CHECK(Compare(y, y_ref, 1e-5, 1e-6) == "");
+  auto gx = torch::autograd::grad({y}, {xt}, {torch::ones_like(y)})[0];
+  CATCH_CHECK(gx.sizes() == xt.sizes());
+}
+
+CATCH_TEST_CASE("CUDA RMSNorm leaves fp64 and CPU tensors to ATen") {
+  CATCH_REQUIRE(torch::cuda::is_available());
+  auto x = torch::randn({3, 16}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kDouble)).requires_grad_();
+  auto w = torch::ones({16}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kDouble));
+  auto y = RmsNorm(x, w, kEps, torch::kDouble);
+  CATCH_CHECK(y.scalar_type() == torch::kDouble);
+  CATCH_CHECK(y.grad_fn()->name().find("RmsNormCudaFunction") == std::string::npos);
+  // fp64 both sides: agreement to rounding.
+  CATCH_CHECK(Compare(y, RmsNormReference(x.detach(), w, kEps), 1e-12, 1e-12) == "");
+}
