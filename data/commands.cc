@@ -25,6 +25,7 @@
 #include "data/absl_string_view.h"
 #include "data/bpe_tokenizer.h"
 #include "data/bpe_trainer.h"
+#include "data/indexed_dataset.h"
 #include "data/preprocess.h"
 
 namespace tessera::data {
@@ -341,23 +342,72 @@ int TokenizerCommand(const std::vector<std::string>& argv) {
   return kExitUsage;
 }
 
+int DatasetCommand(const std::vector<std::string>& argv) {
+  const std::string sub = argv.empty() ? "" : argv[0];
+  Args args("dataset", {{"first", true}, {"count", true}});
+  if (auto s = args.Parse(std::vector<std::string>(argv.begin() + (argv.empty() ? 0 : 1), argv.end())); !s.ok()) {
+    return Fail(s, kExitUsage);
+  }
+  if ((sub != "info" && sub != "dump") || args.positional().size() != 1) {
+    return Fail(absl::InvalidArgumentError("usage: tessera dataset info PREFIX | dataset dump PREFIX [--first D] "
+                                           "[--count N]"),
+                kExitUsage);
+  }
+  auto shards = FindShardPrefixes(args.positional()[0]);
+  if (!shards.ok()) return Fail(shards.status(), kExitRuntime);
+  auto first = args.GetInt("first", 0, 0, INT64_MAX);
+  auto count = args.GetInt("count", INT64_MAX, 0, INT64_MAX);
+  if (!first.ok() || !count.ok()) return Fail(!first.ok() ? first.status() : count.status(), kExitUsage);
+  int64_t doc = 0, printed = 0;
+  std::string out;
+  for (const std::string& prefix : *shards) {
+    auto ds = IndexedDataset::Open(prefix);
+    if (!ds.ok()) return Fail(ds.status(), kExitRuntime);
+    const IndexedDataset& d = **ds;
+    if (sub == "info") {
+      absl::StrAppendFormat(&out, "%s: dtype %s, %d sequences, %d documents, %d tokens\n", prefix,
+                            TokenDTypeName(static_cast<uint8_t>(d.dtype())), d.num_sequences(), d.num_documents(),
+                            d.total_tokens());
+      continue;
+    }
+    std::vector<int32_t> tokens;
+    for (int64_t k = 0; k < d.num_documents() && printed < *count; ++k, ++doc) {
+      if (doc < *first) continue;
+      const int64_t a = d.sequence_start(d.document_index(k)), b = d.sequence_start(d.document_index(k + 1));
+      tokens.resize(b - a);
+      if (auto s = d.ReadTokens(a, b - a, tokens.data()); !s.ok()) return Fail(s, kExitRuntime);
+      AppendIds(tokens, &out);
+      ++printed;
+    }
+  }
+  WriteAll(out);
+  return std::fflush(stdout) == 0 ? 0 : kExitRuntime;
+}
+
 int PreprocessCommand(const std::vector<std::string>& argv) {
   Args args("preprocess", {{"tokenizer", true},     {"vocab", true},       {"output-prefix", true},
                            {"format", true},        {"json-key", true},    {"path-header", false},
                            {"workers", true},       {"max-shard-mb", true}, {"on-error", true},
                            {"progress", false},     {"no-progress", false}, {"allow-special", false},
-                           {"chunk-mb", true}});
+                           {"chunk-mb", true},      {"files-from", true}});
   if (auto s = args.Parse(argv); !s.ok()) return Fail(s, kExitUsage);
-  if (!args.Has("output-prefix") || args.positional().empty()) {
+  PreprocessOptions options;
+  options.inputs = args.positional();
+  if (args.Has("files-from")) {  // one input per line, like tar -T (long lists, no shell limits)
+    auto list = ReadFileToString(args.Get("files-from"));
+    if (!list.ok()) return Fail(list.status(), kExitUsage);
+    for (absl::string_view line : absl::StrSplit(*list, '\n', absl::SkipWhitespace())) {
+      options.inputs.emplace_back(line);
+    }
+  }
+  if (!args.Has("output-prefix") || options.inputs.empty()) {
     return Fail(absl::InvalidArgumentError(
                     "usage: tessera preprocess --tokenizer T --output-prefix PREFIX [--format auto|jsonl|text] "
                     "[--json-key text] [--path-header] [--workers N] [--max-shard-mb M] [--on-error skip|fail] "
-                    "INPUT..."),
+                    "[--files-from LIST] INPUT..."),
                 kExitUsage);
   }
-  PreprocessOptions options;
   options.output_prefix = args.Get("output-prefix");
-  options.inputs = args.positional();
   auto format = ParseInputFormat(args.Get("format", "auto"));
   if (!format.ok()) return Fail(format.status(), kExitUsage);
   options.format = *format;

@@ -1,5 +1,5 @@
 // The data subcommands of the `tessera` CLI: tokenize, detokenize, tokenizer (train, bench,
-// info) and preprocess. Each takes the arguments after its name and returns the process exit
+// info), preprocess and dataset (info, dump). Each takes the arguments after its name and returns the process exit
 // code (0 success, 1 runtime failure, 2 bad command line). trainer/main.cc dispatches to them.
 #pragma once
 
@@ -12,6 +12,7 @@ int TokenizeCommand(const std::vector<std::string>& args);
 int DetokenizeCommand(const std::vector<std::string>& args);
 int TokenizerCommand(const std::vector<std::string>& args);
 int PreprocessCommand(const std::vector<std::string>& args);
+int DatasetCommand(const std::vector<std::string>& args);
 
 // Lines for the top-level usage text, one per subcommand.
 extern const char kDataCommandsUsage[];
@@ -27,6 +28,7 @@ extern const char kDataCommandsUsage[];
   "  tokenizer bench --tokenizer T [--threads N] FILE...  encode throughput in MB/s\n"                   \
   "  tokenizer info --tokenizer T                print ranks, vocabulary size and specials\n"             \
   "  preprocess --tokenizer T --output-prefix P INPUT...  corpora -> Megatron .bin/.idx shards\n"        \
+  "  dataset info|dump PREFIX [--first D] [--count N]  inspect Megatron .bin/.idx shards\n"                   \
   "     (T: cl100k_base:FILE, o200k_base:FILE, llama3:FILE or a rank file; see docs/data.md)\n"
 
 namespace tessera::data {

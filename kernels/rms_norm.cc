@@ -5,6 +5,12 @@
 #include "kernels/rms_norm.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+
+#include <algorithm>
+
+#include "kernels/cpu_loops.h"
 
 #if TESSERA_KERNELS_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -83,6 +89,59 @@ bool UseCudaKernel(const torch::Tensor& x, const torch::Tensor& weight, torch::S
 }
 #endif  // TESSERA_KERNELS_CUDA
 
+// fp32 CPU RMSNorm with a fused backward (ATen's CPU rms_norm fuses only the forward; its
+// backward is the composite of pow, mean, rsqrt and products). Rows are split across threads;
+// each fixed chunk of rows sums its own grad_w partial, and the partials are added in order.
+class RmsNormCpuFunction : public torch::autograd::Function<RmsNormCpuFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, double eps) {
+    const torch::Tensor xc = x.contiguous();
+    const torch::Tensor wc = weight.contiguous();
+    const int64_t dim = xc.size(-1), rows = xc.numel() / dim;
+    torch::Tensor y = torch::empty_like(xc);
+    torch::Tensor inv_rms = torch::empty({rows}, xc.options());
+    const float* xp = xc.data_ptr<float>();
+    const float* wp = wc.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    float* ip = inv_rms.data_ptr<float>();
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+      cpu::RmsNormForwardRows(xp, wp, yp, ip, begin, end, dim, static_cast<float>(eps));
+    });
+    ctx->save_for_backward({xc, wc, inv_rms});
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];
+    const torch::Tensor& w = saved[1];
+    const torch::Tensor& inv_rms = saved[2];
+    const torch::Tensor gy = grads[0].to(torch::kFloat).contiguous();
+    const int64_t dim = x.size(-1), rows = x.numel() / dim;
+    torch::Tensor gx = torch::empty_like(x);
+    // One partial grad_w per chunk of rows; a fixed chunking keeps the sum order independent of
+    // the thread count, so results are reproducible run to run.
+    const int64_t chunk = std::max<int64_t>(16, (rows + 63) / 64);
+    const int64_t chunks = (rows + chunk - 1) / chunk;
+    torch::Tensor partial = torch::zeros({chunks, dim}, x.options());
+    const float* gp = gy.data_ptr<float>();
+    const float* xp = x.data_ptr<float>();
+    const float* wp = w.data_ptr<float>();
+    const float* ip = inv_rms.data_ptr<float>();
+    float* gxp = gx.data_ptr<float>();
+    float* pp = partial.data_ptr<float>();
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        cpu::RmsNormBackwardRows(gp, xp, wp, ip, gxp, pp + c * dim, c * chunk,
+                                 std::min(rows, (c + 1) * chunk), dim);
+      }
+    });
+    return {gx, partial.sum(0), torch::Tensor()};
+  }
+};
+
 }  // namespace
 
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps,
@@ -95,6 +154,10 @@ torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, doubl
     return RmsNormCudaFunction::apply(x, w32, eps, out_dtype);
   }
 #endif
+  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat) {
+    torch::Tensor y = RmsNormCpuFunction::apply(x, weight, eps);
+    return y.scalar_type() == out_dtype ? y : y.to(out_dtype);
+  }
   // Half-precision inputs are reduced in fp32; fp32 and fp64 (gradient checks) stay as they are.
   const bool low = x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf;
   torch::Tensor x32 = low ? x.to(torch::kFloat) : x;

@@ -6,14 +6,45 @@
 #include "kernels/rotary.h"
 
 #include <torch/autograd.h>
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
+
+#include "kernels/cpu_loops.h"
 
 namespace tessera::kernels {
 namespace {
 
+// fp32 CPU path: one fused loop per head vector (kernels/cpu_loops.cc) instead of six
+// broadcasting tensor operations. Any strides for batch, sequence and heads; the head vector
+// itself must be contiguous.
+torch::Tensor RotateCpu(const torch::Tensor& x_in, const torch::Tensor& cos, const torch::Tensor& sin,
+                        float sign) {
+  const torch::Tensor x = x_in.stride(-1) == 1 ? x_in : x_in.contiguous();
+  const int64_t batch = x.size(0), seq = x.size(1), heads = x.size(2), dim = x.size(3);
+  const int64_t half = dim / 2;
+  torch::Tensor out = torch::empty({batch, seq, heads, dim}, x.options());
+  const torch::Tensor c = cos.contiguous(), s = sin.contiguous();
+  const float* xp = x.data_ptr<float>();
+  const float* cp = c.data_ptr<float>();
+  const float* sp = s.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t sb = x.stride(0), st = x.stride(1), sh = x.stride(2);
+  at::parallel_for(0, batch * seq * heads, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / (seq * heads), t = (i / heads) % seq, h = i % heads;
+      cpu::RotateRow(xp + b * sb + t * st + h * sh, op + i * dim, cp + t * half, sp + t * half, half,
+                     sign);
+    }
+  });
+  return out;
+}
+
 // Rotates x [B, T, H, D] by angle tables [T, D/2] in direction `sign` (+1 forward, -1 inverse).
 torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                      double sign) {
+  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 4 && x.size(-1) % 2 == 0) {
+    return RotateCpu(x, cos, sin, static_cast<float>(sign));
+  }
   const int64_t half = x.size(-1) / 2;
   const int64_t seq = x.size(1);
   // Broadcast [T, D/2] over batch and heads: [1, T, 1, D/2].
@@ -45,7 +76,7 @@ class RotaryFunction : public torch::autograd::Function<RotaryFunction> {
                                                  torch::autograd::variable_list grads) {
     torch::Tensor cos = ctx->saved_data["cos"].toTensor();
     torch::Tensor sin = ctx->saved_data["sin"].toTensor();
-    return {Rotate(grads[0].contiguous(), cos, sin, -1.0), torch::Tensor(), torch::Tensor()};
+    return {Rotate(grads[0], cos, sin, -1.0), torch::Tensor(), torch::Tensor()};
   }
 };
 

@@ -100,9 +100,36 @@ std::vector<std::vector<int64_t>> Topology::Groups(Dim dim) const {
   return groups;
 }
 
+std::vector<int64_t> Topology::ModelGroupOf(int64_t rank) const {
+  const Coordinates mine = CoordinatesOf(rank);
+  std::vector<int64_t> group;
+  for (int64_t r = 0; r < world_size(); ++r) {
+    if (CoordinatesOf(r).dp == mine.dp) group.push_back(r);
+  }
+  return group;
+}
+
+std::vector<int64_t> Topology::EmbeddingGroupOf(int64_t rank) const {
+  Coordinates c = CoordinatesOf(rank);
+  if (c.pp != 0 && c.pp != dims_.pp - 1) return {};
+  c.pp = 0;
+  std::vector<int64_t> group = {RankOf(c)};
+  if (dims_.pp > 1) {
+    c.pp = dims_.pp - 1;
+    group.push_back(RankOf(c));
+  }
+  return group;
+}
+
+std::string Topology::order() const {
+  auto name = [](Dim d) { return d == Dim::kTensor ? "tp" : d == Dim::kPipeline ? "pp" : "dp"; };
+  return absl::StrCat(name(order_[0]), "-", name(order_[1]), "-", name(order_[2]));
+}
+
 std::string Topology::Table() const {
-  std::string out = absl::StrFormat("world %d = tp %d x pp %d x dp %d\n rank   tp   pp   dp\n",
-                                    world_size(), dims_.tp, dims_.pp, dims_.dp);
+  std::string out = absl::StrFormat("world %d = tp %d x pp %d x dp %d, order %s (innermost first)\n"
+                                    " rank   tp   pp   dp\n",
+                                    world_size(), dims_.tp, dims_.pp, dims_.dp, order());
   for (int64_t r = 0; r < world_size(); ++r) {
     Coordinates c = CoordinatesOf(r);
     absl::StrAppend(&out, absl::StrFormat("%5d %4d %4d %4d\n", r, c.tp, c.pp, c.dp));

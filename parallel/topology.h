@@ -44,7 +44,16 @@ class Topology {
   std::vector<int64_t> GroupOf(Dim dim, int64_t rank) const;
   // Every group along `dim`, ordered by their lowest rank.
   std::vector<std::vector<int64_t>> Groups(Dim dim) const;
-  // A human-readable rank table ("rank  tp pp dp").
+  // The ranks of one model replica: those sharing `rank`'s dp coordinate (tp x pp ranks), in
+  // rank order. Gradient norms and other model-parallel reductions run over it.
+  std::vector<int64_t> ModelGroupOf(int64_t rank) const;
+  // The first and the last pipeline stage with `rank`'s tp and dp coordinates, where the tied
+  // input embedding and output head live: {first, last}; one rank when pp == 1; empty for a
+  // middle stage.
+  std::vector<int64_t> EmbeddingGroupOf(int64_t rank) const;
+  // The order string, e.g. "tp-dp-pp" (innermost first).
+  std::string order() const;
+  // A human-readable rank table ("rank  tp pp dp") under a line with the sizes and the order.
   std::string Table() const;
 
  private:

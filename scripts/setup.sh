@@ -37,10 +37,12 @@ fi
 if ! "$VENV/bin/python" -c "import torch,sys; sys.exit(0 if torch.__version__.split('+')[0]=='$TORCH_VERSION' else 1)" 2>/dev/null; then
   log "installing torch==$TORCH_VERSION into .venv (LibTorch for the C++ build)"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q "torch==$TORCH_VERSION" numpy pyyaml
+  "$VENV/bin/pip" install -q "torch==$TORCH_VERSION" numpy pyyaml tiktoken
 else
   log "torch $TORCH_VERSION present in .venv"
 fi
-# numpy and pyyaml are used by tests that parse outputs independently of the C++ code.
-"$VENV/bin/python" -c "import numpy, yaml" 2>/dev/null || "$VENV/bin/pip" install -q numpy pyyaml
+# numpy and pyyaml are used by tests that parse outputs independently of the C++ code, tiktoken
+# by the tokenizer parity test and benchmark (pinned torch: installing them never changes it).
+"$VENV/bin/python" -c "import numpy, yaml, tiktoken" 2>/dev/null ||
+  "$VENV/bin/pip" install -q numpy pyyaml tiktoken "torch==$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 log "done"

@@ -107,6 +107,9 @@ std::vector<FieldSpec> BuildSchema() {
       Float("train.peak_tflops", TS_FIELD_REF(train.peak_tflops), 0, kInf,
             "Peak TFLOP/s of one device for MFU; 0 = measure it (CPU: a short matmul probe at the "
             "compute precision) or look it up (known GPUs)."),
+      Int("train.profile_step", TS_FIELD_REF(train.profile_step), 0, 1e12,
+          "Record LibTorch's profiler over this optimizer step (1-based) and write a Chrome trace "
+          "to RUN_DIR/profile_step_N.json (open in chrome://tracing or Perfetto); 0 = off."),
 
       StringList("data.train", TS_FIELD_REF(data.train),
                  "Training text: file patterns (`dir/*.txt`, `dir/**`); each file is one document."),

@@ -49,6 +49,7 @@ struct TrainConfig {
   int64_t eval_batches = 8;
   std::string run_dir = "runs/default";
   double peak_tflops = 0.0;
+  int64_t profile_step = 0;
 };
 
 struct DataConfig {

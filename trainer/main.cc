@@ -111,6 +111,7 @@ int Main(int argc, char** argv) {
   if (command == "detokenize") return data::DetokenizeCommand(rest);
   if (command == "tokenizer") return data::TokenizerCommand(rest);
   if (command == "preprocess") return data::PreprocessCommand(rest);
+  if (command == "dataset") return data::DatasetCommand(rest);
   if (command == "help" || command == "--help" || command == "-h") {
     std::fputs(kUsage, stdout);
     return 0;

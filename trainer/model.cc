@@ -11,6 +11,7 @@
 
 #include "kernels/linear.h"
 #include "kernels/rms_norm.h"
+#include "kernels/swiglu.h"
 
 namespace tessera {
 namespace {
@@ -74,8 +75,7 @@ FeedForwardImpl::FeedForwardImpl(const ModelConfig& config) {
 
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   // gate and up in one matrix product, as for q/k/v.
-  std::vector<torch::Tensor> gate_up = kernels::Linear(x, torch::cat({w_gate, w_up})).chunk(2, -1);
-  return kernels::Linear(torch::silu(gate_up[0]) * gate_up[1], w_down);
+  return kernels::Linear(kernels::Swiglu(kernels::Linear(x, torch::cat({w_gate, w_up}))), w_down);
 }
 
 BlockImpl::BlockImpl(const ModelConfig& config) : norm_eps_(config.norm_eps) {

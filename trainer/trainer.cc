@@ -3,6 +3,7 @@
 // gradient norm, clip, and apply AdamW at the scheduled learning rate.
 #include "trainer/trainer.h"
 
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -180,7 +181,16 @@ absl::Status Trainer::Run() {
     metrics.step = step + 1;
     metrics.total_steps = t.steps;
     auto start = std::chrono::steady_clock::now();
-    TrainStep(step, &metrics);
+    if (step + 1 == t.profile_step) {
+      const std::string trace = absl::StrCat(t.run_dir, "/profile_step_", step + 1, ".json");
+      {
+        torch::autograd::profiler::RecordProfile profile(trace);
+        TrainStep(step, &metrics);
+      }
+      TS_LOG(INFO) << "profile of step " << step + 1 << " written to " << trace;
+    } else {
+      TrainStep(step, &metrics);
+    }
     if (device_.is_cuda()) torch::cuda::synchronize();
     metrics.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     metrics.tokens_per_s = tokens_per_step / metrics.step_time_s;

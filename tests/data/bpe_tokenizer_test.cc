@@ -80,7 +80,7 @@ CATCH_TEST_CASE("invalid UTF-8 is an error naming the offset; every valid text r
   auto s = t->EncodeOrdinary("ok \xff", &ids);
   CATCH_CHECK(!s.ok());
   CATCH_CHECK(std::string(s.message()).find("offset 3") != std::string::npos);
-  for (const std::string text : {std::string(""), std::string("  \n\n\t x"), std::string("emoji 🌍🇪🇸 日本 don't"),
+  for (const std::string& text : {std::string(""), std::string("  \n\n\t x"), std::string("emoji 🌍🇪🇸 日本 don't"),
                                  std::string(5000, ' ') + "y", std::string("a\0b", 3)}) {
     CATCH_CHECK(*t->Decode(Encode(*t, text)) == text);
   }

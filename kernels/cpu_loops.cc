@@ -1,0 +1,88 @@
+// Plain loops written so that GCC vectorises them (-O3, see kernels/CMakeLists.txt); each hot
+// function is cloned for AVX2+FMA and for baseline x86-64 and dispatched by the loader (ifunc),
+// so the binary stays portable while using the vector units this machine has. Reductions
+// accumulate in fp32 as LibTorch's kernels do. `omp simd` (with -fopenmp-simd, no OpenMP runtime)
+// lets the reductions and expf vectorise without relaxing floating-point rules elsewhere.
+#include "kernels/cpu_loops.h"
+
+#include <cmath>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TS_VECTOR_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define TS_VECTOR_CLONES
+#endif
+
+namespace tessera::kernels::cpu {
+
+TS_VECTOR_CLONES
+void RmsNormForwardRows(const float* x, const float* w, float* y, float* inv_rms, int64_t begin,
+                        int64_t end, int64_t dim, float eps) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < dim; ++i) sum += xr[i] * xr[i];
+    const float inv = 1.f / std::sqrt(sum / static_cast<float>(dim) + eps);
+    inv_rms[r] = inv;
+    for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * inv * w[i];
+  }
+}
+
+TS_VECTOR_CLONES
+void RmsNormBackwardRows(const float* grad_y, const float* x, const float* w, const float* inv_rms,
+                         float* grad_x, float* grad_w_partial, int64_t begin, int64_t end,
+                         int64_t dim) {
+  // With n = x * inv: y = n * w, and
+  //   grad_x = inv * (g*w - n * mean(g*w*n)),   grad_w = sum over rows of g * n.
+  for (int64_t r = begin; r < end; ++r) {
+    const float* gr = grad_y + r * dim;
+    const float* xr = x + r * dim;
+    float* gx = grad_x + r * dim;
+    const float inv = inv_rms[r];
+    float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t i = 0; i < dim; ++i) dot += gr[i] * w[i] * xr[i];
+    const float scale = dot * inv * inv / static_cast<float>(dim);
+    for (int64_t i = 0; i < dim; ++i) {
+      gx[i] = inv * (gr[i] * w[i] - xr[i] * scale);
+      grad_w_partial[i] += gr[i] * xr[i] * inv;
+    }
+  }
+}
+
+TS_VECTOR_CLONES
+void RotateRow(const float* in, float* out, const float* cos, const float* sin, int64_t half,
+               float sign) {
+  for (int64_t i = 0; i < half; ++i) {
+    const float a = in[i], b = in[i + half], c = cos[i], s = sign * sin[i];
+    out[i] = a * c - b * s;
+    out[i + half] = b * c + a * s;
+  }
+}
+
+TS_VECTOR_CLONES
+void SwigluForward(const float* gate, const float* up, float* out, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = g / (1.f + std::exp(-g)) * up[i];
+  }
+}
+
+TS_VECTOR_CLONES
+void SwigluBackward(const float* gate, const float* up, const float* grad_out, float* grad_gate,
+                    float* grad_up, int64_t n) {
+  // silu(g) = g * sig(g);  d silu / dg = sig(g) * (1 + g * (1 - sig(g))).
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float sig = 1.f / (1.f + std::exp(-g));
+    const float go = grad_out[i];
+    grad_up[i] = go * g * sig;
+    grad_gate[i] = go * up[i] * sig * (1.f + g * (1.f - sig));
+  }
+}
+
+}  // namespace tessera::kernels::cpu
