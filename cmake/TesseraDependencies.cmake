@@ -170,6 +170,56 @@ if(TESSERA_TORCH_HAS_CUDA AND TESSERA_HAVE_CUDA_COMPILER)
 endif()
 message(STATUS "Tessera: CUDA compiler ${TESSERA_HAVE_CUDA_COMPILER}, torch with CUDA ${TESSERA_TORCH_HAS_CUDA}")
 
+# --- MPI (optional): the CPU backend, the multi-rank tests, NCCL's bootstrap under mpirun -----
+# Without it parallel/ builds stubs that say so; a GPU job can still run under srun with NCCL.
+find_package(MPI COMPONENTS C QUIET)
+set(TESSERA_HAVE_MPI OFF)
+if(MPI_C_FOUND)
+  set(TESSERA_HAVE_MPI ON)
+endif()
+message(STATUS "Tessera: MPI ${TESSERA_HAVE_MPI} ${MPI_C_LIBRARY_VERSION_STRING} (${MPIEXEC_EXECUTABLE})")
+
+# --- NCCL (optional): the GPU backend ------------------------------------------------------
+# Looked for in NCCL_ROOT / $NCCL_ROOT / $NCCL_HOME, the pip package nvidia-nccl-cu* beside torch
+# or in .venv (scripts/setup.sh installs it there), the CUDA toolkit, then the system paths. It
+# needs the CUDA toolkit too. TESSERA_HAVE_NCCL: the NCCL-only part (parallel/nccl_core) builds;
+# TESSERA_NCCL_BACKEND: LibTorch has CUDA as well, so the backend is linked (with a CPU LibTorch
+# it is compiled as a check only).
+set(_tessera_nccl_hints ${NCCL_ROOT} "$ENV{NCCL_ROOT}" "$ENV{NCCL_HOME}" "${_torch_site}/nvidia/nccl")
+file(GLOB _tessera_venv_nccl "${CMAKE_SOURCE_DIR}/.venv/lib/python3*/site-packages/nvidia/nccl")
+list(APPEND _tessera_nccl_hints ${_tessera_venv_nccl} ${TESSERA_CUDA_ROOT})
+find_path(TESSERA_NCCL_INCLUDE_DIR nccl.h HINTS ${_tessera_nccl_hints} PATH_SUFFIXES include)
+find_library(TESSERA_NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${_tessera_nccl_hints}
+             PATH_SUFFIXES lib lib64 lib/x86_64-linux-gnu)
+set(TESSERA_HAVE_NCCL OFF)
+set(TESSERA_NCCL_BACKEND OFF)
+if(NOT TESSERA_HAVE_CUDA_COMPILER)
+  set(TESSERA_NCCL_MISSING_REASON "the build found no CUDA toolkit")
+elseif(NOT TESSERA_NCCL_INCLUDE_DIR OR NOT TESSERA_NCCL_LIBRARY)
+  set(TESSERA_NCCL_MISSING_REASON "the build found no NCCL (nccl.h and libnccl; scripts/setup.sh installs the pip package nvidia-nccl-cu13 into .venv, or set NCCL_ROOT)")
+else()
+  file(STRINGS "${TESSERA_NCCL_INCLUDE_DIR}/nccl.h" _nccl_version_lines REGEX "^#define NCCL_(MAJOR|MINOR|PATCH) ")
+  string(REGEX REPLACE ".*NCCL_MAJOR ([0-9]+).*" "\\1" _nccl_major "${_nccl_version_lines}")
+  string(REGEX REPLACE ".*NCCL_MINOR ([0-9]+).*" "\\1" _nccl_minor "${_nccl_version_lines}")
+  string(REGEX REPLACE ".*NCCL_PATCH ([0-9]+).*" "\\1" _nccl_patch "${_nccl_version_lines}")
+  set(TESSERA_NCCL_VERSION "${_nccl_major}.${_nccl_minor}.${_nccl_patch}")
+  if(TESSERA_NCCL_VERSION VERSION_LESS 2.18)
+    set(TESSERA_NCCL_MISSING_REASON "NCCL ${TESSERA_NCCL_VERSION} is older than 2.18 (ncclCommSplit)")
+  else()
+    set(TESSERA_HAVE_NCCL ON)
+    add_library(Tessera::nccl UNKNOWN IMPORTED)
+    set_target_properties(Tessera::nccl PROPERTIES IMPORTED_LOCATION "${TESSERA_NCCL_LIBRARY}"
+                          INTERFACE_INCLUDE_DIRECTORIES "${TESSERA_NCCL_INCLUDE_DIR}")
+    if(TESSERA_TORCH_HAS_CUDA)
+      set(TESSERA_NCCL_BACKEND ON)
+      set(TESSERA_NCCL_MISSING_REASON "")
+    else()
+      set(TESSERA_NCCL_MISSING_REASON "this LibTorch is a CPU build (NCCL ${TESSERA_NCCL_VERSION} was found; the backend is compiled as a check only)")
+    endif()
+  endif()
+endif()
+message(STATUS "Tessera: NCCL ${TESSERA_HAVE_NCCL} ${TESSERA_NCCL_VERSION} (${TESSERA_NCCL_LIBRARY}), NCCL backend ${TESSERA_NCCL_BACKEND}")
+
 # --- Test framework: Catch2 v2 (Debian 12) or v3 (Debian 13) ------------------
 if(TESSERA_BUILD_TESTS)
   find_package(Catch2 REQUIRED)

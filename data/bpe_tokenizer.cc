@@ -9,6 +9,9 @@
 //   \p{L} alone would miss some 9000 letters added since (CJK extensions H and I, Egyptian
 //   hieroglyphs, Garay, ...). \p{L}, \p{N}, \p{M} and their subcategories are rewritten with
 //   the generated tables of data/unicode_tables.inc (see scripts/dev/gen_unicode_tables.py).
+//   Long range lists are slow in PCRE2, so two regexes are compiled: one with PCRE2's own
+//   classes, used for text that holds no code point whose category differs between the two
+//   Unicode versions (nearly all text), and the corrected one for the rest.
 // - Text that the pattern does not match is skipped, as tiktoken's find_iter does.
 // - Merging picks the lowest rank and, among equal ranks, the leftmost pair (tiktoken's
 //   _byte_pair_merge uses a strict `<` scan).
@@ -198,8 +201,6 @@ absl::StatusOr<std::string> RewritePatternClasses(std::string_view pattern, Clas
 }
 
 std::atomic<uint64_t> next_serial{1};
-
-constexpr uint64_t kEmptySlot = ~uint64_t{0};
 
 // A fast hash for short byte strings (tokens average a few bytes): 8-byte words folded with
 // multiply-xorshift, then the SplitMix64 finalizer.
@@ -467,6 +468,10 @@ struct BpeTokenizer::Scratch {
   pcre2_match_data* data = nullptr;
   pcre2_match_context* context = nullptr;
   pcre2_jit_stack* stack = nullptr;
+  // Ids of recently merged pieces (words recur: identifiers in code, common words in prose), so
+  // that a piece is merged once rather than each time it appears. Bounded; cleared when full.
+  absl::flat_hash_map<std::string, std::pair<uint32_t, uint32_t>> piece_ids;  // -> (offset, count)
+  std::vector<int32_t> cached_ids;
   ~Scratch() {
     if (data) pcre2_match_data_free(data);
     if (context) pcre2_match_context_free(context);
@@ -500,13 +505,17 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(std::vector<s
   t->offsets_.push_back(static_cast<uint32_t>(t->arena_.size()));
   size_t capacity = 1024;
   while (capacity < static_cast<size_t>(n) * 2) capacity *= 2;  // load factor <= 1/2
-  t->slots_.assign(capacity, kEmptySlot);
+  t->slots_.assign(capacity, Slot());
   t->slot_mask_ = capacity - 1;
   t->pair_rank_.assign(65536, -1);
   std::fill(std::begin(t->byte_rank_), std::end(t->byte_rank_), -1);
   for (int32_t r = 0; r < n; ++r) {
     const std::string_view bytes = t->TokenBytes(r);
     if (bytes.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": rank ", r, " is an empty token"));
+    if (bytes.size() > 0xFFFF) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": rank ", r, " is a token of ", bytes.size(),
+                                                     " bytes; at most 65535 are supported"));
+    }
     if (!t->Insert(bytes, r)) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": token '", Shorten(bytes), "' has two ranks"));
     }
@@ -588,27 +597,47 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(std::vector<s
   return t;
 }
 
+namespace {
+// Most tokens are a few bytes: a byte loop beats a call to memcmp for them.
+inline bool SameBytes(const char* a, const char* b, size_t n) {
+  if (n > 16) return std::memcmp(a, b, n) == 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+}  // namespace
+
+namespace {
+inline uint64_t Prefix8(const char* bytes, size_t size) {
+  uint64_t v = 0;
+  std::memcpy(&v, bytes, size < 8 ? size : 8);
+  return v;
+}
+}  // namespace
+
 int32_t BpeTokenizer::Lookup(const char* bytes, size_t size) const {
   const uint64_t h = HashBytes(bytes, size);
-  const uint64_t tag = h >> 32;
+  const uint16_t tag = static_cast<uint16_t>(h >> 48);
+  const uint64_t prefix = Prefix8(bytes, size);
   for (uint64_t i = h & slot_mask_;; i = (i + 1) & slot_mask_) {
-    const uint64_t slot = slots_[i];
-    if (slot == kEmptySlot) return -1;
-    if ((slot >> 32) == tag) {
-      const uint32_t r = static_cast<uint32_t>(slot);
-      if (offsets_[r + 1] - offsets_[r] == size && std::memcmp(arena_.data() + offsets_[r], bytes, size) == 0) {
-        return static_cast<int32_t>(r);
-      }
+    const Slot& slot = slots_[i];
+    if (slot.rank < 0) return -1;
+    if (slot.tag == tag && slot.length == size && slot.prefix == prefix &&
+        (size <= 8 || SameBytes(arena_.data() + offsets_[slot.rank] + 8, bytes + 8, size - 8))) {
+      return slot.rank;
     }
   }
 }
 
 bool BpeTokenizer::Insert(std::string_view bytes, int32_t rank) {
+  if (bytes.size() > 0xFFFF) return false;  // no real token is 64 KiB long
   if (Lookup(bytes.data(), bytes.size()) >= 0) return false;
   const uint64_t h = HashBytes(bytes.data(), bytes.size());
   uint64_t i = h & slot_mask_;
-  while (slots_[i] != kEmptySlot) i = (i + 1) & slot_mask_;
-  slots_[i] = ((h >> 32) << 32) | static_cast<uint32_t>(rank);
+  while (slots_[i].rank >= 0) i = (i + 1) & slot_mask_;
+  slots_[i] = Slot{Prefix8(bytes.data(), bytes.size()), rank, static_cast<uint16_t>(bytes.size()),
+                   static_cast<uint16_t>(h >> 48)};
   return true;
 }
 
@@ -625,17 +654,13 @@ std::optional<int32_t> BpeTokenizer::Rank(std::string_view bytes) const {
   return r;
 }
 
-absl::Status BpeTokenizer::ForEachMatch(std::string_view text, void (*fn)(void*, std::string_view),
-                                        void* arg) const {
-  // A small per-thread cache of match state; more than a few live tokenizers per thread is
-  // unusual, so the cache is simply cleared when it grows.
+BpeTokenizer::Scratch* BpeTokenizer::ThreadScratch() const {
+  // Per-thread state per tokenizer; more than a few live tokenizers per thread is unusual, so
+  // the map is simply cleared when it grows.
   thread_local std::unordered_map<uint64_t, std::unique_ptr<Scratch>> scratch_by_tokenizer;
+  if (scratch_by_tokenizer.size() > 16 && !scratch_by_tokenizer.contains(serial_)) scratch_by_tokenizer.clear();
   std::unique_ptr<Scratch>& slot = scratch_by_tokenizer[serial_];
   if (!slot) {
-    if (scratch_by_tokenizer.size() > 16) {
-      scratch_by_tokenizer.clear();
-      return ForEachMatch(text, fn, arg);
-    }
     slot = std::make_unique<Scratch>();
     slot->data = pcre2_match_data_create_from_pattern(regex_->exact, nullptr);
     slot->context = pcre2_match_context_create(nullptr);
@@ -643,11 +668,18 @@ absl::Status BpeTokenizer::ForEachMatch(std::string_view text, void (*fn)(void*,
     slot->stack = pcre2_jit_stack_create(32 * 1024, 64 * 1024 * 1024, nullptr);
     if (!slot->data || !slot->context || !slot->stack) {
       slot.reset();
-      return absl::ResourceExhaustedError("cannot allocate PCRE2 match state");
+      return nullptr;
     }
     pcre2_jit_stack_assign(slot->context, nullptr, slot->stack);
   }
-  Scratch& s = *slot;
+  return slot.get();
+}
+
+absl::Status BpeTokenizer::ForEachMatch(std::string_view text, void (*fn)(void*, std::string_view),
+                                        void* arg) const {
+  Scratch* scratch = ThreadScratch();
+  if (scratch == nullptr) return absl::ResourceExhaustedError("cannot allocate PCRE2 match state");
+  Scratch& s = *scratch;
   const bool use_fast = regex_->fast != nullptr && !regex_->NeedsExact(text);
   pcre2_code* code = use_fast ? regex_->fast : regex_->exact;
   const bool jit = use_fast ? regex_->fast_jit : regex_->exact_jit;
@@ -680,7 +712,7 @@ absl::Status BpeTokenizer::ForEachMatch(std::string_view text, void (*fn)(void*,
   return absl::OkStatus();
 }
 
-void BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>* out) const {
+void BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>* out, Scratch* cache) const {
   const auto* u = reinterpret_cast<const unsigned char*>(piece.data());
   const size_t n = piece.size();
   if (n == 1) {
@@ -705,6 +737,14 @@ void BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>* out
     MergeSlow(piece, out);
     return;
   }
+  if (cache != nullptr) {
+    if (auto it = cache->piece_ids.find(AbslView(piece)); it != cache->piece_ids.end()) {
+      const int32_t* ids = cache->cached_ids.data() + it->second.first;
+      out->insert(out->end(), ids, ids + it->second.second);
+      return;
+    }
+  }
+  const size_t first_out = out->size();
   auto rank_of = [&](size_t begin, size_t end) -> uint32_t {
     if (end - begin == 2) {
       const int32_t r = pair_rank_[u[begin] << 8 | u[begin + 1]];
@@ -751,6 +791,15 @@ void BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>* out
   for (size_t k = 0; k + 1 < count; ++k) {
     const uint32_t r = rank_of(start[k], start[k + 1]);
     out->push_back(static_cast<int32_t>(r));
+  }
+  if (cache != nullptr) {
+    if (cache->piece_ids.size() >= (1 << 16)) {
+      cache->piece_ids.clear();
+      cache->cached_ids.clear();
+    }
+    const uint32_t offset = static_cast<uint32_t>(cache->cached_ids.size());
+    cache->cached_ids.insert(cache->cached_ids.end(), out->begin() + first_out, out->end());
+    cache->piece_ids.emplace(std::string(piece), std::make_pair(offset, static_cast<uint32_t>(out->size() - first_out)));
   }
 }
 
@@ -801,7 +850,8 @@ void BpeTokenizer::MergeSlow(std::string_view piece, std::vector<int32_t>* out) 
 }
 
 absl::Status BpeTokenizer::EncodeChecked(std::string_view text, std::vector<int32_t>* out) const {
-  auto encode = [this, out](std::string_view piece) { EncodePiece(piece, out); };
+  Scratch* cache = ThreadScratch();  // null only when out of memory: then merge without a cache
+  auto encode = [this, out, cache](std::string_view piece) { EncodePiece(piece, out, cache); };
   return Split(text, encode);
 }
 

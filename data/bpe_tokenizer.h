@@ -97,7 +97,8 @@ class BpeTokenizer {
   BpeTokenizer() = default;
   absl::Status ForEachMatch(std::string_view text, void (*fn)(void*, std::string_view),
                             void* arg) const;
-  void EncodePiece(std::string_view piece, std::vector<int32_t>* out) const;
+  Scratch* ThreadScratch() const;
+  void EncodePiece(std::string_view piece, std::vector<int32_t>* out, Scratch* cache) const;
   void MergeSlow(std::string_view piece, std::vector<int32_t>* out) const;
   absl::Status EncodeChecked(std::string_view text, std::vector<int32_t>* out) const;
 
@@ -105,10 +106,16 @@ class BpeTokenizer {
   std::string source_;
   std::string arena_;             // bytes of all ranks, concatenated
   std::vector<uint32_t> offsets_;  // rank r is arena_[offsets_[r], offsets_[r+1])
-  // Open-addressing table from token bytes to rank: each slot holds (hash tag << 32 | rank), so
-  // a probe touches the arena only when the tag matches. Faster than a general hash map here
-  // because lookups dominate encoding time.
-  std::vector<uint64_t> slots_;
+  // Open-addressing table from token bytes to rank. A slot holds the token's first 8 bytes, its
+  // length and a hash tag, so a lookup of a token of up to 8 bytes (most of them) touches one
+  // cache line; lookups dominate encoding time, and a general hash map costs three misses.
+  struct Slot {
+    uint64_t prefix = 0;  // first min(8, length) bytes, zero-padded
+    int32_t rank = -1;    // -1: empty
+    uint16_t length = 0;
+    uint16_t tag = 0;
+  };
+  std::vector<Slot> slots_;
   uint64_t slot_mask_ = 0;
   int32_t Lookup(const char* bytes, size_t size) const;
   bool Insert(std::string_view bytes, int32_t rank);

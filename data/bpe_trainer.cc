@@ -260,8 +260,12 @@ absl::StatusOr<BpeTrainResult> TrainBpeFromFiles(const std::vector<std::string>&
 }
 
 absl::Status WriteTrainedTokenizer(const std::string& path, const BpeTrainResult& result) {
-  TS_RETURN_IF_ERROR(WriteTiktokenRanks(path, result.tokens));
   std::filesystem::path p(path);
+  if (p.extension() == ".json") {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "': a rank file named .json would be overwritten by its ",
+                                                   "metadata; use e.g. .tiktoken"));
+  }
+  TS_RETURN_IF_ERROR(WriteTiktokenRanks(path, result.tokens));
   const std::string metadata =
       p.has_extension() ? std::filesystem::path(p).replace_extension(".json").string() : path + ".json";
   TokenizerSpec spec = result.spec;

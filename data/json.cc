@@ -98,10 +98,10 @@ class Parser {
         case 'r': plain = '\r'; break;
         case 't': plain = '\t'; break;
         case 'u': {
-          uint32_t cp;
+          uint32_t cp = 0;
           TS_RETURN_IF_ERROR(Hex4(&cp));
           if (cp >= 0xD800 && cp <= 0xDBFF) {
-            uint32_t low;
+            uint32_t low = 0;
             if (pos_ + 1 < s_.size() && s_[pos_] == '\\' && s_[pos_ + 1] == 'u') {
               pos_ += 2;
               TS_RETURN_IF_ERROR(Hex4(&low));

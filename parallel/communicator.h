@@ -14,7 +14,8 @@
 // same order, with tensors of the same dtype and the sizes stated. A rank that breaks it leaves
 // the others waiting; the watchdog then reports the operation and its sequence number on every
 // rank and ends the job. Send/recv involve only the two ranks named, which must post matching
-// operations (same size and dtype) in the same order.
+// operations (same size and dtype) in the same order. A communicator is used by one thread at a
+// time (the watchdog's thread only reads its progress counters).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -146,6 +147,8 @@ class Communicator {
 
   // An operation, validated, with its description for the watchdog ("float32[4096], sum").
   struct OpDesc {
+    OpDesc(std::string op_name, std::string op_detail, std::vector<int> peers = {})
+        : op(std::move(op_name)), detail(std::move(op_detail)), p2p_peers(std::move(peers)) {}
     std::string op;
     std::string detail;
     // For send/recv: the peers' world ranks (their progress is asked of them only).

@@ -132,7 +132,9 @@ absl::StatusOr<LaunchInfo> FromSlurm(const EnvLookup& env, const Source& src) {
   TS_ASSIGN_OR_RETURN(std::optional<int> local, IntVar(env, "SLURM_LOCALID"));
   TS_ASSIGN_OR_RETURN(std::optional<int> node, IntVar(env, "SLURM_NODEID"));
   TS_ASSIGN_OR_RETURN(std::optional<int> num_nodes, IntVar(env, "SLURM_STEP_NUM_NODES"));
-  if (!num_nodes) TS_ASSIGN_OR_RETURN(num_nodes, IntVar(env, "SLURM_NNODES"));
+  if (!num_nodes) {
+    TS_ASSIGN_OR_RETURN(num_nodes, IntVar(env, "SLURM_NNODES"));
+  }
   info.local_rank = local.value_or(-1);
   info.node_rank = node.value_or(-1);
   TS_RETURN_IF_ERROR(ReadSlurmLayout(env, &info));
@@ -179,10 +181,12 @@ std::string LaunchInfo::Describe() const {
   return out;
 }
 
-absl::StatusOr<std::vector<std::string>> ExpandSlurmNodeList(std::string_view list) {
+absl::StatusOr<std::vector<std::string>> ExpandSlurmNodeList(std::string_view list_view) {
+  // Debian 12's Abseil has its own string_view: work on a std::string.
+  const std::string list(list_view);
   std::vector<std::string> out;
   // Split at top-level commas (commas inside brackets separate ranges, not names).
-  std::vector<std::string_view> names;
+  std::vector<std::string> names;
   int depth = 0;
   size_t start = 0;
   for (size_t i = 0; i <= list.size(); ++i) {
@@ -197,24 +201,24 @@ absl::StatusOr<std::vector<std::string>> ExpandSlurmNodeList(std::string_view li
     }
   }
   if (depth != 0) return absl::InvalidArgumentError("'[' without ']' in a node list");
-  for (std::string_view name : names) {
+  for (const std::string& name : names) {
     // Expand bracket groups left to right: each group multiplies the partial names so far.
     std::vector<std::string> partial = {""};
     size_t pos = 0;
     while (pos < name.size()) {
       const size_t open = name.find('[', pos);
-      const std::string_view literal = name.substr(pos, open == std::string_view::npos ? name.npos : open - pos);
+      const std::string literal = name.substr(pos, open == std::string::npos ? std::string::npos : open - pos);
       for (std::string& p : partial) p.append(literal);
-      if (open == std::string_view::npos) break;
+      if (open == std::string::npos) break;
       const size_t close = name.find(']', open);
       std::vector<std::string> items;
       for (size_t a = open + 1; a <= close;) {
         size_t b = name.find_first_of(",]", a);
-        std::string_view range = name.substr(a, b - a);
+        const std::string range = name.substr(a, b - a);
         a = b + 1;
         const size_t dash = range.find('-');
-        std::string_view lo_text = range.substr(0, dash);
-        std::string_view hi_text = dash == std::string_view::npos ? lo_text : range.substr(dash + 1);
+        const std::string lo_text = range.substr(0, dash);
+        const std::string hi_text = dash == std::string::npos ? lo_text : range.substr(dash + 1);
         uint64_t lo, hi;
         if (lo_text.empty() || hi_text.empty() || !absl::SimpleAtoi(lo_text, &lo) ||
             !absl::SimpleAtoi(hi_text, &hi) || lo_text.find_first_not_of("0123456789") != lo_text.npos ||
@@ -242,20 +246,21 @@ absl::StatusOr<std::vector<std::string>> ExpandSlurmNodeList(std::string_view li
   return out;
 }
 
-absl::StatusOr<std::vector<int>> ExpandSlurmTasksPerNode(std::string_view spec) {
+absl::StatusOr<std::vector<int>> ExpandSlurmTasksPerNode(std::string_view spec_view) {
+  const std::string spec(spec_view);
   std::vector<int> out;
   size_t start = 0;
   while (start <= spec.size()) {
     size_t end = spec.find(',', start);
-    if (end == std::string_view::npos) end = spec.size();
-    std::string_view item = spec.substr(start, end - start);
+    if (end == std::string::npos) end = spec.size();
+    const std::string item = spec.substr(start, end - start);
     start = end + 1;
     int tasks, repeat = 1;
     const size_t paren = item.find('(');
-    std::string_view count_text = item.substr(0, paren);
-    if (paren != std::string_view::npos) {
+    const std::string count_text = item.substr(0, paren);
+    if (paren != std::string::npos) {
       // "2(x3)": 2 tasks on each of 3 nodes.
-      std::string_view rest = item.substr(paren);
+      const std::string rest = item.substr(paren);
       if (rest.size() < 4 || rest.substr(0, 2) != "(x" || rest.back() != ')' ||
           !absl::SimpleAtoi(rest.substr(2, rest.size() - 3), &repeat) || repeat < 1) {
         return absl::InvalidArgumentError(absl::StrCat("'", item, "' is not COUNT or COUNT(xREPEAT)"));

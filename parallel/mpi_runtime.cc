@@ -5,6 +5,9 @@
 // as questions.
 #include "parallel/mpi_runtime.h"
 
+// Only MPI's C API: keep Open MPI's deprecated C++ bindings (and their library) out.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
 #include <chrono>

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
 namespace tessera::parallel {
@@ -135,6 +136,34 @@ std::string Topology::Table() const {
     absl::StrAppend(&out, absl::StrFormat("%5d %4d %4d %4d\n", r, c.tp, c.pp, c.dp));
   }
   return out;
+}
+
+std::string Topology::GroupsReport() const {
+  constexpr size_t kShown = 64;  // a 4096-rank world lists its first groups only
+  auto line = [](const std::string& kind, const std::vector<std::vector<int64_t>>& groups) {
+    std::string out = absl::StrCat(kind, " groups:");
+    for (size_t i = 0; i < groups.size() && i < kShown; ++i) {
+      absl::StrAppend(&out, " [", absl::StrJoin(groups[i], ","), "]");
+    }
+    if (groups.size() > kShown) absl::StrAppend(&out, " ... (", groups.size(), " groups)");
+    if (groups.empty()) absl::StrAppend(&out, " none");
+    return out + "\n";
+  };
+  std::vector<std::vector<int64_t>> model, embedding;
+  std::set<int64_t> seen_model, seen_embedding;
+  for (int64_t r = 0; r < world_size(); ++r) {
+    if (!seen_model.count(r)) {
+      model.push_back(ModelGroupOf(r));
+      seen_model.insert(model.back().begin(), model.back().end());
+    }
+    std::vector<int64_t> e = EmbeddingGroupOf(r);
+    if (!e.empty() && !seen_embedding.count(r)) {
+      seen_embedding.insert(e.begin(), e.end());
+      embedding.push_back(std::move(e));
+    }
+  }
+  return line("tp", Groups(Dim::kTensor)) + line("pp", Groups(Dim::kPipeline)) + line("dp", Groups(Dim::kData)) +
+         line("model", model) + line("embedding", embedding);
 }
 
 }  // namespace tessera::parallel

@@ -55,6 +55,8 @@ class Topology {
   std::string order() const;
   // A human-readable rank table ("rank  tp pp dp") under a line with the sizes and the order.
   std::string Table() const;
+  // The groups of each kind, one line per kind: "tp groups: [0,1] [2,3] ...".
+  std::string GroupsReport() const;
 
  private:
   Topology(ParallelDims dims, std::array<Dim, 3> order) : dims_(dims), order_(order) {}

@@ -123,6 +123,11 @@ void Watchdog::InstallSignalHandlers() {
 
 int Watchdog::PendingSignal() { return g_pending_signal.load(); }
 
+void Watchdog::ClearPendingSignalForTest() {
+  g_pending_signal.store(0);
+  g_signal_count.store(0);
+}
+
 std::shared_ptr<GroupProgress> Watchdog::RegisterGroup(const std::string& name,
                                                        std::vector<int> world_ranks, int rank) {
   auto group = std::make_shared<GroupProgress>();
@@ -265,9 +270,12 @@ void Watchdog::Tick() {
       TS_LOG(WARNING) << "rank " << options_.world_rank << ": received " << strsignal(sig) << " ("
                       << DescribeActivity() << ")";
     }
+    // A healthy collective finishes within the grace; one already waiting longer is stuck (its
+    // peer is probably what the launcher is reacting to), so report it at once: the launcher's
+    // SIGKILL follows about a second later.
     const auto grace = std::chrono::duration<double>(options_.signal_grace_s);
     auto oldest = OldestInFlight();
-    if (oldest && now - signal_seen_ >= grace && now - oldest->start >= grace) {
+    if (oldest && now - oldest->start >= grace) {
       Fail(FailureKind::kSignal, oldest.get(), "");
     } else if (!oldest && options_.exit_on_signal) {
       Fail(FailureKind::kSignal, nullptr, "");
@@ -313,8 +321,23 @@ void Watchdog::Fail(FailureKind kind, const OpRecord* op, const std::string& wha
       emit(absl::StrFormat("%s: told to exit by a peer: %s; this rank was %s", me, what,
                            DescribeActivity()));
       break;
+    case FailureKind::kLocalError:
+      emit(absl::StrFormat("%s: fatal error: %s; ending the job", me, what));
+      break;
   }
-  if (op && kind != FailureKind::kPeerAbort) {
+  if (kind == FailureKind::kLocalError && options_.world_size > 1) {
+    Notifier notifier;
+    {
+      std::lock_guard<std::mutex> lock(hooks_mu_);
+      notifier = notifier_;
+    }
+    std::vector<int> others;
+    for (int r = 0; r < options_.world_size; ++r) {
+      if (r != options_.world_rank) others.push_back(r);
+    }
+    if (notifier) notifier(others, absl::StrCat("rank ", options_.world_rank, " failed: ", what));
+  }
+  if (op && kind != FailureKind::kPeerAbort && kind != FailureKind::kLocalError) {
     Prober prober;
     Notifier notifier;
     {

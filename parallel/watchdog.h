@@ -68,6 +68,7 @@ enum class FailureKind {
   kBackendError,  // the backend reported an error (a peer's connection broke, NCCL async error)
   kSignal,        // SIGTERM/SIGINT arrived while a collective did not finish
   kPeerAbort,     // another rank diagnosed a failure and told this one to exit
+  kLocalError,    // this rank cannot go on (ProcessGrid::Abort): the others are told to exit
 };
 
 // What the side channel learnt from the group's other members.
@@ -80,6 +81,7 @@ class Watchdog {
  public:
   struct Options {
     int world_rank = 0;
+    int world_size = 1;
     double startup_timeout_s = 900;
     double timeout_s = 300;
     double poll_interval_s = 0.05;
@@ -151,6 +153,8 @@ class Watchdog {
   void InstallSignalHandlers();
   // The signal received (SIGTERM, SIGINT), or 0.
   static int PendingSignal();
+  // Tests only: forgets a received signal.
+  static void ClearPendingSignalForTest();
 
   // The in-flight record that has waited longest, or null.
   std::shared_ptr<OpRecord> OldestInFlight() const;

@@ -45,4 +45,12 @@ fi
 # by the tokenizer parity test and benchmark (pinned torch: installing them never changes it).
 "$VENV/bin/python" -c "import numpy, yaml, tiktoken" 2>/dev/null ||
   "$VENV/bin/pip" install -q numpy pyyaml tiktoken "torch==$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
+# NCCL's header and library (the pip package nvidia-nccl-cu13, site-packages/nvidia/nccl), so
+# that the NCCL backend compiles wherever the CUDA toolkit exists, also with a CPU LibTorch;
+# CMake looks for it there. Only where a CUDA toolkit is installed.
+if [[ -x /usr/local/cuda/bin/nvcc || -n "${CUDA_HOME:-}" ]] && \
+   ! compgen -G "$VENV/lib/python3*/site-packages/nvidia/nccl/include/nccl.h" >/dev/null; then
+  log "installing nvidia-nccl-cu13 into .venv (NCCL headers for the NCCL backend)"
+  "$VENV/bin/pip" install -q nvidia-nccl-cu13 || log "WARNING: nvidia-nccl-cu13 did not install: the NCCL backend will not be compiled"
+fi
 log "done"

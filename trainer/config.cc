@@ -40,6 +40,13 @@ FieldSpec String(std::string key, void* (*ref)(Config&), std::vector<std::string
   return FieldSpec{std::move(key), FieldType::kString, std::move(doc), std::move(choices), 0, 0,
                    false, ref};
 }
+// An integer in [min, max] that may also be written as `word`, which stands for 0.
+FieldSpec IntOrWord(std::string key, void* (*ref)(Config&), double min, double max, std::string word,
+                    std::string doc) {
+  FieldSpec f = Int(std::move(key), ref, min, max, std::move(doc));
+  f.zero_word = std::move(word);
+  return f;
+}
 FieldSpec StringList(std::string key, void* (*ref)(Config&), std::string doc) {
   return FieldSpec{std::move(key), FieldType::kStringList, std::move(doc), {}, 0, 0, false, ref};
 }
@@ -124,6 +131,30 @@ std::vector<FieldSpec> BuildSchema() {
       String("data.sampling", TS_FIELD_REF(data.sampling), {"random", "sequential"},
              "random: sequence j starts at a position drawn from (seed, j); sequential: "
              "consecutive windows of the token stream."),
+
+      Int("parallel.tp", TS_FIELD_REF(parallel.tp), 1, 1 << 20,
+          "Tensor-parallel size: ranks that split each layer's matrices (under the default order "
+          "they are neighbours, so a TP group shares a node)."),
+      Int("parallel.pp", TS_FIELD_REF(parallel.pp), 1, 1 << 20, "Pipeline-parallel stages."),
+      IntOrWord("parallel.dp", TS_FIELD_REF(parallel.dp), 0, 1 << 20, "auto",
+                "Data-parallel replicas; auto = world size / (tp x pp). The launcher's world size "
+                "must equal tp x pp x dp."),
+      String("parallel.order", TS_FIELD_REF(parallel.order),
+             {"tp-dp-pp", "tp-pp-dp", "dp-tp-pp", "dp-pp-tp", "pp-tp-dp", "pp-dp-tp"},
+             "Rank layout, innermost first: with tp-dp-pp consecutive ranks form a TP group, then "
+             "DP varies, then the pipeline stage. `tessera topology` prints the table."),
+      String("parallel.backend", TS_FIELD_REF(parallel.backend), {"auto", "local", "mpi", "nccl"},
+             "Communication: auto = nccl on CUDA, mpi on CPU with several processes (or under "
+             "mpirun), local for a single process."),
+      String("parallel.rendezvous", TS_FIELD_REF(parallel.rendezvous), {},
+             "How NCCL's unique id reaches the ranks: auto (MPI under mpirun, else TCP at "
+             "MASTER_ADDR:MASTER_PORT), mpi, tcp, or file:PATH on a filesystem all nodes share."),
+      Float("parallel.comm_timeout_s", TS_FIELD_REF(parallel.comm_timeout_s), 0.001, kInf,
+            "Seconds a collective may take after the first step; past it the watchdog prints "
+            "what each rank was waiting in and every rank exits non-zero."),
+      Float("parallel.startup_timeout_s", TS_FIELD_REF(parallel.startup_timeout_s), 0.001, kInf,
+            "The same limit until the first step completes (start-up: launch, rendezvous, "
+            "communicator creation, the first step)."),
   };
 }
 
@@ -176,7 +207,7 @@ std::string Suggestion(const std::string& key) {
 
 std::string TypeName(const FieldSpec& f) {
   switch (f.type) {
-    case FieldType::kInt: return "integer";
+    case FieldType::kInt: return f.zero_word.empty() ? "integer" : absl::StrCat("integer or ", f.zero_word);
     case FieldType::kFloat: return "number";
     case FieldType::kBool: return "boolean (true or false)";
     case FieldType::kString:
@@ -207,7 +238,9 @@ absl::Status SetField(Config& config, const FieldSpec& f, const YAML::Node& node
         if (!node.IsScalar()) return type_error();
         // yaml-cpp accepts "1e3" as int64 nowhere; accept integral floats written as 1e3.
         int64_t value;
-        if (!YAML::convert<int64_t>::decode(node, value)) {
+        if (!f.zero_word.empty() && node.Scalar() == f.zero_word) {
+          value = 0;
+        } else if (!YAML::convert<int64_t>::decode(node, value)) {
           double d;
           if (!YAML::convert<double>::decode(node, d) || std::floor(d) != d || std::fabs(d) > 9.2e18) {
             return type_error();
@@ -342,7 +375,10 @@ std::string FormatNumber(double v) {
 std::string FieldValueText(Config& config, const FieldSpec& f) {
   void* target = f.ref(config);
   switch (f.type) {
-    case FieldType::kInt: return std::to_string(*static_cast<int64_t*>(target));
+    case FieldType::kInt: {
+      const int64_t value = *static_cast<int64_t*>(target);
+      return value == 0 && !f.zero_word.empty() ? f.zero_word : std::to_string(value);
+    }
     case FieldType::kFloat: return FormatNumber(*static_cast<double*>(target));
     case FieldType::kBool: return *static_cast<bool*>(target) ? "true" : "false";
     case FieldType::kString: {
@@ -433,6 +469,7 @@ absl::Status ValidateConfig(const Config& const_config) {
     return Invalid(src, absl::StrCat("train.min_lr = ", FormatNumber(t.min_lr),
                                      " is above train.lr = ", FormatNumber(t.lr)));
   }
+  TS_RETURN_IF_ERROR(ValidateParallelConfig(config));
   const DataConfig& d = config.data;
   if (d.token_file.empty() && d.train.empty()) {
     return Invalid(src, "no training data: set data.train (text file patterns) or data.token_file");
@@ -443,6 +480,21 @@ absl::Status ValidateConfig(const Config& const_config) {
   if (t.eval_every > 0 && d.val.empty() && d.token_file.empty()) {
     return Invalid(src, absl::StrCat("train.eval_every = ", t.eval_every,
                                      " needs held-out data: set data.val, or train.eval_every: 0"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateParallelConfig(const Config& config) {
+  const ParallelConfig& p = config.parallel;
+  const std::string& r = p.rendezvous;
+  if (r != "auto" && r != "mpi" && r != "tcp" && !(r.rfind("file:", 0) == 0 && r.size() > 5)) {
+    return Invalid(config.source, absl::StrCat("parallel.rendezvous = '", r,
+                                               "': expected auto, mpi, tcp or file:PATH"));
+  }
+  if (p.backend == "local" && p.tp * p.pp * std::max<int64_t>(p.dp, 1) > 1) {
+    return Invalid(config.source, absl::StrCat("parallel.backend = local runs one process, but tp x pp x dp = ",
+                                               p.tp, " x ", p.pp, " x ", p.dp == 0 ? "auto" : std::to_string(p.dp),
+                                               " asks for more"));
   }
   return absl::OkStatus();
 }

@@ -60,10 +60,23 @@ struct DataConfig {
   std::string sampling = "random";
 };
 
+// The process grid and its communication (parallel/process_grid.h, docs/launch.md).
+struct ParallelConfig {
+  int64_t tp = 1;
+  int64_t pp = 1;
+  int64_t dp = 0;  // 0 = auto: world size / (tp x pp); written "auto"
+  std::string order = "tp-dp-pp";
+  std::string backend = "auto";
+  std::string rendezvous = "auto";
+  double comm_timeout_s = 300;
+  double startup_timeout_s = 900;
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
   DataConfig data;
+  ParallelConfig parallel;
   // Where the config came from (for messages); not a key.
   std::string source;
 };
@@ -81,6 +94,8 @@ struct FieldSpec {
   double max = 0;
   bool has_range = false;
   void* (*ref)(Config&);
+  // An integer key whose 0 reads and writes as this word (parallel.dp: "auto"); empty = none.
+  std::string zero_word = {};
 };
 
 const std::vector<FieldSpec>& ConfigSchema();
@@ -94,6 +109,8 @@ absl::StatusOr<Config> ConfigFromOverrides(const std::vector<std::string>& overr
 absl::Status ApplyOverride(Config& config, const std::string& assignment);
 // Range, choice and cross-key checks; the error names the key, the value and what was expected.
 absl::Status ValidateConfig(const Config& config);
+// The checks of the parallel.* keys alone (`tessera topology` needs no data or model keys).
+absl::Status ValidateParallelConfig(const Config& config);
 
 // The effective config as YAML, every key present, loadable by LoadConfig.
 std::string ConfigToYaml(const Config& config);

@@ -1,6 +1,7 @@
 // The `tessera` command: subcommands dispatch to small functions; all real work lives in the
 // libraries. Exit codes: 0 success, 1 runtime failure, 2 bad command line or config.
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
@@ -9,6 +10,8 @@
 #include "absl/status/status.h"
 #include "core/logging.h"
 #include "data/commands.h"
+#include "parallel/launch.h"
+#include "parallel/topology.h"
 #include "trainer/config.h"
 #include "trainer/trainer.h"
 
@@ -25,6 +28,9 @@ const char kUsage[] =
     "  train [CONFIG.yaml] [--set key=value]...   train a model (defaults when no config)\n"
     "  config [CONFIG.yaml] [--set key=value]...  print the effective config\n"
     "  config --markdown                           print the reference of every config key\n"
+    "  topology [CONFIG.yaml] [--world N] [--set parallel.tp=...]...\n"
+    "                                              print the rank table and groups of a layout\n"
+    "                                              (N: the launcher's world size by default)\n"
     TESSERA_DATA_COMMANDS_USAGE
     "  help                                        this text\n";
 
@@ -98,6 +104,54 @@ int ConfigCommand(const std::vector<std::string>& argv) {
   return 0;
 }
 
+// `tessera topology`: the rank layout that `train` would use, without starting anything.
+int TopologyCommand(const std::vector<std::string>& argv) {
+  std::vector<std::string> rest;
+  int64_t world = 0;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    std::string value;
+    if (argv[i] == "--world" && i + 1 < argv.size()) {
+      value = argv[++i];
+    } else if (argv[i].rfind("--world=", 0) == 0) {
+      value = argv[i].substr(8);
+    } else {
+      rest.push_back(argv[i]);
+      continue;
+    }
+    char* end = nullptr;
+    world = std::strtoll(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || world < 1) {
+      return Fail(absl::InvalidArgumentError("--world expects a positive integer, got '" + value + "'"), kExitUsage);
+    }
+  }
+  auto args = ParseConfigArgs(rest);
+  if (!args.ok()) return Fail(args.status(), kExitUsage);
+  // A config file is checked whole; bare overrides only need the parallel keys.
+  absl::StatusOr<Config> config = Config();
+  if (!args->path.empty()) {
+    config = LoadConfig(args->path, args->overrides);
+  } else {
+    for (const std::string& o : args->overrides) {
+      if (absl::Status s = ApplyOverride(*config, o); !s.ok()) config = s;
+      if (!config.ok()) break;
+    }
+    if (config.ok()) {
+      if (absl::Status s = ValidateParallelConfig(*config); !s.ok()) config = s;
+    }
+  }
+  if (!config.ok()) return Fail(config.status(), kExitUsage);
+  if (world == 0) {
+    auto launch = parallel::LaunchInfoFromEnvironment();
+    if (!launch.ok()) return Fail(launch.status(), kExitUsage);
+    world = launch->world_size;
+  }
+  const ParallelConfig& p = config->parallel;
+  auto topology = parallel::Topology::Create(world, {p.tp, p.pp, p.dp}, p.order);
+  if (!topology.ok()) return Fail(topology.status(), kExitUsage);
+  std::cout << topology->Table() << topology->GroupsReport();
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   if (argc < 2) {
     std::fputs(kUsage, stderr);
@@ -107,6 +161,7 @@ int Main(int argc, char** argv) {
   std::vector<std::string> rest(argv + 2, argv + argc);
   if (command == "train") return TrainCommand(rest);
   if (command == "config") return ConfigCommand(rest);
+  if (command == "topology") return TopologyCommand(rest);
   if (command == "tokenize") return data::TokenizeCommand(rest);
   if (command == "detokenize") return data::DetokenizeCommand(rest);
   if (command == "tokenizer") return data::TokenizerCommand(rest);

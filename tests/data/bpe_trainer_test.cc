@@ -26,7 +26,7 @@ CATCH_TEST_CASE("training merges the most frequent pair first, ties by lowest ra
   CATCH_CHECK(r->spec.specials[0].second == 259);
 }
 
-CATCH_TEST_CASE("training is deterministic and thread-count independent; output loads and round-trips") {
+CATCH_TEST_CASE("training is deterministic and thread-count independent, output loads and round-trips") {
   TempDir dir;
   std::vector<std::string> files;
   for (int i = 0; i < 6; ++i) {

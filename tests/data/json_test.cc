@@ -2,6 +2,7 @@
 // single-field extraction used by preprocess, and errors that give the byte offset.
 #include "data/json.h"
 
+#include <random>
 #include <string>
 
 #include "tests/catch_compat.h"
@@ -47,4 +48,33 @@ CATCH_TEST_CASE("ExtractJsonStringField validates the line and reports missing o
   auto utf8 = ExtractJsonStringField("{\"text\": \"a\xff\"}", "text", &value);
   CATCH_CHECK(!utf8.ok());
   CATCH_CHECK(std::string(utf8.status().message()).find("invalid UTF-8") == 0);
+}
+
+CATCH_TEST_CASE("randomized corruption of JSON lines gives a result or an error, never a crash") {
+  const std::string valid =
+      R"({"id": 12, "text": "caf\u00e9 \ud83c\udf0d \"q\" \\ / \n", "meta": {"a": [1, 2.5, -3e2, true, null]}})";
+  std::mt19937 rng(3);
+  int errors = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    std::string s = valid;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng() % s.size();
+      switch (rng() % 3) {
+        case 0: s[at] = static_cast<char>(rng()); break;
+        case 1: s.erase(at, 1 + rng() % 4); break;
+        default: s.insert(at, 1, "{}[]\",:\\u0"[rng() % 11]); break;
+      }
+      if (s.empty()) s = "x";
+    }
+    std::string value;
+    auto r = ExtractJsonStringField(s, "text", &value);
+    auto tree = ParseJson(s);
+    if (!r.ok()) {
+      ++errors;
+      CATCH_CHECK(!r.status().message().empty());
+    }
+    CATCH_CHECK(r.ok() == (tree.ok() && tree->type == JsonValue::Type::kObject));
+  }
+  CATCH_CHECK(errors > 10000);
 }

@@ -31,7 +31,7 @@ std::vector<std::vector<int32_t>> ReadAll(const std::string& prefix) {
   return docs;
 }
 
-CATCH_TEST_CASE("JSON lines: documents end with EOD; bad lines are counted and skipped") {
+CATCH_TEST_CASE("JSON lines: documents end with EOD, bad lines are counted and skipped") {
   TempDir dir;
   auto tok = ToyTokenizer();
   WriteFile(dir / "in/a.jsonl",
@@ -131,7 +131,7 @@ CATCH_TEST_CASE("output is byte-identical for any worker count, chunk size and s
   CATCH_CHECK(ReadAll(dir / "out/s") == docs);
 }
 
-CATCH_TEST_CASE("plain text: one file is one document; invalid UTF-8 names the file") {
+CATCH_TEST_CASE("plain text: one file is one document, invalid UTF-8 names the file") {
   TempDir dir;
   auto tok = ToyTokenizer();
   WriteFile(dir / "t/a.txt", "the ring");

@@ -38,7 +38,7 @@ std::vector<std::vector<int32_t>> MakeCorpus(const std::string& prefix, int docs
   return out;
 }
 
-CATCH_TEST_CASE("Permutation is a bijection of [0, n) that depends on the key") {
+CATCH_TEST_CASE("Permutation is a bijection of 0..n-1 that depends on the key") {
   for (uint64_t n : {1ull, 2ull, 3ull, 17ull, 1000ull, 4097ull}) {
     Permutation p(n, 42);
     std::vector<char> seen(n, 0);

@@ -157,6 +157,14 @@ def main():
                 print("[parity] TestPlans %s %r: expected %s, tessera %s" % (name, s, expected, got))
         print("[parity] %s TestPlans.txt: %d/%d vectors differ" % (name, bad, len(vectors)), flush=True)
         failures += bad
+        # Line mode: one line of ids per input line (the newline itself is not encoded).
+        lines_in = ["first line", "", "  second\tline  ", "🌍 third", "last without newline"]
+        out = run_tessera(binary, ["tokenize", "--tokenizer", name + ":" + rank_file],
+                          "\n".join(lines_in).encode()).decode().split("\n")[:-1]
+        enc = reference(name, vocab_dir, "tiktoken_ext")
+        ok = [[int(x) for x in l.split()] for l in out] == [enc.encode_ordinary(l) for l in lines_in]
+        print("[parity] %s line mode: %s" % (name, "ok" if ok else "FAILED"))
+        failures += 0 if ok else 1
         # Round trip through detokenize, NUL-containing text included.
         all_texts = texts + [tokenizer_corpus.nul_document()]
         ids = encode_all(binary, name + ":" + rank_file, texts)

@@ -57,3 +57,46 @@ CATCH_TEST_CASE("topology errors show the numbers") {
   CATCH_CHECK_FALSE(Topology::Create(4, {2, 1, 2}, "tp-tp-dp").ok());
   CATCH_CHECK_FALSE(Topology::Create(4, {2, 1, 2}, "tp-dp").ok());
 }
+
+CATCH_TEST_CASE("model and embedding groups on 8 ranks, tp2 pp2 dp2, tp-dp-pp") {
+  auto topo = Topology::Create(8, {2, 2, 2}, "tp-dp-pp");
+  CATCH_REQUIRE(topo.ok());
+  // From the table of the first test: dp0 = ranks 0 1 4 5, dp1 = ranks 2 3 6 7.
+  CATCH_CHECK(topo->ModelGroupOf(0) == std::vector<int64_t>{0, 1, 4, 5});
+  CATCH_CHECK(topo->ModelGroupOf(6) == std::vector<int64_t>{2, 3, 6, 7});
+  // pp2: every rank is a first or last stage; its pair shares tp and dp.
+  CATCH_CHECK(topo->EmbeddingGroupOf(0) == std::vector<int64_t>{0, 4});
+  CATCH_CHECK(topo->EmbeddingGroupOf(4) == std::vector<int64_t>{0, 4});
+  CATCH_CHECK(topo->EmbeddingGroupOf(3) == std::vector<int64_t>{3, 7});
+  CATCH_CHECK(topo->EmbeddingGroupOf(7) == std::vector<int64_t>{3, 7});
+  CATCH_CHECK(topo->order() == "tp-dp-pp");
+}
+
+CATCH_TEST_CASE("embedding groups skip middle stages: tp2 pp4 dp1 on 8 ranks") {
+  auto topo = Topology::Create(8, {2, 4, 1}, "tp-dp-pp");
+  CATCH_REQUIRE(topo.ok());
+  // rank = tp + 2 * pp (dp has size 1):
+  //   rank: 0 1 2 3 4 5 6 7
+  //   tp:   0 1 0 1 0 1 0 1
+  //   pp:   0 0 1 1 2 2 3 3
+  CATCH_CHECK(topo->EmbeddingGroupOf(0) == std::vector<int64_t>{0, 6});
+  CATCH_CHECK(topo->EmbeddingGroupOf(7) == std::vector<int64_t>{1, 7});
+  for (int64_t middle : {2, 3, 4, 5}) CATCH_CHECK(topo->EmbeddingGroupOf(middle).empty());
+  CATCH_CHECK(topo->GroupOf(Dim::kPipeline, 3) == std::vector<int64_t>{1, 3, 5, 7});
+  CATCH_CHECK(topo->ModelGroupOf(5) == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7});
+}
+
+CATCH_TEST_CASE("pp1: the embedding group is the rank alone; dp-pp-tp on 8 ranks") {
+  auto topo = Topology::Create(8, {4, 1, 2}, "dp-pp-tp");
+  CATCH_REQUIRE(topo.ok());
+  // rank = dp + 2 * (pp + 1 * tp) = dp + 2 * tp:
+  //   rank: 0 1 2 3 4 5 6 7
+  //   dp:   0 1 0 1 0 1 0 1
+  //   tp:   0 0 1 1 2 2 3 3
+  CATCH_CHECK(topo->CoordinatesOf(5) == Coordinates{2, 0, 1});
+  CATCH_CHECK(topo->EmbeddingGroupOf(5) == std::vector<int64_t>{5});
+  CATCH_CHECK(topo->GroupOf(Dim::kTensor, 5) == std::vector<int64_t>{1, 3, 5, 7});
+  CATCH_CHECK(topo->ModelGroupOf(5) == std::vector<int64_t>{1, 3, 5, 7});
+  CATCH_CHECK(topo->Groups(Dim::kData) == std::vector<std::vector<int64_t>>{{0, 1}, {2, 3}, {4, 5}, {6, 7}});
+  CATCH_CHECK(topo->Table().find("world 8 = tp 4 x pp 1 x dp 2, order dp-pp-tp") == 0);
+}
