@@ -2,7 +2,7 @@
 // function is cloned for AVX2+FMA and for baseline x86-64 and dispatched by the loader (ifunc),
 // so the binary stays portable while using the vector units this machine has. Reductions
 // accumulate in fp32 as LibTorch's kernels do. `omp simd` (with -fopenmp-simd, no OpenMP runtime)
-// lets the reductions and expf vectorise without relaxing floating-point rules elsewhere.
+// lets the reductions vectorise without relaxing floating-point rules elsewhere.
 #include "kernels/cpu_loops.h"
 
 #include <cmath>
@@ -59,29 +59,6 @@ void RotateRow(const float* in, float* out, const float* cos, const float* sin, 
     const float a = in[i], b = in[i + half], c = cos[i], s = sign * sin[i];
     out[i] = a * c - b * s;
     out[i + half] = b * c + a * s;
-  }
-}
-
-TS_VECTOR_CLONES
-void SwigluForward(const float* gate, const float* up, float* out, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    out[i] = g / (1.f + std::exp(-g)) * up[i];
-  }
-}
-
-TS_VECTOR_CLONES
-void SwigluBackward(const float* gate, const float* up, const float* grad_out, float* grad_gate,
-                    float* grad_up, int64_t n) {
-  // silu(g) = g * sig(g);  d silu / dg = sig(g) * (1 + g * (1 - sig(g))).
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    const float sig = 1.f / (1.f + std::exp(-g));
-    const float go = grad_out[i];
-    grad_up[i] = go * g * sig;
-    grad_gate[i] = go * up[i] * sig * (1.f + g * (1.f - sig));
   }
 }
 

@@ -1,6 +1,6 @@
 // Row loops of Tessera's fused CPU kernels (fp32), free of LibTorch so they can be compiled at
 // -O3 with per-ISA clones (AVX2+FMA and baseline x86-64, picked at load time). The autograd
-// wrappers in rms_norm.cc, rotary.cc and swiglu.cc call them over row ranges in parallel.
+// wrappers in rms_norm.cc and rotary.cc call them over row ranges in parallel.
 #pragma once
 
 #include <cstdint>
@@ -19,11 +19,5 @@ void RmsNormBackwardRows(const float* grad_y, const float* x, const float* w, co
 // becomes (a cos - sign*b sin, b cos + sign*a sin).
 void RotateRow(const float* in, float* out, const float* cos, const float* sin, int64_t half,
                float sign);
-
-// out[i] = silu(gate[i]) * up[i] for n elements.
-void SwigluForward(const float* gate, const float* up, float* out, int64_t n);
-// grad_gate and grad_up from grad_out for n elements.
-void SwigluBackward(const float* gate, const float* up, const float* grad_out, float* grad_gate,
-                    float* grad_up, int64_t n);
 
 }  // namespace tessera::kernels::cpu

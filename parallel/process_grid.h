@@ -45,6 +45,9 @@ struct GridOptions {
   double startup_timeout_s = 900;
   double comm_timeout_s = 300;
   bool install_signal_handlers = true;
+  // SIGTERM/SIGINT end the process at once (reporting a collective in flight). Turn off when the
+  // trainer saves on SIGTERM itself (under Slurm); a collective still stuck 10 s after the
+  // signal is then reported and ends the process.
   bool exit_on_signal = true;
   // MPI: elements per call, 0 for MPI's limit (tests make it small to run the chunked path).
   int64_t max_count = 0;
@@ -89,8 +92,10 @@ class ProcessGrid {
   // Switches collectives issued from now on from parallel.startup_timeout_s to
   // parallel.comm_timeout_s. Call once the first training step completed.
   void EndStartup();
-  // SIGTERM or SIGINT received (0 if none): with exit_on_signal off, the trainer checks it at
-  // step boundaries, agrees on it with one small all-reduce, saves and exits.
+  // The signal received: SIGUSR1 (Slurm's --signal: save soon), SIGTERM or SIGINT; 0 if none.
+  // The trainer checks it at step boundaries, agrees on it with one small all-reduce (kMax),
+  // saves and exits. With GridOptions::exit_on_signal (the default) SIGTERM and SIGINT end the
+  // process at once instead, after reporting the collective in flight.
   static int PendingSignal();
   // For an error only this rank has (the others would wait for it forever): reports it, tells
   // the other ranks to exit, and exits non-zero.

@@ -20,14 +20,16 @@ namespace {
 
 // Written by the signal handler, read by the watchdog thread.
 std::atomic<int> g_pending_signal{0};
-std::atomic<int> g_signal_count{0};
-struct sigaction g_previous_term, g_previous_int;
+std::atomic<int> g_signal_count{0};  // SIGTERM and SIGINT received
+struct sigaction g_previous_term, g_previous_int, g_previous_usr1;
 std::atomic<bool> g_handlers_owned{false};
 
 void OnSignal(int sig) {
+  // SIGUSR1 asks for a save; it never replaces a pending request to stop.
+  if (sig == SIGUSR1 && g_pending_signal.load() != 0) return;
   g_pending_signal.store(sig);
-  // A second signal means the user (or launcher) insists: leave at once.
-  if (g_signal_count.fetch_add(1) >= 1) _exit(128 + sig);
+  // A second SIGTERM or SIGINT means the user (or launcher) insists: leave at once.
+  if (sig != SIGUSR1 && g_signal_count.fetch_add(1) >= 1) _exit(128 + sig);
 }
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -104,6 +106,7 @@ void Watchdog::Stop() {
   if (handlers_installed_) {
     sigaction(SIGTERM, &g_previous_term, nullptr);
     sigaction(SIGINT, &g_previous_int, nullptr);
+    sigaction(SIGUSR1, &g_previous_usr1, nullptr);
     g_handlers_owned.store(false);
     handlers_installed_ = false;
   }
@@ -118,6 +121,7 @@ void Watchdog::InstallSignalHandlers() {
   action.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &action, &g_previous_term);
   sigaction(SIGINT, &action, &g_previous_int);
+  sigaction(SIGUSR1, &action, &g_previous_usr1);
   handlers_installed_ = true;
 }
 
@@ -270,15 +274,16 @@ void Watchdog::Tick() {
       TS_LOG(WARNING) << "rank " << options_.world_rank << ": received " << strsignal(sig) << " ("
                       << DescribeActivity() << ")";
     }
-    // A healthy collective finishes within the grace; one already waiting longer is stuck (its
-    // peer is probably what the launcher is reacting to), so report it at once: the launcher's
-    // SIGKILL follows about a second later.
-    const auto grace = std::chrono::duration<double>(options_.signal_grace_s);
+    if (sig == SIGUSR1) return;  // a save request: the trainer acts on it
     auto oldest = OldestInFlight();
-    if (oldest && now - oldest->start >= grace) {
+    if (options_.exit_on_signal) {
+      // The launcher is ending the job (often because a peer died): say what this rank was
+      // waiting in before its SIGKILL comes.
       Fail(FailureKind::kSignal, oldest.get(), "");
-    } else if (!oldest && options_.exit_on_signal) {
-      Fail(FailureKind::kSignal, nullptr, "");
+    } else if (oldest && now - std::max(signal_seen_, oldest->start) >=
+                             std::chrono::duration<double>(options_.signal_grace_s)) {
+      // The trainer could not reach a step boundary: this collective is stuck.
+      Fail(FailureKind::kSignal, oldest.get(), "");
     }
   }
 }

@@ -1,8 +1,8 @@
 // The watchdog that turns a hung or failed collective into a diagnosis and an exit on every
 // rank, never a silent hang. Every collective is recorded here with its group, operation,
 // sequence number and deadline; a thread checks the deadlines (and, for backends that complete
-// asynchronously, polls completion), runs the backends' health checks, and notices SIGTERM and
-// SIGINT. On a failure it prints what this rank was waiting in, asks the group's other ranks how
+// asynchronously, polls completion), runs the backends' health checks, and notices SIGTERM,
+// SIGINT and SIGUSR1. On a failure it prints what this rank was waiting in, asks the group's other ranks how
 // far they got (through a backend's side channel, where one exists: MPI), tells the ranks that had
 // not arrived to exit, and exits with a non-zero code.
 //
@@ -88,11 +88,12 @@ class Watchdog {
     // Time to wait for peers' answers on a timeout (half a second on a signal, since the
     // launcher follows SIGTERM with SIGKILL about a second later).
     double probe_budget_s = 2.0;
-    // After SIGTERM/SIGINT, how long a collective in flight may still take before this rank
-    // reports it and exits (a healthy one finishes in this time, so that the trainer can save).
-    double signal_grace_s = 0.5;
-    // Exit on SIGTERM/SIGINT even outside collectives. The trainer turns this off once it handles
-    // PendingSignal() itself at step boundaries.
+    // SIGTERM/SIGINT with exit_on_signal: report the collective in flight (if any) and exit at
+    // once (mpirun's SIGKILL follows its SIGTERM by about a second). Without exit_on_signal the
+    // trainer saves at its next step boundary; a collective still unfinished signal_grace_s
+    // after the signal is then reported and ends the process. SIGUSR1 (Slurm's --signal save
+    // request) only sets the flag.
+    double signal_grace_s = 10;
     bool exit_on_signal = true;
     int exit_code = 3;
     // Tests: called instead of _exit with the exit code and the report.
@@ -148,10 +149,11 @@ class Watchdog {
   // "in all_reduce #17 of dp for 3.2 s" or "not in a collective (last: ... 3.1 s ago)".
   std::string DescribeActivity() const;
 
-  // SIGTERM and SIGINT set a flag that the watchdog thread acts on (see Options). Process-wide:
-  // one watchdog at a time installs them; Stop() restores the previous handlers.
+  // SIGTERM, SIGINT and SIGUSR1 set a flag that the watchdog thread acts on (see Options); a
+  // second SIGTERM or SIGINT exits at once. Process-wide: one watchdog at a time installs them;
+  // Stop() restores the previous handlers.
   void InstallSignalHandlers();
-  // The signal received (SIGTERM, SIGINT), or 0.
+  // The last signal received (SIGTERM, SIGINT, SIGUSR1), or 0.
   static int PendingSignal();
   // Tests only: forgets a received signal.
   static void ClearPendingSignalForTest();

@@ -13,6 +13,7 @@
 #              .deps prefix
 #   build      ninja, all targets, -j$(nproc); then the CUDA kernels' registers and spills
 #   gpu_tests  ctest -L gpu (tests/gpu: the CUDA RMSNorm kernel, training on CUDA)
+#   nccl       tests/parallel/nccl_device_check.sh: NCCL communicator tests on CUDA, world 1, then one rank per GPU
 #   bench      scripts/bench/gpu_vs_hf.sh: Tessera vs Hugging Face transformers, Llama-3.2-1B
 #              shape, seq 4096, bf16
 #   tests      the rest of the ctest suite (ctest -LE gpu)
@@ -56,7 +57,7 @@ if ((DRY_RUN)); then
     export TESSERA_PYTHON="$ROOT/.venv/bin/python"
   fi
 else
-  PHASES="${DEVICE_CHECK_PHASES:-facts deps configure build gpu_tests bench tests sanitize}"
+  PHASES="${DEVICE_CHECK_PHASES:-facts deps configure build gpu_tests nccl bench tests sanitize}"
   BUILD_DIR="${DEVICE_CHECK_BUILD_DIR:-$ROOT/build-gpu}"
 fi
 export TESSERA_PYTHON="${TESSERA_PYTHON:-python3}"
@@ -302,6 +303,14 @@ ctest_note() {
 }
 export -f ctest_note
 
+phase_nccl() {
+  load_deps_env || true
+  bash "$ROOT/tests/parallel/nccl_device_check.sh" "$BUILD_DIR" "$WORKDIR"
+  local rc=$?
+  note "$(tail -1 "$WORKDIR/nccl_check_summary.txt" 2>/dev/null || echo "exit $rc")"
+  return "$rc"
+}
+
 phase_gpu_tests() {
   load_deps_env || true
   (cd "$BUILD_DIR" && ctest -L gpu --output-on-failure --timeout 180 -j1) >"$LOGDIR/ctest_gpu.log" 2>&1
@@ -361,12 +370,12 @@ phase_sanitize() {
   return "$rc"
 }
 
-export -f phase_facts phase_deps phase_configure phase_build phase_gpu_tests phase_bench phase_tests phase_sanitize
+export -f phase_facts phase_deps phase_configure phase_build phase_gpu_tests phase_nccl phase_bench phase_tests phase_sanitize
 
 # ---- runner ------------------------------------------------------------------------------------
-declare -A MAX_S=([facts]=30 [deps]=240 [configure]=120 [build]=360 [gpu_tests]=180 [bench]=240 [tests]=240 [sanitize]=120)
+declare -A MAX_S=([facts]=30 [deps]=240 [configure]=120 [build]=360 [gpu_tests]=180 [nccl]=150 [bench]=240 [tests]=240 [sanitize]=120)
 # Seconds a phase needs at the least to be worth starting.
-declare -A MIN_S=([facts]=5 [deps]=5 [configure]=20 [build]=60 [gpu_tests]=30 [bench]=60 [tests]=30 [sanitize]=40)
+declare -A MIN_S=([facts]=5 [deps]=5 [configure]=20 [build]=60 [gpu_tests]=30 [nccl]=30 [bench]=60 [tests]=30 [sanitize]=40)
 NAMES=() STATUS=() SECS=() NOTES=()
 
 run_phase() {

@@ -67,6 +67,14 @@ int main(int argc, char** argv) {
   std::string order_flag = "--order", order_value = "decl";
   args.push_back(order_flag.data());
   args.push_back(order_value.data());
+  // mpirun hands rank 0 a pseudo-terminal: no colour codes in ctest's logs.
+#if TESSERA_CATCH_MAJOR == 3
+  std::string colour_flag = "--colour-mode", colour_value = "none";
+#else
+  std::string colour_flag = "--use-colour", colour_value = "no";
+#endif
+  args.push_back(colour_flag.data());
+  args.push_back(colour_value.data());
   Catch::Session session;
   if (int rc = session.applyCommandLine(static_cast<int>(args.size()), args.data()); rc != 0) return rc;
   const std::string output = "/tmp/tessera-comm-test-" + std::to_string(getpid()) + ".txt";

@@ -165,7 +165,7 @@ CATCH_TEST_CASE("a failing health check is a communication failure") {
   watchdog.Stop();
 }
 
-CATCH_TEST_CASE("SIGTERM outside a collective exits with 128 + 15") {
+CATCH_TEST_CASE("SIGTERM outside a collective exits with 128 + 15 when nobody else handles it") {
   Fatal fatal;
   Watchdog::Options o = Fast(&fatal);
   Watchdog watchdog(o);
@@ -180,11 +180,29 @@ CATCH_TEST_CASE("SIGTERM outside a collective exits with 128 + 15") {
   Watchdog::ClearPendingSignalForTest();
 }
 
-CATCH_TEST_CASE("SIGTERM while a collective hangs reports the collective") {
+CATCH_TEST_CASE("SIGUSR1 is only a flag: nothing exits") {
   Fatal fatal;
   Watchdog::Options o = Fast(&fatal);
   o.startup_timeout_s = 30;
-  o.signal_grace_s = 0.05;
+  Watchdog watchdog(o);
+  auto group = watchdog.RegisterGroup("world", {0, 1, 2, 3}, 2);
+  watchdog.InstallSignalHandlers();
+  watchdog.Start();
+  auto op = watchdog.Begin(group, "all_reduce", "");
+  raise(SIGUSR1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  CATCH_CHECK(Watchdog::PendingSignal() == SIGUSR1);
+  CATCH_CHECK(fatal.calls.load() == 0);
+  watchdog.End(op);
+  watchdog.Stop();
+  Watchdog::ClearPendingSignalForTest();
+}
+
+CATCH_TEST_CASE("SIGTERM during a collective, while the trainer handles signals, reports it after the grace") {
+  Fatal fatal;
+  Watchdog::Options o = Fast(&fatal);
+  o.startup_timeout_s = 30;
+  o.signal_grace_s = 0.2;
   o.exit_on_signal = false;
   Watchdog watchdog(o);
   auto group = watchdog.RegisterGroup("world", {0, 1, 2, 3}, 2);
