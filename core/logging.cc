@@ -17,6 +17,7 @@ struct LogState {
   std::string prefix;
   FILE* file = nullptr;
   LogLevel min_level = LogLevel::kInfo;
+  LogLevel console_min_level = LogLevel::kDebug;
   LogState() {
     if (const char* env = std::getenv("TESSERA_LOG_LEVEL")) {
       if (!std::strcmp(env, "debug")) min_level = LogLevel::kDebug;
@@ -50,6 +51,10 @@ void SetLogPrefix(const std::string& prefix) {
 }
 
 void SetMinLogLevel(LogLevel level) { State().min_level = level; }
+void SetConsoleMinLevel(LogLevel level) {
+  std::lock_guard<std::mutex> lock(State().mu);
+  State().console_min_level = level;
+}
 LogLevel MinLogLevel() { return State().min_level; }
 
 void SetLogFile(const std::string& path) {
@@ -81,8 +86,10 @@ LogMessage::~LogMessage() {
     }
     line += stream_.str();
     line += '\n';
-    std::fwrite(line.data(), 1, line.size(), stderr);
-    std::fflush(stderr);
+    if (level_ >= State().console_min_level) {
+      std::fwrite(line.data(), 1, line.size(), stderr);
+      std::fflush(stderr);
+    }
     if (State().file) {
       std::fwrite(line.data(), 1, line.size(), State().file);
       std::fflush(State().file);

@@ -15,6 +15,9 @@ void SetLogPrefix(const std::string& prefix);
 // Messages below this level are dropped (default kInfo; TESSERA_LOG_LEVEL=debug lowers it).
 void SetMinLogLevel(LogLevel level);
 LogLevel MinLogLevel();
+// Lines below this level go only to the log file, not to stderr (ranks other than 0 keep the
+// console for warnings and errors; their full log is in their file). Default: everything.
+void SetConsoleMinLevel(LogLevel level);
 // Also appends every line to this file (per-rank logs in the run directory). Empty disables.
 void SetLogFile(const std::string& path);
 

@@ -269,6 +269,9 @@ absl::Status ConfigureRankLogging(const ProcessGrid& grid, const std::string& ru
     return absl::PermissionDeniedError(absl::StrCat("cannot create '", dir.string(), "': ", ec.message()));
   }
   SetLogFile((dir / absl::StrFormat("rank-%05d.log", grid.rank())).string());
+  // One console voice: rank 0 prints everything, the others only warnings and errors (their
+  // full logs are in their files).
+  if (grid.rank() != 0) SetConsoleMinLevel(LogLevel::kWarning);
   return absl::OkStatus();
 }
 

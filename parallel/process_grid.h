@@ -123,7 +123,7 @@ class ProcessGrid {
 std::string VersionsLine();
 
 // Sets the log prefix to grid.LogPrefix() and appends this rank's log lines to
-// RUN_DIR/logs/rank-NNNNN.log.
+// RUN_DIR/logs/rank-NNNNN.log; ranks other than 0 print only warnings and errors to stderr.
 absl::Status ConfigureRankLogging(const ProcessGrid& grid, const std::string& run_dir);
 
 }  // namespace tessera::parallel

@@ -341,6 +341,12 @@ phase_tests() {
     echo "no .cache/sample_corpus (not carried): making it here"
     timeout 90 bash "$ROOT/scripts/make_sample_corpus.sh" >"$WORKDIR/corpus.log" 2>&1 || tail -5 "$WORKDIR/corpus.log"
   fi
+  if [[ ! -f "$ROOT/.cache/sample_data/COMPLETE" ]]; then
+    echo "no .cache/sample_data (not carried): preparing it here"
+    TESSERA_BIN="$BUILD_DIR/tessera" timeout 120 bash "$ROOT/scripts/prepare_sample_data.sh" >"$WORKDIR/sample_data.log" 2>&1 \
+      || tail -5 "$WORKDIR/sample_data.log"
+  fi
+  export TESSERA_SAMPLE_DATA="$ROOT/.cache/sample_data"
   (cd "$BUILD_DIR" && ctest -LE gpu --output-on-failure --timeout 240 -j "$TEST_JOBS") >"$LOGDIR/ctest_rest.log" 2>&1
   local rc=$?
   grep -E 'tests passed|No tests were found|Total Test time' "$LOGDIR/ctest_rest.log"

@@ -9,7 +9,8 @@ cd "$ROOT"
 
 scripts/build.sh
 scripts/make_sample_corpus.sh
-export TESSERA_SAMPLE_CORPUS="$ROOT/.cache/sample_corpus"
+scripts/prepare_sample_data.sh
+export TESSERA_SAMPLE_CORPUS="$ROOT/.cache/sample_corpus" TESSERA_SAMPLE_DATA="$ROOT/.cache/sample_data"
 # Open MPI refuses root without these; CI runs as root.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 cd build

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Trains the default model (configs/tiny.yaml) on the sample corpus: sets up the machine if
-# needed, builds Tessera, gathers the sample corpus once, and runs `tessera train`.
+# needed, builds Tessera, gathers the sample corpus and prepares its tokenizer and shards once
+# (cached in .cache/), and runs `tessera train`.
 #   scripts/train.sh                                   the default run
 #   scripts/train.sh configs/other.yaml --set train.steps=50
 # Arguments after an optional config file pass through to `tessera train`.
@@ -17,5 +18,6 @@ fi
 
 scripts/build.sh
 scripts/make_sample_corpus.sh
+scripts/prepare_sample_data.sh
 echo "[train] build/tessera train $config $*"
 exec build/tessera train "$config" "$@"

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -49,6 +50,9 @@ FieldSpec IntOrWord(std::string key, void* (*ref)(Config&), double min, double m
 }
 FieldSpec StringList(std::string key, void* (*ref)(Config&), std::string doc) {
   return FieldSpec{std::move(key), FieldType::kStringList, std::move(doc), {}, 0, 0, false, ref};
+}
+FieldSpec CorpusList(std::string key, void* (*ref)(Config&), std::string doc) {
+  return FieldSpec{std::move(key), FieldType::kCorpusList, std::move(doc), {}, 0, 0, false, ref};
 }
 
 std::vector<FieldSpec> BuildSchema() {
@@ -117,20 +121,31 @@ std::vector<FieldSpec> BuildSchema() {
       Int("train.profile_step", TS_FIELD_REF(train.profile_step), 0, 1e12,
           "Record LibTorch's profiler over this optimizer step (1-based) and write a Chrome trace "
           "to RUN_DIR/profile_step_N.json (open in chrome://tracing or Perfetto); 0 = off."),
+      Float("train.spike_factor", TS_FIELD_REF(train.spike_factor), 0, kInf,
+            "Loss-spike guard: a step whose loss exceeds spike_factor x the mean of the last 50 "
+            "accepted steps' losses skips its update (counted and logged), as does any step with a "
+            "non-finite loss or gradient norm; 0 turns the spike test off (non-finite steps are "
+            "always skipped). Active after 10 accepted steps."),
+      Int("train.max_skips", TS_FIELD_REF(train.max_skips), 0, 1e9,
+          "Skipped updates in a row after which the run is declared diverged (train.on_divergence)."),
+      String("train.on_divergence", TS_FIELD_REF(train.on_divergence), {"stop"},
+             "stop: end the run with exit code 4 once more than train.max_skips updates in a row "
+             "were skipped."),
+      Bool("train.tensorboard", TS_FIELD_REF(train.tensorboard),
+           "Write TensorBoard event files (every metrics.jsonl record's scalars) to the run directory."),
 
-      StringList("data.train", TS_FIELD_REF(data.train),
-                 "Training text: file patterns (`dir/*.txt`, `dir/**`); each file is one document."),
-      StringList("data.val", TS_FIELD_REF(data.val),
-                 "Held-out text for evaluation, as data.train; required when train.eval_every > 0 "
-                 "(unless data.token_file is used)."),
-      String("data.token_file", TS_FIELD_REF(data.token_file), {},
-             "Instead of text: a raw little-endian uint16 token file, read sequentially (sequence "
-             "j = tokens[j*seq_len, (j+1)*seq_len + 1)). Used by the benchmarks."),
-      String("data.tokenizer", TS_FIELD_REF(data.tokenizer), {"bytes"},
-             "bytes: one token per byte (0-255) and end-of-document 256."),
-      String("data.sampling", TS_FIELD_REF(data.sampling), {"random", "sequential"},
-             "random: sequence j starts at a position drawn from (seed, j); sequential: "
-             "consecutive windows of the token stream."),
+      CorpusList("data.train", TS_FIELD_REF(data.train),
+                 "Training corpora, Megatron-format (`tessera preprocess` writes them): a list of "
+                 "PREFIX (of PREFIX.idx/.bin, or of shards PREFIX_00000...) or of {prefix: P, "
+                 "weight: W} to blend several by weight (weights are relative shares)."),
+      CorpusList("data.val", TS_FIELD_REF(data.val),
+                 "Held-out corpora for evaluation, as data.train (read in order, not shuffled); "
+                 "required when train.eval_every > 0."),
+      Bool("data.shuffle", TS_FIELD_REF(data.shuffle),
+           "Shuffle documents and samples each epoch from train.seed; false reads the corpora in "
+           "file order (sample j = tokens [j x seq_len, (j+1) x seq_len + 1))."),
+      Int("data.prefetch", TS_FIELD_REF(data.prefetch), 1, 64,
+          "Global batches the background loader reads ahead."),
 
       Int("parallel.tp", TS_FIELD_REF(parallel.tp), 1, 1 << 20,
           "Tensor-parallel size: ranks that split each layer's matrices (under the default order "
@@ -155,6 +170,21 @@ std::vector<FieldSpec> BuildSchema() {
       Float("parallel.startup_timeout_s", TS_FIELD_REF(parallel.startup_timeout_s), 0.001, kInf,
             "The same limit until the first step completes (start-up: launch, rendezvous, "
             "communicator creation, the first step)."),
+      Bool("parallel.sequence_parallel", TS_FIELD_REF(parallel.sequence_parallel),
+           "With tp > 1, also split the norm and residual regions along the sequence (Megatron "
+           "sequence parallelism); train.seq_len must be divisible by parallel.tp."),
+      String("parallel.pp_schedule", TS_FIELD_REF(parallel.pp_schedule), {},
+             "Pipeline schedule: gpipe, 1f1b, interleaved (needs parallel.virtual_stages > 1), "
+             "zb-h1, or the path of a schedule file (docs/pipeline.md)."),
+      Int("parallel.virtual_stages", TS_FIELD_REF(parallel.virtual_stages), 1, 1024,
+          "Model chunks per pipeline rank (interleaved schedule)."),
+      Int("parallel.zero", TS_FIELD_REF(parallel.zero), 0, 2,
+          "Sharded optimizer over the data-parallel group: 0 = replicated; 1 = AdamW moments "
+          "sharded, gradients reduce-scattered, parameters all-gathered after the update; 2 = "
+          "also only this rank's shard of the reduced gradients is kept."),
+      Float("parallel.bucket_mb", TS_FIELD_REF(parallel.bucket_mb), 1e-6, kInf,
+            "Size of a gradient-reduction bucket in MiB (fp32 gradients); a bucket's reduction "
+            "starts as soon as backward has produced all its gradients."),
   };
 }
 
@@ -213,6 +243,7 @@ std::string TypeName(const FieldSpec& f) {
     case FieldType::kString:
       return f.choices.empty() ? "string" : absl::StrCat("one of ", absl::StrJoin(f.choices, " | "));
     case FieldType::kStringList: return "list of strings";
+    case FieldType::kCorpusList: return "list of PREFIX or {prefix, weight}";
   }
   return "?";
 }
@@ -289,6 +320,51 @@ absl::Status SetField(Config& config, const FieldSpec& f, const YAML::Node& node
         *static_cast<std::vector<std::string>*>(target) = values;
         break;
       }
+      case FieldType::kCorpusList: {
+        std::vector<CorpusEntry> values;
+        auto parse_item = [&](const YAML::Node& item) -> absl::Status {
+          CorpusEntry entry;
+          if (item.IsScalar()) {
+            entry.prefix = item.Scalar();
+          } else if (item.IsMap()) {
+            for (const auto& kv : item) {
+              const std::string k = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+              if (k == "prefix" && kv.second.IsScalar()) {
+                entry.prefix = kv.second.Scalar();
+              } else if (k == "weight" && kv.second.IsScalar() &&
+                         YAML::convert<double>::decode(kv.second, entry.weight) &&
+                         std::isfinite(entry.weight)) {
+              } else {
+                return absl::InvalidArgumentError(absl::StrCat(
+                    where, ": key '", f.key, "': unexpected '", k, ": ", NodeText(kv.second),
+                    "' in a corpus entry: expected prefix: PATH and weight: NUMBER"));
+              }
+            }
+          } else {
+            return type_error();
+          }
+          if (entry.prefix.empty()) {
+            return absl::InvalidArgumentError(absl::StrCat(where, ": key '", f.key, "': a corpus entry '",
+                                                           NodeText(item), "' has no prefix"));
+          }
+          if (entry.weight < 0) {
+            return absl::InvalidArgumentError(absl::StrCat(where, ": key '", f.key, "': corpus '", entry.prefix,
+                                                           "' has weight ", entry.weight,
+                                                           ": expected a weight >= 0"));
+          }
+          values.push_back(entry);
+          return absl::OkStatus();
+        };
+        if (node.IsScalar() || node.IsMap()) {
+          TS_RETURN_IF_ERROR(parse_item(node));
+        } else if (node.IsSequence()) {
+          for (const YAML::Node& item : node) TS_RETURN_IF_ERROR(parse_item(item));
+        } else if (!node.IsNull()) {
+          return type_error();
+        }
+        *static_cast<std::vector<CorpusEntry>*>(target) = values;
+        break;
+      }
     }
   } catch (const YAML::Exception&) {
     return type_error();
@@ -363,10 +439,15 @@ absl::Status ApplyFile(Config& config, const std::string& path, std::set<std::st
 }
 
 std::string FormatNumber(double v) {
-  std::ostringstream out;
-  out.precision(17);
-  out << v;
-  std::string s = out.str();
+  // The shortest text that reads back as the same double (0.7, not 0.69999999999999996).
+  std::string s;
+  for (int precision = 15; precision <= 17; ++precision) {
+    std::ostringstream out;
+    out.precision(precision);
+    out << v;
+    s = out.str();
+    if (std::strtod(s.c_str(), nullptr) == v) break;
+  }
   // Keep floats recognisable as floats in YAML.
   if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
   return s;
@@ -394,6 +475,15 @@ std::string FieldValueText(Config& config, const FieldSpec& f) {
         quoted.push_back(out.c_str());
       }
       return absl::StrCat("[", absl::StrJoin(quoted, ", "), "]");
+    }
+    case FieldType::kCorpusList: {
+      std::vector<std::string> items;
+      for (const CorpusEntry& e : *static_cast<std::vector<CorpusEntry>*>(target)) {
+        YAML::Emitter out;
+        out << YAML::DoubleQuoted << e.prefix;
+        items.push_back(absl::StrCat("{prefix: ", out.c_str(), ", weight: ", FormatNumber(e.weight), "}"));
+      }
+      return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
     }
   }
   return "";
@@ -470,14 +560,36 @@ absl::Status ValidateConfig(const Config& const_config) {
                                      " is above train.lr = ", FormatNumber(t.lr)));
   }
   TS_RETURN_IF_ERROR(ValidateParallelConfig(config));
+  const ParallelConfig& p = config.parallel;
+  if (m.n_heads % p.tp != 0) {
+    return Invalid(src, absl::StrCat("parallel.tp = ", p.tp, " does not divide model.n_heads = ", m.n_heads,
+                                     ": each tensor-parallel rank must hold whole query heads"));
+  }
+  if (m.n_kv_heads % p.tp != 0 && p.tp % m.n_kv_heads != 0) {
+    return Invalid(src, absl::StrCat("parallel.tp = ", p.tp, " and model.n_kv_heads = ", m.n_kv_heads,
+                                     ": expected one to divide the other, so that the key/value "
+                                     "heads split evenly or each rank needs exactly one"));
+  }
+  if (p.sequence_parallel && t.seq_len % p.tp != 0) {
+    return Invalid(src, absl::StrCat("parallel.sequence_parallel needs train.seq_len = ", t.seq_len,
+                                     " to be divisible by parallel.tp = ", p.tp));
+  }
+  if (p.pp * p.virtual_stages > m.n_layers) {
+    return Invalid(src, absl::StrCat("parallel.pp x parallel.virtual_stages = ", p.pp, " x ", p.virtual_stages,
+                                     " = ", p.pp * p.virtual_stages, " model chunks, but model.n_layers = ",
+                                     m.n_layers, ": every chunk needs at least one layer"));
+  }
   const DataConfig& d = config.data;
-  if (d.token_file.empty() && d.train.empty()) {
-    return Invalid(src, "no training data: set data.train (text file patterns) or data.token_file");
+  if (d.train.empty()) {
+    return Invalid(src, "no training data: set data.train (prefixes of Megatron-format corpora, "
+                        "e.g. written by `tessera preprocess`)");
   }
-  if (!d.token_file.empty() && !d.train.empty()) {
-    return Invalid(src, "data.train and data.token_file are both set: choose one");
+  double weight_sum = 0;
+  for (const CorpusEntry& e : d.train) weight_sum += e.weight;
+  if (weight_sum <= 0) {
+    return Invalid(src, "data.train: every corpus has weight 0: expected at least one positive weight");
   }
-  if (t.eval_every > 0 && d.val.empty() && d.token_file.empty()) {
+  if (t.eval_every > 0 && d.val.empty()) {
     return Invalid(src, absl::StrCat("train.eval_every = ", t.eval_every,
                                      " needs held-out data: set data.val, or train.eval_every: 0"));
   }
@@ -506,6 +618,26 @@ absl::StatusOr<Config> LoadConfig(const std::string& path, const std::vector<std
   TS_RETURN_IF_ERROR(ApplyFile(config, path, visiting));
   for (const std::string& o : overrides) TS_RETURN_IF_ERROR(ApplyOverride(config, o));
   TS_RETURN_IF_ERROR(ValidateConfig(config));
+  return config;
+}
+
+absl::StatusOr<Config> ConfigFromYamlString(const std::string& yaml, const std::string& source) {
+  Config config;
+  config.source = source;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(MarkText(source, e.mark), ": not valid YAML: ", e.msg));
+  }
+  if (root.IsNull()) return config;
+  if (!root.IsMap()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": expected a mapping of keys at the top level"));
+  }
+  if (root["base"]) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": 'base' includes are not allowed here"));
+  }
+  TS_RETURN_IF_ERROR(ApplyMapping(config, root, "", source));
   return config;
 }
 
@@ -541,7 +673,7 @@ std::string ConfigSchemaMarkdown() {
       "A config is a YAML file of these keys, nested by section (`train:` then `lr: 3e-4`). "
       "`base: other.yaml` at the top level includes another file first (relative to the "
       "including file); keys set later win. `--set section.key=value` on the command line "
-      "overrides after all files (the value is YAML: `--set data.train=[a/*,b/*]`). Unknown keys, "
+      "overrides after all files (the value is YAML: `--set data.train=[{prefix: a, weight: 2}, b]`). Unknown keys, "
       "wrong types and values out of range are errors that name the file and line or the "
       "`--set`. The effective config is written to `RUN_DIR/config.yaml`.\n\n";
   std::string section;

@@ -50,14 +50,25 @@ struct TrainConfig {
   std::string run_dir = "runs/default";
   double peak_tflops = 0.0;
   int64_t profile_step = 0;
+  double spike_factor = 3.0;
+  int64_t max_skips = 5;
+  std::string on_divergence = "stop";
+  bool tensorboard = true;
+};
+
+// One corpus of a blend: the PREFIX of Megatron-format PREFIX.idx/.bin (or of shards
+// PREFIX_00000...), and its share of the samples.
+struct CorpusEntry {
+  std::string prefix;
+  double weight = 1.0;
+  bool operator==(const CorpusEntry&) const = default;
 };
 
 struct DataConfig {
-  std::vector<std::string> train;
-  std::vector<std::string> val;
-  std::string token_file;
-  std::string tokenizer = "bytes";
-  std::string sampling = "random";
+  std::vector<CorpusEntry> train;
+  std::vector<CorpusEntry> val;
+  bool shuffle = true;
+  int64_t prefetch = 2;
 };
 
 // The process grid and its communication (parallel/process_grid.h, docs/launch.md).
@@ -70,6 +81,11 @@ struct ParallelConfig {
   std::string rendezvous = "auto";
   double comm_timeout_s = 300;
   double startup_timeout_s = 900;
+  bool sequence_parallel = false;
+  std::string pp_schedule = "1f1b";
+  int64_t virtual_stages = 1;
+  int64_t zero = 0;
+  double bucket_mb = 25;
 };
 
 struct Config {
@@ -81,10 +97,11 @@ struct Config {
   std::string source;
 };
 
-enum class FieldType { kInt, kFloat, kBool, kString, kStringList };
+enum class FieldType { kInt, kFloat, kBool, kString, kStringList, kCorpusList };
 
 // One key of the schema. `ref` returns the address of the field inside a Config; its C++ type
-// follows `type` (int64_t, double, bool, std::string, std::vector<std::string>).
+// follows `type` (int64_t, double, bool, std::string, std::vector<std::string>,
+// std::vector<CorpusEntry>).
 struct FieldSpec {
   std::string key;
   FieldType type;
@@ -103,6 +120,11 @@ const std::vector<FieldSpec>& ConfigSchema();
 // Loads a YAML file (following `base: other.yaml` includes, resolved relative to the including
 // file), then applies `--set key=value` overrides in order, then validates.
 absl::StatusOr<Config> LoadConfig(const std::string& path, const std::vector<std::string>& overrides);
+// The defaults plus the keys of YAML text (a config file's contents, e.g. a checkpoint's saved
+// effective config), without includes (`base:` is an error) and WITHOUT validation: callers that
+// need only some sections check what they use (ValidateConfig checks all). `source` names the
+// text in messages ("ckpt/step-00000100/manifest.pb:config_yaml").
+absl::StatusOr<Config> ConfigFromYamlString(const std::string& yaml, const std::string& source);
 // The defaults plus overrides, validated (no file).
 absl::StatusOr<Config> ConfigFromOverrides(const std::vector<std::string>& overrides);
 // Applies one `key=value` override (value in YAML syntax) without validating.

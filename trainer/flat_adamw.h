@@ -1,15 +1,16 @@
-// AdamW over flat buffers. At construction every parameter's storage moves into one contiguous
-// fp32 buffer (decayed parameters first, then the rest) and its .grad becomes a view of one
-// contiguous gradient buffer, so that the gradient norm, clipping and the update are a handful
-// of whole-buffer operations instead of a loop over tensors. The same layout is what a sharded
-// optimizer slices by data-parallel rank.
+// AdamW over the flat parameter and gradient buffers that the data-parallel reducer lays out
+// (parallel/data_parallel/grad_reducer.h). It updates exactly the ranges this rank owns: every
+// bucket under parallel.zero 0, this rank's shard of every bucket under ZeRO 1 and 2, so its two
+// moments take 8 bytes per owned element, i.e. 1/DP of the model's under ZeRO. Each range is a
+// handful of whole-buffer operations instead of a loop over tensors.
 #pragma once
 
 #include <torch/types.h>
 
 #include <cstdint>
-#include <string>
 #include <vector>
+
+#include "parallel/data_parallel/grad_reducer.h"
 
 namespace tessera {
 
@@ -20,34 +21,32 @@ struct AdamWOptions {
   double weight_decay = 0.0;
 };
 
-struct NamedParameter {
-  std::string name;
-  torch::Tensor tensor;
-  bool decay;  // receives weight decay
-};
-
 class FlatAdamW {
  public:
-  FlatAdamW(std::vector<NamedParameter> params, AdamWOptions options);
+  FlatAdamW(std::vector<parallel::OwnedRange> ranges, AdamWOptions options);
 
-  void ZeroGrad();
-  // L2 norm of all gradients (fp32 accumulation).
-  double GradNorm() const;
   // Scales gradients by `grad_scale` (clipping), then applies one AdamW update at `lr`.
   void Step(double lr, double grad_scale);
 
-  int64_t numel() const { return params_.numel(); }
-  int64_t decayed_numel() const { return decay_numel_; }
+  // Elements this rank updates, and how many of them are decayed.
+  int64_t numel() const { return numel_; }
+  int64_t decayed_numel() const { return decayed_numel_; }
   int64_t step_count() const { return step_; }
-  // Bytes of optimizer state (two moments) held by this process.
-  int64_t StateBytes() const { return 2 * numel() * static_cast<int64_t>(sizeof(float)); }
-  const torch::Tensor& flat_params() const { return params_; }
-  const torch::Tensor& flat_grads() const { return grads_; }
+  // Bytes of optimizer state (two fp32 moments) held by this process.
+  int64_t StateBytes() const { return 2 * numel_ * static_cast<int64_t>(sizeof(float)); }
+  // The moments, one flat buffer each, ranges back to back (checkpoints read them).
+  const torch::Tensor& exp_avg() const { return exp_avg_; }
+  const torch::Tensor& exp_avg_sq() const { return exp_avg_sq_; }
 
  private:
+  struct Range {
+    parallel::OwnedRange owned;
+    torch::Tensor exp_avg, exp_avg_sq;  // views of the flat moments
+  };
   AdamWOptions options_;
-  torch::Tensor params_, grads_, exp_avg_, exp_avg_sq_;
-  int64_t decay_numel_ = 0;
+  std::vector<Range> ranges_;
+  torch::Tensor exp_avg_, exp_avg_sq_;
+  int64_t numel_ = 0, decayed_numel_ = 0;
   int64_t step_ = 0;
 };
 

@@ -11,15 +11,23 @@
 #include "core/logging.h"
 #include "data/commands.h"
 #include "parallel/launch.h"
+#include "parallel/pipeline/schedule_command.h"
 #include "parallel/topology.h"
+#include "parallel/process_grid.h"
+#include "trainer/checkpoint/hf_export.h"
+#include "trainer/checkpoint/hf_import.h"
+#include "trainer/checkpoint/logits_command.h"
 #include "trainer/config.h"
+#include "trainer/plot_command.h"
+#include "trainer/exit_codes.h"
+#include "trainer/grid_options.h"
 #include "trainer/trainer.h"
+#include "trainer/sweep/sweep_command.h"
+#include "trainer/validate_command.h"
 
 namespace tessera {
 namespace {
 
-constexpr int kExitRuntimeError = 1;
-constexpr int kExitUsage = 2;
 
 const char kUsage[] =
     "usage: tessera <command> [arguments]\n"
@@ -28,10 +36,21 @@ const char kUsage[] =
     "  train [CONFIG.yaml] [--set key=value]...   train a model (defaults when no config)\n"
     "  config [CONFIG.yaml] [--set key=value]...  print the effective config\n"
     "  config --markdown                           print the reference of every config key\n"
+    TESSERA_VALIDATE_COMMAND_USAGE
+    TESSERA_SWEEP_COMMAND_USAGE
     "  topology [CONFIG.yaml] [--world N] [--set parallel.tp=...]...\n"
     "                                              print the rank table and groups of a layout\n"
     "                                              (N: the launcher's world size by default)\n"
     TESSERA_DATA_COMMANDS_USAGE
+    TESSERA_PLOT_COMMAND_USAGE
+    TESSERA_SCHEDULE_COMMAND_USAGE
+    "  export-hf CHECKPOINT --out DIR [--dtype bf16|fp32|fp16] [--max-shard-size 5GB] [--tokenizer FILE]\n"
+    "                                              write a Hugging Face Llama model (config.json,\n"
+    "                                              safetensors) from a checkpoint (docs/checkpoints.md)\n"
+    "  import-hf HF_DIR --out CHECKPOINT_DIR [--tokenizer FILE]\n"
+    "                                              a Hugging Face Llama model as a step-0 checkpoint\n"
+    "  logits CHECKPOINT --tokens 1,2,3 [--tokens ...]\n"
+    "                                              print a checkpoint's fp32 logits as JSON (debugging)\n"
     "  help                                        this text\n";
 
 struct ConfigArgs {
@@ -72,20 +91,41 @@ int Fail(const absl::Status& status, int code) {
   return code;
 }
 
+// `tessera train`: one process, or one rank of a job started by mpirun / srun / torchrun.
+// Errors every rank sees alike (config, layout, data) end each rank with the same message and
+// exit code; an error of one rank alone goes through ProcessGrid::Abort, which ends the others.
 int TrainCommand(const std::vector<std::string>& argv) {
   auto args = ParseConfigArgs(argv);
   if (!args.ok()) return Fail(args.status(), kExitUsage);
   auto config = LoadFromArgs(*args);
   if (!config.ok()) return Fail(config.status(), kExitUsage);
-  auto trainer = Trainer::Create(*config);
-  if (!trainer.ok()) {
-    return Fail(trainer.status(), trainer.status().code() == absl::StatusCode::kInvalidArgument ||
-                                          trainer.status().code() == absl::StatusCode::kNotFound
-                                      ? kExitUsage
-                                      : kExitRuntimeError);
+  auto launch = parallel::LaunchInfoFromEnvironment();
+  if (!launch.ok()) return Fail(launch.status(), kExitUsage);
+  const std::string device =
+      ResolvedDeviceKind(config->train.device);
+  auto grid = parallel::ProcessGrid::Create(*launch, GridOptionsFromConfig(*config, device));
+  if (!grid.ok()) {
+    return Fail(grid.status(), grid.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage
+                                                                                         : kExitRuntimeError);
+  }
+  if (absl::Status s = parallel::ConfigureRankLogging(**grid, config->train.run_dir); !s.ok()) {
+    return Fail(s, kExitRuntimeError);
+  }
+  if ((*grid)->rank() == 0) TS_LOG(INFO) << (*grid)->Summary();
+  auto trainer = Trainer::Create(*config, **grid);
+  if (absl::Status s = AllRanksOk(**grid, trainer.status()); !s.ok()) {
+    return Fail(s, s.code() == absl::StatusCode::kInvalidArgument || s.code() == absl::StatusCode::kNotFound
+                       ? kExitUsage
+                       : kExitRuntimeError);
   }
   absl::Status status = (*trainer)->Run();
-  if (!status.ok()) return Fail(status, kExitRuntimeError);
+  if (!status.ok()) {
+    const int code = ExitCodeOf(status, kExitRuntimeError);
+    // A failed collective or a bad batch may be this rank's alone: make sure no peer waits.
+    // Divergence is decided alike on every rank (from all-reduced figures): each exits itself.
+    if ((*grid)->world_size() > 1 && code != kExitDiverged) (*grid)->Abort(status);
+    return Fail(status, code);
+  }
   TS_LOG(INFO) << "done: " << config->train.steps << " steps; metrics in " << config->train.run_dir
                << "/metrics.jsonl";
   return 0;
@@ -162,11 +202,18 @@ int Main(int argc, char** argv) {
   if (command == "train") return TrainCommand(rest);
   if (command == "config") return ConfigCommand(rest);
   if (command == "topology") return TopologyCommand(rest);
+  if (command == "validate") return ValidateCommand(rest);
+  if (command == "sweep") return sweep::SweepCommand(rest);
   if (command == "tokenize") return data::TokenizeCommand(rest);
   if (command == "detokenize") return data::DetokenizeCommand(rest);
   if (command == "tokenizer") return data::TokenizerCommand(rest);
   if (command == "preprocess") return data::PreprocessCommand(rest);
   if (command == "dataset") return data::DatasetCommand(rest);
+  if (command == "plot") return PlotCommand(rest);
+  if (command == "schedule") return parallel::pipeline::ScheduleCommand(rest);
+  if (command == "export-hf") return checkpoint::ExportHfCommand(rest);
+  if (command == "import-hf") return checkpoint::ImportHfCommand(rest);
+  if (command == "logits") return checkpoint::LogitsCommand(rest);
   if (command == "help" || command == "--help" || command == "-h") {
     std::fputs(kUsage, stdout);
     return 0;

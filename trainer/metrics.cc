@@ -26,7 +26,8 @@ std::string MetricsJsonLine(const StepMetrics& m) {
       "{\"step\": ", m.step, ", \"loss\": ", JsonNumber(m.loss), ", \"lr\": ", JsonNumber(m.lr),
       ", \"grad_norm\": ", JsonNumber(m.grad_norm), ", \"tokens_per_s\": ", JsonNumber(m.tokens_per_s),
       ", \"mfu\": ", JsonNumber(m.mfu), ", \"step_time_s\": ", JsonNumber(m.step_time_s),
-      ", \"memory_mb\": ", JsonNumber(m.memory_mb));
+      ", \"memory_mb\": ", JsonNumber(m.memory_mb), ", \"data_wait_s\": ", JsonNumber(m.data_wait_s),
+      ", \"skipped_steps\": ", m.skipped_steps);
   if (m.eval_loss) absl::StrAppend(&line, ", \"eval_loss\": ", JsonNumber(*m.eval_loss));
   return line + "}\n";
 }

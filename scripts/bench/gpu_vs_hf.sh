@@ -73,6 +73,7 @@ ids.astype("<u2").tofile(path + ".tmp")
 os.replace(path + ".tmp", path)
 print(f"[gpu_vs_hf] token file {path}: {n:,} random ids below {min(vocab, 65536)}")
 EOF
+"$PY" "$ROOT/scripts/bench/u16_to_megatron.py" "$TOKENS" "${TOKENS%.u16}" || { log "cannot wrap the token file"; exit 1; }
 
 # One formula for both sides: tokens/s and MFU from a list of step times.
 figures() {  # figures FILE_WITH_STEP_TIMES(one per line) -> "tokens_per_s mfu"
@@ -110,7 +111,7 @@ if [[ "$ONLY" != hf ]]; then
       --set train.steps=$STEPS --set train.warmup_steps=2 --set train.lr=$LR --set train.min_lr=3e-5 \
       --set train.grad_clip=$CLIP --set train.device=$DEVICE --set train.precision=$PRECISION \
       --set train.peak_tflops=$([[ $PEAK == 0 ]] && echo 1 || echo "$PEAK") \
-      --set data.train=[] --set data.val=[] --set data.token_file="$TOKENS" \
+      --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false \
       --set train.eval_every=0 --set train.log_every=1 --set train.run_dir="$RUN" \
       2>&1 | tee "$BENCH_DIR/tessera.log" | sed -u 's/^/    [tessera] /'
     rc=${PIPESTATUS[0]}

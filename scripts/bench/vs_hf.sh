@@ -136,6 +136,7 @@ tokens.tofile(dst + ".tmp")
 os.replace(dst + ".tmp", dst)
 print(f"[vs_hf] token file: {len(names)} documents, {len(tokens):,} tokens")
 EOF
+"$PY" "$ROOT/scripts/bench/u16_to_megatron.py" "$TOKENS" "${TOKENS%.u16}" || die "cannot wrap the token file"
 
 # ---- 4. runs -----------------------------------------------------------------------------------
 export OMP_NUM_THREADS="$THREADS"
@@ -187,7 +188,7 @@ run_case() {
       --set train.min_lr=$MIN_LR --set train.weight_decay=$WEIGHT_DECAY --set train.grad_clip=$GRAD_CLIP \
       --set train.precision=$PRECISION --set train.threads=$THREADS --set train.seed=$SEED \
       --set train.log_every=1 --set train.eval_every=0 --set train.run_dir="$run/tessera" \
-      --set data.train=[] --set data.val=[] --set data.token_file="$TOKENS" \
+      --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false \
       2>&1 | tee "$run/tessera.log" | sed -u 's/^/    [tessera] /' \
       || die "$name: Tessera failed (log: $run/tessera.log)"
     [[ -f "$run/tessera/metrics.jsonl" ]] || die "$name: Tessera wrote no $run/tessera/metrics.jsonl"

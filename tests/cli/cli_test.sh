@@ -40,8 +40,11 @@ expect 2 "key 'train.steps' = -3 is out of range" -- train --set train.steps=-3
 expect 2 "model.n_heads = 8 is not divisible by model.n_kv_heads = 3" -- train --set model.n_kv_heads=3
 expect 2 "unknown option '--sett'" -- train --sett a=b
 expect 2 "--set needs KEY=VALUE" -- train --set
-expect 2 "data.train: no file matches '$dir/nothing/*'" -- train --set "data.train=$dir/nothing/*" --set train.eval_every=0 --set "train.run_dir=$dir/run"
-expect 0 "  lr: 0.25" -- config --set train.lr=0.25 --set "data.train=$dir/doc.txt" --set train.eval_every=0
+expect 2 "data.train: " -- train --set "data.train=$dir/nothing" --set train.eval_every=0 --set "train.run_dir=$dir/run"
+expect 2 "$dir/nothing" -- train --set "data.train=$dir/nothing" --set train.eval_every=0 --set "train.run_dir=$dir/run"
+expect 2 "no training data: set data.train" -- train --set train.eval_every=0 --set "train.run_dir=$dir/run"
+expect 0 "  lr: 0.25" -- config --set train.lr=0.25 --set "data.train=$dir/doc" --set train.eval_every=0
+expect 0 "train: [{prefix: \"a\", weight: 0.7}, {prefix: \"b\", weight: 0.3}]" -- config --set "data.train=[{prefix: a, weight: 0.7}, {prefix: b, weight: 0.3}]" --set train.eval_every=0
 expect 0 "| \`train.lr\` |" -- config --markdown
 
 echo "$passes passed, $failures failed"

@@ -86,7 +86,7 @@ CATCH_TEST_CASE("embedding groups skip middle stages: tp2 pp4 dp1 on 8 ranks") {
   CATCH_CHECK(topo->ModelGroupOf(5) == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7});
 }
 
-CATCH_TEST_CASE("pp1: the embedding group is the rank alone; dp-pp-tp on 8 ranks") {
+CATCH_TEST_CASE("pp1: the embedding group is the rank alone, and dp-pp-tp on 8 ranks") {
   auto topo = Topology::Create(8, {4, 1, 2}, "dp-pp-tp");
   CATCH_REQUIRE(topo.ok());
   // rank = dp + 2 * (pp + 1 * tp) = dp + 2 * tp:

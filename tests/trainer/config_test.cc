@@ -40,7 +40,7 @@ const char kValid[] = "data:\n  train: [x]\n  val: [y]\n";
 CATCH_TEST_CASE("config loads sections, includes a base and applies overrides in order") {
   WriteYaml("base.yaml", "model:\n  dim: 128\n  n_heads: 4\n  n_kv_heads: 2\ntrain:\n  lr: 0.01\n  min_lr: 0.001\n");
   const std::string path = WriteYaml("child.yaml",
-      "base: base.yaml\ntrain:\n  lr: 0.002\n  precision: bf16\ndata:\n  train: [\"a/*.txt\", b]\n  val: c\n");
+      "base: base.yaml\ntrain:\n  lr: 0.002\n  precision: bf16\ndata:\n  train: [\"a/text\", {prefix: b, weight: 0.25}]\n  val: c\n");
   auto config = tessera::LoadConfig(path, {"model.n_layers=3", "train.lr=0.005"});
   CATCH_REQUIRE(config.ok());
   CATCH_CHECK(config->model.dim == 128);      // from the base
@@ -48,8 +48,48 @@ CATCH_TEST_CASE("config loads sections, includes a base and applies overrides in
   CATCH_CHECK(config->train.lr == 0.005);     // --set wins over the file, which won over the base
   CATCH_CHECK(config->train.min_lr == 0.001);
   CATCH_CHECK(config->train.precision == "bf16");
-  CATCH_CHECK(config->data.train == std::vector<std::string>{"a/*.txt", "b"});
-  CATCH_CHECK(config->data.val == std::vector<std::string>{"c"});
+  CATCH_CHECK((config->data.train == std::vector<tessera::CorpusEntry>{{"a/text", 1.0}, {"b", 0.25}}));
+  CATCH_CHECK((config->data.val == std::vector<tessera::CorpusEntry>{{"c", 1.0}}));
+}
+
+CATCH_TEST_CASE("corpus lists: blends round-trip, bad entries name the key and what was expected") {
+  auto config = tessera::ConfigFromOverrides({"data.train=[{prefix: t, weight: 0.7}, {prefix: c, weight: 0.3}]",
+                                              "train.eval_every=0"});
+  CATCH_REQUIRE(config.ok());
+  CATCH_CHECK(config->data.train.size() == 2);
+  CATCH_CHECK(config->data.train[1].weight == 0.3);
+  auto again = tessera::LoadConfig(WriteYaml("blend.yaml", tessera::ConfigToYaml(*config)), {});
+  CATCH_REQUIRE(again.ok());
+  CATCH_CHECK((again->data.train == config->data.train));
+  auto negative = tessera::ConfigFromOverrides({"data.train=[{prefix: t, weight: -1}]", "train.eval_every=0"});
+  CATCH_REQUIRE_FALSE(negative.ok());
+  CATCH_CHECK(Contains(std::string(negative.status().message()), "corpus 't' has weight -1: expected a weight >= 0"));
+  auto zeros = tessera::ConfigFromOverrides({"data.train=[{prefix: t, weight: 0}]", "train.eval_every=0"});
+  CATCH_REQUIRE_FALSE(zeros.ok());
+  CATCH_CHECK(Contains(std::string(zeros.status().message()), "every corpus has weight 0"));
+  auto typo = tessera::ConfigFromOverrides({"data.train=[{prefix: t, wieght: 2}]", "train.eval_every=0"});
+  CATCH_REQUIRE_FALSE(typo.ok());
+  CATCH_CHECK(Contains(std::string(typo.status().message()), "unexpected 'wieght: 2' in a corpus entry"));
+  auto no_prefix = tessera::ConfigFromOverrides({"data.train=[{weight: 2}]", "train.eval_every=0"});
+  CATCH_REQUIRE_FALSE(no_prefix.ok());
+  CATCH_CHECK(Contains(std::string(no_prefix.status().message()), "has no prefix"));
+}
+
+CATCH_TEST_CASE("parallel keys that depend on the model are checked with the numbers") {
+  auto heads = tessera::ConfigFromOverrides({"data.train=x", "train.eval_every=0", "parallel.tp=3"});
+  CATCH_REQUIRE_FALSE(heads.ok());
+  CATCH_CHECK(Contains(std::string(heads.status().message()), "parallel.tp = 3 does not divide model.n_heads = 8"));
+  auto sp = tessera::ConfigFromOverrides({"data.train=x", "train.eval_every=0", "parallel.tp=4",
+                                          "parallel.sequence_parallel=true", "train.seq_len=30"});
+  CATCH_REQUIRE_FALSE(sp.ok());
+  CATCH_CHECK(Contains(std::string(sp.status().message()), "train.seq_len = 30 to be divisible by parallel.tp = 4"));
+  auto chunks = tessera::ConfigFromOverrides({"data.train=x", "train.eval_every=0", "parallel.pp=4",
+                                              "parallel.virtual_stages=2"});
+  CATCH_REQUIRE_FALSE(chunks.ok());
+  CATCH_CHECK(Contains(std::string(chunks.status().message()), "= 8 model chunks, but model.n_layers = 4"));
+  auto bucket = tessera::ConfigFromOverrides({"data.train=x", "train.eval_every=0", "parallel.bucket_mb=0"});
+  CATCH_REQUIRE_FALSE(bucket.ok());
+  CATCH_CHECK(Contains(std::string(bucket.status().message()), "parallel.bucket_mb"));
 }
 
 CATCH_TEST_CASE("the effective config dump loads back to the same config") {

@@ -1,57 +1,108 @@
-// Tests of trainer/flat_adamw against LibTorch's own torch::optim::AdamW, and of the flat
-// parameter/gradient views it sets up.
+// Tests of trainer/flat_adamw against LibTorch's own torch::optim::AdamW, over the flat buffers
+// the data-parallel reducer lays out (one process: the reducer's ranges are every bucket whole),
+// and of those buffers' views, bucketing and gradient norm.
 #include "trainer/flat_adamw.h"
 
 #include <torch/torch.h>
 
+#include "parallel/process_grid.h"
 #include "tests/catch_compat.h"
 
-CATCH_TEST_CASE("FlatAdamW follows torch::optim::AdamW with and without weight decay") {
-  torch::manual_seed(3);
-  auto w = torch::randn({6, 4}, torch::requires_grad());  // decayed
-  auto b = torch::randn({4}, torch::requires_grad());     // not decayed
-  auto w_ref = w.detach().clone().requires_grad_();
-  auto b_ref = b.detach().clone().requires_grad_();
-  const double wd = 0.1;
-  tessera::FlatAdamW flat({{"w", w, true}, {"b", b, false}}, {0.9, 0.95, 1e-8, wd});
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(std::vector<torch::Tensor>{w_ref},
-                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(wd)));
-  groups.emplace_back(std::vector<torch::Tensor>{b_ref},
-                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
-  torch::optim::AdamW reference(std::move(groups), torch::optim::AdamWOptions(1e-2));
-  auto x = torch::randn({5, 6});
-  for (int step = 0; step < 5; ++step) {
-    const double lr = 1e-2 * (step + 1);
-    flat.ZeroGrad();
-    (torch::matmul(x, w) + b).pow(2).sum().backward();
-    for (auto& group : reference.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    reference.zero_grad();
-    (torch::matmul(x, w_ref) + b_ref).pow(2).sum().backward();
-    CATCH_CHECK(torch::allclose(w.grad(), w_ref.grad()));
-    flat.Step(lr, 1.0);
-    reference.step();
-    // Same arithmetic in a different order of operations: fp32 rounding only.
-    CATCH_CHECK(torch::allclose(w, w_ref, 1e-5, 1e-6));
-    CATCH_CHECK(torch::allclose(b, b_ref, 1e-5, 1e-6));
-  }
-  CATCH_CHECK(flat.numel() == 28);
-  CATCH_CHECK(flat.decayed_numel() == 24);
+namespace {
+
+tessera::parallel::ProcessGrid& LocalGrid() {
+  static std::unique_ptr<tessera::parallel::ProcessGrid> grid = [] {
+    tessera::parallel::GridOptions options;
+    options.install_signal_handlers = false;
+    auto g = tessera::parallel::ProcessGrid::Create(tessera::parallel::LaunchInfo{}, options);
+    if (!g.ok()) CATCH_FAIL(std::string(g.status().message()));
+    return *std::move(g);
+  }();
+  return *grid;
 }
 
-CATCH_TEST_CASE("parameters and gradients are views of the flat buffers; clipping scales gradients") {
+std::unique_ptr<tessera::parallel::GradReducer> Reducer(std::vector<tessera::parallel::DataParallelParameter> params,
+                                                        int zero = 0, double bucket_mb = 25) {
+  auto r = tessera::parallel::GradReducer::Create(std::move(params), LocalGrid().dp(), {zero, bucket_mb});
+  if (!r.ok()) CATCH_FAIL(std::string(r.status().message()));
+  return *std::move(r);
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("FlatAdamW follows torch::optim::AdamW with and without weight decay") {
+  for (int zero : {0, 1, 2}) {
+    torch::manual_seed(3);
+    auto w = torch::randn({6, 4}, torch::requires_grad());  // decayed
+    auto b = torch::randn({4}, torch::requires_grad());     // not decayed
+    auto w_ref = w.detach().clone().requires_grad_();
+    auto b_ref = b.detach().clone().requires_grad_();
+    const double wd = 0.1;
+    // A tiny bucket size puts w and b in separate buckets.
+    auto reducer = Reducer({{"w", w, true}, {"b", b, false}}, zero, 1e-5);
+    CATCH_CHECK(reducer->num_buckets() == 2);
+    tessera::FlatAdamW flat(reducer->owned(), {0.9, 0.95, 1e-8, wd});
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    groups.emplace_back(std::vector<torch::Tensor>{w_ref},
+                        std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(wd)));
+    groups.emplace_back(std::vector<torch::Tensor>{b_ref},
+                        std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
+    torch::optim::AdamW reference(std::move(groups), torch::optim::AdamWOptions(1e-2));
+    auto x = torch::randn({5, 6});
+    for (int step = 0; step < 5; ++step) {
+      const double lr = 1e-2 * (step + 1);
+      reducer->ZeroGrad();
+      reducer->MarkFinalBackward();
+      (torch::matmul(x, w) + b).pow(2).sum().backward();
+      CATCH_REQUIRE(reducer->FinishBackward(nullptr).ok());
+      for (auto& group : reference.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      reference.zero_grad();
+      (torch::matmul(x, w_ref) + b_ref).pow(2).sum().backward();
+      auto norm = reducer->GlobalGradNorm(LocalGrid().world());
+      CATCH_REQUIRE(norm.ok());
+      const double expected = std::sqrt(w_ref.grad().square().sum().item<double>() + b_ref.grad().square().sum().item<double>());
+      CATCH_CHECK(*norm == Approx(expected).epsilon(1e-6));  // fp32 sums in another order
+      flat.Step(lr, 1.0);
+      CATCH_REQUIRE(reducer->GatherParams().ok());
+      reference.step();
+      // Same arithmetic in a different order of operations: fp32 rounding only.
+      CATCH_CHECK(torch::allclose(w, w_ref, 1e-5, 1e-6));
+      CATCH_CHECK(torch::allclose(b, b_ref, 1e-5, 1e-6));
+    }
+    CATCH_CHECK(flat.numel() == 28);
+    CATCH_CHECK(flat.decayed_numel() == 24);
+  }
+}
+
+CATCH_TEST_CASE("parameters and gradients are views of the flat buffers, and accumulation adds up") {
   auto a = torch::ones({3}, torch::requires_grad());
   auto m = torch::ones({2, 2}, torch::requires_grad());
-  tessera::FlatAdamW flat({{"a", a, false}, {"m", m, true}}, {});
-  // decayed first: m occupies [0, 4), a occupies [4, 7)
-  CATCH_CHECK(m.data_ptr<float>() == flat.flat_params().data_ptr<float>());
-  CATCH_CHECK(a.data_ptr<float>() == flat.flat_params().data_ptr<float>() + 4);
+  // One bucket, in reverse order of use, decayed first: m occupies [0, 4), a occupies [4, 7).
+  auto reducer = Reducer({{"a", a, false}, {"m", m, true}});
+  const auto& owned = reducer->owned();
+  CATCH_REQUIRE(owned.size() == 1);
+  CATCH_CHECK(owned[0].decayed == 4);
+  CATCH_CHECK(m.data_ptr<float>() == owned[0].params.data_ptr<float>());
+  CATCH_CHECK(a.data_ptr<float>() == owned[0].params.data_ptr<float>() + 4);
+  reducer->ZeroGrad();
   (a.sum() * 3 + m.sum() * 4).backward();
-  CATCH_CHECK(a.grad().data_ptr<float>() == flat.flat_grads().data_ptr<float>() + 4);
-  // norm of [4,4,4,4,3,3,3] = sqrt(64 + 27)
-  CATCH_CHECK(flat.GradNorm() == Approx(std::sqrt(91.0)));
-  flat.ZeroGrad();
-  CATCH_CHECK(flat.GradNorm() == 0.0);
+  CATCH_CHECK(a.grad().data_ptr<float>() == owned[0].grads.data_ptr<float>() + 4);
+  CATCH_CHECK(reducer->last_events().empty());  // not final yet: nothing reduced
+  reducer->MarkFinalBackward();
   (a.sum() * 3).backward();  // accumulates into the same view
-  CATCH_CHECK(flat.GradNorm() == Approx(std::sqrt(27.0)));
+  CATCH_REQUIRE(reducer->FinishBackward(nullptr).ok());
+  // [4,4,4,4,6,6,6]: sqrt(64 + 108)
+  auto norm = reducer->GlobalGradNorm(LocalGrid().world());
+  CATCH_REQUIRE(norm.ok());
+  CATCH_CHECK(*norm == Approx(std::sqrt(172.0)));
+  CATCH_CHECK(reducer->last_events().size() == 1);
+  reducer->ZeroGrad();
+  CATCH_CHECK(owned[0].grads.abs().sum().item<float>() == 0.0f);
+}
+
+CATCH_TEST_CASE("bad reducer options are refused with the number") {
+  auto a = torch::ones({3}, torch::requires_grad());
+  auto bad = tessera::parallel::GradReducer::Create({{"a", a, true}}, LocalGrid().dp(), {0, 0.0});
+  CATCH_REQUIRE_FALSE(bad.ok());
+  CATCH_CHECK(std::string(bad.status().message()).find("parallel.bucket_mb = 0") != std::string::npos);
 }

@@ -19,7 +19,7 @@ CATCH_TEST_CASE("warmup is linear and cosine decay ends at min_lr") {
   CATCH_CHECK(s.At(500) == Approx(0.1));
 }
 
-CATCH_TEST_CASE("no warmup starts at the peak; no decay steps stays at the peak") {
+CATCH_TEST_CASE("no warmup starts at the peak, and no decay steps stays at the peak") {
   tessera::LrSchedule s{2.0, 0.0, 0, 4};
   CATCH_CHECK(s.At(0) == Approx(2.0));
   CATCH_CHECK(s.At(2) == Approx(1.0));

@@ -1,0 +1,336 @@
+// Bucketed data-parallel gradient reduction and the ZeRO shard bookkeeping (grad_reducer.h).
+//
+// Buckets are launched strictly in bucket order: a bucket whose gradients are complete waits
+// until every earlier bucket was launched. The hooks fire in the autograd engine's order, which
+// could in principle differ between ranks; launching in a fixed order is what keeps every
+// rank's sequence of collectives identical (the communicator contract).
+#include "parallel/data_parallel/grad_reducer.h"
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+
+namespace tessera::parallel {
+
+struct GradReducer::Bucket {
+  int64_t begin = 0;        // offset in the flat buffers
+  int64_t numel = 0;        // parameters' elements
+  int64_t padded = 0;       // numel rounded up to a multiple of the DP size
+  int64_t shard_begin = 0;  // offset of this bucket's shard in shard_grads_
+  int64_t decayed = 0;      // the first `decayed` elements are decayed parameters
+  std::vector<int> params;  // indices into params_
+  bool late = false;
+  // Per step / micro-step state.
+  int pending = 0;
+  bool ready = false;
+  bool launched = false;
+  // A runs of this rank's DP shard with one norm weight: [begin, begin + length) in the bucket.
+  struct NormRun {
+    int64_t begin, length;
+    double weight;
+  };
+  std::vector<NormRun> norm_runs;
+
+  at::Tensor Region(const at::Tensor& flat) const { return flat.narrow(0, begin, padded); }
+};
+
+// A reduction in flight, with what must happen when it completes (zero 2: add into the shard).
+struct GradReducer::Pending {
+  std::unique_ptr<Work> work;
+  at::Tensor accumulate_into;  // zero 2: the bucket's shard of shard_grads_
+  at::Tensor result;           // zero 2: the reduce-scatter's output
+  at::Tensor keep_alive;       // zero 2: the bucket's gathered gradients, until sent
+};
+
+GradReducer::GradReducer(Communicator& dp, DataParallelOptions options) : dp_(dp), options_(options) {}
+GradReducer::~GradReducer() = default;
+
+absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<DataParallelParameter> params,
+                                                                  Communicator& dp, DataParallelOptions options) {
+  if (options.zero < 0 || options.zero > 2) {
+    return absl::InvalidArgumentError(absl::StrCat("parallel.zero = ", options.zero, ": expected 0, 1 or 2"));
+  }
+  if (!(options.bucket_mb > 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("parallel.bucket_mb = ", options.bucket_mb, ": expected a bucket size > 0 MiB"));
+  }
+  if (params.empty()) return absl::InvalidArgumentError("data-parallel reducer: no parameters");
+  const at::TensorOptions float_options = params.front().tensor.options().dtype(at::kFloat);
+  for (const DataParallelParameter& p : params) {
+    if (p.tensor.scalar_type() != at::kFloat || !p.tensor.is_leaf() || !p.tensor.requires_grad()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter ", p.name, " must be an fp32 leaf tensor that requires grad"));
+    }
+    if (p.tensor.device() != params.front().tensor.device()) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter ", p.name, " is on ", p.tensor.device().str(),
+                                                     ", the others on ", params.front().tensor.device().str()));
+    }
+  }
+  std::unique_ptr<GradReducer> r(new GradReducer(dp, options));
+  const int dp_size = dp.size();
+  const int dp_rank = dp.rank();
+
+  // Bucket order: the reverse of the order of use, late parameters in one last bucket.
+  std::vector<int> order;
+  for (int i = static_cast<int>(params.size()) - 1; i >= 0; --i) {
+    if (!params[i].late) order.push_back(i);
+  }
+  const int64_t bucket_elements =
+      std::max<int64_t>(1, static_cast<int64_t>(options.bucket_mb * 1048576.0 / sizeof(float)));
+  std::vector<std::vector<int>> groups;
+  int64_t in_group = 0;
+  for (int i : order) {
+    if (groups.empty() || in_group >= bucket_elements) {
+      groups.emplace_back();
+      in_group = 0;
+    }
+    groups.back().push_back(i);
+    in_group += params[i].tensor.numel();
+  }
+  std::vector<int> late;
+  for (int i = 0; i < static_cast<int>(params.size()); ++i) {
+    if (params[i].late) late.push_back(i);
+  }
+  const size_t late_group = groups.size();
+  if (!late.empty()) groups.push_back(late);
+
+  r->param_bucket_.assign(params.size(), -1);
+  r->param_offset_.assign(params.size(), 0);
+  int64_t offset = 0, shard_offset = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    auto bucket = std::make_unique<Bucket>();
+    bucket->late = g == late_group;
+    // Decayed parameters first, so that each owned range's decayed part is a prefix.
+    std::stable_partition(groups[g].begin(), groups[g].end(), [&](int i) { return params[i].decay; });
+    bucket->params = groups[g];
+    bucket->begin = offset;
+    for (int i : groups[g]) {
+      r->param_bucket_[i] = static_cast<int>(g);
+      r->param_offset_[i] = offset + bucket->numel;
+      bucket->numel += params[i].tensor.numel();
+      if (params[i].decay) bucket->decayed += params[i].tensor.numel();
+    }
+    bucket->padded = (bucket->numel + dp_size - 1) / dp_size * dp_size;
+    bucket->shard_begin = shard_offset;
+    offset += bucket->padded;
+    shard_offset += bucket->padded / dp_size;
+    r->buckets_.push_back(std::move(bucket));
+  }
+
+  torch::NoGradGuard no_grad;
+  r->flat_params_ = torch::zeros({offset}, float_options);
+  if (options.zero <= 1) r->flat_grads_ = torch::zeros({offset}, float_options);
+  if (options.zero >= 1) r->shard_grads_ = torch::zeros({shard_offset}, float_options);
+  for (size_t i = 0; i < params.size(); ++i) {
+    at::Tensor& t = params[i].tensor;
+    at::Tensor slot = r->flat_params_.narrow(0, r->param_offset_[i], t.numel()).view(t.sizes());
+    slot.copy_(t);
+    t.set_data(slot);
+    if (options.zero <= 1) {
+      t.mutable_grad() = r->flat_grads_.narrow(0, r->param_offset_[i], t.numel()).view(t.sizes());
+    } else {
+      t.mutable_grad().reset();
+    }
+  }
+
+  // What this rank's optimizer updates, and the runs of its DP shard for the gradient norm.
+  for (const auto& b : r->buckets_) {
+    const int64_t shard = b->padded / dp_size;
+    const int64_t mine = dp_rank * shard;
+    if (options.zero == 0) {
+      r->owned_.push_back({b->Region(r->flat_params_), b->Region(r->flat_grads_), b->decayed});
+    } else {
+      r->owned_.push_back({b->Region(r->flat_params_).narrow(0, mine, shard),
+                           r->shard_grads_.narrow(0, b->shard_begin, shard),
+                           std::clamp<int64_t>(b->decayed - mine, 0, shard)});
+    }
+    int64_t at = 0;
+    for (int i : b->params) {
+      const int64_t n = params[i].tensor.numel();
+      const int64_t lo = std::max(at, mine), hi = std::min(at + n, mine + shard);
+      at += n;
+      if (lo >= hi || params[i].norm_weight == 0) continue;
+      if (!b->norm_runs.empty() && b->norm_runs.back().weight == params[i].norm_weight &&
+          b->norm_runs.back().begin + b->norm_runs.back().length == lo) {
+        b->norm_runs.back().length += hi - lo;
+      } else {
+        b->norm_runs.push_back({lo, hi - lo, params[i].norm_weight});
+      }
+    }
+  }
+
+  r->params_ = std::move(params);
+  // Hooks after the accumulation of each gradient (the accumulator node's post hook sees .grad
+  // updated). The reducer keeps the accumulators alive; the parameters only hold weak references.
+  for (size_t i = 0; i < r->params_.size(); ++i) {
+    if (r->params_[i].late) continue;
+    c10::intrusive_ptr<torch::autograd::Node> accumulator =
+        torch::autograd::impl::grad_accumulator(r->params_[i].tensor);
+    GradReducer* self = r.get();
+    const int index = static_cast<int>(i);
+    accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [self, index](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+          self->OnGradReady(index);
+          return outputs;
+        }));
+    r->accumulators_.push_back(std::move(accumulator));
+  }
+  int groups_count = 1;
+  for (const DataParallelParameter& p : r->params_) groups_count = std::max(groups_count, p.group + 1);
+  r->group_final_.assign(groups_count, 0);
+  r->counted_.assign(r->params_.size(), 0);
+  r->ZeroGrad();
+  return r;
+}
+
+void GradReducer::ZeroGrad() {
+  torch::NoGradGuard no_grad;
+  if (flat_grads_.defined()) flat_grads_.zero_();
+  if (shard_grads_.defined()) shard_grads_.zero_();
+  if (options_.zero == 2) {
+    for (DataParallelParameter& p : params_) p.tensor.mutable_grad().reset();
+  }
+  for (auto& b : buckets_) {
+    b->pending = static_cast<int>(b->params.size());
+    b->ready = false;
+    b->launched = false;
+  }
+  std::fill(counted_.begin(), counted_.end(), 0);
+  std::fill(group_final_.begin(), group_final_.end(), 0);
+  events_.clear();
+  backward_started_ = false;
+}
+
+void GradReducer::MarkFinalBackward(int group) {
+  if (group >= 0 && group < static_cast<int>(group_final_.size())) group_final_[group] = 1;
+  if (!backward_started_) {
+    backward_started_ = true;
+    backward_start_ = std::chrono::steady_clock::now();
+  }
+}
+
+void GradReducer::OnGradReady(int index) {
+  if (!group_final_[params_[index].group] || counted_[index]) return;
+  counted_[index] = 1;
+  Bucket& bucket = *buckets_[param_bucket_[index]];
+  if (--bucket.pending > 0) return;
+  bucket.ready = true;
+  // Launch every ready bucket at the front of the order.
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    Bucket& next = *buckets_[b];
+    if (next.launched) continue;
+    if (!next.ready) break;
+    if (absl::Status s = Launch(static_cast<int>(b)); !s.ok() && launch_error_.ok()) launch_error_ = s;
+  }
+}
+
+absl::Status GradReducer::Launch(int index) {
+  Bucket& b = *buckets_[index];
+  b.launched = true;
+  torch::NoGradGuard no_grad;
+  const double issued_ms =
+      backward_started_ ? std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - backward_start_).count()
+                        : 0.0;
+  events_.push_back({index, b.padded * static_cast<int64_t>(sizeof(float)), issued_ms});
+  auto pending = std::make_unique<Pending>();
+  const int64_t shard = b.padded / dp_.size();
+  if (options_.zero == 0) {
+    TS_ASSIGN_OR_RETURN(pending->work, dp_.AllReduceAsync(b.Region(flat_grads_), ReduceOp::kAvg));
+  } else if (options_.zero == 1) {
+    TS_ASSIGN_OR_RETURN(pending->work, dp_.ReduceScatterAsync(shard_grads_.narrow(0, b.shard_begin, shard),
+                                                             b.Region(flat_grads_), ReduceOp::kAvg));
+  } else {
+    // Gather this bucket's gradients into one buffer and free the parameters' own.
+    at::Tensor gathered = torch::zeros({b.padded}, flat_params_.options());
+    int64_t at = 0;
+    for (int i : b.params) {
+      at::Tensor& t = params_[i].tensor;
+      if (t.grad().defined()) gathered.narrow(0, at, t.numel()).copy_(t.grad().reshape({-1}));
+      t.mutable_grad().reset();
+      at += t.numel();
+    }
+    pending->result = torch::empty({shard}, flat_params_.options());
+    pending->accumulate_into = shard_grads_.narrow(0, b.shard_begin, shard);
+    pending->keep_alive = gathered;
+    TS_ASSIGN_OR_RETURN(pending->work, dp_.ReduceScatterAsync(pending->result, gathered, ReduceOp::kAvg));
+  }
+  in_flight_.push_back(std::move(pending));
+  return absl::OkStatus();
+}
+
+absl::Status GradReducer::FinishBackward(const std::function<absl::Status()>& late_fixup) {
+  backward_ms_ = backward_started_
+                     ? std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - backward_start_).count()
+                     : 0.0;
+  if (late_fixup) TS_RETURN_IF_ERROR(late_fixup());
+  // Whatever the hooks did not launch (the late bucket; a bucket with an unused parameter).
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    if (!buckets_[b]->launched) {
+      if (absl::Status s = Launch(static_cast<int>(b)); !s.ok() && launch_error_.ok()) launch_error_ = s;
+    }
+  }
+  absl::Status status = launch_error_;
+  launch_error_ = absl::OkStatus();
+  torch::NoGradGuard no_grad;
+  for (auto& p : in_flight_) {
+    absl::Status s = p->work->Wait();
+    if (!s.ok() && status.ok()) status = s;
+    if (s.ok() && p->accumulate_into.defined()) p->accumulate_into.add_(p->result);
+  }
+  in_flight_.clear();
+  return status;
+}
+
+absl::StatusOr<double> GradReducer::GlobalGradNorm(Communicator& norm_group) {
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> parts;
+  const int dp_rank = dp_.rank();
+  for (const auto& b : buckets_) {
+    const int64_t mine = dp_rank * (b->padded / dp_.size());
+    for (const Bucket::NormRun& run : b->norm_runs) {
+      at::Tensor g = options_.zero == 0 ? flat_grads_.narrow(0, b->begin + run.begin, run.length)
+                                        : shard_grads_.narrow(0, b->shard_begin + run.begin - mine, run.length);
+      at::Tensor sq = g.to(at::kDouble).square().sum();
+      parts.push_back(run.weight == 1.0 ? sq : sq * run.weight);
+    }
+  }
+  at::Tensor total = parts.empty() ? torch::zeros({1}, flat_params_.options().dtype(at::kDouble))
+                                   : torch::stack(parts).sum().reshape({1});
+  TS_RETURN_IF_ERROR(norm_group.AllReduce(total, ReduceOp::kSum));
+  // NaN must survive (the spike guard skips on it): no clamping through std::max.
+  const double sum = total.item<double>();
+  return sum < 0 ? 0.0 : std::sqrt(sum);
+}
+
+absl::Status GradReducer::GatherParams() {
+  if (options_.zero == 0) return absl::OkStatus();
+  torch::NoGradGuard no_grad;
+  std::vector<std::unique_ptr<Work>> works;
+  std::vector<at::Tensor> inputs;
+  for (const auto& b : buckets_) {
+    const int64_t shard = b->padded / dp_.size();
+    at::Tensor region = b->Region(flat_params_);
+    // The input must not alias the output (MPI forbids it outside MPI_IN_PLACE).
+    inputs.push_back(region.narrow(0, dp_.rank() * shard, shard).clone());
+    TS_ASSIGN_OR_RETURN(auto work, dp_.AllGatherAsync(region, inputs.back()));
+    works.push_back(std::move(work));
+  }
+  for (auto& w : works) TS_RETURN_IF_ERROR(w->Wait());
+  return absl::OkStatus();
+}
+
+int64_t GradReducer::PersistentGradBytes() const {
+  int64_t bytes = 0;
+  if (flat_grads_.defined()) bytes += flat_grads_.numel() * static_cast<int64_t>(sizeof(float));
+  if (shard_grads_.defined()) bytes += shard_grads_.numel() * static_cast<int64_t>(sizeof(float));
+  return bytes;
+}
+
+}  // namespace tessera::parallel

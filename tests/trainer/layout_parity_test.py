@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Layout parity: a training run split over several processes under mpirun must reproduce the
+single-process run (same seed, same data, same global batch) step by step.
+
+Each suite trains a small model for 20 steps on the sample data (scripts/prepare_sample_data.sh)
+once as a plain process and then under `mpirun -np N` in other layouts, and compares the loss of
+every step and the gradient norm. Real processes, real MPI, the real `tessera train`.
+
+Usage: layout_parity_test.py TESSERA MPIEXEC SUITE   (SUITE: dp | zero | tp | pp | 3d)
+Environment: TESSERA_SAMPLE_DATA (default: <repo>/.cache/sample_data).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+TESSERA, MPIEXEC, SUITE = sys.argv[1], sys.argv[2], sys.argv[3]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.environ.get("TESSERA_SAMPLE_DATA", os.path.join(ROOT, ".cache", "sample_data"))
+STEPS = 20
+
+# A small model on the real sample data: big enough that every layer type and both corpora take
+# part, small enough that a 20-step run takes seconds on 2 oversubscribed cores.
+BASE = [
+    "model.dim=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.ffn_dim=160",
+    "model.vocab_size=4224", "train.seq_len=32", "train.global_batch=8", f"train.steps={STEPS}",
+    "train.warmup_steps=4", "train.lr=3e-3", "train.min_lr=3e-4", "train.log_every=1", "train.eval_every=0",
+    "train.peak_tflops=1", "train.threads=1",
+    f"data.train=[{{prefix: {DATA}/text, weight: 0.6}}, {{prefix: {DATA}/code, weight: 0.4}}]",
+]
+
+# Tolerances, and why. The layouts change only the order of fp32 additions: the batch mean is
+# the DP-average of per-rank means, and gradients are averaged by a reduction whose order
+# depends on the rank count. Each such reassociation perturbs the loss by ~1e-7 relative; AdamW
+# normalises updates, so perturbations of gradients do not shrink, and over 20 steps they grow
+# to ~1e-5 relative. 2e-4 absolute on a loss of ~8 (2.5e-5 relative) leaves headroom while still
+# catching any real error (a wrong average, a dropped bucket, a skipped sample: >= 1e-2).
+LOSS_ATOL = 2e-4
+# The gradient norm is a sum of squares in another order per layout (and per DP shard): same
+# reasoning, relative; but at a loss spike the norm is far more sensitive to the same
+# perturbation: the untied 8-layer model spikes to a norm of 16 at step 13, where a single process
+# with gradient accumulation (the same arithmetic as the pipeline, bit for bit) differs from one
+# without by 7.7e-4 relative. 3e-3 covers that; a real error (a gradient missed or counted twice)
+# moves the norm by far more.
+GRAD_NORM_RTOL = 3e-3
+
+failures = []
+
+
+def run(name, ranks, overrides, workdir, env_extra=None):
+    run_dir = os.path.join(workdir, name)
+    args = [TESSERA, "train", "--set", f"train.run_dir={run_dir}"]
+    for o in BASE + overrides:
+        args += ["--set", o]
+    env = dict(os.environ, **(env_extra or {}))
+    if ranks > 1:
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                   OMPI_MCA_btl_vader_single_copy_mechanism="none", OMPI_MCA_rmaps_base_oversubscribe="1")
+        args = [MPIEXEC, "-np", str(ranks), "--oversubscribe", "--bind-to", "none"] + args
+    start = time.time()
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    took = time.time() - start
+    if proc.returncode != 0:
+        print(f"FAIL {name}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        failures.append(name)
+        return None
+    steps = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    print(f"  {name}: {ranks} rank(s), {took:.1f} s, final loss {steps[-1]['loss']:.6f}")
+    return {"steps": steps, "log": proc.stderr + proc.stdout}
+
+
+def compare(name, reference, candidate, loss_atol=None, norm_rtol=None):
+    loss_tol = LOSS_ATOL if loss_atol is None else loss_atol
+    norm_tol = GRAD_NORM_RTOL if norm_rtol is None else norm_rtol
+    if candidate is None:
+        return
+    ref, got = reference["steps"], candidate["steps"]
+    if len(ref) != len(got):
+        failures.append(name)
+        print(f"FAIL {name}: {len(got)} logged steps, reference {len(ref)}")
+        return
+    worst_loss = max(abs(a["loss"] - b["loss"]) for a, b in zip(ref, got))
+    worst_norm = max(abs(a["grad_norm"] - b["grad_norm"]) / max(a["grad_norm"], 1e-12) for a, b in zip(ref, got))
+    ok = worst_loss <= loss_tol and worst_norm <= norm_tol
+    print(f"  {'ok  ' if ok else 'FAIL'} {name}: max |loss diff| {worst_loss:.2e} (tol {loss_tol:.0e}), "
+          f"max grad-norm rel diff {worst_norm:.2e} (tol {norm_tol:.0e})")
+    if not ok:
+        failures.append(name)
+        for a, b in zip(ref, got):
+            print(f"    step {a['step']:2d}: {a['loss']:.7f} vs {b['loss']:.7f}   norm {a['grad_norm']:.6f} vs {b['grad_norm']:.6f}")
+
+
+def state_bytes(log):
+    """(optimizer-state bytes, gradient bytes) that rank 0 printed for itself."""
+    m = re.search(r"optimizer state [0-9.]+ MiB \((\d+) bytes\), gradients [0-9.]+ MiB \((\d+) bytes\)", log)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def rank0_parameters(log):
+    m = re.search(r"this rank holds (\d+) parameters", log)
+    return int(m.group(1)) if m else None
+
+
+def main():
+    if not os.path.exists(os.path.join(DATA, "COMPLETE")):
+        sys.exit(f"no sample data at {DATA}: run scripts/prepare_sample_data.sh (scripts/test.sh does)")
+    with tempfile.TemporaryDirectory(prefix="tessera_parity_") as workdir:
+        print(f"suite {SUITE}: {STEPS} steps, global batch 8, reference = one process")
+        # The reference: one process, no gradient accumulation.
+        reference = None
+        if SUITE in ("dp", "zero", "tp"):
+            reference = run("single", 1, ["train.micro_batch=8"], workdir)
+            if reference is None:
+                sys.exit(1)
+        if SUITE == "dp":
+            for name, ranks, micro in [("dp2", 2, 4), ("dp4", 4, 2), ("dp2-accum", 2, 2), ("dp4-accum", 4, 1)]:
+                compare(name, reference, run(name, ranks, [f"train.micro_batch={micro}"], workdir))
+            # Gradient accumulation in one process is the same computation again.
+            compare("single-accum", reference, run("single-accum", 1, ["train.micro_batch=2"], workdir))
+        elif SUITE == "zero":
+            table = {}
+            for dp in (1, 2, 4):
+                for zero in (0, 1, 2):
+                    micro = 8 // dp if zero != 2 else max(1, 4 // dp)  # zero 2 with accumulation too
+                    name = f"dp{dp}-zero{zero}"
+                    # Small buckets: several per step, so sharding crosses bucket boundaries.
+                    got = run(name, dp, [f"train.micro_batch={micro}", f"parallel.zero={zero}",
+                                         "parallel.bucket_mb=0.25"], workdir)
+                    compare(name, reference, got)
+                    if got is not None:
+                        table[(dp, zero)] = state_bytes(got["log"])
+            print("  bytes on rank 0 (optimizer state, gradients kept between steps):")
+            for (dp, zero), b in sorted(table.items()):
+                print(f"    dp {dp} zero {zero}: {b}")
+            # The sharded parts scale as 1/DP (buckets are padded to a multiple of DP: allow 1%).
+            for zero in (1, 2):
+                for dp in (2, 4):
+                    if (1, zero) not in table or (dp, zero) not in table or None in (table[(1, zero)], table[(dp, zero)]):
+                        failures.append(f"bytes dp{dp} zero{zero}")
+                        continue
+                    state1, grads1 = table[(1, zero)]
+                    state, grads = table[(dp, zero)]
+                    expect_state = state1 / dp
+                    ok = abs(state - expect_state) <= 0.01 * expect_state
+                    if zero == 2:  # only the shard of the gradients stays
+                        ok = ok and abs(grads - grads1 / dp) <= 0.01 * grads1 / dp
+                    else:          # zero 1: the full buffer plus the shard
+                        full = table[(1, 0)][1]
+                        ok = ok and abs(grads - (full + full / dp)) <= 0.01 * full
+                    print(f"  {'ok  ' if ok else 'FAIL'} zero {zero} dp {dp}: state {state} vs {expect_state:.0f} expected, grads {grads}")
+                    if not ok:
+                        failures.append(f"bytes dp{dp} zero{zero}")
+            # Overlap: with several buckets, the reductions are issued while backward still runs (the
+            # trainer logs each bucket's issue time at debug level on the first step).
+            traced = run("dp2-overlap-trace", 2, ["train.micro_batch=4", "parallel.bucket_mb=0.25"], workdir,
+                         {"TESSERA_LOG_LEVEL": "debug"})
+            if traced is not None:
+                m = re.search(r"gradient buckets issued at (.*) into a backward of ([0-9.]+) ms", traced["log"])
+                if not m:
+                    failures.append("overlap trace missing")
+                else:
+                    issued = [float(x) for x in re.findall(r"#\d+ ([0-9.]+) ms", m.group(1))]
+                    backward = float(m.group(2))
+                    early = sum(1 for t in issued if t < backward)
+                    # The embedding's bucket completes only at the very end of backward; every
+                    # other bucket must be on its way before then.
+                    ok = len(issued) >= 3 and early >= len(issued) - 1
+                    print(f"  {'ok  ' if ok else 'FAIL'} overlap: {early} of {len(issued)} bucket reductions issued before "
+                          f"backward ended ({backward:.1f} ms): {m.group(1)}")
+                    if not ok:
+                        failures.append("overlap")
+            # At zero 0 nothing is sharded: every rank holds the whole state.
+            if table.get((4, 0)) and table.get((1, 0)) and table[(4, 0)][0] != table[(1, 0)][0]:
+                failures.append("zero0 state not replicated")
+        elif SUITE == "tp":
+            # 4 query heads over 2 kv heads: at TP 4 each rank holds a replica of one kv head.
+            held = {"single": rank0_parameters(reference["log"])}
+            for name, ranks, extra in [
+                    ("tp2", 2, ["parallel.tp=2"]),
+                    ("tp2-sp", 2, ["parallel.tp=2", "parallel.sequence_parallel=true"]),
+                    ("tp4-kv-replicas", 4, ["parallel.tp=4"]),
+                    ("tp4-sp-kv-replicas", 4, ["parallel.tp=4", "parallel.sequence_parallel=true"]),
+                    ("tp2-dp2-sp-zero1", 4, ["parallel.tp=2", "parallel.sequence_parallel=true", "parallel.zero=1"])]:
+                micro = 4 if "dp2" in name else 8
+                got = run(name, ranks, [f"train.micro_batch={micro}"] + extra, workdir)
+                compare(name, reference, got)
+                if got is not None:
+                    held[name] = rank0_parameters(got["log"])
+            untied = run("single-untied", 1, ["train.micro_batch=8", "model.tie_embeddings=false"], workdir)
+            compare("tp2-untied", untied, run("tp2-untied", 2, ["train.micro_batch=8", "parallel.tp=2",
+                                                                  "model.tie_embeddings=false"], workdir))
+            # bf16 compute: row-parallel partial products are rounded to bf16 (8 bits of mantissa)
+            # before they are summed across ranks, where one process rounds the full sum once:
+            # ~2^-9 relative per activation; measured 5e-4 on the loss and 8e-3 on the gradient
+            # norm over 20 steps, so 5e-3 and 5e-2 leave ~10x and ~6x headroom.
+            bf16 = run("single-bf16", 1, ["train.micro_batch=8", "train.precision=bf16"], workdir)
+            compare("tp2-sp-bf16", bf16, run("tp2-sp-bf16", 2, ["train.micro_batch=8", "parallel.tp=2",
+                                                                 "parallel.sequence_parallel=true",
+                                                                 "train.precision=bf16"], workdir),
+                    loss_atol=5e-3, norm_rtol=5e-2)
+            # Weights per rank: everything but the norms (and replicated kv heads) splits 1/TP.
+            print(f"  parameters held by rank 0: {held}")
+            for name, tp in (("tp2", 2), ("tp4-kv-replicas", 4)):
+                if held.get(name) is None or held["single"] is None:
+                    failures.append(f"parameters {name}")
+                    continue
+                ratio = held[name] / held["single"]
+                ok = abs(ratio - 1.0 / tp) < 0.1 / tp
+                print(f"  {'ok  ' if ok else 'FAIL'} {name}: rank 0 holds {ratio:.3f} of the model (1/TP = {1.0 / tp:.3f})")
+                if not ok:
+                    failures.append(f"parameters {name}")
+        elif SUITE in ("pp", "3d"):
+            # 8 layers: 4 stages x 2 virtual chunks each hold one.
+            deep = ["model.n_layers=8"]
+            ref8 = run("single-8-layers", 1, deep + ["train.micro_batch=8"], workdir)
+            if SUITE == "pp":
+                cases = [("pp2-gpipe-m1", 2, 8, ["parallel.pp=2", "parallel.pp_schedule=gpipe"]),
+                         ("pp2-1f1b-m4", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=1f1b"]),
+                         ("pp2-zbh1-m8", 2, 1, ["parallel.pp=2", "parallel.pp_schedule=zb-h1"]),
+                         ("pp2-interleaved-m4", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=interleaved",
+                                                       "parallel.virtual_stages=2"]),
+                         ("pp4-1f1b-m8", 4, 1, ["parallel.pp=4", "parallel.pp_schedule=1f1b"]),
+                         ("pp4-gpipe-m4", 4, 2, ["parallel.pp=4", "parallel.pp_schedule=gpipe"]),
+                         ("pp4-zbh1-m4", 4, 2, ["parallel.pp=4", "parallel.pp_schedule=zb-h1"]),
+                         ("pp4-interleaved-m8", 4, 1, ["parallel.pp=4", "parallel.pp_schedule=interleaved",
+                                                       "parallel.virtual_stages=2"]),
+                         ("pp2-tp2-1f1b-m4", 4, 2, ["parallel.pp=2", "parallel.tp=2", "parallel.pp_schedule=1f1b"])]
+            else:
+                # The headline: every kind of parallelism at once on 8 ranks.
+                common = ["parallel.tp=2", "parallel.pp=2", "parallel.sequence_parallel=true", "parallel.zero=1"]
+                cases = [("tp2-pp2-dp2-1f1b-sp-zero1", 8, 1, common + ["parallel.pp_schedule=1f1b"]),
+                         ("tp2-pp2-dp2-interleaved-sp-zero1", 8, 1, common + ["parallel.pp_schedule=interleaved",
+                                                                              "parallel.virtual_stages=2"])]
+            for name, ranks, micro, extra in cases:
+                compare(name, ref8, run(name, ranks, deep + [f"train.micro_batch={micro}"] + extra, workdir))
+            if SUITE == "pp":
+                untied = run("single-8-untied", 1, deep + ["train.micro_batch=8", "model.tie_embeddings=false"], workdir)
+                compare("pp2-untied", untied, run("pp2-untied", 2, deep + ["train.micro_batch=2", "parallel.pp=2",
+                                                                            "model.tie_embeddings=false"], workdir))
+        else:
+            sys.exit(f"unknown suite {SUITE}")
+    if failures:
+        print(f"{len(failures)} failure(s): {', '.join(failures)}")
+        sys.exit(1)
+    print("all layouts match the single-process run")
+
+
+main()
