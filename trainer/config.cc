@@ -185,6 +185,23 @@ std::vector<FieldSpec> BuildSchema() {
       Float("parallel.bucket_mb", TS_FIELD_REF(parallel.bucket_mb), 1e-6, kInf,
             "Size of a gradient-reduction bucket in MiB (fp32 gradients); a bucket's reduction "
             "starts as soon as backward has produced all its gradients."),
+
+      String("checkpoint.dir", TS_FIELD_REF(checkpoint.dir), {},
+             "Directory of step-NNNNNNNN checkpoints, on a filesystem every rank sees; empty = "
+             "RUN_DIR/checkpoints."),
+      Int("checkpoint.every", TS_FIELD_REF(checkpoint.every), 0, 1e12,
+          "Save every N steps; 0 = only at the end (checkpoint.at_end) and when signalled."),
+      Int("checkpoint.keep", TS_FIELD_REF(checkpoint.keep), 0, 1e6,
+          "Committed checkpoints to keep (older ones are removed only after a newer one is "
+          "committed); 0 keeps all."),
+      Bool("checkpoint.async", TS_FIELD_REF(checkpoint.async),
+           "Copy the state to host memory and write it in a background thread while training goes "
+           "on (the next save waits for the previous one)."),
+      String("checkpoint.resume", TS_FIELD_REF(checkpoint.resume), {},
+             "auto: continue from the newest valid checkpoint in checkpoint.dir if there is one; "
+             "never: start fresh; or the path of a checkpoint (a step directory, or a directory "
+             "of them) to start from, in any parallel layout."),
+      Bool("checkpoint.at_end", TS_FIELD_REF(checkpoint.at_end), "Save a checkpoint after the last step."),
   };
 }
 

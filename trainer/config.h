@@ -88,11 +88,22 @@ struct ParallelConfig {
   double bucket_mb = 25;
 };
 
+// Checkpoints (docs/checkpoints.md).
+struct CheckpointConfig {
+  std::string dir;             // "" = RUN_DIR/checkpoints
+  int64_t every = 0;           // steps between saves; 0 = only at the end and on a signal
+  int64_t keep = 2;            // committed checkpoints kept (newest); 0 = all
+  bool async = false;
+  std::string resume = "auto";  // auto | never | PATH of a checkpoint (step directory or dir)
+  bool at_end = true;
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
   DataConfig data;
   ParallelConfig parallel;
+  CheckpointConfig checkpoint;
   // Where the config came from (for messages); not a key.
   std::string source;
 };

@@ -26,6 +26,18 @@ FlatAdamW::FlatAdamW(std::vector<parallel::OwnedRange> ranges, AdamWOptions opti
   }
 }
 
+std::vector<torch::Tensor> FlatAdamW::ExpAvgByRange() const {
+  std::vector<torch::Tensor> out;
+  for (const Range& r : ranges_) out.push_back(r.exp_avg);
+  return out;
+}
+
+std::vector<torch::Tensor> FlatAdamW::ExpAvgSqByRange() const {
+  std::vector<torch::Tensor> out;
+  for (const Range& r : ranges_) out.push_back(r.exp_avg_sq);
+  return out;
+}
+
 void FlatAdamW::Step(double lr, double grad_scale) {
   torch::NoGradGuard no_grad;
   ++step_;

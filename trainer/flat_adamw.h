@@ -32,11 +32,15 @@ class FlatAdamW {
   int64_t numel() const { return numel_; }
   int64_t decayed_numel() const { return decayed_numel_; }
   int64_t step_count() const { return step_; }
+  void set_step_count(int64_t step) { step_ = step; }
   // Bytes of optimizer state (two fp32 moments) held by this process.
   int64_t StateBytes() const { return 2 * numel_ * static_cast<int64_t>(sizeof(float)); }
   // The moments, one flat buffer each, ranges back to back (checkpoints read them).
   const torch::Tensor& exp_avg() const { return exp_avg_; }
   const torch::Tensor& exp_avg_sq() const { return exp_avg_sq_; }
+  // The moments of each owned range (views, in the order of the ranges given at construction).
+  std::vector<torch::Tensor> ExpAvgByRange() const;
+  std::vector<torch::Tensor> ExpAvgSqByRange() const;
 
  private:
   struct Range {

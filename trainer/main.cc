@@ -103,7 +103,12 @@ int TrainCommand(const std::vector<std::string>& argv) {
   if (!launch.ok()) return Fail(launch.status(), kExitUsage);
   const std::string device =
       ResolvedDeviceKind(config->train.device);
-  auto grid = parallel::ProcessGrid::Create(*launch, GridOptionsFromConfig(*config, device));
+  parallel::GridOptions grid_options = GridOptionsFromConfig(*config, device);
+  // SIGTERM / SIGUSR1 (Slurm's --signal, a scheduler's preemption): the trainer saves a
+  // checkpoint at the next step boundary and exits with kExitPreempted; a second signal, or a
+  // collective still stuck 10 s after it, ends the process at once.
+  grid_options.exit_on_signal = false;
+  auto grid = parallel::ProcessGrid::Create(*launch, grid_options);
   if (!grid.ok()) {
     return Fail(grid.status(), grid.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage
                                                                                          : kExitRuntimeError);
@@ -123,7 +128,7 @@ int TrainCommand(const std::vector<std::string>& argv) {
     const int code = ExitCodeOf(status, kExitRuntimeError);
     // A failed collective or a bad batch may be this rank's alone: make sure no peer waits.
     // Divergence is decided alike on every rank (from all-reduced figures): each exits itself.
-    if ((*grid)->world_size() > 1 && code != kExitDiverged) (*grid)->Abort(status);
+    if ((*grid)->world_size() > 1 && code != kExitDiverged && code != kExitPreempted) (*grid)->Abort(status);
     return Fail(status, code);
   }
   TS_LOG(INFO) << "done: " << config->train.steps << " steps; metrics in " << config->train.run_dir

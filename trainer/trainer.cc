@@ -24,6 +24,8 @@
 #include "absl/strings/str_split.h"
 #include "trainer/exit_codes.h"
 #include "trainer/flops.h"
+#include "trainer/checkpoint/checkpoint_dir.h"
+#include "trainer/checkpoint/checkpoint_reader.h"
 #include "trainer/metrics_tensorboard.h"
 
 namespace tessera {
@@ -110,13 +112,6 @@ absl::Status Trainer::SetupData() {
     if (!val.ok()) return absl::Status(val.status().code(), absl::StrCat("data.val: ", val.status().message()));
     val_stream_ = *std::move(val);
   }
-  data::LoaderOptions lo;
-  lo.global_batch = t.global_batch;
-  lo.dp_rank = grid_.coords().dp;
-  lo.dp_size = grid_.topology().dims().dp;
-  lo.start_sample = 0;
-  lo.prefetch = static_cast<int>(config_.data.prefetch);
-  TS_ASSIGN_OR_RETURN(loader_, data::Loader::Create(train_stream_, lo));
   return absl::OkStatus();
 }
 
@@ -204,6 +199,7 @@ absl::Status Trainer::SetupModel() {
       const bool late = (shard.sequence_parallel && info.shard.dim < 0) || info.shard.replicas > 1 ||
                         tied_across_stages;
       params.push_back({info.name, info.tensor, decay, norm_weight, late, c});
+      rank_params_.infos.push_back(info);
     }
   }
   parallel::DataParallelOptions dp_options;
@@ -222,6 +218,111 @@ absl::Status Trainer::SetupModel() {
                  << " micro-batches, predicted bubble "
                  << absl::StrFormat("%.1f%%", 100.0 * executor_->prediction().bubble_fraction)
                  << "; stages (cost in FLOPs per token):\n" << partition_.ToString(costs);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::SetupCheckpoints() {
+  const CheckpointConfig& c = config_.checkpoint;
+  checkpoint_dir_ = c.dir.empty() ? config_.train.run_dir + "/checkpoints" : c.dir;
+  TS_ASSIGN_OR_RETURN(checkpoint_comm_, grid_.world().Split(0, grid_.rank(), "checkpoint"));
+  checkpoint::WriterOptions options;
+  options.dir = checkpoint_dir_;
+  options.keep = static_cast<int>(c.keep);
+  options.async = c.async;
+  checkpointer_ = std::make_unique<checkpoint::CheckpointWriter>(options, *checkpoint_comm_);
+
+  // Which checkpoint to start from. "auto": rank 0 verifies (checksums included) and chooses the
+  // newest valid one, and every rank opens that step.
+  std::string step_dir;
+  if (c.resume == "auto") {
+    torch::Tensor chosen = torch::full({1}, -1.0, torch::kDouble);
+    if (grid_.rank() == 0 && PathExists(checkpoint_dir_)) {
+      auto found = checkpoint::FindLatestValid(checkpoint_dir_);
+      if (found.ok()) {
+        chosen.fill_(static_cast<double>(found->step));
+        for (const auto& skipped : found->skipped) {
+          TS_LOG(WARNING) << "checkpoint " << skipped.path << " skipped: " << skipped.reason.message();
+        }
+      } else if (found.status().code() != absl::StatusCode::kNotFound) {
+        TS_LOG(WARNING) << "no checkpoint resumed from " << checkpoint_dir_ << ": " << found.status().message();
+      }
+    }
+    TS_RETURN_IF_ERROR(grid_.world().Broadcast(chosen, 0));
+    const int64_t step = static_cast<int64_t>(chosen.item<double>());
+    if (step >= 0) step_dir = checkpoint::StepDirPath(checkpoint_dir_, step);
+  } else if (c.resume != "never") {
+    auto found = checkpoint::ResolveCheckpoint(c.resume, checkpoint::Verify::kStructure);
+    if (!found.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("checkpoint.resume = '", c.resume, "': ", found.status().message()));
+    }
+    step_dir = found->path;
+  }
+  if (step_dir.empty()) return absl::OkStatus();
+
+  TS_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(step_dir));
+  const checkpoint::Manifest& manifest = reader->manifest();
+  TS_RETURN_IF_ERROR(CheckCheckpointModel(manifest, config_.model, step_dir));
+  bool had_optimizer = false;
+  TS_RETURN_IF_ERROR(RestoreState(*reader, rank_params_, *reducer_, *optimizer_, &had_optimizer));
+  LoopState loop;
+  loop.step = manifest.step;
+  if (auto blob = reader->ReadBlob("loop_state"); blob.ok()) {
+    TS_ASSIGN_OR_RETURN(loop, LoopState::Parse(*blob, step_dir + " loop_state"));
+  }
+  start_step_ = loop.step;
+  start_sample_ = manifest.consumed_samples;
+  skipped_total_ = loop.skipped_total;
+  consecutive_skips_ = loop.consecutive_skips;
+  recent_losses_ = loop.recent_losses;
+  optimizer_->set_step_count(had_optimizer ? loop.adam_steps : 0);
+  if (!manifest.data_position.empty()) {
+    auto position = data::DataPosition::Parse(manifest.data_position);
+    if (position.ok()) {
+      if (absl::Status same = position->CheckStream(*train_stream_); !same.ok() && grid_.rank() == 0) {
+        TS_LOG(WARNING) << "resuming at sample " << start_sample_ << " of a changed data definition: "
+                        << same.message();
+      }
+    }
+  }
+  const checkpoint::Layout& l = manifest.layout;
+  if (grid_.rank() == 0) {
+    TS_LOG(INFO) << "resumed from " << step_dir << " (saved at step " << manifest.step << " with tp " << l.tp
+                 << " x pp " << l.pp << " x dp " << l.dp << ", zero " << l.zero << ", " << l.virtual_stages
+                 << " virtual stage(s)): continuing at step " << start_step_ + 1 << ", sample " << start_sample_
+                 << (had_optimizer ? "" : "; no optimizer state in it, AdamW starts fresh");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::SaveCheckpoint(int64_t steps_done, bool wait) {
+  const auto start = std::chrono::steady_clock::now();
+  checkpoint::SaveState state;
+  state.step = steps_done;
+  state.consumed_samples = loader_->samples_consumed();
+  state.data_position = loader_->position().Serialize();
+  state.config_yaml = ConfigToYaml(config_);
+  const parallel::ParallelDims dims = grid_.topology().dims();
+  state.layout = {grid_.world_size(), static_cast<int32_t>(dims.tp), static_cast<int32_t>(dims.pp),
+                  static_cast<int32_t>(dims.dp), static_cast<int32_t>(config_.parallel.zero),
+                  static_cast<int32_t>(partition_.v)};
+  TS_ASSIGN_OR_RETURN(state.tensors, CollectStateSlices(rank_params_, *reducer_, *optimizer_, grid_));
+  if (grid_.rank() == 0) {
+    LoopState loop;
+    loop.step = steps_done;
+    loop.skipped_total = skipped_total_;
+    loop.consecutive_skips = consecutive_skips_;
+    loop.adam_steps = optimizer_->step_count();
+    loop.recent_losses = recent_losses_;
+    state.blobs.push_back({"loop_state", loop.Serialize()});
+  }
+  TS_RETURN_IF_ERROR(checkpointer_->Save(std::move(state)));
+  if (wait) TS_RETURN_IF_ERROR(checkpointer_->Wait());
+  // (The writer logs each commit; an asynchronous save's cost to training is this stall.)
+  if (is_logger() && config_.checkpoint.async && !wait) {
+    TS_LOG(INFO) << absl::StrFormat("checkpoint of step %d being written in the background (%.3f s stall)",
+                                    steps_done,
+                                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   return absl::OkStatus();
 }
@@ -270,6 +371,14 @@ absl::Status Trainer::Setup() {
   optimizer_ = std::make_unique<FlatAdamW>(reducer_->owned(),
                                            AdamWOptions{t.beta1, t.beta2, t.adam_eps, t.weight_decay});
   schedule_ = LrSchedule{t.lr, t.min_lr, t.warmup_steps, t.steps};
+  TS_RETURN_IF_ERROR(SetupCheckpoints());
+  data::LoaderOptions lo;
+  lo.global_batch = t.global_batch;
+  lo.dp_rank = grid_.coords().dp;
+  lo.dp_size = dims.dp;
+  lo.start_sample = start_sample_;
+  lo.prefetch = static_cast<int>(config_.data.prefetch);
+  TS_ASSIGN_OR_RETURN(loader_, data::Loader::Create(train_stream_, lo));
 
   const torch::ScalarType compute_dtype = t.precision == "bf16" ? torch::kBFloat16 : torch::kFloat;
   flops_per_token_ = TrainingFlopsPerToken(m, t.seq_len);
@@ -478,7 +587,10 @@ absl::Status Trainer::Run() {
   const TrainConfig& t = config_.train;
   const double tokens_per_step = static_cast<double>(t.global_batch * t.seq_len);
   const int world = grid_.world_size();
-  for (int64_t step = 0; step < t.steps; ++step) {
+  if (start_step_ >= t.steps && is_logger()) {
+    TS_LOG(INFO) << "the checkpoint is at step " << start_step_ << " of train.steps = " << t.steps << ": nothing to do";
+  }
+  for (int64_t step = start_step_; step < t.steps; ++step) {
     StepMetrics metrics;
     metrics.step = step + 1;
     metrics.total_steps = t.steps;
@@ -543,9 +655,24 @@ absl::Status Trainer::Run() {
     if (partition_.pp > 1 && ((step + 1) % t.log_every == 0 || last)) {
       TS_RETURN_IF_ERROR(LogPipelineBubble());
     }
+    // Preemption: every rank learns of a signal any rank got (Slurm signals them all, but not at
+    // the same instant), so all save the same step and leave together.
+    torch::Tensor signal = torch::full({1}, static_cast<double>(parallel::ProcessGrid::PendingSignal()), torch::kDouble);
+    TS_RETURN_IF_ERROR(grid_.world().AllReduce(signal, parallel::ReduceOp::kMax));
+    if (const int sig = static_cast<int>(signal.item<double>()); sig != 0) {
+      TS_RETURN_IF_ERROR(SaveCheckpoint(step + 1, /*wait=*/true));
+      return WithExitCode(absl::AbortedError(absl::StrCat(
+                              "stopped by signal ", sig, " after step ", step + 1, "; checkpoint saved in ",
+                              checkpoint_dir_, ": run the same command again to resume")),
+                          kExitPreempted);
+    }
+    const int64_t every = config_.checkpoint.every;
+    if ((every > 0 && (step + 1) % every == 0) || (last && config_.checkpoint.at_end)) {
+      TS_RETURN_IF_ERROR(SaveCheckpoint(step + 1, /*wait=*/last));
+    }
   }
   if (tensorboard_) TS_RETURN_IF_ERROR(tensorboard_->Flush());
-  return absl::OkStatus();
+  return checkpointer_->Wait();
 }
 
 }  // namespace tessera

@@ -24,7 +24,9 @@
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
 #include "trainer/model.h"
+#include "trainer/checkpoint/checkpoint_writer.h"
 #include "trainer/pipeline_stage.h"
+#include "trainer/training_state.h"
 #include "trainer/tensorboard/tensorboard_writer.h"
 
 namespace tessera {
@@ -58,6 +60,11 @@ class Trainer {
   absl::Status Setup();
   absl::Status SetupData();
   absl::Status SetupModel();
+  // The checkpoint writer, and the resume: finds the checkpoint to start from (any layout) and
+  // loads this rank's slices of it. Collective.
+  absl::Status SetupCheckpoints();
+  // Saves the state after `steps_done` steps (collective); waits for it when `wait`.
+  absl::Status SaveCheckpoint(int64_t steps_done, bool wait);
   // Forward-only pass of one held-out micro-batch through the pipeline; the loss on every rank.
   absl::StatusOr<double> EvalMicroBatch(const data::LocalBatch& batch);
   // One optimizer step over this rank's slice of a global batch; fills loss, grad_norm, lr and
@@ -82,6 +89,12 @@ class Trainer {
   std::unique_ptr<ModelPipelineStage> stage_;
   std::unique_ptr<parallel::pipeline::PipelineExecutor> executor_;
   std::unique_ptr<parallel::GradReducer> reducer_;
+  RankParameters rank_params_;  // in the reducer's order
+  std::unique_ptr<parallel::Communicator> checkpoint_comm_;  // the writer's own (async saves)
+  std::unique_ptr<checkpoint::CheckpointWriter> checkpointer_;
+  std::string checkpoint_dir_;
+  int64_t start_step_ = 0;    // steps already done (resumed)
+  int64_t start_sample_ = 0;  // global samples already consumed (resumed)
   std::unique_ptr<FlatAdamW> optimizer_;
   LrSchedule schedule_{};
   int64_t local_batch_ = 0;  // rows of each global batch on this rank

@@ -145,11 +145,11 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
     const int64_t shard = b->padded / dp_size;
     const int64_t mine = dp_rank * shard;
     if (options.zero == 0) {
-      r->owned_.push_back({b->Region(r->flat_params_), b->Region(r->flat_grads_), b->decayed});
+      r->owned_.push_back({b->Region(r->flat_params_), b->Region(r->flat_grads_), b->decayed, b->begin});
     } else {
       r->owned_.push_back({b->Region(r->flat_params_).narrow(0, mine, shard),
                            r->shard_grads_.narrow(0, b->shard_begin, shard),
-                           std::clamp<int64_t>(b->decayed - mine, 0, shard)});
+                           std::clamp<int64_t>(b->decayed - mine, 0, shard), b->begin + mine});
     }
     int64_t at = 0;
     for (int i : b->params) {
@@ -324,6 +324,30 @@ absl::Status GradReducer::GatherParams() {
   }
   for (auto& w : works) TS_RETURN_IF_ERROR(w->Wait());
   return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> GradReducer::GatherFlat(const std::vector<at::Tensor>& owned_values) {
+  if (owned_values.size() != owned_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("GatherFlat: ", owned_values.size(), " tensors for ",
+                                                   owned_.size(), " owned ranges"));
+  }
+  torch::NoGradGuard no_grad;
+  at::Tensor full = torch::zeros({flat_params_.numel()}, owned_values.empty() ? flat_params_.options()
+                                                                              : owned_values.front().options());
+  std::vector<std::unique_ptr<Work>> works;
+  std::vector<at::Tensor> inputs;
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    const Bucket& bucket = *buckets_[b];
+    if (options_.zero == 0) {
+      full.narrow(0, bucket.begin, bucket.padded).copy_(owned_values[b].reshape({-1}));
+      continue;
+    }
+    inputs.push_back(owned_values[b].reshape({-1}).contiguous());
+    TS_ASSIGN_OR_RETURN(auto work, dp_.AllGatherAsync(full.narrow(0, bucket.begin, bucket.padded), inputs.back()));
+    works.push_back(std::move(work));
+  }
+  for (auto& w : works) TS_RETURN_IF_ERROR(w->Wait());
+  return full;
 }
 
 int64_t GradReducer::PersistentGradBytes() const {

@@ -71,6 +71,7 @@ struct OwnedRange {
   at::Tensor params;     // 1-D view of the flat parameters
   at::Tensor grads;      // 1-D view of the reduced gradients for those parameters
   int64_t decayed = 0;   // the first `decayed` elements receive weight decay
+  int64_t flat_offset = 0;  // where `params` starts in the flat parameter buffer
 };
 
 // When one bucket's reduction was issued, relative to the start of backward (for the overlap
@@ -109,6 +110,14 @@ class GradReducer {
   const std::vector<OwnedRange>& owned() const { return owned_; }
   // Under zero >= 1: all-gathers the updated shards into every rank's weights. Collective over dp.
   absl::Status GatherParams();
+
+  // Where parameter `index` (in Create's order) starts in the flat buffer.
+  int64_t flat_offset(int index) const { return param_offset_[index]; }
+  // Assembles a per-element quantity the optimizer keeps for its owned ranges (AdamW moments:
+  // one tensor per owned range, in owned() order) into a tensor over the whole flat buffer, so
+  // that every parameter's part can be read at flat_offset. Under ZeRO the shards are
+  // all-gathered over DP (collective over dp); under zero 0 it is a concatenation.
+  absl::StatusOr<at::Tensor> GatherFlat(const std::vector<at::Tensor>& owned_values);
 
   int zero() const { return options_.zero; }
   int num_buckets() const { return static_cast<int>(buckets_.size()); }

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Checkpoints end to end, with real processes under mpirun:
+
+  * exact resume: in every parallel mode, a run of N steps and the same run stopped at step k and
+    resumed from its checkpoint give bit-identical losses and gradient norms for steps k+1..N
+    (same layout, same arithmetic: nothing may differ at all);
+  * resharding: a checkpoint saved with TP2 x PP2 x DP2 continues under other layouts (1 rank,
+    TP4 x DP2, PP4 x DP2) within the layout-parity tolerance of the uninterrupted run;
+  * preemption: SIGTERM to a 2-rank run makes every rank save a complete checkpoint and exit
+    with 75 (requeue); rerunning the same command resumes and reaches the uninterrupted run's
+    final loss exactly.
+
+Usage: resume_test.py TESSERA MPIEXEC SUITE   (SUITE: exact | reshard | signal)
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+TESSERA, MPIEXEC, SUITE = sys.argv[1], sys.argv[2], sys.argv[3]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA = os.environ.get("TESSERA_SAMPLE_DATA", os.path.join(ROOT, ".cache", "sample_data"))
+STEPS = 12
+BASE = ["model.dim=64", "model.n_layers=8", "model.n_heads=4", "model.n_kv_heads=2", "model.ffn_dim=160",
+        "model.vocab_size=4224", "train.seq_len=32", "train.global_batch=8", f"train.steps={STEPS}",
+        "train.warmup_steps=3", "train.lr=3e-3", "train.min_lr=3e-4", "train.log_every=1", "train.eval_every=0",
+        "train.threads=1", "train.peak_tflops=1", "checkpoint.keep=0",
+        f"data.train=[{{prefix: {DATA}/text, weight: 0.6}}, {{prefix: {DATA}/code, weight: 0.4}}]"]
+# As in layout_parity_test.py: fp32 reassociation across layouts, amplified by AdamW over steps.
+LOSS_ATOL, GRAD_NORM_RTOL = 2e-4, 3e-3
+MPI_ENV = dict(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_btl_vader_single_copy_mechanism="none", OMPI_MCA_rmaps_base_oversubscribe="1")
+failures = []
+
+
+def command(ranks, run_dir, overrides):
+    args = [TESSERA, "train", "--set", f"train.run_dir={run_dir}"]
+    for o in BASE + overrides:
+        args += ["--set", o]
+    if ranks > 1:
+        args = [MPIEXEC, "-np", str(ranks), "--oversubscribe", "--bind-to", "none"] + args
+    return args
+
+
+def train(name, ranks, run_dir, overrides, expect=0):
+    p = subprocess.run(command(ranks, run_dir, overrides), capture_output=True, text=True,
+                       env=dict(os.environ, **MPI_ENV), timeout=600)
+    if p.returncode != expect:
+        failures.append(name)
+        print(f"FAIL {name}: exit {p.returncode} (expected {expect})\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+        return None
+    return p
+
+
+def metrics(run_dir):
+    return {r["step"]: r for r in (json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")))}
+
+
+def compare(name, full, resumed, first_step, exact):
+    worst_loss = worst_norm = 0.0
+    for step in range(first_step, STEPS + 1):
+        a, b = full[step], resumed.get(step)
+        if b is None:
+            failures.append(name)
+            print(f"FAIL {name}: step {step} missing after the resume")
+            return
+        worst_loss = max(worst_loss, abs(a["loss"] - b["loss"]))
+        worst_norm = max(worst_norm, abs(a["grad_norm"] - b["grad_norm"]) / max(a["grad_norm"], 1e-12))
+    ok = (worst_loss == 0 and worst_norm == 0) if exact else (worst_loss <= LOSS_ATOL and worst_norm <= GRAD_NORM_RTOL)
+    print(f"  {'ok  ' if ok else 'FAIL'} {name}: steps {first_step}..{STEPS}: max |loss diff| {worst_loss:.2e}, "
+          f"max grad-norm rel diff {worst_norm:.2e} ({'exact' if exact else f'tol {LOSS_ATOL:.0e} / {GRAD_NORM_RTOL:.0e}'})")
+    if not ok:
+        failures.append(name)
+
+
+LAYOUTS = {
+    "single": (1, ["train.micro_batch=4"]),
+    "dp2-zero0": (2, ["train.micro_batch=2"]),
+    "dp2-zero1": (2, ["train.micro_batch=2", "parallel.zero=1"]),
+    "dp2-zero2": (2, ["train.micro_batch=2", "parallel.zero=2"]),
+    "tp2-sp": (2, ["train.micro_batch=4", "parallel.tp=2", "parallel.sequence_parallel=true"]),
+    "pp2-1f1b": (2, ["train.micro_batch=2", "parallel.pp=2", "parallel.pp_schedule=1f1b"]),
+    "pp2-gpipe": (2, ["train.micro_batch=2", "parallel.pp=2", "parallel.pp_schedule=gpipe"]),
+    "pp2-zbh1": (2, ["train.micro_batch=2", "parallel.pp=2", "parallel.pp_schedule=zb-h1"]),
+    "pp2-interleaved": (2, ["train.micro_batch=2", "parallel.pp=2", "parallel.pp_schedule=interleaved",
+                            "parallel.virtual_stages=2"]),
+    "3d": (8, ["train.micro_batch=1", "parallel.tp=2", "parallel.pp=2", "parallel.sequence_parallel=true",
+               "parallel.zero=1"]),
+    "tp4-dp2": (8, ["train.micro_batch=2", "parallel.tp=4"]),
+    "pp4-dp2": (8, ["train.micro_batch=1", "parallel.pp=4"]),
+}
+
+
+def main():
+    if not os.path.exists(os.path.join(DATA, "COMPLETE")):
+        sys.exit(f"no sample data at {DATA}: run scripts/prepare_sample_data.sh (scripts/test.sh does)")
+    with tempfile.TemporaryDirectory(prefix="tessera_resume_") as tmp:
+        if SUITE == "exact":
+            for name in ["single", "dp2-zero0", "dp2-zero1", "dp2-zero2", "tp2-sp", "pp2-1f1b", "pp2-gpipe",
+                         "pp2-zbh1", "pp2-interleaved", "3d"]:
+                ranks, layout = LAYOUTS[name]
+                full_dir, part_dir = os.path.join(tmp, name + "-full"), os.path.join(tmp, name + "-resumed")
+                # The uninterrupted run saves every 5 steps; the resumed one starts from step 5.
+                if train(name + " (full)", ranks, full_dir, layout + ["checkpoint.every=5"]) is None:
+                    continue
+                ckpt = os.path.join(full_dir, "checkpoints", "step-00000005")
+                if train(name + " (resumed)", ranks, part_dir, layout + [f"checkpoint.resume={ckpt}"]) is None:
+                    continue
+                compare(f"{name}: resume at step 5", metrics(full_dir), metrics(part_dir), 6, exact=True)
+            # An asynchronous save of the same state writes the same tensors: resuming from it is
+            # just as exact.
+            ranks, layout = LAYOUTS["dp2-zero1"]
+            async_dir = os.path.join(tmp, "async")
+            if train("async", ranks, async_dir, layout + ["checkpoint.every=5", "checkpoint.async=true"]) is not None:
+                ckpt = os.path.join(async_dir, "checkpoints", "step-00000005")
+                resumed = os.path.join(tmp, "async-resumed")
+                if train("async (resumed)", ranks, resumed, layout + [f"checkpoint.resume={ckpt}"]) is not None:
+                    compare("async save, resume at step 5", metrics(async_dir), metrics(resumed), 6, exact=True)
+        elif SUITE == "reshard":
+            reference = os.path.join(tmp, "reference")
+            if train("reference", 1, reference, LAYOUTS["single"][1]) is None:
+                sys.exit(1)
+            ref = metrics(reference)
+            saved = os.path.join(tmp, "saved-3d")
+            if train("saved 3d", 8, saved, LAYOUTS["3d"][1] + ["checkpoint.every=5"]) is None:
+                sys.exit(1)
+            ckpt = os.path.join(saved, "checkpoints", "step-00000005")
+            for name in ["single", "tp4-dp2", "pp4-dp2", "dp2-zero2"]:
+                ranks, layout = LAYOUTS[name]
+                out = os.path.join(tmp, "into-" + name)
+                if train(f"3d -> {name}", ranks, out, layout + [f"checkpoint.resume={ckpt}", "checkpoint.every=8"]) is None:
+                    continue
+                compare(f"TP2xPP2xDP2 -> {name}", ref, metrics(out), 6, exact=False)
+            # And back: from a single-process checkpoint into the 3D layout.
+            back = os.path.join(tmp, "back")
+            one = os.path.join(tmp, "into-single", "checkpoints", "step-00000008")
+            if os.path.isdir(one) and train("single -> 3d", 8, back, LAYOUTS["3d"][1] + [f"checkpoint.resume={one}"]) is not None:
+                compare("single -> TP2xPP2xDP2", ref, metrics(back), 9, exact=False)
+            # A checkpoint of another model shape is refused, naming the key.
+            p = train("other shape", 1, os.path.join(tmp, "other"), LAYOUTS["single"][1] +
+                      [f"checkpoint.resume={ckpt}", "model.n_layers=6"], expect=2)
+            if p is not None:
+                ok = "model.n_layers = 8, this run's = 6" in p.stderr
+                print(f"  {'ok  ' if ok else 'FAIL'} another model shape is refused: {p.stderr.strip().splitlines()[-1]}")
+                if not ok:
+                    failures.append("other shape message")
+        elif SUITE == "signal":
+            ranks, layout = LAYOUTS["dp2-zero1"]
+            # Longer sequences: ~1 s steps, so the signal lands mid-run.
+            layout = layout + ["train.seq_len=256"]
+            full = os.path.join(tmp, "full")
+            if train("uninterrupted", ranks, full, layout + ["checkpoint.at_end=false"]) is None:
+                sys.exit(1)
+            run_dir = os.path.join(tmp, "preempted")
+            args = command(ranks, run_dir, layout)
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env=dict(os.environ, **MPI_ENV), start_new_session=True)
+            metrics_path = os.path.join(run_dir, "metrics.jsonl")
+            deadline = time.time() + 120
+            while time.time() < deadline and proc.poll() is None:
+                if os.path.exists(metrics_path) and sum(1 for _ in open(metrics_path)) >= 3:
+                    break
+                time.sleep(0.05)
+            # Like Slurm's --signal=B:TERM to the tasks: every rank gets it (not mpirun itself, which
+            # would tear the job down on its own).
+            ranks_pids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True,
+                                        text=True).stdout.split()
+            for pid in ranks_pids:
+                try:
+                    os.kill(int(pid), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            out, _ = proc.communicate(timeout=120)
+            ok = proc.returncode == 75 and "checkpoint saved" in out
+            print(f"  {'ok  ' if ok else 'FAIL'} SIGTERM to {len(ranks_pids)} rank(s): exit {proc.returncode} (75 expected)")
+            if not ok:
+                failures.append("signal exit")
+                print(out[-3000:])
+            else:
+                done = max(metrics(run_dir))
+                again = train("rerun after the signal", ranks, run_dir, layout)
+                if again is not None:
+                    ok = "resumed from" in again.stderr and metrics(run_dir)[STEPS]["loss"] == metrics(full)[STEPS]["loss"]
+                    print(f"  {'ok  ' if ok else 'FAIL'} rerun resumes after step {done} and ends with the "
+                          f"uninterrupted run's final loss ({metrics(run_dir)[STEPS]['loss']} vs {metrics(full)[STEPS]['loss']})")
+                    if not ok:
+                        failures.append("signal resume")
+        else:
+            sys.exit(f"unknown suite {SUITE}")
+    if failures:
+        print(f"{len(failures)} failure(s): {', '.join(failures)}")
+        sys.exit(1)
+    print("all checkpoint cases pass")
+
+
+main()

@@ -1,0 +1,156 @@
+// Saving and restoring this rank's part of the training state (training_state.h).
+#include "trainer/training_state.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "core/status_macros.h"
+#include "trainer/checkpoint/tensor_slices.h"
+#include "trainer/config.h"
+
+namespace tessera {
+namespace {
+
+constexpr char kExpAvg[] = "optim.exp_avg/";
+constexpr char kExpAvgSq[] = "optim.exp_avg_sq/";
+
+// The logical tensor a parameter stands for (a tied copy is the embedding).
+const std::string& LogicalName(const ParameterInfo& info) {
+  return info.is_tied_copy() ? info.tied_copy_of : info.name;
+}
+
+// Whether this rank writes `info`'s slice: one writer per distinct slice of each logical tensor.
+bool Writes(const ParameterInfo& info, parallel::ProcessGrid& grid) {
+  if (info.is_tied_copy() || grid.coords().dp != 0) return false;
+  const int tp_rank = grid.coords().tp;
+  if (info.shard.dim < 0) return tp_rank == 0;
+  return info.shard.replicas <= 1 || tp_rank % info.shard.replicas == 0;
+}
+
+}  // namespace
+
+std::string LoopState::Serialize() const {
+  std::string out = absl::StrCat("step ", step, "\nskipped_total ", skipped_total, "\nconsecutive_skips ",
+                                 consecutive_skips, "\nadam_steps ", adam_steps, "\nrecent_losses");
+  for (double l : recent_losses) absl::StrAppend(&out, absl::StrFormat(" %.17g", l));
+  return out + "\n";
+}
+
+absl::StatusOr<LoopState> LoopState::Parse(const std::string& text, const std::string& where) {
+  LoopState s;
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    ++line_number;
+    std::vector<std::string> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    auto bad = [&] {
+      return absl::DataLossError(absl::StrCat(where, ": line ", line_number, " '", std::string(line),
+                                              "': expected KEY VALUE..."));
+    };
+    if (words.empty()) return bad();
+    const std::string& key = words[0];
+    if (key == "recent_losses") {
+      for (size_t i = 1; i < words.size(); ++i) {
+        double v;
+        if (!absl::SimpleAtod(words[i], &v)) return bad();
+        s.recent_losses.push_back(v);
+      }
+      continue;
+    }
+    int64_t v;
+    if (words.size() != 2 || !absl::SimpleAtoi(words[1], &v)) return bad();
+    if (key == "step") s.step = v;
+    else if (key == "skipped_total") s.skipped_total = v;
+    else if (key == "consecutive_skips") s.consecutive_skips = v;
+    else if (key == "adam_steps") s.adam_steps = v;
+    // Unknown keys come from newer versions: ignored, so old readers tolerate added fields.
+  }
+  return s;
+}
+
+absl::StatusOr<std::vector<checkpoint::TensorSlice>> CollectStateSlices(const RankParameters& params,
+                                                                       parallel::GradReducer& reducer,
+                                                                       const FlatAdamW& optimizer,
+                                                                       parallel::ProcessGrid& grid) {
+  torch::NoGradGuard no_grad;
+  std::vector<checkpoint::TensorSlice> slices;
+  // The moments over the whole flat buffer (ZeRO shards gathered over DP).
+  TS_ASSIGN_OR_RETURN(at::Tensor exp_avg, reducer.GatherFlat(optimizer.ExpAvgByRange()));
+  TS_ASSIGN_OR_RETURN(at::Tensor exp_avg_sq, reducer.GatherFlat(optimizer.ExpAvgSqByRange()));
+  for (size_t i = 0; i < params.infos.size(); ++i) {
+    const ParameterInfo& info = params.infos[i];
+    if (!Writes(info, grid)) continue;
+    const at::Tensor& t = info.tensor;
+    const int64_t offset = reducer.flat_offset(static_cast<int>(i));
+    slices.push_back(checkpoint::ShardSpecSlice(info.name, info.global_shape, info.shard, t.detach()));
+    slices.push_back(checkpoint::ShardSpecSlice(kExpAvg + info.name, info.global_shape, info.shard,
+                                                exp_avg.narrow(0, offset, t.numel()).view(t.sizes())));
+    slices.push_back(checkpoint::ShardSpecSlice(kExpAvgSq + info.name, info.global_shape, info.shard,
+                                                exp_avg_sq.narrow(0, offset, t.numel()).view(t.sizes())));
+  }
+  return slices;
+}
+
+absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const RankParameters& params,
+                          parallel::GradReducer& reducer, FlatAdamW& optimizer, bool* had_optimizer) {
+  torch::NoGradGuard no_grad;
+  const std::string& where = reader.step_dir();
+  for (const ParameterInfo& info : params.infos) {
+    auto block = checkpoint::ReadShardSpecBlock(reader, LogicalName(info), info.shard);
+    if (!block.ok()) return absl::Status(block.status().code(), absl::StrCat(where, ": ", block.status().message()));
+    if (block->sizes() != info.tensor.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": tensor ", LogicalName(info), " block of shape ",
+                                                     block->sizes().vec().size(), " dims does not fit this rank's ",
+                                                     info.tensor.sizes().vec().size(), "-dim shard"));
+    }
+    info.tensor.copy_(*block);
+  }
+  *had_optimizer = !params.infos.empty() && reader.Tensor(kExpAvg + LogicalName(params.infos.front())).ok();
+  if (!*had_optimizer) return absl::OkStatus();
+  // Build the moments over the flat buffer, then hand each owned range its part.
+  at::Tensor exp_avg = torch::zeros({reducer.flat_numel()}, params.infos.front().tensor.options());
+  at::Tensor exp_avg_sq = torch::zeros_like(exp_avg);
+  for (size_t i = 0; i < params.infos.size(); ++i) {
+    const ParameterInfo& info = params.infos[i];
+    const int64_t offset = reducer.flat_offset(static_cast<int>(i));
+    for (auto [prefix, flat] : {std::pair<const char*, at::Tensor*>{kExpAvg, &exp_avg}, {kExpAvgSq, &exp_avg_sq}}) {
+      auto block = checkpoint::ReadShardSpecBlock(reader, prefix + LogicalName(info), info.shard);
+      if (!block.ok()) return absl::Status(block.status().code(), absl::StrCat(where, ": ", block.status().message()));
+      flat->narrow(0, offset, info.tensor.numel()).copy_(block->reshape({-1}));
+    }
+  }
+  std::vector<torch::Tensor> m = optimizer.ExpAvgByRange(), v = optimizer.ExpAvgSqByRange();
+  const auto& owned = reducer.owned();
+  for (size_t r = 0; r < owned.size(); ++r) {
+    m[r].copy_(exp_avg.narrow(0, owned[r].flat_offset, m[r].numel()));
+    v[r].copy_(exp_avg_sq.narrow(0, owned[r].flat_offset, v[r].numel()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCheckpointModel(const checkpoint::Manifest& manifest, const ModelConfig& model,
+                                  const std::string& where) {
+  auto saved = ConfigFromYamlString(manifest.config_yaml, where + "/manifest.pb config");
+  if (!saved.ok()) return saved.status();
+  const ModelConfig& s = saved->model;
+  auto mismatch = [&](const char* key, auto a, auto b) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": the checkpoint's model.", key, " = ", a,
+                                                   ", this run's = ", b,
+                                                   ": a checkpoint loads only into the same model shape"));
+  };
+  if (s.dim != model.dim) return mismatch("dim", s.dim, model.dim);
+  if (s.n_layers != model.n_layers) return mismatch("n_layers", s.n_layers, model.n_layers);
+  if (s.n_heads != model.n_heads) return mismatch("n_heads", s.n_heads, model.n_heads);
+  if (s.n_kv_heads != model.n_kv_heads) return mismatch("n_kv_heads", s.n_kv_heads, model.n_kv_heads);
+  if (s.ffn_dim != model.ffn_dim) return mismatch("ffn_dim", s.ffn_dim, model.ffn_dim);
+  if (s.vocab_size != model.vocab_size) return mismatch("vocab_size", s.vocab_size, model.vocab_size);
+  if (s.tie_embeddings != model.tie_embeddings) return mismatch("tie_embeddings", s.tie_embeddings, model.tie_embeddings);
+  return absl::OkStatus();
+}
+
+}  // namespace tessera
