@@ -128,9 +128,10 @@ std::vector<FieldSpec> BuildSchema() {
             "always skipped). Active after 10 accepted steps."),
       Int("train.max_skips", TS_FIELD_REF(train.max_skips), 0, 1e9,
           "Skipped updates in a row after which the run is declared diverged (train.on_divergence)."),
-      String("train.on_divergence", TS_FIELD_REF(train.on_divergence), {"stop"},
-             "stop: end the run with exit code 4 once more than train.max_skips updates in a row "
-             "were skipped."),
+      String("train.on_divergence", TS_FIELD_REF(train.on_divergence), {"stop", "rollback"},
+             "When more than train.max_skips updates in a row were skipped: stop ends the run with "
+             "exit code 4; rollback reloads the newest checkpoint and goes on with the data after "
+             "the offending batches (at most 3 times, then stop)."),
       Bool("train.tensorboard", TS_FIELD_REF(train.tensorboard),
            "Write TensorBoard event files (every metrics.jsonl record's scalars) to the run directory."),
 

@@ -262,20 +262,9 @@ absl::Status Trainer::SetupCheckpoints() {
 
   TS_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(step_dir));
   const checkpoint::Manifest& manifest = reader->manifest();
-  TS_RETURN_IF_ERROR(CheckCheckpointModel(manifest, config_.model, step_dir));
   bool had_optimizer = false;
-  TS_RETURN_IF_ERROR(RestoreState(*reader, rank_params_, *reducer_, *optimizer_, &had_optimizer));
-  LoopState loop;
-  loop.step = manifest.step;
-  if (auto blob = reader->ReadBlob("loop_state"); blob.ok()) {
-    TS_ASSIGN_OR_RETURN(loop, LoopState::Parse(*blob, step_dir + " loop_state"));
-  }
-  start_step_ = loop.step;
+  TS_RETURN_IF_ERROR(LoadCheckpoint(*reader, &had_optimizer));
   start_sample_ = manifest.consumed_samples;
-  skipped_total_ = loop.skipped_total;
-  consecutive_skips_ = loop.consecutive_skips;
-  recent_losses_ = loop.recent_losses;
-  optimizer_->set_step_count(had_optimizer ? loop.adam_steps : 0);
   if (!manifest.data_position.empty()) {
     auto position = data::DataPosition::Parse(manifest.data_position);
     if (position.ok()) {
@@ -293,6 +282,52 @@ absl::Status Trainer::SetupCheckpoints() {
                  << (had_optimizer ? "" : "; no optimizer state in it, AdamW starts fresh");
   }
   return absl::OkStatus();
+}
+
+absl::Status Trainer::LoadCheckpoint(const checkpoint::CheckpointReader& reader, bool* had_optimizer) {
+  const checkpoint::Manifest& manifest = reader.manifest();
+  TS_RETURN_IF_ERROR(CheckCheckpointModel(manifest, config_.model, reader.step_dir()));
+  TS_RETURN_IF_ERROR(RestoreState(reader, rank_params_, *reducer_, *optimizer_, had_optimizer));
+  LoopState loop;
+  loop.step = manifest.step;
+  if (auto blob = reader.ReadBlob("loop_state"); blob.ok()) {
+    TS_ASSIGN_OR_RETURN(loop, LoopState::Parse(*blob, reader.step_dir() + " loop_state"));
+  }
+  start_step_ = loop.step;
+  skipped_total_ = loop.skipped_total;
+  consecutive_skips_ = loop.consecutive_skips;
+  recent_losses_ = loop.recent_losses;
+  optimizer_->set_step_count(*had_optimizer ? loop.adam_steps : 0);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Trainer::RollBack(int64_t failed_step) {
+  TS_RETURN_IF_ERROR(checkpointer_->Wait());
+  torch::Tensor chosen = torch::full({1}, -1.0, torch::kDouble);
+  if (grid_.rank() == 0 && PathExists(checkpoint_dir_)) {
+    if (auto found = checkpoint::FindLatestValid(checkpoint_dir_); found.ok()) chosen.fill_(static_cast<double>(found->step));
+  }
+  TS_RETURN_IF_ERROR(grid_.world().Broadcast(chosen, 0));
+  const int64_t step = static_cast<int64_t>(chosen.item<double>());
+  if (step < 0) {
+    return WithExitCode(absl::AbortedError(absl::StrCat("training diverged at step ", failed_step,
+                                                        " and there is no checkpoint in ", checkpoint_dir_,
+                                                        " to roll back to (set checkpoint.every)")),
+                        kExitDiverged);
+  }
+  const std::string step_dir = checkpoint::StepDirPath(checkpoint_dir_, step);
+  TS_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(step_dir));
+  const int64_t skipped_before = skipped_total_;
+  bool had_optimizer = false;
+  TS_RETURN_IF_ERROR(LoadCheckpoint(*reader, &had_optimizer));
+  skipped_total_ = std::max(skipped_total_, skipped_before);
+  consecutive_skips_ = 0;
+  if (is_logger()) {
+    TS_LOG(WARNING) << "diverged at step " << failed_step << ": rolled back to " << step_dir
+                    << " (step " << step << "); the global batches since then are skipped: training goes on at sample "
+                    << loader_->samples_consumed();
+  }
+  return step;
 }
 
 absl::Status Trainer::SaveCheckpoint(int64_t steps_done, bool wait) {
@@ -447,7 +482,7 @@ absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(loss_sum, parallel::ReduceOp::kSum));
   TS_RETURN_IF_ERROR(grid_.dp().AllReduce(loss_sum, parallel::ReduceOp::kAvg));
   metrics->loss = loss_sum.item<double>();
-  if (fault_nan_steps_.count(step + 1)) {
+  if (fault_nan_steps_.erase(step + 1)) {  // once per step number (a rollback re-runs steps)
     torch::NoGradGuard no_grad;
     for (const parallel::OwnedRange& r : reducer_->owned()) r.grads.fill_(std::nan(""));
   }
@@ -631,6 +666,13 @@ absl::Status Trainer::Run() {
     // MFU per device: the job's FLOP rate over the world's peak.
     metrics.mfu = peak_tflops_ > 0 ? flops_per_token_ * metrics.tokens_per_s / (world * peak_tflops_ * 1e12) : 0;
     metrics.memory_mb = MemoryInUseMb(device_);
+    if (consecutive_skips_ > t.max_skips && t.on_divergence == "rollback" && rollbacks_ < kMaxRollbacks) {
+      if (is_logger()) metrics_file_ << MetricsJsonLine(metrics) << std::flush;
+      ++rollbacks_;
+      TS_ASSIGN_OR_RETURN(const int64_t resumed, RollBack(step + 1));
+      step = resumed - 1;  // the loop's ++step continues after the checkpoint's step
+      continue;
+    }
     if (consecutive_skips_ > t.max_skips) {
       if (is_logger()) metrics_file_ << MetricsJsonLine(metrics) << std::flush;
       return WithExitCode(

@@ -65,6 +65,12 @@ class Trainer {
   absl::Status SetupCheckpoints();
   // Saves the state after `steps_done` steps (collective); waits for it when `wait`.
   absl::Status SaveCheckpoint(int64_t steps_done, bool wait);
+  // Loads this rank's slices and the loop's counters (start_step_ and friends) from `reader`.
+  absl::Status LoadCheckpoint(const checkpoint::CheckpointReader& reader, bool* had_optimizer);
+  // train.on_divergence: rollback: reloads the newest checkpoint, keeps the data position (the
+  // batches since the checkpoint are skipped) and returns the checkpoint's step. Collective.
+  absl::StatusOr<int64_t> RollBack(int64_t failed_step);
+  static constexpr int kMaxRollbacks = 3;
   // Forward-only pass of one held-out micro-batch through the pipeline; the loss on every rank.
   absl::StatusOr<double> EvalMicroBatch(const data::LocalBatch& batch);
   // One optimizer step over this rank's slice of a global batch; fills loss, grad_norm, lr and
@@ -104,6 +110,7 @@ class Trainer {
   std::unique_ptr<tensorboard::TensorBoardWriter> tensorboard_;
   std::deque<double> recent_losses_;  // of accepted steps, for the spike test
   int64_t consecutive_skips_ = 0, skipped_total_ = 0;
+  int rollbacks_ = 0;
   // TESSERA_FAULT_NAN_GRAD_STEPS: steps (1-based) whose gradients are poisoned with NaN, to
   // exercise the guard end to end (tests).
   std::set<int64_t> fault_nan_steps_;

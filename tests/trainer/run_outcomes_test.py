@@ -6,6 +6,8 @@
     the later losses are finite;
   * NaN gradients at more steps in a row than train.max_skips end every rank with exit code 4
     (diverged) and a message that names the count and what to do;
+  * with train.on_divergence: rollback, the run reloads its last checkpoint instead, skips the
+    data that diverged, and completes;
   * the run's TensorBoard event files hold exactly the scalars of its metrics.jsonl (read by the
     real tensorboard package, through tests/trainer/tensorboard_test.py's check).
 
@@ -84,6 +86,21 @@ with tempfile.TemporaryDirectory(prefix="tessera_outcomes_") as tmp:
     p = train(run, ["train.max_skips=2"], {"TESSERA_FAULT_NAN_GRAD_STEPS": "2,3,4"})
     check(p.returncode == 4, f"NaN steps beyond max_skips: exit 4 (got {p.returncode})")
     check("training diverged: 3 updates in a row skipped" in p.stderr, "the divergence message names the count")
+
+    # The rollback policy: two poisoned steps in a row beyond max_skips 1 reload the step-4
+    # checkpoint and go on with the data after the offending batches.
+    run = os.path.join(tmp, "rollback")
+    p = train(run, ["train.max_skips=1", "train.on_divergence=rollback", "checkpoint.every=2"],
+              {"TESSERA_FAULT_NAN_GRAD_STEPS": "5,6"})
+    check(p.returncode == 0, f"rollback: the run completes (exit {p.returncode}: {p.stderr[-400:]})")
+    if p.returncode == 0:
+        check("rolled back to" in p.stderr and "step-00000004" in p.stderr, "rollback: reloads the step-4 checkpoint")
+        steps = [r["step"] for r in metrics(run)]
+        check(steps == [1, 2, 3, 4, 5, 6, 5, 6, 7, 8], f"rollback: steps 5 and 6 run again ({steps})")
+        m = metrics(run)
+        check(all(r["loss"] == r["loss"] for r in m) and m[-1]["grad_norm"] == m[-1]["grad_norm"],
+              "rollback: finite after the rollback")
+        check(m[6]["loss"] != m[4]["loss"], "rollback: the re-run step 5 trains on other data")
 
 if failures:
     sys.exit(f"{len(failures)} failure(s)")
