@@ -29,5 +29,8 @@ std::string MetricsJsonLine(const StepMetrics& m);
 std::string MetricsConsoleLine(const StepMetrics& m);
 // Memory in use now, MiB: CUDA allocator's allocated bytes for CUDA devices, else process RSS.
 double MemoryInUseMb(torch::Device device);
+// The peak so far, MiB: the CUDA allocator's peak allocated bytes, or the process's peak
+// resident set (VmHWM) on the CPU.
+double PeakMemoryMb(torch::Device device);
 
 }  // namespace tessera

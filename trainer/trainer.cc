@@ -714,6 +714,7 @@ absl::Status Trainer::Run() {
     }
   }
   if (tensorboard_) TS_RETURN_IF_ERROR(tensorboard_->Flush());
+  TS_LOG(INFO) << absl::StrFormat("peak memory on this rank: %.1f MiB", PeakMemoryMb(device_));
   return checkpointer_->Wait();
 }
 
