@@ -177,6 +177,10 @@ std::vector<FieldSpec> BuildSchema() {
       String("parallel.pp_schedule", TS_FIELD_REF(parallel.pp_schedule), {},
              "Pipeline schedule: gpipe, 1f1b, interleaved (needs parallel.virtual_stages > 1), "
              "zb-h1, or the path of a schedule file (docs/pipeline.md)."),
+      StringList("parallel.pp_layers", TS_FIELD_REF(parallel.pp_layers),
+                 "Explicit layer counts per model chunk in model order (pp x virtual_stages "
+                 "integers summing to model.n_layers, e.g. [9, 8, 8, 7]); empty = balanced by FLOPs "
+                 "(the first stage also holds the embedding, the last the head and the loss)."),
       Int("parallel.virtual_stages", TS_FIELD_REF(parallel.virtual_stages), 1, 1024,
           "Model chunks per pipeline rank (interleaved schedule)."),
       Int("parallel.zero", TS_FIELD_REF(parallel.zero), 0, 2,

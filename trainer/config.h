@@ -83,6 +83,7 @@ struct ParallelConfig {
   double startup_timeout_s = 900;
   bool sequence_parallel = false;
   std::string pp_schedule = "1f1b";
+  std::vector<std::string> pp_layers;  // explicit layer counts per model chunk; empty = balanced
   int64_t virtual_stages = 1;
   int64_t zero = 0;
   double bucket_mb = 25;

@@ -129,7 +129,23 @@ absl::Status Trainer::SetupModel() {
   costs.layer = 6.0 * (MatmulParameterCount(one_layer) - m.vocab_size * m.dim) + 12.0 * t.seq_len * m.dim;
   costs.head = 6.0 * m.vocab_size * m.dim;
   costs.embedding = 0;
-  TS_ASSIGN_OR_RETURN(partition_, parallel::pipeline::BalancedPartition(m.n_layers, dims.pp, pc.virtual_stages, costs));
+  if (pc.pp_layers.empty()) {
+    TS_ASSIGN_OR_RETURN(partition_, parallel::pipeline::BalancedPartition(m.n_layers, dims.pp, pc.virtual_stages, costs));
+  } else {
+    std::vector<int64_t> counts;
+    for (const std::string& item : pc.pp_layers) {
+      int64_t n;
+      if (!absl::SimpleAtoi(item, &n)) {
+        return absl::InvalidArgumentError(absl::StrCat("parallel.pp_layers: '", item, "' is not an integer"));
+      }
+      counts.push_back(n);
+    }
+    auto explicit_split = parallel::pipeline::ExplicitPartition(m.n_layers, dims.pp, pc.virtual_stages, counts);
+    if (!explicit_split.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("parallel.pp_layers: ", explicit_split.status().message()));
+    }
+    partition_ = *std::move(explicit_split);
+  }
   parallel::pipeline::Schedule schedule;
   const std::string& name = pc.pp_schedule;
   if (name == "gpipe" || name == "1f1b" || name == "interleaved" || name == "zb-h1") {

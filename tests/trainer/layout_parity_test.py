@@ -217,17 +217,20 @@ def main():
             deep = ["model.n_layers=8"]
             ref8 = run("single-8-layers", 1, deep + ["train.micro_batch=8"], workdir)
             if SUITE == "pp":
-                cases = [("pp2-gpipe-m1", 2, 8, ["parallel.pp=2", "parallel.pp_schedule=gpipe"]),
-                         ("pp2-1f1b-m4", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=1f1b"]),
-                         ("pp2-zbh1-m8", 2, 1, ["parallel.pp=2", "parallel.pp_schedule=zb-h1"]),
-                         ("pp2-interleaved-m4", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=interleaved",
-                                                       "parallel.virtual_stages=2"]),
-                         ("pp4-1f1b-m8", 4, 1, ["parallel.pp=4", "parallel.pp_schedule=1f1b"]),
-                         ("pp4-gpipe-m4", 4, 2, ["parallel.pp=4", "parallel.pp_schedule=gpipe"]),
-                         ("pp4-zbh1-m4", 4, 2, ["parallel.pp=4", "parallel.pp_schedule=zb-h1"]),
-                         ("pp4-interleaved-m8", 4, 1, ["parallel.pp=4", "parallel.pp_schedule=interleaved",
-                                                       "parallel.virtual_stages=2"]),
-                         ("pp2-tp2-1f1b-m4", 4, 2, ["parallel.pp=2", "parallel.tp=2", "parallel.pp_schedule=1f1b"])]
+                # Every schedule at 1, 4 and 8 micro-batches (global batch 8 in micro-batches of 8,
+                # 2 or 1), on 2 and 4 stages; interleaved needs micro-batches divisible by pp.
+                cases = []
+                for pp in (2, 4):
+                    for schedule in ("gpipe", "1f1b", "zb-h1", "interleaved"):
+                        for m in (1, 4, 8):
+                            if schedule == "interleaved" and m % pp != 0:
+                                continue
+                            extra = [f"parallel.pp={pp}", f"parallel.pp_schedule={schedule}"]
+                            if schedule == "interleaved":
+                                extra.append("parallel.virtual_stages=2")
+                            cases.append((f"pp{pp}-{schedule}-m{m}", pp, 8 // m, extra))
+                cases.append(("pp2-tp2-1f1b-m4", 4, 2, ["parallel.pp=2", "parallel.tp=2", "parallel.pp_schedule=1f1b"]))
+                cases.append(("pp4-explicit-layers-m4", 4, 2, ["parallel.pp=4", "parallel.pp_layers=[3, 2, 2, 1]"]))
             else:
                 # The headline: every kind of parallelism at once on 8 ranks.
                 common = ["parallel.tp=2", "parallel.pp=2", "parallel.sequence_parallel=true", "parallel.zero=1"]
