@@ -276,10 +276,13 @@ absl::Status Trainer::SetupCheckpoints() {
   }
   if (step_dir.empty()) return absl::OkStatus();
 
+  const auto load_start = std::chrono::steady_clock::now();
   TS_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(step_dir));
   const checkpoint::Manifest& manifest = reader->manifest();
   bool had_optimizer = false;
   TS_RETURN_IF_ERROR(LoadCheckpoint(*reader, &had_optimizer));
+  TS_RETURN_IF_ERROR(grid_.world().Barrier());
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   start_sample_ = manifest.consumed_samples;
   if (!manifest.data_position.empty()) {
     auto position = data::DataPosition::Parse(manifest.data_position);
@@ -295,7 +298,8 @@ absl::Status Trainer::SetupCheckpoints() {
     TS_LOG(INFO) << "resumed from " << step_dir << " (saved at step " << manifest.step << " with tp " << l.tp
                  << " x pp " << l.pp << " x dp " << l.dp << ", zero " << l.zero << ", " << l.virtual_stages
                  << " virtual stage(s)): continuing at step " << start_step_ + 1 << ", sample " << start_sample_
-                 << (had_optimizer ? "" : "; no optimizer state in it, AdamW starts fresh");
+                 << (had_optimizer ? "" : "; no optimizer state in it, AdamW starts fresh")
+                 << absl::StrFormat(" (loaded in %.3f s)", load_s);
   }
   return absl::OkStatus();
 }

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Checkpoint save and load throughput of `tessera train` against `dd` writing the same number of
+# bytes to the same filesystem (with fsync, as the checkpoint writer does) and against Python's
+# torch.save of tensors of the same shapes (the model's parameters and AdamW's two moments,
+# fp32), in one run; plus the training-step stall of an asynchronous save.
+#   scripts/bench/checkpoint_vs_dd.sh
+# Env: BENCH_DIM (default 768), BENCH_LAYERS (12), BENCH_DIR (build/checkpoint_bench).
+# The model: Llama shape dim x layers, 12 heads / 4 kv, ffn 8/3 x dim, vocab 4224 (the sample
+# data's). Each figure is the best of 3.
+# The last line is `tessera_save_gb_per_s=A dd_gb_per_s=B ratio=A/B` (synchronous save).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+PY="$ROOT/.venv/bin/python"
+DIM="${BENCH_DIM:-768}"
+LAYERS="${BENCH_LAYERS:-12}"
+FFN=$(( (DIM * 8 / 3 + 63) / 64 * 64 ))
+DIR="${BENCH_DIR:-$ROOT/build/checkpoint_bench}"
+[[ -x build/tessera ]] || scripts/build.sh
+scripts/make_sample_corpus.sh >/dev/null
+scripts/prepare_sample_data.sh >/dev/null
+DATA="$ROOT/.cache/sample_data"
+rm -rf "$DIR"
+mkdir -p "$DIR"
+
+echo "[bench] $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')," \
+     "filesystem of $DIR: $(df -T "$DIR" | awk 'NR==2 {print $2}')"
+echo "[bench] load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+train() {  # train RUN_DIR EXTRA... -> log on stdout
+  build/tessera train --set model.dim="$DIM" --set model.n_layers="$LAYERS" --set model.n_heads=12 \
+    --set model.n_kv_heads=4 --set model.ffn_dim="$FFN" --set model.vocab_size=4224 --set train.seq_len=64 \
+    --set train.micro_batch=1 --set train.global_batch=1 --set train.eval_every=0 --set train.log_every=1 \
+    --set "data.train=$DATA/text" --set checkpoint.keep=0 --set "train.run_dir=$1" "${@:2}" 2>&1 | tr -d '\000'
+}
+
+best() { sort -g | head -1; }
+save_s=() load_s=() async_stall=() bytes=0
+for i in 1 2 3; do
+  run="$DIR/sync$i"
+  log=$(train "$run" --set train.steps=1)
+  line=$(grep -a "committed to" <<<"$log" | tail -1)
+  mb=$(sed 's/.*(\([0-9.e+]*\) MB in.*/\1/' <<<"$line")
+  bytes=$("$PY" -c "print(int(float('$mb') * 1e6))")
+  save_s+=("$(sed 's/.* MB in \([0-9.e-]*\) s.*/\1/' <<<"$line")")
+  log=$(train "$DIR/load$i" --set train.steps=1 --set checkpoint.at_end=false --set "checkpoint.resume=$run/checkpoints")
+  load_s+=("$(grep -a -o 'loaded in [0-9.]* s' <<<"$log" | sed 's/loaded in \([0-9.]*\) s/\1/')")
+  log=$(train "$DIR/async$i" --set train.steps=2 --set checkpoint.every=1 --set checkpoint.async=true \
+        --set checkpoint.at_end=false)
+  async_stall+=("$(grep -a -o '([0-9.]* s stall)' <<<"$log" | head -1 | tr -d '(' | cut -d' ' -f1)")
+done
+save=$(printf '%s\n' "${save_s[@]}" | best)
+load=$(printf '%s\n' "${load_s[@]}" | best)
+stall=$(printf '%s\n' "${async_stall[@]}" | best)
+
+dd_s=()
+count=$(( (bytes + 4194303) / 4194304 ))
+for i in 1 2 3; do
+  start=$(date +%s.%N)
+  dd if=/dev/zero of="$DIR/dd.bin" bs=4M count="$count" conv=fsync status=none
+  end=$(date +%s.%N)
+  dd_s+=("$("$PY" -c "print($end - $start)")")
+  rm -f "$DIR/dd.bin"
+done
+dd_best=$(printf '%s\n' "${dd_s[@]}" | best)
+
+torch_s=$("$PY" - "$DIM" "$LAYERS" "$FFN" "$DIR" <<'PYEOF'
+import os, sys, time, torch
+dim, layers, ffn, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+hd, heads, kv, vocab = dim // 12, 12, 4, 4224
+shapes = [(vocab, dim), (dim,)]
+for _ in range(layers):
+    shapes += [(heads * hd, dim), (kv * hd, dim), (kv * hd, dim), (dim, heads * hd), (ffn, dim), (ffn, dim),
+               (dim, ffn), (dim,), (dim,)]
+state = {}
+for i, s in enumerate(shapes):  # parameters and the two AdamW moments, fp32
+    for kind in ("param", "exp_avg", "exp_avg_sq"):
+        state[f"{kind}.{i}"] = torch.randn(s)
+best = None
+for _ in range(3):
+    path = os.path.join(out, "torch_save.pt")
+    start = time.time()
+    with open(path, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    took = time.time() - start
+    best = took if best is None else min(best, took)
+    os.remove(path)
+print(best)
+PYEOF
+)
+gb=$("$PY" -c "print($bytes / 1e9)")
+rate() { "$PY" -c "print('%.3f' % ($gb / $1))"; }
+echo "[bench] checkpoint bytes: $bytes (parameters + AdamW moments, fp32; one rank)"
+echo "[bench] tessera save (sync):   $(rate "$save") GB/s ($save s)"
+echo "[bench] tessera load (resume): $(rate "$load") GB/s ($load s)"
+echo "[bench] tessera async save: training stalled $stall s (host copy) of a $save s save"
+echo "[bench] dd conv=fsync:         $(rate "$dd_best") GB/s ($dd_best s)"
+echo "[bench] torch.save + fsync:    $(rate "$torch_s") GB/s ($torch_s s)"
+ratio=$("$PY" -c "print('%.2f' % ($dd_best / $save))")
+echo "tessera_save_gb_per_s=$(rate "$save") dd_gb_per_s=$(rate "$dd_best") ratio=$ratio"
