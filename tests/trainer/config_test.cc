@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "core/file_util.h"
 #include "tests/catch_compat.h"
@@ -160,4 +161,67 @@ CATCH_TEST_CASE("docs/config.md is the schema's own reference, up to date") {
   CATCH_REQUIRE(doc.ok());
   // If this fails: build/tessera config --markdown > docs/config.md
   CATCH_CHECK(*doc == tessera::ConfigSchemaMarkdown());
+}
+
+// Fuzz: random mutations of a valid config (values replaced by values of other types or out of
+// range, keys misspelt, lines deleted, duplicated or garbled, indentation broken) never crash
+// the loader, and every outcome is either a config that passed validation or an error that
+// names where (the file and line) or what (a key) is wrong.
+CATCH_TEST_CASE("config fuzz: mutated configs load and validate, or name the offending key or line") {
+  tessera::Config base;
+  base.data.train = {{"corpus/text", 0.7}, {"corpus/code", 0.3}};
+  base.data.val = {{"corpus/val", 1.0}};
+  const std::string valid = tessera::ConfigToYaml(base);
+  CATCH_REQUIRE(tessera::LoadConfig(WriteYaml("fuzz_valid.yaml", valid), {}).ok());
+  std::vector<std::string> lines;
+  for (size_t start = 0; start < valid.size();) {
+    size_t end = valid.find('\n', start);
+    lines.push_back(valid.substr(start, end - start));
+    start = end == std::string::npos ? valid.size() : end + 1;
+  }
+  const std::vector<std::string> values = {"abc", "-1", "1e99", "[1, 2]", "{a: 1}", "", "true", "0", "nan",
+                                           "0.5", "\"x\"", "[{prefix: p, weight: -3}]", "auto", "~", "9e18"};
+  std::mt19937 rng(20261130);
+  int loaded = 0, refused = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    std::vector<std::string> mutated = lines;
+    const int mutations = 1 + static_cast<int>(rng() % 3);
+    for (int k = 0; k < mutations; ++k) {
+      const size_t i = rng() % mutated.size();
+      std::string& line = mutated[i];
+      switch (rng() % 6) {
+        case 0: {  // another value
+          const size_t colon = line.find(": ");
+          if (colon != std::string::npos) line = line.substr(0, colon + 2) + values[rng() % values.size()];
+          break;
+        }
+        case 1:  // a misspelt key
+          if (line.size() > 3) line.insert(2 + rng() % (line.size() - 2), 1, static_cast<char>('a' + rng() % 26));
+          break;
+        case 2: mutated.erase(mutated.begin() + i); break;
+        case 3: mutated.insert(mutated.begin() + i, line); break;
+        case 4: line = std::string(rng() % 4, ' ') + line; break;
+        default: line = "%&*: ]["; break;
+      }
+      if (mutated.empty()) mutated.push_back("model:");
+    }
+    std::string text;
+    for (const std::string& l : mutated) text += l + "\n";
+    const std::string path = WriteYaml("fuzz.yaml", text);
+    auto config = tessera::LoadConfig(path, {});
+    if (config.ok()) {
+      ++loaded;
+      CATCH_CHECK(tessera::ValidateConfig(*config).ok());
+      continue;
+    }
+    ++refused;
+    const std::string message(config.status().message());
+    const bool names_place = message.find("fuzz.yaml") != std::string::npos;
+    const bool names_key = message.find("key '") != std::string::npos || message.find("model.") != std::string::npos ||
+                           message.find("train.") != std::string::npos || message.find("data.") != std::string::npos ||
+                           message.find("parallel.") != std::string::npos;
+    if (!names_place && !names_key) CATCH_FAIL("an error that names neither file nor key: " << message << "\n" << text);
+  }
+  CATCH_INFO(loaded << " mutated configs loaded, " << refused << " refused");
+  CATCH_CHECK(refused > 100);  // the mutations do break most configs
 }
