@@ -155,7 +155,7 @@ def main():
                         failures.append(f"bytes dp{dp} zero{zero}")
             # Overlap: with several buckets, the reductions are issued while backward still runs (the
             # trainer logs each bucket's issue time at debug level on the first step).
-            traced = run("dp2-overlap-trace", 2, ["train.micro_batch=4", "parallel.bucket_mb=0.25"], workdir,
+            traced = run("dp2-overlap-trace", 2, ["train.micro_batch=4", "parallel.bucket_mb=0.05"], workdir,
                          {"TESSERA_LOG_LEVEL": "debug"})
             if traced is not None:
                 m = re.search(r"gradient buckets issued at (.*) into a backward of ([0-9.]+) ms", traced["log"])
