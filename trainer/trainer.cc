@@ -72,7 +72,10 @@ std::string ResolvedDeviceKind(const std::string& train_device) {
 
 absl::Status AllRanksOk(parallel::ProcessGrid& grid, const absl::Status& mine) {
   if (grid.world_size() == 1) return mine;
-  torch::Tensor failed = torch::full({1}, mine.ok() ? 0.0 : 1.0, torch::kFloat);
+  // On the communicators' device (NCCL carries CUDA tensors only).
+  const torch::Device device = grid.device_index() >= 0 ? torch::Device(torch::kCUDA, grid.device_index())
+                                                        : torch::Device(torch::kCPU);
+  torch::Tensor failed = torch::full({1}, mine.ok() ? 0.0 : 1.0, torch::TensorOptions().device(device));
   TS_RETURN_IF_ERROR(grid.world().AllReduce(failed, parallel::ReduceOp::kSum));
   if (!mine.ok()) return mine;
   const int count = static_cast<int>(failed.item<float>());
@@ -252,7 +255,7 @@ absl::Status Trainer::SetupCheckpoints() {
   // newest valid one, and every rank opens that step.
   std::string step_dir;
   if (c.resume == "auto") {
-    torch::Tensor chosen = torch::full({1}, -1.0, torch::kDouble);
+    torch::Tensor chosen = torch::full({1}, -1.0, ScalarOptions());
     if (grid_.rank() == 0 && PathExists(checkpoint_dir_)) {
       auto found = checkpoint::FindLatestValid(checkpoint_dir_);
       if (found.ok()) {
@@ -323,7 +326,7 @@ absl::Status Trainer::LoadCheckpoint(const checkpoint::CheckpointReader& reader,
 
 absl::StatusOr<int64_t> Trainer::RollBack(int64_t failed_step) {
   TS_RETURN_IF_ERROR(checkpointer_->Wait());
-  torch::Tensor chosen = torch::full({1}, -1.0, torch::kDouble);
+  torch::Tensor chosen = torch::full({1}, -1.0, ScalarOptions());
   if (grid_.rank() == 0 && PathExists(checkpoint_dir_)) {
     if (auto found = checkpoint::FindLatestValid(checkpoint_dir_); found.ok()) chosen.fill_(static_cast<double>(found->step));
   }
@@ -498,7 +501,7 @@ absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
     return SumTiedEmbeddingGrads();
   }));
   // The step's loss: the last stage holds it; the mean over the global batch is the DP-average.
-  torch::Tensor loss_sum = torch::full({1}, *loss, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  torch::Tensor loss_sum = torch::full({1}, *loss, ScalarOptions());
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(loss_sum, parallel::ReduceOp::kSum));
   TS_RETURN_IF_ERROR(grid_.dp().AllReduce(loss_sum, parallel::ReduceOp::kAvg));
   metrics->loss = loss_sum.item<double>();
@@ -532,9 +535,9 @@ absl::Status Trainer::LogPipelineBubble() {
   // The measured bubble: 1 - (compute time summed over the pipeline's ranks) / (pp x the
   // slowest rank's step), the simulator's definition, next to its prediction.
   const parallel::pipeline::PipelineStats& stats = executor_->stats();
-  torch::Tensor compute = torch::full({1}, stats.compute_s, torch::kDouble);
-  torch::Tensor step_time = torch::full({1}, stats.step_s, torch::kDouble);
-  torch::Tensor live = torch::full({1}, static_cast<double>(stats.peak_live), torch::kDouble);
+  torch::Tensor compute = torch::full({1}, stats.compute_s, ScalarOptions());
+  torch::Tensor step_time = torch::full({1}, stats.step_s, ScalarOptions());
+  torch::Tensor live = torch::full({1}, static_cast<double>(stats.peak_live), ScalarOptions());
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(compute, parallel::ReduceOp::kSum));
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(step_time, parallel::ReduceOp::kMax));
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(live, parallel::ReduceOp::kMax));
@@ -632,7 +635,7 @@ absl::StatusOr<double> Trainer::Evaluate() {
     TS_ASSIGN_OR_RETURN(double loss, EvalMicroBatch(batch));
     sum += loss;
   }
-  torch::Tensor total = torch::full({1}, sum, torch::TensorOptions().dtype(torch::kDouble).device(device_));
+  torch::Tensor total = torch::full({1}, sum, ScalarOptions());
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(total, parallel::ReduceOp::kSum));  // the last stage holds it
   TS_RETURN_IF_ERROR(grid_.dp().AllReduce(total, parallel::ReduceOp::kSum));
   return total.item<double>() / static_cast<double>(t.eval_batches);
@@ -719,7 +722,7 @@ absl::Status Trainer::Run() {
     }
     // Preemption: every rank learns of a signal any rank got (Slurm signals them all, but not at
     // the same instant), so all save the same step and leave together.
-    torch::Tensor signal = torch::full({1}, static_cast<double>(parallel::ProcessGrid::PendingSignal()), torch::kDouble);
+    torch::Tensor signal = torch::full({1}, static_cast<double>(parallel::ProcessGrid::PendingSignal()), ScalarOptions());
     TS_RETURN_IF_ERROR(grid_.world().AllReduce(signal, parallel::ReduceOp::kMax));
     if (const int sig = static_cast<int>(signal.item<double>()); sig != 0) {
       TS_RETURN_IF_ERROR(SaveCheckpoint(step + 1, /*wait=*/true));

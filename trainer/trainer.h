@@ -84,6 +84,8 @@ class Trainer {
   // Under pipelining: the last step's measured bubble and peak live activations against the
   // simulator's prediction (rank 0 prints). Collective over the pipeline group.
   absl::Status LogPipelineBubble();
+  // fp64 scalars for small collectives, on the device the communicators use.
+  torch::TensorOptions ScalarOptions() const { return torch::TensorOptions().dtype(torch::kDouble).device(device_); }
   bool is_logger() const { return grid_.rank() == 0; }
 
   Config config_;
