@@ -12,7 +12,9 @@ provoking another outcome, run locally, resumed, reported, and turned into a Slu
 
 Then: rerunning the sweep skips the completed run; --report prints every outcome and its CSV
 parses; --slurm writes a job array script that bash can parse; --record-outcome classifies a
-preempted run (exit 75); configs/sweeps/example.yaml expands into valid configs.
+preempted run (exit 75); configs/sweeps/example.yaml expands into valid configs. Last, a second
+sweep's run is preempted for real (SIGTERM to the sweep, passed on to the run: checkpoint, exit
+75, outcome preempted) and a rerun of the sweep resumes it to completion.
 
 Usage: sweep_test.py TESSERA   Environment: TESSERA_SAMPLE_DATA (default .cache/sample_data).
 Exits 77 (skipped) without the sample data (scripts/prepare_sample_data.sh makes it).
@@ -143,6 +145,40 @@ def run(work):
     os.makedirs(preempted)
     rec = tessera(["sweep", "--record-outcome", preempted, "--exit-code", "75"], work)
     check(rec.returncode == 0 and "preempted" in rec.stdout, f"--record-outcome 75: {rec.stdout}{rec.stderr}")
+
+    # Preemption for real: SIGTERM to the sweep while its run trains is passed on to the run,
+    # which saves a checkpoint and exits 75; the run is classified preempted, and rerunning the
+    # sweep resumes it from that checkpoint to completion.
+    with open(os.path.join(work, "preempt.yaml"), "w") as f:
+        f.write("name: preempt\nbase: base.yaml\nlist:\n  - {train.steps: 2000, train.seq_len: 64, train.log_every: 1}\n")
+    proc = subprocess.Popen([TESSERA, "sweep", "preempt.yaml"], cwd=work, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    preempt_runs = os.path.join(work, "runs", "preempt")
+    run_dir = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = [d for d in (os.listdir(preempt_runs) if os.path.isdir(preempt_runs) else []) if d.startswith("preempt-000")]
+        run_dir = os.path.join(preempt_runs, found[0]) if found else None
+        metrics_path = os.path.join(run_dir, "metrics.jsonl") if run_dir else ""
+        if run_dir and os.path.exists(metrics_path) and sum(1 for _ in open(metrics_path)) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(15)
+    out, _ = proc.communicate(timeout=180)
+    check(proc.returncode == 75, f"SIGTERM to the sweep: exit {proc.returncode} (75 expected)\n{out[-2000:]}")
+    if run_dir and os.path.exists(os.path.join(run_dir, "outcome.json")):
+        with open(os.path.join(run_dir, "outcome.json")) as f:
+            outcome = json.load(f)
+        print(f"  preempt-000: {outcome['outcome']} (exit {outcome['exit_code']})")
+        check(outcome["outcome"] == "preempted", f"signalled run: outcome {outcome['outcome']}")
+    else:
+        check(False, "signalled run: no outcome.json")
+    check(run_dir is not None and os.path.isdir(os.path.join(run_dir, "checkpoints")), "signalled run: a checkpoint was saved")
+    resumed = tessera(["sweep", "preempt.yaml"], work)
+    log = open(os.path.join(run_dir, "stdout.log")).read() if run_dir else ""
+    check(resumed.returncode == 0 and "resumed from" in log, f"rerun resumes the preempted run: exit {resumed.returncode}")
+    report = tessera(["sweep", "preempt.yaml", "--report"], work)
+    check("completed" in report.stdout, f"after the resume the run is completed:\n{report.stdout}")
 
     print(f"{len(failures)} failure(s); {time.time() - start:.1f} s of sweeping")
     return 1 if failures else 0
