@@ -14,7 +14,8 @@ Then: rerunning the sweep skips the completed run; --report prints every outcome
 parses; --slurm writes a job array script that bash can parse; --record-outcome classifies a
 preempted run (exit 75); configs/sweeps/example.yaml expands into valid configs. Last, a second
 sweep's run is preempted for real (SIGTERM to the sweep, passed on to the run: checkpoint, exit
-75, outcome preempted) and a rerun of the sweep resumes it to completion.
+75, outcome preempted) and a rerun of the sweep resumes it to completion; and a third sweep's
+2-rank run loses a rank to SIGKILL mid-training (outcome comm_timeout).
 
 Usage: sweep_test.py TESSERA   Environment: TESSERA_SAMPLE_DATA (default .cache/sample_data).
 Exits 77 (skipped) without the sample data (scripts/prepare_sample_data.sh makes it).
@@ -179,6 +180,43 @@ def run(work):
     check(resumed.returncode == 0 and "resumed from" in log, f"rerun resumes the preempted run: exit {resumed.returncode}")
     report = tessera(["sweep", "preempt.yaml", "--report"], work)
     check("completed" in report.stdout, f"after the resume the run is completed:\n{report.stdout}")
+
+    # A communication failure for real: a 2-rank run (mpirun) whose rank 1 is killed mid-training.
+    # mpirun tears the job down, rank 0 reports the collective it was left waiting in, and the
+    # run is classified comm_timeout.
+    with open(os.path.join(work, "killed.yaml"), "w") as f:
+        f.write("name: killed\nbase: base.yaml\nranks: 2\n"
+                "list:\n  - {train.steps: 2000, train.seq_len: 64, train.global_batch: 4, train.log_every: 1, parallel.comm_timeout_s: 10}\n")
+    proc = subprocess.Popen([TESSERA, "sweep", "killed.yaml"], cwd=work, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    killed_runs = os.path.join(work, "runs", "killed")
+    run_dir, victim = None, None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = [d for d in (os.listdir(killed_runs) if os.path.isdir(killed_runs) else []) if d.startswith("killed-000")]
+        run_dir = os.path.join(killed_runs, found[0]) if found else None
+        metrics_path = os.path.join(run_dir, "metrics.jsonl") if run_dir else ""
+        if run_dir and os.path.exists(metrics_path) and sum(1 for _ in open(metrics_path)) >= 3:
+            # sweep -> mpirun -> the two ranks: kill the last-started rank.
+            ps = subprocess.run(["ps", "-eo", "pid=,ppid=,comm="], capture_output=True, text=True).stdout.split("\n")
+            table = [line.split() for line in ps if line.strip()]
+            mpirun = [int(p) for p, pp, c in table if c == "mpirun" and int(pp) in
+                      {proc.pid} | {int(q) for q, qq, _ in table if int(qq) == proc.pid}]
+            ranks = sorted(int(p) for p, pp, c in table if mpirun and int(pp) == mpirun[0] and c == "tessera")
+            if ranks:
+                victim = ranks[-1]
+                os.kill(victim, 9)
+                break
+        time.sleep(0.05)
+    out, _ = proc.communicate(timeout=180)
+    check(victim is not None, "killed run: found a rank to kill")
+    if run_dir and os.path.exists(os.path.join(run_dir, "outcome.json")):
+        with open(os.path.join(run_dir, "outcome.json")) as f:
+            outcome = json.load(f)
+        print(f"  killed-000: {outcome['outcome']} (exit {outcome['exit_code']}): {outcome['reason']}")
+        check(outcome["outcome"] == "comm_timeout", f"killed rank: outcome {outcome['outcome']}\n{out[-1500:]}")
+    else:
+        check(False, "killed rank: no outcome.json")
 
     print(f"{len(failures)} failure(s); {time.time() - start:.1f} s of sweeping")
     return 1 if failures else 0

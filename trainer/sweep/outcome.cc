@@ -190,6 +190,15 @@ Classification ClassifyOutcome(int exit_code, const std::string& run_dir) {
   if (!comm.empty()) return {Outcome::kCommTimeout, WithoutErrorPrefix(comm)};
   const std::string diverged = LastLineWith(text, {"diverged", "non-finite loss"});
   if (!diverged.empty()) return {Outcome::kDiverged, WithoutErrorPrefix(diverged)};
+  // A rank that died (killed, crashed) under mpirun: mpirun reports it and tears the job down,
+  // and the survivors' watchdogs report the collective they were left waiting in. That is a
+  // communication failure of the job, with the dead rank as its cause.
+  const std::string dead = LastLineWith(text, {"mpirun noticed that process rank"});
+  const std::string waiting = LastLineWith(text, {"while waiting", "(in all_reduce", "(in reduce_scatter",
+                                                  "(in all_gather", "(in broadcast", "(in send_recv", "(in barrier"});
+  if (!dead.empty() && !waiting.empty()) {
+    return {Outcome::kCommTimeout, absl::StrCat(WithoutErrorPrefix(dead), "; ", WithoutErrorPrefix(waiting))};
+  }
   if (exit_code < 0) return {Outcome::kFailed, "could not be started"};
   if (exit_code > 128 && exit_code < 128 + 65) {
     const int sig = exit_code - 128;
