@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
+#include "data/utf8.h"
 
 namespace tessera {
 namespace {
@@ -104,7 +105,7 @@ class LineParser {
           } else if (cp >= 0xD800 && cp <= 0xDFFF) {
             return Error("lone surrogate in \\u escape");
           }
-          AppendUtf8(cp, out);
+          data::AppendUtf8(cp, out);
           break;
         }
         default:
@@ -125,24 +126,6 @@ class LineParser {
       ++pos_;
     }
     return absl::OkStatus();
-  }
-
-  static void AppendUtf8(uint32_t cp, std::string* out) {
-    if (cp < 0x80) {
-      out->push_back(static_cast<char>(cp));
-    } else if (cp < 0x800) {
-      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    } else {
-      out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-    }
   }
 
   // Any JSON value; *number is set for numbers (and NaN/Infinity/-Infinity), else left empty.
