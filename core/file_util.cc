@@ -30,8 +30,7 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view contents)
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create '", tmp, "': ", std::strerror(errno)));
+    return absl::PermissionDeniedError(absl::StrCat("cannot create '", tmp, "': ", std::strerror(errno)));
   }
   size_t written = 0;
   while (written < contents.size()) {
@@ -41,8 +40,7 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view contents)
       int err = errno;
       ::close(fd);
       ::unlink(tmp.c_str());
-      return absl::ResourceExhaustedError(
-          absl::StrCat("writing '", tmp, "' failed: ", std::strerror(err)));
+      return absl::ResourceExhaustedError(absl::StrCat("writing '", tmp, "' failed: ", std::strerror(err)));
     }
     written += static_cast<size_t>(n);
   }
@@ -64,8 +62,7 @@ absl::Status MakeDirs(const std::string& path) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot create directory '", path, "': ", ec.message()));
+    return absl::PermissionDeniedError(absl::StrCat("cannot create directory '", path, "': ", ec.message()));
   }
   return absl::OkStatus();
 }

@@ -23,8 +23,7 @@ void AddRegularFilesBelow(const std::filesystem::path& dir, std::vector<std::str
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::string>> ExpandFilePatterns(
-    const std::vector<std::string>& patterns) {
+absl::StatusOr<std::vector<std::string>> ExpandFilePatterns(const std::vector<std::string>& patterns) {
   std::vector<std::string> files;
   for (const std::string& pattern : patterns) {
     const size_t before = files.size();

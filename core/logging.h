@@ -48,16 +48,15 @@ struct LogVoidify {
 #define TS_LOG_LEVEL_FATAL ::tessera::LogLevel::kFatal
 
 // TS_LOG(INFO) << "message";  FATAL aborts after printing.
-#define TS_LOG(severity)                                                  \
-  (TS_LOG_LEVEL_##severity < ::tessera::MinLogLevel())                    \
-      ? (void)0                                                           \
-      : ::tessera::internal::LogVoidify() &                               \
+#define TS_LOG(severity)                               \
+  (TS_LOG_LEVEL_##severity < ::tessera::MinLogLevel()) \
+      ? (void)0                                        \
+      : ::tessera::internal::LogVoidify() &            \
             ::tessera::internal::LogMessage(TS_LOG_LEVEL_##severity, __FILE__, __LINE__).stream()
 
 // TS_CHECK(cond) << "why";  for invariants that indicate a bug in Tessera, never for user input.
-#define TS_CHECK(cond)                                                                  \
-  (cond) ? (void)0                                                                      \
-         : ::tessera::internal::LogVoidify() &                                          \
-               ::tessera::internal::LogMessage(::tessera::LogLevel::kFatal, __FILE__, __LINE__) \
-                       .stream()                                                        \
+#define TS_CHECK(cond)                                                                                   \
+  (cond) ? (void)0                                                                                       \
+         : ::tessera::internal::LogVoidify() &                                                           \
+               ::tessera::internal::LogMessage(::tessera::LogLevel::kFatal, __FILE__, __LINE__).stream() \
                    << "Check failed: " #cond " "

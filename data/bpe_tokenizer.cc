@@ -31,11 +31,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/absl_string_view.h"
 #include "core/file_util.h"
+#include "core/json.h"
 #include "core/status_macros.h"
-#include "data/absl_string_view.h"
-#include "data/json.h"
-#include "data/utf8.h"
+#include "core/utf8.h"
 
 namespace tessera::data {
 
@@ -117,7 +117,8 @@ void AppendRanges(std::string_view body, std::vector<std::pair<uint32_t, uint32_
 // where PCRE2's class differs from the table go to *divergent; *unknown is set when they are not
 // known (a PCRE2 with a Unicode version the tables do not list).
 std::optional<std::string> CategoryClassBody(std::string_view name, ClassMode mode,
-                                             std::vector<std::pair<uint32_t, uint32_t>>* divergent, bool* unknown) {
+                                             std::vector<std::pair<uint32_t, uint32_t>>* divergent,
+                                             bool* unknown) {
   const CategoryRanges* full = nullptr;
   for (const CategoryRanges& c : kCategories) {
     if (name == c.name) full = &c;
@@ -146,8 +147,8 @@ std::optional<std::string> CategoryClassBody(std::string_view name, ClassMode mo
 // Rewrites `\s`, `\S` and `\p{..}`/`\P{..}` of the general categories in kCategories into explicit
 // classes, so that matching does not depend on the Unicode tables of the system's PCRE2.
 absl::StatusOr<std::string> RewritePatternClasses(std::string_view pattern, ClassMode mode,
-                                                   std::vector<std::pair<uint32_t, uint32_t>>* divergent,
-                                                   bool* unknown) {
+                                                  std::vector<std::pair<uint32_t, uint32_t>>* divergent,
+                                                  bool* unknown) {
   std::string out;
   bool in_class = false;
   for (size_t i = 0; i < pattern.size(); ++i) {
@@ -177,8 +178,10 @@ absl::StatusOr<std::string> RewritePatternClasses(std::string_view pattern, Clas
       i += consumed;
       if (in_class) {
         if (negated) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "split pattern: a negated class escape (\\S, \\P{..}) inside [...] is not supported (at offset ", i, ")"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("split pattern: a negated class escape (\\S, \\P{..}) inside [...] is not "
+                           "supported (at offset ",
+                           i, ")"));
         }
         out += *body;
       } else {
@@ -238,7 +241,8 @@ bool IsBase64(std::string_view s) {
   while (pad < 2 && s[s.size() - 1 - pad] == '=') ++pad;
   for (size_t i = 0; i + pad < s.size(); ++i) {
     const char c = s[i];
-    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/')) {
+    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+          c == '/')) {
       return false;
     }
   }
@@ -249,11 +253,21 @@ std::string JsonEscape(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += absl::StrFormat("\\u%04x", static_cast<unsigned char>(c));
@@ -271,13 +285,19 @@ TokenizerSpec Llama3Spec() {
   spec.pattern = kCl100kPattern;
   spec.expected_ranks = 128000;
   // Meta's tokenizer.py: 256 specials from id 128000; reserved names fill the gaps.
-  std::vector<std::string> names = {"<|begin_of_text|>", "<|end_of_text|>",
-                                    "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
-                                    "<|reserved_special_token_2|>", "<|reserved_special_token_3|>",
-                                    "<|start_header_id|>", "<|end_header_id|>",
-                                    "<|reserved_special_token_4|>", "<|eot_id|>"};
+  std::vector<std::string> names = {"<|begin_of_text|>",
+                                    "<|end_of_text|>",
+                                    "<|reserved_special_token_0|>",
+                                    "<|reserved_special_token_1|>",
+                                    "<|reserved_special_token_2|>",
+                                    "<|reserved_special_token_3|>",
+                                    "<|start_header_id|>",
+                                    "<|end_header_id|>",
+                                    "<|reserved_special_token_4|>",
+                                    "<|eot_id|>"};
   for (int i = 5; i < 256 - 5; ++i) names.push_back(absl::StrCat("<|reserved_special_token_", i, "|>"));
-  for (size_t i = 0; i < names.size(); ++i) spec.specials.emplace_back(names[i], 128000 + static_cast<int32_t>(i));
+  for (size_t i = 0; i < names.size(); ++i)
+    spec.specials.emplace_back(names[i], 128000 + static_cast<int32_t>(i));
   spec.eod = "<|end_of_text|>";
   spec.bos = "<|begin_of_text|>";
   return spec;
@@ -295,8 +315,11 @@ absl::StatusOr<TokenizerSpec> NamedTokenizerSpec(std::string_view name) {
   spec.name = std::string(name);
   if (name == "cl100k_base") {
     spec.pattern = kCl100kPattern;
-    spec.specials = {{"<|endoftext|>", 100257}, {"<|fim_prefix|>", 100258}, {"<|fim_middle|>", 100259},
-                     {"<|fim_suffix|>", 100260}, {"<|endofprompt|>", 100276}};
+    spec.specials = {{"<|endoftext|>", 100257},
+                     {"<|fim_prefix|>", 100258},
+                     {"<|fim_middle|>", 100259},
+                     {"<|fim_suffix|>", 100260},
+                     {"<|endofprompt|>", 100276}};
     spec.eod = "<|endoftext|>";
     spec.expected_ranks = 100256;
     return spec;
@@ -309,8 +332,8 @@ absl::StatusOr<TokenizerSpec> NamedTokenizerSpec(std::string_view name) {
     return spec;
   }
   if (name == "llama3") return Llama3Spec();
-  return absl::NotFoundError(absl::StrCat("unknown tokenizer '", AbslView(name), "' (known: ",
-                                          absl::StrJoin(KnownTokenizerNames(), ", "),
+  return absl::NotFoundError(absl::StrCat("unknown tokenizer '", AbslView(name),
+                                          "' (known: ", absl::StrJoin(KnownTokenizerNames(), ", "),
                                           ", or the path of a tiktoken-format rank file)"));
 }
 
@@ -338,7 +361,8 @@ absl::StatusOr<std::vector<std::string>> LoadTiktokenRanks(const std::string& pa
     const size_t space = line.find(' ');
     auto bad = [&](absl::string_view what) {
       return absl::InvalidArgumentError(absl::StrCat(path, ":", line_no, ": ", what, " (the line is '",
-                                                     Shorten(line), "'; a tiktoken rank file has lines 'BASE64 RANK')"));
+                                                     Shorten(line),
+                                                     "'; a tiktoken rank file has lines 'BASE64 RANK')"));
     };
     if (space == std::string_view::npos) return bad("expected two fields separated by a space");
     const std::string_view b64 = line.substr(0, space);
@@ -351,7 +375,8 @@ absl::StatusOr<std::vector<std::string>> LoadTiktokenRanks(const std::string& pa
     const int64_t rank = std::stoll(std::string(rank_text));
     if (rank > 0x7FFFFFFF) return bad("the rank is not a decimal number below 2^31");
     std::string bytes;
-    if (!absl::Base64Unescape(AbslView(b64), &bytes) || bytes.empty()) return bad("the token is not valid base64 of a non-empty byte string");
+    if (!absl::Base64Unescape(AbslView(b64), &bytes) || bytes.empty())
+      return bad("the token is not valid base64 of a non-empty byte string");
     entries.push_back({std::move(bytes), rank, line_no});
   }
   if (entries.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no tokens (empty rank file)"));
@@ -376,9 +401,9 @@ absl::StatusOr<std::vector<std::string>> LoadTiktokenRanks(const std::string& pa
   for (int64_t r = 0; r < n; ++r) {
     auto [it, inserted] = line_of_token.emplace(tokens[r], line_of_rank[r]);
     if (!inserted) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ":", std::max(it->second, line_of_rank[r]),
-                                                     ": duplicate token '", Shorten(tokens[r]), "' (also on line ",
-                                                     std::min(it->second, line_of_rank[r]), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", std::max(it->second, line_of_rank[r]), ": duplicate token '",
+                       Shorten(tokens[r]), "' (also on line ", std::min(it->second, line_of_rank[r]), ")"));
     }
   }
   return tokens;
@@ -398,7 +423,8 @@ std::string TokenizerMetadataJson(const TokenizerSpec& spec, int64_t num_ranks) 
   absl::StrAppend(&out, " \"pat_str\": ", JsonEscape(spec.pattern), ",\n");
   out += " \"special_tokens\": {";
   for (size_t i = 0; i < spec.specials.size(); ++i) {
-    absl::StrAppend(&out, i ? ",\n  " : "\n  ", JsonEscape(spec.specials[i].first), ": ", spec.specials[i].second);
+    absl::StrAppend(&out, i ? ",\n  " : "\n  ", JsonEscape(spec.specials[i].first), ": ",
+                    spec.specials[i].second);
   }
   absl::StrAppend(&out, spec.specials.empty() ? "" : "\n ", "},\n");
   if (!spec.eod.empty()) absl::StrAppend(&out, " \"eod\": ", JsonEscape(spec.eod), ",\n");
@@ -488,14 +514,16 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(std::vector<s
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) return absl::InvalidArgumentError(absl::StrCat(source, ": the vocabulary is empty"));
   if (spec.expected_ranks != 0 && n != spec.expected_ranks) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, " has ", n, " ranks but ", spec.name, "'s rank file has ", spec.expected_ranks,
-        ": is it the right file for this encoding?"));
+    return absl::InvalidArgumentError(absl::StrCat(source, " has ", n, " ranks but ", spec.name,
+                                                   "'s rank file has ", spec.expected_ranks,
+                                                   ": is it the right file for this encoding?"));
   }
-  if (n >= (int64_t{1} << 31) - 1) return absl::InvalidArgumentError(absl::StrCat(source, ": too many ranks"));
+  if (n >= (int64_t{1} << 31) - 1)
+    return absl::InvalidArgumentError(absl::StrCat(source, ": too many ranks"));
   size_t total = 0;
   for (const std::string& tok : tokens) total += tok.size();
-  if (total >= 0xFFFFFFFFu) return absl::InvalidArgumentError(absl::StrCat(source, ": token bytes exceed 4 GiB"));
+  if (total >= 0xFFFFFFFFu)
+    return absl::InvalidArgumentError(absl::StrCat(source, ": token bytes exceed 4 GiB"));
   t->arena_.reserve(total);
   t->offsets_.reserve(n + 1);
   for (const std::string& tok : tokens) {
@@ -511,7 +539,8 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(std::vector<s
   std::fill(std::begin(t->byte_rank_), std::end(t->byte_rank_), -1);
   for (int32_t r = 0; r < n; ++r) {
     const std::string_view bytes = t->TokenBytes(r);
-    if (bytes.empty()) return absl::InvalidArgumentError(absl::StrCat(source, ": rank ", r, " is an empty token"));
+    if (bytes.empty())
+      return absl::InvalidArgumentError(absl::StrCat(source, ": rank ", r, " is an empty token"));
     if (bytes.size() > 0xFFFF) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": rank ", r, " is a token of ", bytes.size(),
                                                      " bytes; at most 65535 are supported"));
@@ -525,10 +554,11 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(std::vector<s
   }
   for (int b = 0; b < 256; ++b) {
     if (t->byte_rank_[b] < 0) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: the single byte 0x%02x is not a token; a byte-level BPE vocabulary needs all 256 bytes so that "
-          "any text can be encoded",
-          source, b));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: the single byte 0x%02x is not a token; a byte-level BPE vocabulary needs all "
+                          "256 bytes so that "
+                          "any text can be encoded",
+                          source, b));
     }
   }
   t->vocab_size_ = static_cast<int32_t>(n);
@@ -539,18 +569,20 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(std::vector<s
                                                      ", which is a rank of the file (ranks 0..", n - 1, ")"));
     }
     if (!t->special_ids_.emplace(text, id).second || !t->special_text_.emplace(id, text).second) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": special token ", text, " or its id ", id,
-                                                     " is given twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": special token ", text, " or its id ", id, " is given twice"));
     }
     t->vocab_size_ = std::max(t->vocab_size_, id + 1);
-    if (std::find(t->special_lengths_.begin(), t->special_lengths_.end(), text.size()) == t->special_lengths_.end()) {
+    if (std::find(t->special_lengths_.begin(), t->special_lengths_.end(), text.size()) ==
+        t->special_lengths_.end()) {
       t->special_lengths_.push_back(text.size());
     }
   }
   std::sort(t->special_lengths_.rbegin(), t->special_lengths_.rend());
   for (const std::string* name : {&spec.eod, &spec.bos}) {
     if (!name->empty() && !t->special_ids_.contains(*name)) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": '", *name, "' is not one of the special tokens"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": '", *name, "' is not one of the special tokens"));
     }
   }
 
@@ -568,9 +600,9 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(std::vector<s
     if (*code == nullptr) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(error, message, sizeof(message));
-      return absl::InvalidArgumentError(absl::StrCat(source, ": the split pattern does not compile (PCRE2: ",
-                                                     reinterpret_cast<const char*>(message), " at offset ",
-                                                     error_offset, " of '", spec.pattern, "')"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": the split pattern does not compile (PCRE2: ", reinterpret_cast<const char*>(message),
+          " at offset ", error_offset, " of '", spec.pattern, "')"));
     }
     // Without JIT (an exotic platform) the interpreter gives the same matches, only slower.
     *jit = pcre2_jit_compile(*code, PCRE2_JIT_COMPLETE) == 0;
@@ -589,7 +621,8 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::Create(std::vector<s
         d.push_back(r);
       }
     }
-    t->regex_->min_divergent = t->regex_->divergent.empty() ? ~uint32_t{0} : t->regex_->divergent.front().first;
+    t->regex_->min_divergent =
+        t->regex_->divergent.empty() ? ~uint32_t{0} : t->regex_->divergent.front().first;
   }
   t->spec_ = std::move(spec);
   t->source_ = std::move(source);
@@ -658,7 +691,8 @@ BpeTokenizer::Scratch* BpeTokenizer::ThreadScratch() const {
   // Per-thread state per tokenizer; more than a few live tokenizers per thread is unusual, so
   // the map is simply cleared when it grows.
   thread_local std::unordered_map<uint64_t, std::unique_ptr<Scratch>> scratch_by_tokenizer;
-  if (scratch_by_tokenizer.size() > 16 && !scratch_by_tokenizer.contains(serial_)) scratch_by_tokenizer.clear();
+  if (scratch_by_tokenizer.size() > 16 && !scratch_by_tokenizer.contains(serial_))
+    scratch_by_tokenizer.clear();
   std::unique_ptr<Scratch>& slot = scratch_by_tokenizer[serial_];
   if (!slot) {
     slot = std::make_unique<Scratch>();
@@ -799,7 +833,8 @@ void BpeTokenizer::EncodePiece(std::string_view piece, std::vector<int32_t>* out
     }
     const uint32_t offset = static_cast<uint32_t>(cache->cached_ids.size());
     cache->cached_ids.insert(cache->cached_ids.end(), out->begin() + first_out, out->end());
-    cache->piece_ids.emplace(std::string(piece), std::make_pair(offset, static_cast<uint32_t>(out->size() - first_out)));
+    cache->piece_ids.emplace(std::string(piece),
+                             std::make_pair(offset, static_cast<uint32_t>(out->size() - first_out)));
   }
 }
 
@@ -835,7 +870,8 @@ void BpeTokenizer::MergeSlow(std::string_view piece, std::vector<int32_t>* out) 
     const Candidate c = heap.top();
     heap.pop();
     const int32_t left = static_cast<int32_t>(c.begin);
-    if (!alive[left] || sym[left].end != c.mid || sym[left].next < 0 || sym[sym[left].next].end != c.end) continue;
+    if (!alive[left] || sym[left].end != c.mid || sym[left].next < 0 || sym[sym[left].next].end != c.end)
+      continue;
     const int32_t right = sym[left].next;
     sym[left].end = sym[right].end;
     sym[left].next = sym[right].next;
@@ -894,9 +930,9 @@ absl::StatusOr<std::string> BpeTokenizer::Decode(absl::Span<const int32_t> ids) 
     }
     auto it = special_text_.find(id);
     if (it == special_text_.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("id ", id, " (position ", i, ") is not in the vocabulary of ",
-                                                     source_, ": ranks 0..", num_ranks() - 1, " and ",
-                                                     special_text_.size(), " special tokens"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("id ", id, " (position ", i, ") is not in the vocabulary of ", source_, ": ranks 0..",
+                       num_ranks() - 1, " and ", special_text_.size(), " special tokens"));
     }
     text.append(it->second);
   }
@@ -997,11 +1033,14 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> LoadTokenizer(std::string_view nam
     return BpeTokenizer::Create(*std::move(tokens), std::move(spec), file);
   }
   if (IsKnownName(name)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tokenizer '", name, "' needs its rank file, which is data you supply (Tessera ships no vocabularies): "
-        "give '", name, ":PATH' (for example ", name == "llama3" ? "llama3:/models/Llama-3-8B/tokenizer.model"
-                                                                  : absl::StrCat(name, ":/data/", name, ".tiktoken"),
-        ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer '", name,
+                     "' needs its rank file, which is data you supply (Tessera ships no vocabularies): "
+                     "give '",
+                     name, ":PATH' (for example ",
+                     name == "llama3" ? "llama3:/models/Llama-3-8B/tokenizer.model"
+                                      : absl::StrCat(name, ":/data/", name, ".tiktoken"),
+                     ")"));
   }
   if (name.empty()) return absl::InvalidArgumentError("no tokenizer given");
   if (!PathExists(name)) {

@@ -56,8 +56,7 @@ class BpeTokenizer {
   // `tokens[r]` holds the bytes of rank r. Every single byte must be a token (so any text can be
   // encoded) and special ids must not collide with ranks. `source` names the origin for errors.
   static absl::StatusOr<std::unique_ptr<BpeTokenizer>> Create(std::vector<std::string> tokens,
-                                                              TokenizerSpec spec,
-                                                              std::string source = "");
+                                                              TokenizerSpec spec, std::string source = "");
   ~BpeTokenizer();
   BpeTokenizer(const BpeTokenizer&) = delete;
   BpeTokenizer& operator=(const BpeTokenizer&) = delete;
@@ -95,8 +94,7 @@ class BpeTokenizer {
   struct Regex;
   struct Scratch;
   BpeTokenizer() = default;
-  absl::Status ForEachMatch(std::string_view text, void (*fn)(void*, std::string_view),
-                            void* arg) const;
+  absl::Status ForEachMatch(std::string_view text, void (*fn)(void*, std::string_view), void* arg) const;
   Scratch* ThreadScratch() const;
   void EncodePiece(std::string_view piece, std::vector<int32_t>* out, Scratch* cache) const;
   void MergeSlow(std::string_view piece, std::vector<int32_t>* out) const;
@@ -104,7 +102,7 @@ class BpeTokenizer {
 
   TokenizerSpec spec_;
   std::string source_;
-  std::string arena_;             // bytes of all ranks, concatenated
+  std::string arena_;              // bytes of all ranks, concatenated
   std::vector<uint32_t> offsets_;  // rank r is arena_[offsets_[r], offsets_[r+1])
   // Open-addressing table from token bytes to rank. A slot holds the token's first 8 bytes, its
   // length and a hash tag, so a lookup of a token of up to 8 bytes (most of them) touches one

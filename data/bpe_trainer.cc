@@ -15,7 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
-#include "data/utf8.h"
+#include "core/utf8.h"
 
 namespace tessera::data {
 namespace {
@@ -183,10 +183,11 @@ int ThreadCount(int requested) {
 
 }  // namespace
 
-absl::StatusOr<BpeTrainResult> TrainBpe(const std::vector<std::string>& documents, const BpeTrainerOptions& options) {
+absl::StatusOr<BpeTrainResult> TrainBpe(const std::vector<std::string>& documents,
+                                        const BpeTrainerOptions& options) {
   if (options.vocab_size < 256) {
-    return absl::InvalidArgumentError(absl::StrCat("vocab size ", options.vocab_size,
-                                                   " is below 256 (the single bytes come first)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("vocab size ", options.vocab_size, " is below 256 (the single bytes come first)"));
   }
   std::string pattern;
   TS_ASSIGN_OR_RETURN(auto splitter, Splitter(options.pattern, &pattern));
@@ -207,8 +208,8 @@ absl::StatusOr<BpeTrainResult> TrainBpe(const std::vector<std::string>& document
 absl::StatusOr<BpeTrainResult> TrainBpeFromFiles(const std::vector<std::string>& files,
                                                  const BpeTrainerOptions& options) {
   if (options.vocab_size < 256) {
-    return absl::InvalidArgumentError(absl::StrCat("vocab size ", options.vocab_size,
-                                                   " is below 256 (the single bytes come first)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("vocab size ", options.vocab_size, " is below 256 (the single bytes come first)"));
   }
   std::string pattern;
   TS_ASSIGN_OR_RETURN(auto splitter, Splitter(options.pattern, &pattern));
@@ -239,7 +240,8 @@ absl::StatusOr<BpeTrainResult> TrainBpeFromFiles(const std::vector<std::string>&
         }
         const size_t bad = FindInvalidUtf8(*text);
         if (bad != std::string::npos) {
-          status[t] = absl::InvalidArgumentError(absl::StrCat(chosen[i], ": ", DescribeInvalidUtf8(*text, bad)));
+          status[t] =
+              absl::InvalidArgumentError(absl::StrCat(chosen[i], ": ", DescribeInvalidUtf8(*text, bad)));
           break;
         }
         status[t] = splitter->Split(*text, [&](std::string_view piece) { ++local[t][std::string(piece)]; });
@@ -262,7 +264,8 @@ absl::StatusOr<BpeTrainResult> TrainBpeFromFiles(const std::vector<std::string>&
 absl::Status WriteTrainedTokenizer(const std::string& path, const BpeTrainResult& result) {
   std::filesystem::path p(path);
   if (p.extension() == ".json") {
-    return absl::InvalidArgumentError(absl::StrCat("'", path, "': a rank file named .json would be overwritten by its ",
+    return absl::InvalidArgumentError(absl::StrCat("'", path,
+                                                   "': a rank file named .json would be overwritten by its ",
                                                    "metadata; use e.g. .tiktoken"));
   }
   TS_RETURN_IF_ERROR(WriteTiktokenRanks(path, result.tokens));

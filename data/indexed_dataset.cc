@@ -56,25 +56,43 @@ bool IsTokenDType(uint8_t code) { return code >= 1 && code <= 8 && code != 6 && 
 
 size_t TokenDTypeSize(uint8_t code) {
   switch (code) {
-    case 1: case 2: return 1;
-    case 3: case 8: return 2;
-    case 4: case 7: return 4;
-    case 5: case 6: return 8;
-    default: return 0;
+    case 1:
+    case 2:
+      return 1;
+    case 3:
+    case 8:
+      return 2;
+    case 4:
+    case 7:
+      return 4;
+    case 5:
+    case 6:
+      return 8;
+    default:
+      return 0;
   }
 }
 
 const char* TokenDTypeName(uint8_t code) {
   switch (code) {
-    case 1: return "uint8";
-    case 2: return "int8";
-    case 3: return "int16";
-    case 4: return "int32";
-    case 5: return "int64";
-    case 6: return "float64";
-    case 7: return "float32";
-    case 8: return "uint16";
-    default: return "unknown";
+    case 1:
+      return "uint8";
+    case 2:
+      return "int8";
+    case 3:
+      return "int16";
+    case 4:
+      return "int32";
+    case 5:
+      return "int64";
+    case 6:
+      return "float64";
+    case 7:
+      return "float32";
+    case 8:
+      return "uint16";
+    default:
+      return "unknown";
   }
 }
 
@@ -93,9 +111,7 @@ absl::StatusOr<std::unique_ptr<IndexedDataset>> IndexedDataset::Open(const std::
   TS_RETURN_IF_ERROR(MapFile(bin_path, &ds->bin_, &ds->bin_size_));
   const unsigned char* idx = ds->idx_;
   const size_t n = ds->idx_size_;
-  auto bad = [&](const std::string& what) {
-    return absl::DataLossError(absl::StrCat(idx_path, ": ", what));
-  };
+  auto bad = [&](const std::string& what) { return absl::DataLossError(absl::StrCat(idx_path, ": ", what)); };
   if (n < static_cast<size_t>(kIndexHeaderBytes)) {
     return bad(absl::StrCat("file has ", n, " bytes, shorter than the ", kIndexHeaderBytes,
                             "-byte header of a Megatron indexed dataset"));
@@ -107,8 +123,9 @@ absl::StatusOr<std::unique_ptr<IndexedDataset>> IndexedDataset::Open(const std::
   if (version != 1) return bad(absl::StrCat("byte offset 9: version ", version, ", expected 1"));
   const uint8_t code = idx[17];
   if (TokenDTypeSize(code) == 0) {
-    return bad(absl::StrCat("byte offset 17: unknown dtype code ", static_cast<int>(code),
-                            " (expected 1-8: uint8 1, int8 2, int16 3, int32 4, int64 5, float64 6, float32 7, uint16 8)"));
+    return bad(absl::StrCat(
+        "byte offset 17: unknown dtype code ", static_cast<int>(code),
+        " (expected 1-8: uint8 1, int8 2, int16 3, int32 4, int64 5, float64 6, float32 7, uint16 8)"));
   }
   if (!IsTokenDType(code)) {
     return bad(absl::StrCat("byte offset 17: dtype ", TokenDTypeName(code),
@@ -120,10 +137,12 @@ absl::StatusOr<std::unique_ptr<IndexedDataset>> IndexedDataset::Open(const std::
   const uint64_t d = Load<uint64_t>(idx + 26);
   // Compare in 128-bit arithmetic so that absurd counts cannot overflow into a match.
   const unsigned __int128 expected = static_cast<unsigned __int128>(kIndexHeaderBytes) +
-                                     static_cast<unsigned __int128>(s) * 12 + static_cast<unsigned __int128>(d) * 8;
+                                     static_cast<unsigned __int128>(s) * 12 +
+                                     static_cast<unsigned __int128>(d) * 8;
   if (expected != n) {
     return bad(absl::StrCat("sequence count ", s, " (byte offset 18) and document count + 1 = ", d,
-                            " (byte offset 26) need a file of 34 + 12*", s, " + 8*", d, " bytes, but it has ", n));
+                            " (byte offset 26) need a file of 34 + 12*", s, " + 8*", d, " bytes, but it has ",
+                            n));
   }
   if (d < 1) return bad("byte offset 26: document count + 1 is 0, expected at least 1");
   ds->num_sequences_ = static_cast<int64_t>(s);
@@ -135,7 +154,8 @@ absl::StatusOr<std::unique_ptr<IndexedDataset>> IndexedDataset::Open(const std::
   for (uint64_t i = 0; i < s; ++i) {
     const int32_t len = Load<int32_t>(sizes + 4 * i);
     if (len < 0) {
-      return bad(absl::StrCat("byte offset ", kIndexHeaderBytes + 4 * i, ": sequence ", i, " has negative length ", len));
+      return bad(absl::StrCat("byte offset ", kIndexHeaderBytes + 4 * i, ": sequence ", i,
+                              " has negative length ", len));
     }
     const int64_t ptr = Load<int64_t>(pointers + 8 * i);
     if (ptr != expected_pointer) {
@@ -147,16 +167,17 @@ absl::StatusOr<std::unique_ptr<IndexedDataset>> IndexedDataset::Open(const std::
     ds->total_tokens_ += len;
   }
   if (static_cast<uint64_t>(expected_pointer) != ds->bin_size_) {
-    return absl::DataLossError(absl::StrCat(bin_path, ": has ", ds->bin_size_, " bytes but ", idx_path, " describes ",
-                                            s, " sequences of ", ds->total_tokens_, " ", TokenDTypeName(code),
-                                            " tokens = ", expected_pointer,
+    return absl::DataLossError(absl::StrCat(bin_path, ": has ", ds->bin_size_, " bytes but ", idx_path,
+                                            " describes ", s, " sequences of ", ds->total_tokens_, " ",
+                                            TokenDTypeName(code), " tokens = ", expected_pointer,
                                             " bytes (truncated .bin, or .idx and .bin from different runs)"));
   }
   int64_t previous = 0;
   for (uint64_t k = 0; k < d; ++k) {
     const int64_t v = Load<int64_t>(docs + 8 * k);
     const uint64_t at = kIndexHeaderBytes + 12 * s + 8 * k;
-    if (k == 0 && v != 0) return bad(absl::StrCat("byte offset ", at, ": first document index is ", v, ", expected 0"));
+    if (k == 0 && v != 0)
+      return bad(absl::StrCat("byte offset ", at, ": first document index is ", v, ", expected 0"));
     if (v < previous || v > static_cast<int64_t>(s)) {
       return bad(absl::StrCat("byte offset ", at, ": document index ", k, " is ", v,
                               ", expected a non-decreasing value in [", previous, ", ", s, "]"));
@@ -180,7 +201,8 @@ int64_t IndexedDataset::sequence_length(int64_t i) const {
 
 int64_t IndexedDataset::sequence_start(int64_t i) const {
   if (i == num_sequences_) return total_tokens_;
-  return Load<int64_t>(idx_ + kIndexHeaderBytes + 4 * num_sequences_ + 8 * i) / static_cast<int64_t>(item_size_);
+  return Load<int64_t>(idx_ + kIndexHeaderBytes + 4 * num_sequences_ + 8 * i) /
+         static_cast<int64_t>(item_size_);
 }
 
 int64_t IndexedDataset::document_index(int64_t d) const {
@@ -239,9 +261,13 @@ absl::StatusOr<std::unique_ptr<IndexedDatasetWriter>> IndexedDatasetWriter::Crea
   w->bin_tmp_ = absl::StrCat(prefix, ".bin.tmp.", ::getpid());
   w->sizes_tmp_ = absl::StrCat(prefix, ".sizes.tmp.", ::getpid());
   w->bin_ = std::fopen(w->bin_tmp_.c_str(), "wb");
-  if (!w->bin_) return absl::PermissionDeniedError(absl::StrCat("cannot create '", w->bin_tmp_, "': ", std::strerror(errno)));
+  if (!w->bin_)
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create '", w->bin_tmp_, "': ", std::strerror(errno)));
   w->sizes_ = std::fopen(w->sizes_tmp_.c_str(), "w+b");
-  if (!w->sizes_) return absl::PermissionDeniedError(absl::StrCat("cannot create '", w->sizes_tmp_, "': ", std::strerror(errno)));
+  if (!w->sizes_)
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot create '", w->sizes_tmp_, "': ", std::strerror(errno)));
   return w;
 }
 
@@ -264,8 +290,8 @@ absl::Status IndexedDatasetWriter::AddDocument(absl::Span<const int32_t> tokens)
     switch (dtype_) {
       case TokenDType::kUint16: {
         if (t < 0 || t > 65535) {
-          return absl::InvalidArgumentError(absl::StrCat("document ", documents_, ": token ", t,
-                                                         " does not fit the uint16 dtype"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("document ", documents_, ": token ", t, " does not fit the uint16 dtype"));
         }
         const uint16_t v = static_cast<uint16_t>(t);
         std::memcpy(out + 2 * i, &v, 2);
@@ -286,7 +312,8 @@ absl::Status IndexedDatasetWriter::AddDocument(absl::Span<const int32_t> tokens)
         const int64_t lo = is_unsigned ? 0 : (dtype_ == TokenDType::kInt8 ? -128 : -32768);
         const int64_t hi = is_unsigned ? 255 : (dtype_ == TokenDType::kInt8 ? 127 : 32767);
         if (t < lo || t > hi) {
-          return absl::InvalidArgumentError(absl::StrCat("document ", documents_, ": token ", t, " does not fit ",
+          return absl::InvalidArgumentError(absl::StrCat("document ", documents_, ": token ", t,
+                                                         " does not fit ",
                                                          TokenDTypeName(static_cast<uint8_t>(dtype_))));
         }
         if (item_size_ == 1) {
@@ -304,7 +331,8 @@ absl::Status IndexedDatasetWriter::AddDocument(absl::Span<const int32_t> tokens)
   const int32_t len = static_cast<int32_t>(tokens.size());
   if (std::fwrite(buffer_.data(), 1, buffer_.size(), bin_) != buffer_.size() ||
       std::fwrite(&len, 4, 1, sizes_) != 1) {
-    return absl::ResourceExhaustedError(absl::StrCat("writing '", bin_tmp_, "' failed: ", std::strerror(errno)));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("writing '", bin_tmp_, "' failed: ", std::strerror(errno)));
   }
   ++documents_;
   tokens_ += len;
@@ -325,7 +353,8 @@ absl::Status IndexedDatasetWriter::Finish() {
   // streamed lengths.
   const std::string idx_tmp = absl::StrCat(prefix_, ".idx.tmp.", ::getpid());
   std::FILE* idx = std::fopen(idx_tmp.c_str(), "wb");
-  if (!idx) return absl::PermissionDeniedError(absl::StrCat("cannot create '", idx_tmp, "': ", std::strerror(errno)));
+  if (!idx)
+    return absl::PermissionDeniedError(absl::StrCat("cannot create '", idx_tmp, "': ", std::strerror(errno)));
   bool ok = true;
   auto put = [&](const void* p, size_t n) { ok = ok && std::fwrite(p, 1, n, idx) == n; };
   const uint64_t version = 1, s = static_cast<uint64_t>(documents_), d = s + 1;
@@ -366,14 +395,15 @@ absl::Status IndexedDatasetWriter::Finish() {
   if (::rename(bin_tmp_.c_str(), bin_path.c_str()) != 0 || ::rename(idx_tmp.c_str(), idx_path.c_str()) != 0) {
     const int err = errno;
     ::unlink(idx_tmp.c_str());
-    return absl::InternalError(absl::StrCat("publishing '", prefix_, ".{bin,idx}' failed: ", std::strerror(err)));
+    return absl::InternalError(
+        absl::StrCat("publishing '", prefix_, ".{bin,idx}' failed: ", std::strerror(err)));
   }
   finished_ = true;
   return absl::OkStatus();
 }
 
-void EncodeIndexedDataset(const std::vector<std::vector<int32_t>>& documents, TokenDType dtype, std::string* bin,
-                          std::string* idx) {
+void EncodeIndexedDataset(const std::vector<std::vector<int32_t>>& documents, TokenDType dtype,
+                          std::string* bin, std::string* idx) {
   const size_t item = TokenDTypeSize(static_cast<uint8_t>(dtype));
   bin->clear();
   idx->clear();
@@ -415,8 +445,9 @@ absl::StatusOr<std::vector<std::string>> FindShardPrefixes(const std::string& pr
     shards.push_back(shard);
   }
   if (shards.empty()) {
-    return absl::NotFoundError(absl::StrCat("no indexed dataset at '", prefix, "': neither ", prefix, ".idx nor ",
-                                            prefix, "_00000.idx exists (run `tessera preprocess` first)"));
+    return absl::NotFoundError(absl::StrCat("no indexed dataset at '", prefix, "': neither ", prefix,
+                                            ".idx nor ", prefix,
+                                            "_00000.idx exists (run `tessera preprocess` first)"));
   }
   return shards;
 }

@@ -16,7 +16,8 @@ absl::StatusOr<std::unique_ptr<Loader>> Loader::Create(std::shared_ptr<const Sam
   if (options.start_sample < 0) return absl::InvalidArgumentError("loader: negative start sample");
   // Validates the layout once, with the error the user needs.
   TS_RETURN_IF_ERROR(
-      DataParallelSlice(options.start_sample, options.global_batch, options.dp_rank, options.dp_size).status());
+      DataParallelSlice(options.start_sample, options.global_batch, options.dp_rank, options.dp_size)
+          .status());
   std::unique_ptr<Loader> loader(new Loader());
   loader->source_ = std::move(source);
   loader->options_ = options;
@@ -58,7 +59,7 @@ void Loader::Run() {
       for (int64_t r = 0; r < range->count && status.ok(); ++r) {
         status = source_->Read(range->begin + r, batch.tokens.data() + r * tokens);
         if (!status.ok()) {
-          status = absl::Status(status.code(), absl::StrCat("reading sample ", range->begin + r, ": ", status.message()));
+          status = Annotate(status, absl::StrCat("reading sample ", range->begin + r, ": "));
         }
       }
       if (status.ok()) {

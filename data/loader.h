@@ -31,10 +31,10 @@ struct LoaderOptions {
 
 // This rank's rows of one global batch.
 struct LocalBatch {
-  int64_t batch_start = 0;    // first global sample of the global batch
-  int64_t first_sample = 0;   // global index of row 0 (rows are consecutive samples)
+  int64_t batch_start = 0;   // first global sample of the global batch
+  int64_t first_sample = 0;  // global index of row 0 (rows are consecutive samples)
   int64_t rows = 0;
-  int64_t sample_tokens = 0;  // seq_len + 1: inputs are [0, seq_len), targets [1, seq_len]
+  int64_t sample_tokens = 0;    // seq_len + 1: inputs are [0, seq_len), targets [1, seq_len]
   std::vector<int32_t> tokens;  // rows x sample_tokens, row-major
 
   const int32_t* row(int64_t r) const { return tokens.data() + r * sample_tokens; }

@@ -21,13 +21,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/absl_string_view.h"
 #include "core/file_util.h"
 #include "core/glob.h"
+#include "core/json.h"
 #include "core/status_macros.h"
-#include "data/absl_string_view.h"
+#include "core/utf8.h"
 #include "data/indexed_dataset.h"
-#include "data/json.h"
-#include "data/utf8.h"
 
 namespace tessera::data {
 namespace {
@@ -49,12 +49,12 @@ struct Chunk {
 enum class Problem { kNone, kEmpty, kMalformedJson, kMissingField, kNotString, kInvalidUtf8 };
 
 struct ChunkResult {
-  std::vector<int32_t> tokens;      // all documents' tokens, EOD included
-  std::vector<int64_t> lengths;     // per written document
+  std::vector<int32_t> tokens;   // all documents' tokens, EOD included
+  std::vector<int64_t> lengths;  // per written document
   int64_t input_bytes = 0;
-  int64_t counts[6] = {};           // by Problem
+  int64_t counts[6] = {};  // by Problem
   std::vector<std::string> examples;
-  absl::Status fatal;               // first bad document when failing on them
+  absl::Status fatal;  // first bad document when failing on them
 };
 
 bool IsJsonlName(const std::string& path) {
@@ -65,8 +65,9 @@ std::string Location(const std::vector<std::string>& files, const RawDocument& d
   return doc.line > 0 ? absl::StrCat(files[doc.file], ":", doc.line) : files[doc.file];
 }
 
-void ProcessChunk(const BpeTokenizer& tokenizer, const PreprocessOptions& options, const std::vector<std::string>& files,
-                  int32_t eod, const Chunk& chunk, ChunkResult* result) {
+void ProcessChunk(const BpeTokenizer& tokenizer, const PreprocessOptions& options,
+                  const std::vector<std::string>& files, int32_t eod, const Chunk& chunk,
+                  ChunkResult* result) {
   std::string field;
   for (const RawDocument& doc : chunk.docs) {
     result->input_bytes += static_cast<int64_t>(doc.text.size()) + (chunk.jsonl ? 1 : 0);
@@ -161,7 +162,8 @@ absl::StatusOr<InputFormat> ParseInputFormat(std::string_view name) {
   if (name == "auto") return InputFormat::kAuto;
   if (name == "jsonl" || name == "json") return InputFormat::kJsonl;
   if (name == "text" || name == "code") return InputFormat::kText;
-  return absl::InvalidArgumentError(absl::StrCat("unknown input format '", AbslView(name), "' (auto, jsonl, text)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown input format '", AbslView(name), "' (auto, jsonl, text)"));
 }
 
 std::string PreprocessSummary::ToString() const {
@@ -172,23 +174,26 @@ std::string PreprocessSummary::ToString() const {
       HumanCount(seconds > 0 ? tokens / seconds : 0), documents, tokens, dtype, shards.size(),
       shards.size() == 1 ? "" : "s", shards.empty() ? "" : shards.front(),
       shards.size() > 1 ? absl::StrCat(" ... ", shards.back()) : "");
-  absl::StrAppendFormat(&out,
-                        "[preprocess] skipped: %d empty, %d malformed JSON, %d missing field, %d not a string, "
-                        "%d invalid UTF-8\n",
-                        empty_documents, malformed_json, missing_field, not_a_string, invalid_utf8);
+  absl::StrAppendFormat(
+      &out,
+      "[preprocess] skipped: %d empty, %d malformed JSON, %d missing field, %d not a string, "
+      "%d invalid UTF-8\n",
+      empty_documents, malformed_json, missing_field, not_a_string, invalid_utf8);
   for (const std::string& e : examples) absl::StrAppend(&out, "[preprocess]   ", e, "\n");
   if (skipped() > static_cast<int64_t>(examples.size())) {
-    absl::StrAppend(&out, "[preprocess]   (", skipped() - static_cast<int64_t>(examples.size()), " more not shown)\n");
+    absl::StrAppend(&out, "[preprocess]   (", skipped() - static_cast<int64_t>(examples.size()),
+                    " more not shown)\n");
   }
   return out;
 }
 
-absl::StatusOr<PreprocessSummary> Preprocess(const BpeTokenizer& tokenizer, const PreprocessOptions& options) {
+absl::StatusOr<PreprocessSummary> Preprocess(const BpeTokenizer& tokenizer,
+                                             const PreprocessOptions& options) {
   const auto start_time = std::chrono::steady_clock::now();
   const std::optional<int32_t> eod = tokenizer.eod_id();
   if (!eod) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer ", tokenizer.source(),
-                                                   " has no end-of-document token (its metadata names no \"eod\")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tokenizer ", tokenizer.source(), " has no end-of-document token (its metadata names no \"eod\")"));
   }
   if (options.output_prefix.empty()) return absl::InvalidArgumentError("no output prefix");
   TS_ASSIGN_OR_RETURN(std::vector<std::string> files, ExpandFilePatterns(options.inputs));
@@ -200,8 +205,9 @@ absl::StatusOr<PreprocessSummary> Preprocess(const BpeTokenizer& tokenizer, cons
   const std::filesystem::path parent = std::filesystem::path(options.output_prefix).parent_path();
   if (!parent.empty()) TS_RETURN_IF_ERROR(MakeDirs(parent.string()));
 
-  const int workers = options.workers > 0 ? options.workers
-                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int workers = options.workers > 0
+                          ? options.workers
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int64_t max_in_flight = 2 * workers + 2;
   const TokenDType dtype = TokenDTypeForVocab(tokenizer.vocab_size());
   const bool sharded = options.max_shard_bytes > 0;
@@ -249,8 +255,9 @@ absl::StatusOr<PreprocessSummary> Preprocess(const BpeTokenizer& tokenizer, cons
   std::thread writer([&] {
     std::unique_ptr<IndexedDatasetWriter> out;
     auto open_shard = [&]() -> absl::Status {
-      const std::string prefix = sharded ? absl::StrFormat("%s_%05d", options.output_prefix, summary.shards.size())
-                                         : options.output_prefix;
+      const std::string prefix =
+          sharded ? absl::StrFormat("%s_%05d", options.output_prefix, summary.shards.size())
+                  : options.output_prefix;
       TS_ASSIGN_OR_RETURN(out, IndexedDatasetWriter::Create(prefix, dtype));
       summary.shards.push_back(prefix);
       return absl::OkStatus();
@@ -262,7 +269,9 @@ absl::StatusOr<PreprocessSummary> Preprocess(const BpeTokenizer& tokenizer, cons
         ChunkResult result;
         {
           std::unique_lock<std::mutex> lock(mu);
-          cv.wait(lock, [&] { return stop || done.contains(next_to_write) || (reading_done && next_to_write == chunks_read); });
+          cv.wait(lock, [&] {
+            return stop || done.contains(next_to_write) || (reading_done && next_to_write == chunks_read);
+          });
           if (stop) return absl::OkStatus();
           if (!done.contains(next_to_write)) break;  // everything written
           result = std::move(done[next_to_write]);
@@ -309,14 +318,16 @@ absl::StatusOr<PreprocessSummary> Preprocess(const BpeTokenizer& tokenizer, cons
   if (options.progress) {
     progress = std::thread([&] {
       while (!progress_done) {
-        for (int i = 0; i < 5 && !progress_done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        for (int i = 0; i < 5 && !progress_done; ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
         const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
         const double b = written_bytes.load();
         const double frac = total_input > 0 ? std::min(1.0, b / total_input) : 0;
         const int width = 30, filled = static_cast<int>(frac * width);
         std::fprintf(stderr, "\r[preprocess] [%s%s] %5.1f%% %.1f/%.1f MB %.1f MB/s %s tok/s %s docs ",
-                     std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(), 100 * frac, b / 1e6,
-                     total_input / 1e6, t > 0 ? b / 1e6 / t : 0.0, HumanCount(t > 0 ? written_tokens / t : 0).c_str(),
+                     std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(), 100 * frac,
+                     b / 1e6, total_input / 1e6, t > 0 ? b / 1e6 / t : 0.0,
+                     HumanCount(t > 0 ? written_tokens / t : 0).c_str(),
                      HumanCount(written_docs.load()).c_str());
         std::fflush(stderr);
       }
@@ -358,7 +369,8 @@ absl::StatusOr<PreprocessSummary> Preprocess(const BpeTokenizer& tokenizer, cons
         continue;
       }
       std::FILE* in = std::fopen(files[f].c_str(), "rb");
-      if (!in) return absl::NotFoundError(absl::StrCat("cannot open '", files[f], "': ", std::strerror(errno)));
+      if (!in)
+        return absl::NotFoundError(absl::StrCat("cannot open '", files[f], "': ", std::strerror(errno)));
       std::string partial;
       int64_t line = 0;
       size_t n;

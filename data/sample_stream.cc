@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "core/absl_string_view.h"
 #include "core/status_macros.h"
-#include "data/absl_string_view.h"
 
 namespace tessera::data {
 namespace {
@@ -94,7 +94,8 @@ std::pair<const IndexedDataset*, int64_t> DocumentCorpus::Locate(int64_t d) cons
 
 int64_t DocumentCorpus::document_length(int64_t d) const {
   auto [shard, local] = Locate(d);
-  return shard->sequence_start(shard->document_index(local + 1)) - shard->sequence_start(shard->document_index(local));
+  return shard->sequence_start(shard->document_index(local + 1)) -
+         shard->sequence_start(shard->document_index(local));
 }
 
 absl::Status DocumentCorpus::Read(int64_t d, int64_t offset, int64_t count, int32_t* out) const {
@@ -136,16 +137,18 @@ absl::StatusOr<std::shared_ptr<const SampleStream>> SampleStream::Create(
     return absl::InvalidArgumentError("a sample stream needs one weight per corpus and at least one corpus");
   }
   if (corpora.size() > 65535) return absl::InvalidArgumentError("at most 65535 corpora can be blended");
-  if (options.seq_len < 1) return absl::InvalidArgumentError(absl::StrCat("seq_len must be >= 1, got ", options.seq_len));
+  if (options.seq_len < 1)
+    return absl::InvalidArgumentError(absl::StrCat("seq_len must be >= 1, got ", options.seq_len));
   double total = 0;
   for (size_t d = 0; d < weights.size(); ++d) {
     if (!std::isfinite(weights[d]) || weights[d] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat("corpus ", corpora[d]->name(), " has weight ", weights[d],
-                                                     ": weights must be finite and >= 0"));
+      return absl::InvalidArgumentError(absl::StrCat("corpus ", corpora[d]->name(), " has weight ",
+                                                     weights[d], ": weights must be finite and >= 0"));
     }
     total += weights[d];
   }
-  if (!(total > 0)) return absl::InvalidArgumentError("all corpus weights are zero: at least one must be positive");
+  if (!(total > 0))
+    return absl::InvalidArgumentError("all corpus weights are zero: at least one must be positive");
 
   auto s = std::shared_ptr<SampleStream>(new SampleStream());
   s->corpora_ = std::move(corpora);
@@ -176,7 +179,8 @@ absl::StatusOr<std::shared_ptr<const SampleStream>> SampleStream::Create(
     }
   }
   while (assigned > block) {  // only when many tiny weights were raised to one slot
-    const size_t d = static_cast<size_t>(std::max_element(s->slots_.begin(), s->slots_.end()) - s->slots_.begin());
+    const size_t d =
+        static_cast<size_t>(std::max_element(s->slots_.begin(), s->slots_.end()) - s->slots_.begin());
     --s->slots_[d];
     --assigned;
   }
@@ -208,9 +212,9 @@ absl::StatusOr<std::shared_ptr<const SampleStream>> SampleStream::Create(
     int64_t per_epoch = 0;
     if (s->slots_[d] > 0) {
       if (c.num_tokens() < options.seq_len + 1) {
-        return absl::InvalidArgumentError(absl::StrCat("corpus ", c.name(), " holds ", c.num_tokens(),
-                                                       " tokens, fewer than one sample of seq_len + 1 = ",
-                                                       options.seq_len + 1));
+        return absl::InvalidArgumentError(
+            absl::StrCat("corpus ", c.name(), " holds ", c.num_tokens(),
+                         " tokens, fewer than one sample of seq_len + 1 = ", options.seq_len + 1));
       }
       per_epoch = (c.num_tokens() - 1) / options.seq_len;
     }
@@ -225,7 +229,8 @@ absl::StatusOr<std::shared_ptr<const SampleStream>> SampleStream::Create(
 
 std::vector<double> SampleStream::realized_weights() const {
   std::vector<double> out;
-  for (int64_t slots : slots_) out.push_back(static_cast<double>(slots) / static_cast<double>(int64_t{1} << kBlendSlotsLog2));
+  for (int64_t slots : slots_)
+    out.push_back(static_cast<double>(slots) / static_cast<double>(int64_t{1} << kBlendSlotsLog2));
   return out;
 }
 
@@ -248,9 +253,9 @@ SampleOrigin SampleStream::Origin(int64_t j) const {
   const int64_t per_epoch = samples_per_epoch_[o.corpus];
   o.epoch = o.corpus_sample / per_epoch;
   const int64_t k = o.corpus_sample % per_epoch;
-  o.sample_in_epoch = shuffle_ ? static_cast<int64_t>(Permutation(per_epoch, MixKey({seed_, static_cast<uint64_t>(o.corpus),
-                                                                                     static_cast<uint64_t>(o.epoch),
-                                                                                     kSampleOrderTag}))(k))
+  o.sample_in_epoch = shuffle_ ? static_cast<int64_t>(Permutation(
+                                     per_epoch, MixKey({seed_, static_cast<uint64_t>(o.corpus),
+                                                        static_cast<uint64_t>(o.epoch), kSampleOrderTag}))(k))
                                : k;
   return o;
 }
@@ -268,8 +273,9 @@ std::shared_ptr<const SampleStream::EpochIndex> SampleStream::Epoch(int d, int64
   index->epoch = epoch;
   const DocumentCorpus& c = *corpora_[d];
   const int64_t docs = c.num_documents();
-  const Permutation order(static_cast<uint64_t>(docs),
-                          MixKey({seed_, static_cast<uint64_t>(d), static_cast<uint64_t>(epoch), kDocumentOrderTag}));
+  const Permutation order(
+      static_cast<uint64_t>(docs),
+      MixKey({seed_, static_cast<uint64_t>(d), static_cast<uint64_t>(epoch), kDocumentOrderTag}));
   index->coarse.reserve(docs / kEpochStride + 1);
   int64_t offset = 0;
   for (int64_t i = 0; i < docs; ++i) {
@@ -288,19 +294,21 @@ absl::Status SampleStream::Read(int64_t j, int32_t* out) const {
   const SampleOrigin o = Origin(j);
   const DocumentCorpus& c = *corpora_[o.corpus];
   const std::shared_ptr<const EpochIndex> index = Epoch(o.corpus, o.epoch);
-  const Permutation order(static_cast<uint64_t>(c.num_documents()),
-                          MixKey({seed_, static_cast<uint64_t>(o.corpus), static_cast<uint64_t>(o.epoch),
-                                  kDocumentOrderTag}));
+  const Permutation order(
+      static_cast<uint64_t>(c.num_documents()),
+      MixKey({seed_, static_cast<uint64_t>(o.corpus), static_cast<uint64_t>(o.epoch), kDocumentOrderTag}));
   const int64_t docs = c.num_documents();
   auto doc_at = [&](int64_t i) { return shuffle_ ? static_cast<int64_t>(order(i)) : i; };
   // Unreachable while the index and the corpus agree; checked so a bug cannot read past the end.
   auto ran_out = [&] {
-    return absl::InternalError(absl::StrCat("sample ", j, " runs past the end of epoch ", o.epoch, " of ", c.name()));
+    return absl::InternalError(
+        absl::StrCat("sample ", j, " runs past the end of epoch ", o.epoch, " of ", c.name()));
   };
   const int64_t start = o.sample_in_epoch * seq_len_;
   // The last coarse entry at or before `start`, then walk to the document holding it.
   const size_t m = static_cast<size_t>(std::upper_bound(index->coarse.begin(), index->coarse.end(), start) -
-                                       index->coarse.begin()) - 1;
+                                       index->coarse.begin()) -
+                   1;
   int64_t i = static_cast<int64_t>(m) * kEpochStride;
   int64_t doc_start = index->coarse[m];
   int64_t doc = doc_at(i);
@@ -343,13 +351,15 @@ absl::Status SampleStream::Read(int64_t j, int32_t* out) const {
 // ---------------------------------------------------------------------------------------------
 // Layout-independent helpers
 
-absl::StatusOr<SampleRange> DataParallelSlice(int64_t batch_start, int64_t global_batch, int dp_rank, int dp_size) {
+absl::StatusOr<SampleRange> DataParallelSlice(int64_t batch_start, int64_t global_batch, int dp_rank,
+                                              int dp_size) {
   if (dp_size < 1 || dp_rank < 0 || dp_rank >= dp_size) {
-    return absl::InvalidArgumentError(absl::StrCat("data-parallel rank ", dp_rank, " of ", dp_size, " is invalid"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("data-parallel rank ", dp_rank, " of ", dp_size, " is invalid"));
   }
   if (global_batch < 1 || global_batch % dp_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("global batch ", global_batch,
-                                                   " is not a positive multiple of the data-parallel degree ", dp_size));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "global batch ", global_batch, " is not a positive multiple of the data-parallel degree ", dp_size));
   }
   if (batch_start < 0) return absl::InvalidArgumentError("negative batch start");
   const int64_t per_rank = global_batch / dp_size;
@@ -357,7 +367,8 @@ absl::StatusOr<SampleRange> DataParallelSlice(int64_t batch_start, int64_t globa
 }
 
 std::string DataPosition::Serialize() const {
-  return absl::StrFormat("samples_consumed=%d stream_fingerprint=%016x", samples_consumed, stream_fingerprint);
+  return absl::StrFormat("samples_consumed=%d stream_fingerprint=%016x", samples_consumed,
+                         stream_fingerprint);
 }
 
 absl::StatusOr<DataPosition> DataPosition::Parse(std::string_view text) {
@@ -365,16 +376,21 @@ absl::StatusOr<DataPosition> DataPosition::Parse(std::string_view text) {
   bool has_samples = false;
   for (absl::string_view field : absl::StrSplit(AbslView(text), ' ', absl::SkipEmpty())) {
     const size_t eq = field.find('=');
-    const absl::string_view key = field.substr(0, eq), value = eq == absl::string_view::npos ? "" : field.substr(eq + 1);
-    if (key == "samples_consumed" && absl::SimpleAtoi(value, &p.samples_consumed) && p.samples_consumed >= 0) {
+    const absl::string_view key = field.substr(0, eq),
+                            value = eq == absl::string_view::npos ? "" : field.substr(eq + 1);
+    if (key == "samples_consumed" && absl::SimpleAtoi(value, &p.samples_consumed) &&
+        p.samples_consumed >= 0) {
       has_samples = true;
     } else if (key == "stream_fingerprint" && absl::SimpleHexAtoi(value, &p.stream_fingerprint)) {
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("data position '", AbslView(text), "': unexpected field '", field,
-                                                     "' (expected samples_consumed=N stream_fingerprint=HEX)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("data position '", AbslView(text), "': unexpected field '", field,
+                       "' (expected samples_consumed=N stream_fingerprint=HEX)"));
     }
   }
-  if (!has_samples) return absl::InvalidArgumentError(absl::StrCat("data position '", AbslView(text), "' has no samples_consumed"));
+  if (!has_samples)
+    return absl::InvalidArgumentError(
+        absl::StrCat("data position '", AbslView(text), "' has no samples_consumed"));
   return p;
 }
 

@@ -161,7 +161,8 @@ struct SampleRange {
 // DP rank `dp_rank` of `dp_size` reads the contiguous block [batch_start + r*g/n, + g/n) of the
 // global batch [batch_start, batch_start + global_batch). The blocks of all ranks are disjoint
 // and cover the batch; global_batch must be a multiple of dp_size.
-absl::StatusOr<SampleRange> DataParallelSlice(int64_t batch_start, int64_t global_batch, int dp_rank, int dp_size);
+absl::StatusOr<SampleRange> DataParallelSlice(int64_t batch_start, int64_t global_batch, int dp_rank,
+                                              int dp_size);
 
 // What a checkpoint stores about the data: the samples consumed (the blend keeps no state) and
 // the fingerprint of the stream they were consumed from.

@@ -16,8 +16,8 @@
 namespace tessera::kernels::cpu {
 
 TS_VECTOR_CLONES
-void RmsNormForwardRows(const float* x, const float* w, float* y, float* inv_rms, int64_t begin,
-                        int64_t end, int64_t dim, float eps) {
+void RmsNormForwardRows(const float* x, const float* w, float* y, float* inv_rms, int64_t begin, int64_t end,
+                        int64_t dim, float eps) {
   for (int64_t r = begin; r < end; ++r) {
     const float* xr = x + r * dim;
     float* yr = y + r * dim;
@@ -32,8 +32,7 @@ void RmsNormForwardRows(const float* x, const float* w, float* y, float* inv_rms
 
 TS_VECTOR_CLONES
 void RmsNormBackwardRows(const float* grad_y, const float* x, const float* w, const float* inv_rms,
-                         float* grad_x, float* grad_w_partial, int64_t begin, int64_t end,
-                         int64_t dim) {
+                         float* grad_x, float* grad_w_partial, int64_t begin, int64_t end, int64_t dim) {
   // With n = x * inv: y = n * w, and
   //   grad_x = inv * (g*w - n * mean(g*w*n)),   grad_w = sum over rows of g * n.
   for (int64_t r = begin; r < end; ++r) {
@@ -53,8 +52,7 @@ void RmsNormBackwardRows(const float* grad_y, const float* x, const float* w, co
 }
 
 TS_VECTOR_CLONES
-void RotateRow(const float* in, float* out, const float* cos, const float* sin, int64_t half,
-               float sign) {
+void RotateRow(const float* in, float* out, const float* cos, const float* sin, int64_t half, float sign) {
   for (int64_t i = 0; i < half; ++i) {
     const float a = in[i], b = in[i + half], c = cos[i], s = sign * sin[i];
     out[i] = a * c - b * s;

@@ -27,10 +27,13 @@ namespace {
 namespace kc = ::tessera::kernels::cuda;
 
 bool KernelDtype(torch::ScalarType t) { return t == torch::kFloat || t == torch::kBFloat16; }
-kc::DType ToKernel(torch::ScalarType t) { return t == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32; }
+kc::DType ToKernel(torch::ScalarType t) {
+  return t == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
+}
 
 void CheckCuda(cudaError_t status, const char* what) {
-  TORCH_CHECK(status == cudaSuccess, "Tessera RMSNorm CUDA kernel (", what, "): ", cudaGetErrorString(status));
+  TORCH_CHECK(status == cudaSuccess, "Tessera RMSNorm CUDA kernel (", what,
+              "): ", cudaGetErrorString(status));
 }
 
 // y = x * rsqrt(mean(x^2) + eps) * weight with Tessera's kernel. Saves x, weight and the per-row
@@ -47,10 +50,11 @@ class RmsNormCudaFunction : public torch::autograd::Function<RmsNormCudaFunction
     const c10::cuda::CUDAGuard guard(xc.device());
     torch::Tensor y = torch::empty(xc.sizes(), xc.options().dtype(out_dtype));
     torch::Tensor inv_rms = torch::empty({rows}, xc.options().dtype(torch::kFloat));
-    CheckCuda(kc::RmsNormForward(xc.data_ptr(), ToKernel(xc.scalar_type()), wc.data_ptr<float>(), y.data_ptr(),
-                                 ToKernel(out_dtype), inv_rms.data_ptr<float>(), rows, dim,
-                                 static_cast<float>(eps), c10::cuda::getCurrentCUDAStream(xc.device().index())),
-              "forward");
+    CheckCuda(
+        kc::RmsNormForward(xc.data_ptr(), ToKernel(xc.scalar_type()), wc.data_ptr<float>(), y.data_ptr(),
+                           ToKernel(out_dtype), inv_rms.data_ptr<float>(), rows, dim, static_cast<float>(eps),
+                           c10::cuda::getCurrentCUDAStream(xc.device().index())),
+        "forward");
     ctx->save_for_backward({xc, wc, inv_rms});
     return y;
   }
@@ -69,11 +73,13 @@ class RmsNormCudaFunction : public torch::autograd::Function<RmsNormCudaFunction
     torch::Tensor grad_x = torch::empty_like(x);
     torch::Tensor grad_w = torch::empty({dim}, x.options().dtype(torch::kFloat));
     const int64_t workspace_elements = kc::RmsNormBackwardWorkspaceElements(rows, dim);
-    torch::Tensor workspace = torch::empty({std::max<int64_t>(workspace_elements, 1)}, x.options().dtype(torch::kFloat));
+    torch::Tensor workspace =
+        torch::empty({std::max<int64_t>(workspace_elements, 1)}, x.options().dtype(torch::kFloat));
     CheckCuda(kc::RmsNormBackward(grad_y.data_ptr(), ToKernel(grad_y.scalar_type()), x.data_ptr(),
-                                  ToKernel(x.scalar_type()), weight.data_ptr<float>(), inv_rms.data_ptr<float>(),
-                                  grad_x.data_ptr(), grad_w.data_ptr<float>(), workspace.data_ptr<float>(),
-                                  workspace_elements, rows, dim, c10::cuda::getCurrentCUDAStream(x.device().index())),
+                                  ToKernel(x.scalar_type()), weight.data_ptr<float>(),
+                                  inv_rms.data_ptr<float>(), grad_x.data_ptr(), grad_w.data_ptr<float>(),
+                                  workspace.data_ptr<float>(), workspace_elements, rows, dim,
+                                  c10::cuda::getCurrentCUDAStream(x.device().index())),
               "backward");
     // One gradient per forward argument: none for eps and out_dtype.
     return {grad_x, grad_w, torch::Tensor(), torch::Tensor()};

@@ -5,8 +5,8 @@
 // composition and its kernel count.
 #include "kernels/rotary.h"
 
-#include <torch/autograd.h>
 #include <ATen/Parallel.h>
+#include <torch/autograd.h>
 #include <torch/torch.h>
 
 #include "kernels/cpu_loops.h"
@@ -32,8 +32,7 @@ torch::Tensor RotateCpu(const torch::Tensor& x_in, const torch::Tensor& cos, con
   at::parallel_for(0, batch * seq * heads, 64, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / (seq * heads), t = (i / heads) % seq, h = i % heads;
-      cpu::RotateRow(xp + b * sb + t * st + h * sh, op + i * dim, cp + t * half, sp + t * half, half,
-                     sign);
+      cpu::RotateRow(xp + b * sb + t * st + h * sh, op + i * dim, cp + t * half, sp + t * half, half, sign);
     }
   });
   return out;
@@ -82,8 +81,7 @@ class RotaryFunction : public torch::autograd::Function<RotaryFunction> {
 
 }  // namespace
 
-RotaryTables MakeRotaryTables(int64_t max_seq_len, int64_t head_dim, double theta,
-                              torch::Device device) {
+RotaryTables MakeRotaryTables(int64_t max_seq_len, int64_t head_dim, double theta, torch::Device device) {
   // inv_freq[i] = theta^(-2i/d), computed in fp64 so long contexts keep exact angles.
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
   torch::Tensor inv_freq =

@@ -11,8 +11,7 @@ struct RotaryTables {
   torch::Tensor cos;
   torch::Tensor sin;
 };
-RotaryTables MakeRotaryTables(int64_t max_seq_len, int64_t head_dim, double theta,
-                              torch::Device device);
+RotaryTables MakeRotaryTables(int64_t max_seq_len, int64_t head_dim, double theta, torch::Device device);
 
 // x: [batch, seq, heads, head_dim], positions 0..seq-1. An autograd function whose backward is
 // the inverse rotation of the incoming gradient; it saves no activations.

@@ -14,17 +14,18 @@
 #include "absl/strings/str_join.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
-#include "parallel/local_comm.h"
-#include "parallel/mpi_comm.h"
-#include "parallel/nccl_comm.h"
-#include "parallel/rendezvous.h"
+#include "parallel/comm/local_comm.h"
+#include "parallel/comm/mpi_comm.h"
+#include "parallel/comm/nccl_comm.h"
+#include "parallel/comm/rendezvous.h"
 
 namespace tessera::parallel {
 namespace {
 
 absl::StatusOr<Backend> ChooseBackend(const LaunchInfo& launch, const GridOptions& o) {
   if (o.device != "cpu" && o.device != "cuda") {
-    return absl::InvalidArgumentError(absl::StrCat("parallel: device '", o.device, "' is neither cpu nor cuda"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("parallel: device '", o.device, "' is neither cpu nor cuda"));
   }
   const bool cuda = o.device == "cuda";
   if (o.backend == "auto") {
@@ -33,14 +34,17 @@ absl::StatusOr<Backend> ChooseBackend(const LaunchInfo& launch, const GridOption
   }
   if (o.backend == "local") {
     if (launch.world_size > 1) {
-      return absl::InvalidArgumentError(absl::StrCat("parallel.backend = local runs one process, but the launcher "
-                                                     "started ", launch.world_size, " (", launch.size_variable, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("parallel.backend = local runs one process, but the launcher "
+                       "started ",
+                       launch.world_size, " (", launch.size_variable, ")"));
     }
     return Backend::kLocal;
   }
   if (o.backend == "mpi") {
     if (cuda) {
-      return absl::InvalidArgumentError("parallel.backend = mpi communicates CPU tensors; a CUDA run needs nccl");
+      return absl::InvalidArgumentError(
+          "parallel.backend = mpi communicates CPU tensors; a CUDA run needs nccl");
     }
     return Backend::kMpi;
   }
@@ -48,7 +52,8 @@ absl::StatusOr<Backend> ChooseBackend(const LaunchInfo& launch, const GridOption
     if (!cuda) return absl::InvalidArgumentError("parallel.backend = nccl needs train.device = cuda");
     return Backend::kNccl;
   }
-  return absl::InvalidArgumentError(absl::StrCat("parallel.backend '", o.backend, "' is not auto, local, mpi or nccl"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("parallel.backend '", o.backend, "' is not auto, local, mpi or nccl"));
 }
 
 // The NCCL bootstrap named by `rendezvous`, resolved against what the launch offers.
@@ -71,16 +76,18 @@ absl::StatusOr<NcclBootstrap> ChooseBootstrap(Runtime& runtime, const GridOption
   if (how == "auto") {
     how = runtime.mpi() ? "mpi" : !host.empty() || launch.world_size == 1 ? "tcp" : "";
     if (how.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "rank ", launch.rank, ": no way to hand NCCL's unique id to the ", launch.world_size,
-          " ranks: launch with mpirun, set MASTER_ADDR and MASTER_PORT (the host of rank 0 and a free port), or "
-          "set parallel.rendezvous: file:/path/on/a/shared/filesystem"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("rank ", launch.rank, ": no way to hand NCCL's unique id to the ", launch.world_size,
+                       " ranks: launch with mpirun, set MASTER_ADDR and MASTER_PORT (the host of rank 0 and "
+                       "a free port), or "
+                       "set parallel.rendezvous: file:/path/on/a/shared/filesystem"));
     }
   }
   if (how == "mpi") {
     MpiRuntime* mpi = runtime.mpi();
     if (mpi == nullptr) {
-      return absl::InvalidArgumentError("parallel.rendezvous = mpi, but MPI is not running (launch with mpirun)");
+      return absl::InvalidArgumentError(
+          "parallel.rendezvous = mpi, but MPI is not running (launch with mpirun)");
     }
     return NcclBootstrap([mpi](const std::string& id) -> absl::StatusOr<std::string> {
       std::string bytes = id;
@@ -101,7 +108,8 @@ absl::StatusOr<NcclBootstrap> ChooseBootstrap(Runtime& runtime, const GridOption
 
 absl::StatusOr<int> ChooseDevice(const LaunchInfo& launch, const GridOptions& o) {
   const int count = CudaDeviceCount();
-  if (count == 0) return absl::FailedPreconditionError(absl::StrCat("rank ", launch.rank, ": no CUDA device is visible"));
+  if (count == 0)
+    return absl::FailedPreconditionError(absl::StrCat("rank ", launch.rank, ": no CUDA device is visible"));
   if (o.device_index >= 0) {
     if (o.device_index >= count) {
       return absl::InvalidArgumentError(absl::StrCat("rank ", launch.rank, ": CUDA device ", o.device_index,
@@ -113,31 +121,34 @@ absl::StatusOr<int> ChooseDevice(const LaunchInfo& launch, const GridOptions& o)
   if (local < count) return local;
   // Each rank may see only its own GPU (Slurm's --gpus-per-task, CUDA_VISIBLE_DEVICES per rank).
   if (count == 1) return 0;
-  return absl::FailedPreconditionError(absl::StrCat(
-      "rank ", launch.rank, " is local rank ", local, " on its node but only ", count,
-      " CUDA devices are visible: start at most one rank per GPU on each node"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("rank ", launch.rank, " is local rank ", local, " on its node but only ", count,
+                   " CUDA devices are visible: start at most one rank per GPU on each node"));
 }
 
 std::string Coords(const Coordinates& c) { return absl::StrCat("tp", c.tp, " pp", c.pp, " dp", c.dp); }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ProcessGrid>> ProcessGrid::Create(const LaunchInfo& launch, const GridOptions& options) {
+absl::StatusOr<std::unique_ptr<ProcessGrid>> ProcessGrid::Create(const LaunchInfo& launch,
+                                                                 const GridOptions& options) {
   // Check what needs no communication first, so that bad input fails before anything starts.
   auto topology = Topology::Create(launch.world_size, options.dims, options.order);
   if (!topology.ok()) {
     const std::string from = launch.size_variable.empty() ? "a single process, no launcher"
                                                           : absl::StrCat("from ", launch.size_variable);
-    return absl::InvalidArgumentError(absl::StrCat("parallel layout (parallel.tp, parallel.pp, parallel.dp, "
-                                                   "parallel.order) does not fit the launch: ",
-                                                   topology.status().message(), " (world size ", from, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("parallel layout (parallel.tp, parallel.pp, parallel.dp, "
+                     "parallel.order) does not fit the launch: ",
+                     topology.status().message(), " (world size ", from, ")"));
   }
   TS_ASSIGN_OR_RETURN(Backend backend, ChooseBackend(launch, options));
   RuntimeOptions r;
   const bool rendezvous_mpi = options.rendezvous == "mpi";
-  r.mpi = backend == Backend::kMpi || (backend == Backend::kNccl && rendezvous_mpi) ? RuntimeOptions::Mpi::kRequired
-          : backend == Backend::kLocal && !launch.launched_by_mpi()                  ? RuntimeOptions::Mpi::kNever
-                                                                                     : RuntimeOptions::Mpi::kAuto;
+  r.mpi = backend == Backend::kMpi || (backend == Backend::kNccl && rendezvous_mpi)
+              ? RuntimeOptions::Mpi::kRequired
+          : backend == Backend::kLocal && !launch.launched_by_mpi() ? RuntimeOptions::Mpi::kNever
+                                                                    : RuntimeOptions::Mpi::kAuto;
   r.startup_timeout_s = options.startup_timeout_s;
   r.comm_timeout_s = options.comm_timeout_s;
   r.install_signal_handlers = options.install_signal_handlers;
@@ -165,16 +176,18 @@ absl::StatusOr<std::unique_ptr<ProcessGrid>> ProcessGrid::Create(std::shared_ptr
       if (runtime->mpi() == nullptr) {
         return absl::FailedPreconditionError(absl::StrCat(
             "the MPI backend needs the processes started by an MPI launcher (mpirun, or srun --mpi=pmix); "
-            "this one was started by: ", LauncherName(launch.launcher)));
+            "this one was started by: ",
+            LauncherName(launch.launcher)));
       }
-      TS_ASSIGN_OR_RETURN(grid->world_, CreateMpiWorldCommunicator(watchdog, MpiCommOptions{options.max_count}));
+      TS_ASSIGN_OR_RETURN(grid->world_,
+                          CreateMpiWorldCommunicator(watchdog, MpiCommOptions{options.max_count}));
       break;
     }
     case Backend::kNccl: {
       if (!NcclBackendAvailable()) {
-        return absl::FailedPreconditionError(absl::StrCat("a CUDA run with ", launch.world_size,
-                                                          " ranks needs the NCCL backend: ",
-                                                          NcclBackendMissingReason()));
+        return absl::FailedPreconditionError(
+            absl::StrCat("a CUDA run with ", launch.world_size,
+                         " ranks needs the NCCL backend: ", NcclBackendMissingReason()));
       }
       TS_ASSIGN_OR_RETURN(grid->device_index_, ChooseDevice(launch, options));
       TS_ASSIGN_OR_RETURN(NcclBootstrap bootstrap, ChooseBootstrap(*runtime, options));
@@ -238,12 +251,13 @@ std::string ProcessGrid::Summary() const {
   const ParallelDims& d = topology_.dims();
   std::string out = absl::StrCat("launch: ", launch().Describe(), "\n");
   absl::StrAppend(&out, "versions: ", VersionsLine(), "\n");
-  absl::StrAppend(&out, absl::StrFormat(
-      "layout: world %d = tp %d x pp %d x dp %d, order %s; backend %s%s; collective timeout %g s "
-      "(start-up %g s)\n",
-      world_size(), d.tp, d.pp, d.dp, topology_.order(), BackendName(backend_),
-      device_index_ >= 0 ? absl::StrCat(" on cuda:", device_index_) : std::string(" (cpu)"),
-      rt.options().comm_timeout_s, rt.options().startup_timeout_s));
+  absl::StrAppend(
+      &out, absl::StrFormat(
+                "layout: world %d = tp %d x pp %d x dp %d, order %s; backend %s%s; collective timeout %g s "
+                "(start-up %g s)\n",
+                world_size(), d.tp, d.pp, d.dp, topology_.order(), BackendName(backend_),
+                device_index_ >= 0 ? absl::StrCat(" on cuda:", device_index_) : std::string(" (cpu)"),
+                rt.options().comm_timeout_s, rt.options().startup_timeout_s));
   absl::StrAppend(&out, topology_.Table());
   return out;
 }

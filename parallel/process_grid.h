@@ -21,9 +21,9 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "parallel/communicator.h"
-#include "parallel/launch.h"
-#include "parallel/runtime.h"
+#include "parallel/comm/communicator.h"
+#include "parallel/comm/launch.h"
+#include "parallel/comm/runtime.h"
 #include "parallel/topology.h"
 
 namespace tessera::parallel {
@@ -60,7 +60,8 @@ class ProcessGrid {
   // Validates the layout against the launch (world = tp x pp x dp, with the numbers and the
   // launcher variable in the message), starts the runtime (MPI if needed, the watchdog) and
   // creates every communicator. Collective: all ranks of the world call it.
-  static absl::StatusOr<std::unique_ptr<ProcessGrid>> Create(const LaunchInfo& launch, const GridOptions& options);
+  static absl::StatusOr<std::unique_ptr<ProcessGrid>> Create(const LaunchInfo& launch,
+                                                             const GridOptions& options);
   // The same on an existing runtime (tests build several grids in one process). The runtime's
   // timeouts and signal policy apply; options' are ignored.
   static absl::StatusOr<std::unique_ptr<ProcessGrid>> Create(std::shared_ptr<Runtime> runtime,
@@ -108,7 +109,8 @@ class ProcessGrid {
   Runtime& runtime() { return *runtime_; }
 
  private:
-  ProcessGrid(std::shared_ptr<Runtime> runtime, Topology topology) : runtime_(std::move(runtime)), topology_(topology) {}
+  ProcessGrid(std::shared_ptr<Runtime> runtime, Topology topology)
+      : runtime_(std::move(runtime)), topology_(topology) {}
 
   std::shared_ptr<Runtime> runtime_;  // first member: destroyed last, after the communicators
   Topology topology_;

@@ -15,14 +15,11 @@ namespace {
 int64_t Get(const Coordinates& c, Dim d) {
   return d == Dim::kTensor ? c.tp : d == Dim::kPipeline ? c.pp : c.dp;
 }
-int64_t& Get(Coordinates& c, Dim d) {
-  return d == Dim::kTensor ? c.tp : d == Dim::kPipeline ? c.pp : c.dp;
-}
+int64_t& Get(Coordinates& c, Dim d) { return d == Dim::kTensor ? c.tp : d == Dim::kPipeline ? c.pp : c.dp; }
 
 }  // namespace
 
-absl::StatusOr<Topology> Topology::Create(int64_t world_size, ParallelDims dims,
-                                          const std::string& order) {
+absl::StatusOr<Topology> Topology::Create(int64_t world_size, ParallelDims dims, const std::string& order) {
   if (world_size < 1) return absl::InvalidArgumentError(absl::StrCat("world size ", world_size, " < 1"));
   if (dims.tp < 1 || dims.pp < 1) {
     return absl::InvalidArgumentError(
@@ -30,25 +27,24 @@ absl::StatusOr<Topology> Topology::Create(int64_t world_size, ParallelDims dims,
   }
   if (dims.dp <= 0) {
     if (world_size % (dims.tp * dims.pp) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "world size ", world_size, " is not divisible by tp x pp = ", dims.tp, " x ", dims.pp,
-          " = ", dims.tp * dims.pp, ", so parallel.dp = auto has no whole value"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("world size ", world_size, " is not divisible by tp x pp = ", dims.tp, " x ", dims.pp,
+                       " = ", dims.tp * dims.pp, ", so parallel.dp = auto has no whole value"));
     }
     dims.dp = world_size / (dims.tp * dims.pp);
   }
   if (dims.tp * dims.pp * dims.dp != world_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "world size ", world_size, " != tp x pp x dp = ", dims.tp, " x ", dims.pp, " x ", dims.dp,
-        " = ", dims.tp * dims.pp * dims.dp));
+    return absl::InvalidArgumentError(absl::StrCat("world size ", world_size, " != tp x pp x dp = ", dims.tp,
+                                                   " x ", dims.pp, " x ", dims.dp, " = ",
+                                                   dims.tp * dims.pp * dims.dp));
   }
-  const std::map<std::string, Dim> names = {
-      {"tp", Dim::kTensor}, {"pp", Dim::kPipeline}, {"dp", Dim::kData}};
+  const std::map<std::string, Dim> names = {{"tp", Dim::kTensor}, {"pp", Dim::kPipeline}, {"dp", Dim::kData}};
   std::vector<std::string> parts = absl::StrSplit(order, '-');
   std::array<Dim, 3> dims_order;
   std::set<std::string> seen;
   if (parts.size() != 3) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("rank order '", order, "': expected the three names tp, pp, dp joined by '-', e.g. tp-dp-pp"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank order '", order, "': expected the three names tp, pp, dp joined by '-', e.g. tp-dp-pp"));
   }
   for (size_t i = 0; i < 3; ++i) {
     auto it = names.find(parts[i]);
@@ -128,9 +124,10 @@ std::string Topology::order() const {
 }
 
 std::string Topology::Table() const {
-  std::string out = absl::StrFormat("world %d = tp %d x pp %d x dp %d, order %s (innermost first)\n"
-                                    " rank   tp   pp   dp\n",
-                                    world_size(), dims_.tp, dims_.pp, dims_.dp, order());
+  std::string out = absl::StrFormat(
+      "world %d = tp %d x pp %d x dp %d, order %s (innermost first)\n"
+      " rank   tp   pp   dp\n",
+      world_size(), dims_.tp, dims_.pp, dims_.dp, order());
   for (int64_t r = 0; r < world_size(); ++r) {
     Coordinates c = CoordinatesOf(r);
     absl::StrAppend(&out, absl::StrFormat("%5d %4d %4d %4d\n", r, c.tp, c.pp, c.dp));
@@ -162,8 +159,8 @@ std::string Topology::GroupsReport() const {
       embedding.push_back(std::move(e));
     }
   }
-  return line("tp", Groups(Dim::kTensor)) + line("pp", Groups(Dim::kPipeline)) + line("dp", Groups(Dim::kData)) +
-         line("model", model) + line("embedding", embedding);
+  return line("tp", Groups(Dim::kTensor)) + line("pp", Groups(Dim::kPipeline)) +
+         line("dp", Groups(Dim::kData)) + line("model", model) + line("embedding", embedding);
 }
 
 }  // namespace tessera::parallel

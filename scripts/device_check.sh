@@ -13,7 +13,7 @@
 #              .deps prefix
 #   build      ninja, all targets, -j$(nproc); then the CUDA kernels' registers and spills
 #   gpu_tests  ctest -L gpu (tests/gpu: the CUDA RMSNorm kernel, training on CUDA)
-#   nccl       tests/parallel/nccl_device_check.sh: NCCL communicator tests on CUDA, world 1, then one rank per GPU
+#   nccl       tests/parallel/comm/nccl_device_check.sh: NCCL communicator tests on CUDA, world 1, then one rank per GPU
 #   bench      scripts/bench/gpu_vs_hf.sh: Tessera vs Hugging Face transformers, Llama-3.2-1B
 #              shape, seq 4096, bf16
 #   tests      the rest of the ctest suite (ctest -LE gpu)
@@ -305,7 +305,7 @@ export -f ctest_note
 
 phase_nccl() {
   load_deps_env || true
-  bash "$ROOT/tests/parallel/nccl_device_check.sh" "$BUILD_DIR" "$WORKDIR"
+  bash "$ROOT/tests/parallel/comm/nccl_device_check.sh" "$BUILD_DIR" "$WORKDIR"
   local rc=$?
   note "$(tail -1 "$WORKDIR/nccl_check_summary.txt" 2>/dev/null || echo "exit $rc")"
   return "$rc"

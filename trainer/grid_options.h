@@ -4,8 +4,8 @@
 
 #include <string>
 
+#include "config/config.h"
 #include "parallel/process_grid.h"
-#include "trainer/config.h"
 
 namespace tessera {
 

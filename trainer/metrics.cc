@@ -36,7 +36,8 @@ std::string MetricsJsonLine(const StepMetrics& m) {
 
 std::string MetricsConsoleLine(const StepMetrics& m) {
   std::string line = absl::StrFormat(
-      "step %*d/%d | loss %.4f | lr %.2e | grad_norm %.3f | %.0f tok/s | mfu %.1f%% | mem %.0f MiB | %.3f s/step",
+      "step %*d/%d | loss %.4f | lr %.2e | grad_norm %.3f | %.0f tok/s | mfu %.1f%% | mem %.0f MiB | %.3f "
+      "s/step",
       static_cast<int>(std::to_string(m.total_steps).size()), m.step, m.total_steps, m.loss, m.lr,
       m.grad_norm, m.tokens_per_s, 100.0 * m.mfu, m.memory_mb, m.step_time_s);
   if (m.eval_loss) absl::StrAppend(&line, absl::StrFormat(" | eval_loss %.4f", *m.eval_loss));

@@ -19,7 +19,7 @@ struct StepMetrics {
   double tokens_per_s = 0;
   double mfu = 0;  // fraction of peak, 0..1; 0 when the peak is unknown
   double step_time_s = 0;
-  double memory_mb = 0;  // device memory allocated (CUDA) or resident set size (CPU)
+  double memory_mb = 0;       // device memory allocated (CUDA) or resident set size (CPU)
   double data_wait_s = 0;     // seconds the step waited for the loader (should be ~0)
   int64_t skipped_steps = 0;  // updates skipped so far by the loss-spike / NaN guard
   std::optional<double> eval_loss;

@@ -14,18 +14,18 @@
 #include <cmath>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/checkpoint_reader.h"
+#include "core/exit_codes.h"
 #include "core/file_util.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
 #include "data/batch_tensors.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
-#include "trainer/exit_codes.h"
-#include "trainer/flops.h"
-#include "trainer/checkpoint/checkpoint_dir.h"
-#include "trainer/checkpoint/checkpoint_reader.h"
+#include "model/flops.h"
 #include "trainer/metrics_tensorboard.h"
 
 namespace tessera {
@@ -80,8 +80,9 @@ absl::Status AllRanksOk(parallel::ProcessGrid& grid, const absl::Status& mine) {
   if (!mine.ok()) return mine;
   const int count = static_cast<int>(failed.item<float>());
   if (count == 0) return absl::OkStatus();
-  return absl::AbortedError(absl::StrCat(count, " other rank(s) failed to start; their messages are on "
-                                                "the console and in their logs"));
+  return absl::AbortedError(absl::StrCat(count,
+                                         " other rank(s) failed to start; their messages are on "
+                                         "the console and in their logs"));
 }
 
 Trainer::Trainer(const Config& config, parallel::ProcessGrid& grid, torch::Device device)
@@ -105,14 +106,15 @@ absl::Status Trainer::SetupData() {
   options.vocab_size = config_.model.vocab_size;
   auto stream = data::SampleStream::Open(options);
   if (!stream.ok()) {
-    return absl::Status(stream.status().code(), absl::StrCat("data.train: ", stream.status().message()));
+    return Annotate(stream.status(), "data.train: ");
   }
   train_stream_ = *std::move(stream);
   if (t.eval_every > 0) {
     options.corpora = CorpusSpecs(config_.data.val);
     options.shuffle = false;  // every evaluation reads the same samples
     auto val = data::SampleStream::Open(options);
-    if (!val.ok()) return absl::Status(val.status().code(), absl::StrCat("data.val: ", val.status().message()));
+    if (!val.ok())
+      return Annotate(val.status(), "data.val: ");
     val_stream_ = *std::move(val);
   }
   return absl::OkStatus();
@@ -133,7 +135,8 @@ absl::Status Trainer::SetupModel() {
   costs.head = 6.0 * m.vocab_size * m.dim;
   costs.embedding = 0;
   if (pc.pp_layers.empty()) {
-    TS_ASSIGN_OR_RETURN(partition_, parallel::pipeline::BalancedPartition(m.n_layers, dims.pp, pc.virtual_stages, costs));
+    TS_ASSIGN_OR_RETURN(partition_,
+                        parallel::pipeline::BalancedPartition(m.n_layers, dims.pp, pc.virtual_stages, costs));
   } else {
     std::vector<int64_t> counts;
     for (const std::string& item : pc.pp_layers) {
@@ -143,9 +146,11 @@ absl::Status Trainer::SetupModel() {
       }
       counts.push_back(n);
     }
-    auto explicit_split = parallel::pipeline::ExplicitPartition(m.n_layers, dims.pp, pc.virtual_stages, counts);
+    auto explicit_split =
+        parallel::pipeline::ExplicitPartition(m.n_layers, dims.pp, pc.virtual_stages, counts);
     if (!explicit_split.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("parallel.pp_layers: ", explicit_split.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("parallel.pp_layers: ", explicit_split.status().message()));
     }
     partition_ = *std::move(explicit_split);
   }
@@ -153,22 +158,27 @@ absl::Status Trainer::SetupModel() {
   const std::string& name = pc.pp_schedule;
   if (name == "gpipe" || name == "1f1b" || name == "interleaved" || name == "zb-h1") {
     auto made = parallel::pipeline::MakeSchedule(name, dims.pp, microbatches, pc.virtual_stages);
-    if (!made.ok()) return absl::InvalidArgumentError(absl::StrCat("parallel.pp_schedule = ", name, ": ", made.status().message()));
+    if (!made.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("parallel.pp_schedule = ", name, ": ", made.status().message()));
     schedule = *std::move(made);
   } else {
     auto text = ReadFileToString(name);
     if (!text.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("parallel.pp_schedule = '", name,
-                                                     "': not gpipe, 1f1b, interleaved or zb-h1, and not a readable "
-                                                     "schedule file: ", text.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("parallel.pp_schedule = '", name,
+                       "': not gpipe, 1f1b, interleaved or zb-h1, and not a readable "
+                       "schedule file: ",
+                       text.status().message()));
     }
     auto parsed = parallel::pipeline::ParseSchedule(*text);
     if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(name, ": ", parsed.status().message()));
     schedule = *std::move(parsed);
     if (schedule.pp != dims.pp || schedule.v != pc.virtual_stages || schedule.microbatches != microbatches) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, ": the schedule is for pp ", schedule.pp, ", ", schedule.v, " virtual stage(s), ", schedule.microbatches,
-          " micro-batches; this run has pp ", dims.pp, ", ", pc.virtual_stages, ", ", microbatches));
+      return absl::InvalidArgumentError(absl::StrCat(name, ": the schedule is for pp ", schedule.pp, ", ",
+                                                     schedule.v, " virtual stage(s), ", schedule.microbatches,
+                                                     " micro-batches; this run has pp ", dims.pp, ", ",
+                                                     pc.virtual_stages, ", ", microbatches));
     }
   }
 
@@ -213,10 +223,10 @@ absl::Status Trainer::SetupModel() {
       // Gradients that need a fix-up across another group before the DP reduction: what
       // SyncTensorParallelGrads completes (sequence-parallel norms, replicated kv blocks), and
       // the two copies of tied embeddings on the first and last pipeline stages.
-      const bool tied_across_stages = m.tie_embeddings && dims.pp > 1 &&
-                                      (info.is_tied_copy() || info.name == "tok_embeddings");
-      const bool late = (shard.sequence_parallel && info.shard.dim < 0) || info.shard.replicas > 1 ||
-                        tied_across_stages;
+      const bool tied_across_stages =
+          m.tie_embeddings && dims.pp > 1 && (info.is_tied_copy() || info.name == "tok_embeddings");
+      const bool late =
+          (shard.sequence_parallel && info.shard.dim < 0) || info.shard.replicas > 1 || tied_across_stages;
       params.push_back({info.name, info.tensor, decay, norm_weight, late, c});
       rank_params_.infos.push_back(info);
     }
@@ -226,9 +236,10 @@ absl::Status Trainer::SetupModel() {
   dp_options.bucket_mb = pc.bucket_mb;
   TS_ASSIGN_OR_RETURN(reducer_, parallel::GradReducer::Create(std::move(params), grid_.dp(), dp_options));
 
-  stage_ = std::make_unique<ModelPipelineStage>(std::move(chunks), t.micro_batch, t.seq_len, m.dim,
-                                                shard.sequence_parallel ? static_cast<int>(dims.tp) : 1, device_,
-                                                [this](int chunk) { reducer_->MarkFinalBackward(chunk); });
+  stage_ =
+      std::make_unique<ModelPipelineStage>(std::move(chunks), t.micro_batch, t.seq_len, m.dim,
+                                           shard.sequence_parallel ? static_cast<int>(dims.tp) : 1, device_,
+                                           [this](int chunk) { reducer_->MarkFinalBackward(chunk); });
   TS_ASSIGN_OR_RETURN(executor_, parallel::pipeline::PipelineExecutor::Create(
                                      std::move(schedule), grid_.pp(), *stage_, device_,
                                      parallel::pipeline::ExecutorOptions{/*synchronize_timing=*/false}));
@@ -236,7 +247,8 @@ absl::Status Trainer::SetupModel() {
     TS_LOG(INFO) << "pipeline: schedule " << executor_->schedule().name << ", " << microbatches
                  << " micro-batches, predicted bubble "
                  << absl::StrFormat("%.1f%%", 100.0 * executor_->prediction().bubble_fraction)
-                 << "; stages (cost in FLOPs per token):\n" << partition_.ToString(costs);
+                 << "; stages (cost in FLOPs per token):\n"
+                 << partition_.ToString(costs);
   }
   return absl::OkStatus();
 }
@@ -264,7 +276,8 @@ absl::Status Trainer::SetupCheckpoints() {
           TS_LOG(WARNING) << "checkpoint " << skipped.path << " skipped: " << skipped.reason.message();
         }
       } else if (found.status().code() != absl::StatusCode::kNotFound) {
-        TS_LOG(WARNING) << "no checkpoint resumed from " << checkpoint_dir_ << ": " << found.status().message();
+        TS_LOG(WARNING) << "no checkpoint resumed from " << checkpoint_dir_ << ": "
+                        << found.status().message();
       }
     }
     TS_RETURN_IF_ERROR(grid_.world().Broadcast(chosen, 0));
@@ -273,7 +286,8 @@ absl::Status Trainer::SetupCheckpoints() {
   } else if (c.resume != "never") {
     auto found = checkpoint::ResolveCheckpoint(c.resume, checkpoint::Verify::kStructure);
     if (!found.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint.resume = '", c.resume, "': ", found.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint.resume = '", c.resume, "': ", found.status().message()));
     }
     step_dir = found->path;
   }
@@ -291,8 +305,8 @@ absl::Status Trainer::SetupCheckpoints() {
     auto position = data::DataPosition::Parse(manifest.data_position);
     if (position.ok()) {
       if (absl::Status same = position->CheckStream(*train_stream_); !same.ok() && grid_.rank() == 0) {
-        TS_LOG(WARNING) << "resuming at sample " << start_sample_ << " of a changed data definition: "
-                        << same.message();
+        TS_LOG(WARNING) << "resuming at sample " << start_sample_
+                        << " of a changed data definition: " << same.message();
       }
     }
   }
@@ -300,8 +314,8 @@ absl::Status Trainer::SetupCheckpoints() {
   if (grid_.rank() == 0) {
     TS_LOG(INFO) << "resumed from " << step_dir << " (saved at step " << manifest.step << " with tp " << l.tp
                  << " x pp " << l.pp << " x dp " << l.dp << ", zero " << l.zero << ", " << l.virtual_stages
-                 << " virtual stage(s)): continuing at step " << start_step_ + 1 << ", sample " << start_sample_
-                 << (had_optimizer ? "" : "; no optimizer state in it, AdamW starts fresh")
+                 << " virtual stage(s)): continuing at step " << start_step_ + 1 << ", sample "
+                 << start_sample_ << (had_optimizer ? "" : "; no optimizer state in it, AdamW starts fresh")
                  << absl::StrFormat(" (loaded in %.3f s)", load_s);
   }
   return absl::OkStatus();
@@ -328,7 +342,8 @@ absl::StatusOr<int64_t> Trainer::RollBack(int64_t failed_step) {
   TS_RETURN_IF_ERROR(checkpointer_->Wait());
   torch::Tensor chosen = torch::full({1}, -1.0, ScalarOptions());
   if (grid_.rank() == 0 && PathExists(checkpoint_dir_)) {
-    if (auto found = checkpoint::FindLatestValid(checkpoint_dir_); found.ok()) chosen.fill_(static_cast<double>(found->step));
+    if (auto found = checkpoint::FindLatestValid(checkpoint_dir_); found.ok())
+      chosen.fill_(static_cast<double>(found->step));
   }
   TS_RETURN_IF_ERROR(grid_.world().Broadcast(chosen, 0));
   const int64_t step = static_cast<int64_t>(chosen.item<double>());
@@ -346,8 +361,8 @@ absl::StatusOr<int64_t> Trainer::RollBack(int64_t failed_step) {
   skipped_total_ = std::max(skipped_total_, skipped_before);
   consecutive_skips_ = 0;
   if (is_logger()) {
-    TS_LOG(WARNING) << "diverged at step " << failed_step << ": rolled back to " << step_dir
-                    << " (step " << step << "); the global batches since then are skipped: training goes on at sample "
+    TS_LOG(WARNING) << "diverged at step " << failed_step << ": rolled back to " << step_dir << " (step "
+                    << step << "); the global batches since then are skipped: training goes on at sample "
                     << loader_->samples_consumed();
   }
   return step;
@@ -361,8 +376,11 @@ absl::Status Trainer::SaveCheckpoint(int64_t steps_done, bool wait) {
   state.data_position = loader_->position().Serialize();
   state.config_yaml = ConfigToYaml(config_);
   const parallel::ParallelDims dims = grid_.topology().dims();
-  state.layout = {grid_.world_size(), static_cast<int32_t>(dims.tp), static_cast<int32_t>(dims.pp),
-                  static_cast<int32_t>(dims.dp), static_cast<int32_t>(config_.parallel.zero),
+  state.layout = {grid_.world_size(),
+                  static_cast<int32_t>(dims.tp),
+                  static_cast<int32_t>(dims.pp),
+                  static_cast<int32_t>(dims.dp),
+                  static_cast<int32_t>(config_.parallel.zero),
                   static_cast<int32_t>(partition_.v)};
   TS_ASSIGN_OR_RETURN(state.tensors, CollectStateSlices(rank_params_, *reducer_, *optimizer_, grid_));
   if (grid_.rank() == 0) {
@@ -378,9 +396,9 @@ absl::Status Trainer::SaveCheckpoint(int64_t steps_done, bool wait) {
   if (wait) TS_RETURN_IF_ERROR(checkpointer_->Wait());
   // (The writer logs each commit; an asynchronous save's cost to training is this stall.)
   if (is_logger() && config_.checkpoint.async && !wait) {
-    TS_LOG(INFO) << absl::StrFormat("checkpoint of step %d being written in the background (%.3f s stall)",
-                                    steps_done,
-                                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    TS_LOG(INFO) << absl::StrFormat(
+        "checkpoint of step %d being written in the background (%.3f s stall)", steps_done,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   return absl::OkStatus();
 }
@@ -392,9 +410,9 @@ absl::Status Trainer::Setup() {
   // The layout's constraints that need the world size (dp may be auto).
   if (t.global_batch % (t.micro_batch * dims.dp) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "train.global_batch = ", t.global_batch, " is not divisible by train.micro_batch x dp = ",
-        t.micro_batch, " x ", dims.dp, " = ", t.micro_batch * dims.dp,
-        ": each data-parallel rank needs whole micro-batches of the same count"));
+        "train.global_batch = ", t.global_batch,
+        " is not divisible by train.micro_batch x dp = ", t.micro_batch, " x ", dims.dp, " = ",
+        t.micro_batch * dims.dp, ": each data-parallel rank needs whole micro-batches of the same count"));
   }
   local_batch_ = t.global_batch / dims.dp;
   // Threads: the cores of this node shared by its ranks.
@@ -450,9 +468,8 @@ absl::Status Trainer::Setup() {
   }
   if (is_logger()) {
     TS_LOG(INFO) << "model: " << Millions(ParameterCount(m)) << " parameters (" << Millions(local_parameters)
-                 << " on rank 0), " << m.n_layers
-                 << " layers, dim " << m.dim << ", heads " << m.n_heads << " (kv " << m.n_kv_heads
-                 << "), ffn " << m.ffn_dim << ", vocab " << m.vocab_size
+                 << " on rank 0), " << m.n_layers << " layers, dim " << m.dim << ", heads " << m.n_heads
+                 << " (kv " << m.n_kv_heads << "), ffn " << m.ffn_dim << ", vocab " << m.vocab_size
                  << (m.tie_embeddings ? " (tied head)" : "");
     for (int d = 0; d < train_stream_->num_corpora(); ++d) {
       const data::DocumentCorpus& c = train_stream_->corpus(d);
@@ -468,17 +485,17 @@ absl::Status Trainer::Setup() {
     TS_LOG(INFO) << "batch: " << t.global_batch << " x " << t.seq_len << " tokens per step; " << local_batch_
                  << " sequences per data-parallel rank in " << local_batch_ / t.micro_batch
                  << " micro-batch(es) of " << t.micro_batch;
-    TS_LOG(INFO) << absl::StrFormat("MFU basis: %.3g FLOP/token, peak %.3g TFLOP/s per rank", flops_per_token_,
-                                    peak_tflops_);
+    TS_LOG(INFO) << absl::StrFormat("MFU basis: %.3g FLOP/token, peak %.3g TFLOP/s per rank",
+                                    flops_per_token_, peak_tflops_);
     TS_LOG(INFO) << "run directory: " << t.run_dir;
   }
   // Per rank: what the sharded optimizer leaves here (ZeRO's figures, printed by every rank).
   TS_LOG(INFO) << "this rank holds " << local_parameters << " parameters ("
                << Mib(local_parameters * static_cast<int64_t>(sizeof(float))) << " of fp32 weights)";
-  TS_LOG(INFO) << "data parallel: " << reducer_->num_buckets() << " gradient bucket(s) of <= "
-               << config_.parallel.bucket_mb << " MiB, zero " << reducer_->zero() << "; optimizer state "
-               << Mib(optimizer_->StateBytes()) << ", gradients " << Mib(reducer_->PersistentGradBytes())
-               << " on this rank";
+  TS_LOG(INFO) << "data parallel: " << reducer_->num_buckets()
+               << " gradient bucket(s) of <= " << config_.parallel.bucket_mb << " MiB, zero "
+               << reducer_->zero() << "; optimizer state " << Mib(optimizer_->StateBytes()) << ", gradients "
+               << Mib(reducer_->PersistentGradBytes()) << " on this rank";
   if (reducer_->zero() > 0 && dims.dp == 1 && is_logger()) {
     TS_LOG(INFO) << "parallel.zero = " << reducer_->zero() << " with dp = 1 shards nothing (a no-op)";
   }
@@ -514,11 +531,12 @@ absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
   if (ShouldSkipUpdate(metrics->loss, metrics->grad_norm)) {
     ++consecutive_skips_;
     metrics->skipped_steps = ++skipped_total_;
-    if (is_logger()) TS_LOG(WARNING) << absl::StrFormat("step %d: update skipped (loss %g, grad_norm %g%s); %d in a row", step + 1,
-                                       metrics->loss, metrics->grad_norm,
-                                       recent_losses_.empty() ? "" : absl::StrFormat(", running mean %g",
-                                                                                     RecentMean(recent_losses_)),
-                                       consecutive_skips_);
+    if (is_logger())
+      TS_LOG(WARNING) << absl::StrFormat(
+          "step %d: update skipped (loss %g, grad_norm %g%s); %d in a row", step + 1, metrics->loss,
+          metrics->grad_norm,
+          recent_losses_.empty() ? "" : absl::StrFormat(", running mean %g", RecentMean(recent_losses_)),
+          consecutive_skips_);
     return absl::OkStatus();
   }
   consecutive_skips_ = 0;
@@ -598,7 +616,8 @@ absl::StatusOr<double> Trainer::EvalMicroBatch(const data::LocalBatch& batch) {
     if (k > 0) {
       const int from = static_cast<int>(parallel::pipeline::RankOfModelChunk(k - 1, pp));
       if (from != pp_rank) {
-        activation = torch::empty({batch.rows, sp, config_.model.dim}, torch::TensorOptions().device(device_));
+        activation =
+            torch::empty({batch.rows, sp, config_.model.dim}, torch::TensorOptions().device(device_));
         TS_RETURN_IF_ERROR(grid_.pp().Recv(activation, from));
       }
     }
@@ -646,7 +665,8 @@ absl::Status Trainer::Run() {
   const double tokens_per_step = static_cast<double>(t.global_batch * t.seq_len);
   const int world = grid_.world_size();
   if (start_step_ >= t.steps && is_logger()) {
-    TS_LOG(INFO) << "the checkpoint is at step " << start_step_ << " of train.steps = " << t.steps << ": nothing to do";
+    TS_LOG(INFO) << "the checkpoint is at step " << start_step_ << " of train.steps = " << t.steps
+                 << ": nothing to do";
   }
   for (int64_t step = start_step_; step < t.steps; ++step) {
     StepMetrics metrics;
@@ -654,8 +674,9 @@ absl::Status Trainer::Run() {
     metrics.total_steps = t.steps;
     auto start = std::chrono::steady_clock::now();
     if (step + 1 == t.profile_step) {
-      const std::string trace = absl::StrCat(t.run_dir, "/profile_step_", step + 1,
-                                             world > 1 ? absl::StrFormat("_rank%05d", grid_.rank()) : "", ".json");
+      const std::string trace =
+          absl::StrCat(t.run_dir, "/profile_step_", step + 1,
+                       world > 1 ? absl::StrFormat("_rank%05d", grid_.rank()) : "", ".json");
       absl::Status status;
       {
         torch::autograd::profiler::RecordProfile profile(trace);
@@ -667,7 +688,8 @@ absl::Status Trainer::Run() {
       absl::Status status = TrainStep(step, &metrics);
       if (!status.ok()) {
         const std::string message(status.message());
-        if (message.find("out of memory") != std::string::npos || message.find("bad_alloc") != std::string::npos) {
+        if (message.find("out of memory") != std::string::npos ||
+            message.find("bad_alloc") != std::string::npos) {
           return WithExitCode(status, kExitOutOfMemory);
         }
         return status;
@@ -679,7 +701,8 @@ absl::Status Trainer::Run() {
       // When each bucket's reduction was issued: with overlap, before backward ended.
       std::string trace;
       for (const parallel::BucketEvent& e : reducer_->last_events()) {
-        absl::StrAppend(&trace, trace.empty() ? "" : ", ", absl::StrFormat("#%d %.1f ms", e.bucket, e.issued_ms));
+        absl::StrAppend(&trace, trace.empty() ? "" : ", ",
+                        absl::StrFormat("#%d %.1f ms", e.bucket, e.issued_ms));
       }
       TS_LOG(DEBUG) << "gradient buckets issued at " << trace << " into a backward of "
                     << absl::StrFormat("%.1f ms", reducer_->last_backward_ms());
@@ -687,7 +710,8 @@ absl::Status Trainer::Run() {
     metrics.step_time_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     metrics.tokens_per_s = tokens_per_step / metrics.step_time_s;
     // MFU per device: the job's FLOP rate over the world's peak.
-    metrics.mfu = peak_tflops_ > 0 ? flops_per_token_ * metrics.tokens_per_s / (world * peak_tflops_ * 1e12) : 0;
+    metrics.mfu =
+        peak_tflops_ > 0 ? flops_per_token_ * metrics.tokens_per_s / (world * peak_tflops_ * 1e12) : 0;
     metrics.memory_mb = MemoryInUseMb(device_);
     if (consecutive_skips_ > t.max_skips && t.on_divergence == "rollback" && rollbacks_ < kMaxRollbacks) {
       if (is_logger()) metrics_file_ << MetricsJsonLine(metrics) << std::flush;
@@ -700,7 +724,8 @@ absl::Status Trainer::Run() {
       if (is_logger()) metrics_file_ << MetricsJsonLine(metrics) << std::flush;
       return WithExitCode(
           absl::AbortedError(absl::StrFormat(
-              "training diverged: %d updates in a row skipped (last loss %g, grad_norm %g; train.max_skips = %d): "
+              "training diverged: %d updates in a row skipped (last loss %g, grad_norm %g; train.max_skips = "
+              "%d): "
               "lower train.lr (now %g), raise train.warmup_steps, or check the data around sample %d",
               consecutive_skips_, metrics.loss, metrics.grad_norm, t.max_skips, t.lr,
               loader_->samples_consumed() - t.global_batch)),
@@ -722,13 +747,14 @@ absl::Status Trainer::Run() {
     }
     // Preemption: every rank learns of a signal any rank got (Slurm signals them all, but not at
     // the same instant), so all save the same step and leave together.
-    torch::Tensor signal = torch::full({1}, static_cast<double>(parallel::ProcessGrid::PendingSignal()), ScalarOptions());
+    torch::Tensor signal =
+        torch::full({1}, static_cast<double>(parallel::ProcessGrid::PendingSignal()), ScalarOptions());
     TS_RETURN_IF_ERROR(grid_.world().AllReduce(signal, parallel::ReduceOp::kMax));
     if (const int sig = static_cast<int>(signal.item<double>()); sig != 0) {
       TS_RETURN_IF_ERROR(SaveCheckpoint(step + 1, /*wait=*/true));
-      return WithExitCode(absl::AbortedError(absl::StrCat(
-                              "stopped by signal ", sig, " after step ", step + 1, "; checkpoint saved in ",
-                              checkpoint_dir_, ": run the same command again to resume")),
+      return WithExitCode(absl::AbortedError(absl::StrCat("stopped by signal ", sig, " after step ", step + 1,
+                                                          "; checkpoint saved in ", checkpoint_dir_,
+                                                          ": run the same command again to resume")),
                           kExitPreempted);
     }
     const int64_t every = config_.checkpoint.every;

@@ -1,8 +1,8 @@
 // The training loop on one rank of the process grid: owns this rank's model chunks and the
-// pipeline executor that runs the schedule over them, the data-parallel gradient reducer, the optimizer (over this rank's ZeRO shard), the loader of this
-// rank's slice of each global batch, and (on rank 0) the run directory's metrics. Create()
-// validates everything that depends on the config, the layout and the data before any model
-// memory is allocated; Run() trains. A world of one process is the same code with identity
+// pipeline executor that runs the schedule over them, the data-parallel gradient reducer, the optimizer (over
+// this rank's ZeRO shard), the loader of this rank's slice of each global batch, and (on rank 0) the run
+// directory's metrics. Create() validates everything that depends on the config, the layout and the data
+// before any model memory is allocated; Run() trains. A world of one process is the same code with identity
 // communicators.
 #pragma once
 
@@ -13,21 +13,21 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "checkpoint/checkpoint_writer.h"
+#include "config/config.h"
 #include "data/loader.h"
 #include "data/sample_stream.h"
+#include "model/model.h"
+#include "model/pipeline_stage.h"
 #include "parallel/data_parallel/grad_reducer.h"
 #include "parallel/pipeline/executor.h"
 #include "parallel/pipeline/partition.h"
 #include "parallel/process_grid.h"
-#include "trainer/config.h"
 #include "trainer/flat_adamw.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
-#include "trainer/model.h"
-#include "trainer/checkpoint/checkpoint_writer.h"
-#include "trainer/pipeline_stage.h"
-#include "trainer/training_state.h"
 #include "trainer/tensorboard/tensorboard_writer.h"
+#include "trainer/training_state.h"
 
 namespace tessera {
 
@@ -85,7 +85,9 @@ class Trainer {
   // simulator's prediction (rank 0 prints). Collective over the pipeline group.
   absl::Status LogPipelineBubble();
   // fp64 scalars for small collectives, on the device the communicators use.
-  torch::TensorOptions ScalarOptions() const { return torch::TensorOptions().dtype(torch::kDouble).device(device_); }
+  torch::TensorOptions ScalarOptions() const {
+    return torch::TensorOptions().dtype(torch::kDouble).device(device_);
+  }
   bool is_logger() const { return grid_.rank() == 0; }
 
   Config config_;
@@ -97,7 +99,7 @@ class Trainer {
   std::unique_ptr<ModelPipelineStage> stage_;
   std::unique_ptr<parallel::pipeline::PipelineExecutor> executor_;
   std::unique_ptr<parallel::GradReducer> reducer_;
-  RankParameters rank_params_;  // in the reducer's order
+  RankParameters rank_params_;                               // in the reducer's order
   std::unique_ptr<parallel::Communicator> checkpoint_comm_;  // the writer's own (async saves)
   std::unique_ptr<checkpoint::CheckpointWriter> checkpointer_;
   std::string checkpoint_dir_;

@@ -10,9 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "checkpoint/tensor_slices.h"
+#include "config/config.h"
 #include "core/status_macros.h"
-#include "trainer/checkpoint/tensor_slices.h"
-#include "trainer/config.h"
 
 namespace tessera {
 namespace {
@@ -49,8 +49,8 @@ absl::StatusOr<LoopState> LoopState::Parse(const std::string& text, const std::s
     ++line_number;
     std::vector<std::string> words = absl::StrSplit(line, ' ', absl::SkipEmpty());
     auto bad = [&] {
-      return absl::DataLossError(absl::StrCat(where, ": line ", line_number, " '", std::string(line),
-                                              "': expected KEY VALUE..."));
+      return absl::DataLossError(
+          absl::StrCat(where, ": line ", line_number, " '", std::string(line), "': expected KEY VALUE..."));
     };
     if (words.empty()) return bad();
     const std::string& key = words[0];
@@ -64,19 +64,23 @@ absl::StatusOr<LoopState> LoopState::Parse(const std::string& text, const std::s
     }
     int64_t v;
     if (words.size() != 2 || !absl::SimpleAtoi(words[1], &v)) return bad();
-    if (key == "step") s.step = v;
-    else if (key == "skipped_total") s.skipped_total = v;
-    else if (key == "consecutive_skips") s.consecutive_skips = v;
-    else if (key == "adam_steps") s.adam_steps = v;
+    if (key == "step")
+      s.step = v;
+    else if (key == "skipped_total")
+      s.skipped_total = v;
+    else if (key == "consecutive_skips")
+      s.consecutive_skips = v;
+    else if (key == "adam_steps")
+      s.adam_steps = v;
     // Unknown keys come from newer versions: ignored, so old readers tolerate added fields.
   }
   return s;
 }
 
 absl::StatusOr<std::vector<checkpoint::TensorSlice>> CollectStateSlices(const RankParameters& params,
-                                                                       parallel::GradReducer& reducer,
-                                                                       const FlatAdamW& optimizer,
-                                                                       parallel::ProcessGrid& grid) {
+                                                                        parallel::GradReducer& reducer,
+                                                                        const FlatAdamW& optimizer,
+                                                                        parallel::ProcessGrid& grid) {
   torch::NoGradGuard no_grad;
   std::vector<checkpoint::TensorSlice> slices;
   // The moments over the whole flat buffer (ZeRO shards gathered over DP).
@@ -102,11 +106,12 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
   const std::string& where = reader.step_dir();
   for (const ParameterInfo& info : params.infos) {
     auto block = checkpoint::ReadShardSpecBlock(reader, LogicalName(info), info.shard);
-    if (!block.ok()) return absl::Status(block.status().code(), absl::StrCat(where, ": ", block.status().message()));
+    if (!block.ok())
+      return Annotate(block.status(), absl::StrCat(where, ": "));
     if (block->sizes() != info.tensor.sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": tensor ", LogicalName(info), " block of shape ",
-                                                     block->sizes().vec().size(), " dims does not fit this rank's ",
-                                                     info.tensor.sizes().vec().size(), "-dim shard"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": tensor ", LogicalName(info), " block of shape ", block->sizes().vec().size(),
+                       " dims does not fit this rank's ", info.tensor.sizes().vec().size(), "-dim shard"));
     }
     info.tensor.copy_(*block);
   }
@@ -118,9 +123,11 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
   for (size_t i = 0; i < params.infos.size(); ++i) {
     const ParameterInfo& info = params.infos[i];
     const int64_t offset = reducer.flat_offset(static_cast<int>(i));
-    for (auto [prefix, flat] : {std::pair<const char*, at::Tensor*>{kExpAvg, &exp_avg}, {kExpAvgSq, &exp_avg_sq}}) {
+    for (auto [prefix, flat] :
+         {std::pair<const char*, at::Tensor*>{kExpAvg, &exp_avg}, {kExpAvgSq, &exp_avg_sq}}) {
       auto block = checkpoint::ReadShardSpecBlock(reader, prefix + LogicalName(info), info.shard);
-      if (!block.ok()) return absl::Status(block.status().code(), absl::StrCat(where, ": ", block.status().message()));
+      if (!block.ok())
+        return Annotate(block.status(), absl::StrCat(where, ": "));
       flat->narrow(0, offset, info.tensor.numel()).copy_(block->reshape({-1}));
     }
   }
@@ -149,7 +156,8 @@ absl::Status CheckCheckpointModel(const checkpoint::Manifest& manifest, const Mo
   if (s.n_kv_heads != model.n_kv_heads) return mismatch("n_kv_heads", s.n_kv_heads, model.n_kv_heads);
   if (s.ffn_dim != model.ffn_dim) return mismatch("ffn_dim", s.ffn_dim, model.ffn_dim);
   if (s.vocab_size != model.vocab_size) return mismatch("vocab_size", s.vocab_size, model.vocab_size);
-  if (s.tie_embeddings != model.tie_embeddings) return mismatch("tie_embeddings", s.tie_embeddings, model.tie_embeddings);
+  if (s.tie_embeddings != model.tie_embeddings)
+    return mismatch("tie_embeddings", s.tie_embeddings, model.tie_embeddings);
   return absl::OkStatus();
 }
 

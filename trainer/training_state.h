@@ -13,12 +13,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "checkpoint/checkpoint_reader.h"
+#include "checkpoint/checkpoint_writer.h"
+#include "model/model.h"
 #include "parallel/data_parallel/grad_reducer.h"
 #include "parallel/process_grid.h"
-#include "trainer/checkpoint/checkpoint_reader.h"
-#include "trainer/checkpoint/checkpoint_writer.h"
 #include "trainer/flat_adamw.h"
-#include "trainer/model.h"
 
 namespace tessera {
 
@@ -42,9 +42,9 @@ struct RankParameters {
 // This rank's slices of the checkpoint (collective over DP under ZeRO: the moments' shards are
 // gathered onto DP rank 0 of each (tp, pp) position).
 absl::StatusOr<std::vector<checkpoint::TensorSlice>> CollectStateSlices(const RankParameters& params,
-                                                                       parallel::GradReducer& reducer,
-                                                                       const FlatAdamW& optimizer,
-                                                                       parallel::ProcessGrid& grid);
+                                                                        parallel::GradReducer& reducer,
+                                                                        const FlatAdamW& optimizer,
+                                                                        parallel::ProcessGrid& grid);
 
 // Loads this rank's parameters and moments from `reader` (any layout). Moments missing from the
 // checkpoint (one written by import-hf) leave the optimizer fresh; `*had_optimizer` says which.

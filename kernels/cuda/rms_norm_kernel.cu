@@ -25,9 +25,9 @@ namespace tessera::kernels::cuda {
 namespace {
 
 constexpr int kMaxThreads = 512;
-constexpr int kVecWidth = 8;          // elements per vector access
-constexpr int kBlocksPerSm = 4;       // backward pass-1 blocks per multiprocessor
-constexpr int kRedSlots = 36;         // shared floats for reductions (32 warps + broadcast), 16-byte multiple
+constexpr int kVecWidth = 8;     // elements per vector access
+constexpr int kBlocksPerSm = 4;  // backward pass-1 blocks per multiprocessor
+constexpr int kRedSlots = 36;    // shared floats for reductions (32 warps + broadcast), 16-byte multiple
 constexpr int kStaticSmemLimit = 48 * 1024;
 
 // ---- element types --------------------------------------------------------------------------
@@ -38,9 +38,13 @@ __device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162fl
 template <typename T>
 __device__ __forceinline__ T FromFloat(float v);
 template <>
-__device__ __forceinline__ float FromFloat<float>(float v) { return v; }
+__device__ __forceinline__ float FromFloat<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 // N consecutive elements moved as one access (two for 8 floats); 16-byte alignment at most,
 // which is what the dispatcher checks.
@@ -173,12 +177,12 @@ __global__ void __launch_bounds__(kMaxThreads)
   for (int c = first; c < cols; c += step) Store<float, kVec>(out + c, Load<float, kVec>(acc + c));
 }
 
-constexpr int kColTile = 32;   // columns per block (one warp wide: coalesced rows)
-constexpr int kPartLanes = 16; // partial rows summed in parallel per column
+constexpr int kColTile = 32;    // columns per block (one warp wide: coalesced rows)
+constexpr int kPartLanes = 16;  // partial rows summed in parallel per column
 
 // out[c] = sum_p partial[p, c], each thread summing every kPartLanes-th partial row in order,
 // then the kPartLanes sums added in order: deterministic.
-__global__ void __launch_bounds__(kColTile * kPartLanes)
+__global__ void __launch_bounds__(kColTile* kPartLanes)
     ColumnSumKernel(const float* __restrict__ partial, int64_t parts, int64_t dim, float* __restrict__ out) {
   __shared__ float tile[kPartLanes][kColTile + 1];
   const int64_t c = static_cast<int64_t>(blockIdx.x) * kColTile + threadIdx.x;
@@ -208,14 +212,18 @@ template <typename F>
 cudaError_t DispatchTypes(DType a, DType b, F&& f) {
   auto second = [&](auto ta) -> cudaError_t {
     switch (b) {
-      case DType::kFloat32: return f(ta, TypeTag<float>{});
-      case DType::kBFloat16: return f(ta, TypeTag<__nv_bfloat16>{});
+      case DType::kFloat32:
+        return f(ta, TypeTag<float>{});
+      case DType::kBFloat16:
+        return f(ta, TypeTag<__nv_bfloat16>{});
     }
     return cudaErrorInvalidValue;
   };
   switch (a) {
-    case DType::kFloat32: return second(TypeTag<float>{});
-    case DType::kBFloat16: return second(TypeTag<__nv_bfloat16>{});
+    case DType::kFloat32:
+      return second(TypeTag<float>{});
+    case DType::kBFloat16:
+      return second(TypeTag<__nv_bfloat16>{});
   }
   return cudaErrorInvalidValue;
 }
@@ -247,7 +255,9 @@ int MultiprocessorCount() {
   return count;
 }
 
-int64_t BackwardBlocks(int64_t rows) { return std::min<int64_t>(rows, int64_t{MultiprocessorCount()} * kBlocksPerSm); }
+int64_t BackwardBlocks(int64_t rows) {
+  return std::min<int64_t>(rows, int64_t{MultiprocessorCount()} * kBlocksPerSm);
+}
 
 }  // namespace
 
@@ -262,11 +272,11 @@ cudaError_t RmsNormForward(const void* x, DType x_dtype, const float* weight, vo
     const auto* xp = static_cast<const Tx*>(x);
     auto* yp = static_cast<Ty*>(y);
     if (vec) {
-      RmsNormForwardKernel<Tx, Ty, kVecWidth><<<GridFor(rows), ThreadsFor(dim, kVecWidth), 0, stream>>>(
-          xp, weight, yp, inv_rms, rows, dim, eps);
+      RmsNormForwardKernel<Tx, Ty, kVecWidth>
+          <<<GridFor(rows), ThreadsFor(dim, kVecWidth), 0, stream>>>(xp, weight, yp, inv_rms, rows, dim, eps);
     } else {
-      RmsNormForwardKernel<Tx, Ty, 1><<<GridFor(rows), ThreadsFor(dim, 1), 0, stream>>>(
-          xp, weight, yp, inv_rms, rows, dim, eps);
+      RmsNormForwardKernel<Tx, Ty, 1>
+          <<<GridFor(rows), ThreadsFor(dim, 1), 0, stream>>>(xp, weight, yp, inv_rms, rows, dim, eps);
     }
     return cudaGetLastError();
   });
@@ -298,8 +308,8 @@ cudaError_t RmsNormBackward(const void* grad_y, DType grad_y_dtype, const void* 
         if (e != cudaSuccess) return e;
       }
       kernel<<<static_cast<unsigned>(blocks), ThreadsFor(dim, vec_width), smem, stream>>>(
-          static_cast<const Tg*>(grad_y), static_cast<const Tx*>(x), weight, inv_rms, static_cast<Tx*>(grad_x),
-          workspace, rows, dim);
+          static_cast<const Tg*>(grad_y), static_cast<const Tx*>(x), weight, inv_rms,
+          static_cast<Tx*>(grad_x), workspace, rows, dim);
       return cudaGetLastError();
     };
     return vec ? launch(RmsNormBackwardKernel<Tx, Tg, kVecWidth>, kVecWidth)

@@ -53,7 +53,8 @@ GradReducer::GradReducer(Communicator& dp, DataParallelOptions options) : dp_(dp
 GradReducer::~GradReducer() = default;
 
 absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<DataParallelParameter> params,
-                                                                  Communicator& dp, DataParallelOptions options) {
+                                                                 Communicator& dp,
+                                                                 DataParallelOptions options) {
   if (options.zero < 0 || options.zero > 2) {
     return absl::InvalidArgumentError(absl::StrCat("parallel.zero = ", options.zero, ": expected 0, 1 or 2"));
   }
@@ -70,7 +71,8 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
     }
     if (p.tensor.device() != params.front().tensor.device()) {
       return absl::InvalidArgumentError(absl::StrCat("parameter ", p.name, " is on ", p.tensor.device().str(),
-                                                     ", the others on ", params.front().tensor.device().str()));
+                                                     ", the others on ",
+                                                     params.front().tensor.device().str()));
     }
   }
   std::unique_ptr<GradReducer> r(new GradReducer(dp, options));
@@ -236,8 +238,10 @@ absl::Status GradReducer::Launch(int index) {
   b.launched = true;
   torch::NoGradGuard no_grad;
   const double issued_ms =
-      backward_started_ ? std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - backward_start_).count()
-                        : 0.0;
+      backward_started_
+          ? std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - backward_start_)
+                .count()
+          : 0.0;
   events_.push_back({index, b.padded * static_cast<int64_t>(sizeof(float)), issued_ms});
   auto pending = std::make_unique<Pending>();
   const int64_t shard = b.padded / dp_.size();
@@ -245,7 +249,7 @@ absl::Status GradReducer::Launch(int index) {
     TS_ASSIGN_OR_RETURN(pending->work, dp_.AllReduceAsync(b.Region(flat_grads_), ReduceOp::kAvg));
   } else if (options_.zero == 1) {
     TS_ASSIGN_OR_RETURN(pending->work, dp_.ReduceScatterAsync(shard_grads_.narrow(0, b.shard_begin, shard),
-                                                             b.Region(flat_grads_), ReduceOp::kAvg));
+                                                              b.Region(flat_grads_), ReduceOp::kAvg));
   } else {
     // Gather this bucket's gradients into one buffer and free the parameters' own.
     at::Tensor gathered = torch::zeros({b.padded}, flat_params_.options());
@@ -266,9 +270,11 @@ absl::Status GradReducer::Launch(int index) {
 }
 
 absl::Status GradReducer::FinishBackward(const std::function<absl::Status()>& late_fixup) {
-  backward_ms_ = backward_started_
-                     ? std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - backward_start_).count()
-                     : 0.0;
+  backward_ms_ =
+      backward_started_
+          ? std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - backward_start_)
+                .count()
+          : 0.0;
   if (late_fixup) TS_RETURN_IF_ERROR(late_fixup());
   // Whatever the hooks did not launch (the late bucket; a bucket with an unused parameter).
   for (size_t b = 0; b < buckets_.size(); ++b) {
@@ -295,8 +301,9 @@ absl::StatusOr<double> GradReducer::GlobalGradNorm(Communicator& norm_group) {
   for (const auto& b : buckets_) {
     const int64_t mine = dp_rank * (b->padded / dp_.size());
     for (const Bucket::NormRun& run : b->norm_runs) {
-      at::Tensor g = options_.zero == 0 ? flat_grads_.narrow(0, b->begin + run.begin, run.length)
-                                        : shard_grads_.narrow(0, b->shard_begin + run.begin - mine, run.length);
+      at::Tensor g = options_.zero == 0
+                         ? flat_grads_.narrow(0, b->begin + run.begin, run.length)
+                         : shard_grads_.narrow(0, b->shard_begin + run.begin - mine, run.length);
       at::Tensor sq = g.to(at::kDouble).square().sum();
       parts.push_back(run.weight == 1.0 ? sq : sq * run.weight);
     }
@@ -328,12 +335,12 @@ absl::Status GradReducer::GatherParams() {
 
 absl::StatusOr<at::Tensor> GradReducer::GatherFlat(const std::vector<at::Tensor>& owned_values) {
   if (owned_values.size() != owned_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("GatherFlat: ", owned_values.size(), " tensors for ",
-                                                   owned_.size(), " owned ranges"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("GatherFlat: ", owned_values.size(), " tensors for ", owned_.size(), " owned ranges"));
   }
   torch::NoGradGuard no_grad;
-  at::Tensor full = torch::zeros({flat_params_.numel()}, owned_values.empty() ? flat_params_.options()
-                                                                              : owned_values.front().options());
+  at::Tensor full = torch::zeros(
+      {flat_params_.numel()}, owned_values.empty() ? flat_params_.options() : owned_values.front().options());
   std::vector<std::unique_ptr<Work>> works;
   std::vector<at::Tensor> inputs;
   for (size_t b = 0; b < buckets_.size(); ++b) {
@@ -343,7 +350,8 @@ absl::StatusOr<at::Tensor> GradReducer::GatherFlat(const std::vector<at::Tensor>
       continue;
     }
     inputs.push_back(owned_values[b].reshape({-1}).contiguous());
-    TS_ASSIGN_OR_RETURN(auto work, dp_.AllGatherAsync(full.narrow(0, bucket.begin, bucket.padded), inputs.back()));
+    TS_ASSIGN_OR_RETURN(auto work,
+                        dp_.AllGatherAsync(full.narrow(0, bucket.begin, bucket.padded), inputs.back()));
     works.push_back(std::move(work));
   }
   for (auto& w : works) TS_RETURN_IF_ERROR(w->Wait());

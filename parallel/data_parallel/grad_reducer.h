@@ -44,7 +44,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "parallel/communicator.h"
+#include "parallel/comm/communicator.h"
 
 namespace torch::autograd {
 struct Node;
@@ -62,15 +62,15 @@ struct DataParallelParameter {
 };
 
 struct DataParallelOptions {
-  int zero = 0;            // 0, 1 or 2
-  double bucket_mb = 25;   // MiB of fp32 gradients per bucket
+  int zero = 0;           // 0, 1 or 2
+  double bucket_mb = 25;  // MiB of fp32 gradients per bucket
 };
 
 // A contiguous run of the flat buffers whose update this rank performs.
 struct OwnedRange {
-  at::Tensor params;     // 1-D view of the flat parameters
-  at::Tensor grads;      // 1-D view of the reduced gradients for those parameters
-  int64_t decayed = 0;   // the first `decayed` elements receive weight decay
+  at::Tensor params;        // 1-D view of the flat parameters
+  at::Tensor grads;         // 1-D view of the reduced gradients for those parameters
+  int64_t decayed = 0;      // the first `decayed` elements receive weight decay
   int64_t flat_offset = 0;  // where `params` starts in the flat parameter buffer
 };
 
@@ -143,8 +143,8 @@ class GradReducer {
   DataParallelOptions options_;
   std::vector<DataParallelParameter> params_;
   std::vector<int> param_bucket_;
-  std::vector<char> counted_;      // parameter's final gradient arrived this step
-  std::vector<char> group_final_;  // indexed by group
+  std::vector<char> counted_;          // parameter's final gradient arrived this step
+  std::vector<char> group_final_;      // indexed by group
   std::vector<int64_t> param_offset_;  // in the flat buffer
   std::vector<std::unique_ptr<Bucket>> buckets_;
   at::Tensor flat_params_;

@@ -42,33 +42,34 @@ std::string ShapeString(at::IntArrayRef sizes) { return absl::StrCat("[", absl::
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<PipelineExecutor>> PipelineExecutor::Create(Schedule schedule, Communicator& pp_group,
-                                                                          PipelineStage& stage, at::Device device,
-                                                                          ExecutorOptions options) {
+absl::StatusOr<std::unique_ptr<PipelineExecutor>> PipelineExecutor::Create(Schedule schedule,
+                                                                           Communicator& pp_group,
+                                                                           PipelineStage& stage,
+                                                                           at::Device device,
+                                                                           ExecutorOptions options) {
   if (schedule.pp != pp_group.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("pipeline schedule '", schedule.name, "' is for pp ", schedule.pp,
-                                                   " ranks, but the pipeline group '", pp_group.name(), "' has ",
-                                                   pp_group.size()));
+    return absl::InvalidArgumentError(absl::StrCat("pipeline schedule '", schedule.name, "' is for pp ",
+                                                   schedule.pp, " ranks, but the pipeline group '",
+                                                   pp_group.name(), "' has ", pp_group.size()));
   }
   // Simulate runs CheckSchedule and also finds deadlocks, which a static check cannot: a
   // deadlocking schedule would otherwise hang every rank until the watchdog ends the job.
   auto prediction = Simulate(schedule, ActionCosts::PerChunk(schedule.v));
   if (!prediction.ok()) {
-    return absl::Status(prediction.status().code(),
-                        absl::StrCat("pipeline schedule '", schedule.name, "' refused on pipeline rank ",
-                                     pp_group.rank(), ": ", prediction.status().message()));
+    return Annotate(prediction.status(), absl::StrCat("pipeline schedule '", schedule.name,
+                                                      "' refused on pipeline rank ", pp_group.rank(), ": "));
   }
   if (schedule.pp > 1 && !IsSupportedDtype(stage.ActivationDtype())) {
-    return absl::InvalidArgumentError(absl::StrCat("pipeline activations of dtype ",
-                                                   c10::toString(stage.ActivationDtype()),
-                                                   " cannot cross ranks (the communicator does not carry it)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("pipeline activations of dtype ", c10::toString(stage.ActivationDtype()),
+                     " cannot cross ranks (the communicator does not carry it)"));
   }
-  return std::unique_ptr<PipelineExecutor>(new PipelineExecutor(std::move(schedule), pp_group, stage, device,
-                                                                options, std::move(*prediction)));
+  return std::unique_ptr<PipelineExecutor>(
+      new PipelineExecutor(std::move(schedule), pp_group, stage, device, options, std::move(*prediction)));
 }
 
-PipelineExecutor::PipelineExecutor(Schedule schedule, Communicator& pp_group, PipelineStage& stage, at::Device device,
-                                   ExecutorOptions options, SimulationResult prediction)
+PipelineExecutor::PipelineExecutor(Schedule schedule, Communicator& pp_group, PipelineStage& stage,
+                                   at::Device device, ExecutorOptions options, SimulationResult prediction)
     : schedule_(std::move(schedule)),
       comm_(pp_group),
       stage_(stage),
@@ -93,7 +94,8 @@ bool PipelineExecutor::HoldsLoss() const { return rank_ == schedule_.pp - 1; }
 std::string PipelineExecutor::Where(size_t index) const {
   const Action& a = schedule_.actions[rank_][index];
   return absl::StrCat("pipeline ", schedule_.RankLabel(rank_), " of schedule '", schedule_.name, "', action ",
-                      index + 1, " '", ActionToken(a), "' (chunk ", a.chunk, ", micro-batch ", a.microbatch, ")");
+                      index + 1, " '", ActionToken(a), "' (chunk ", a.chunk, ", micro-batch ", a.microbatch,
+                      ")");
 }
 
 void PipelineExecutor::Synchronize() const {
@@ -138,17 +140,18 @@ absl::StatusOr<double> PipelineExecutor::RunActions() {
     const Clock::time_point t1 = Clock::now();
     (list[i].IsCompute() ? stats_.compute_s : stats_.wait_s) += Seconds(t0, t1);
     if (!list[i].IsCompute()) ++stats_.exchanges;
-    for (size_t j = i; j < end; ++j) stats_.timeline.push_back({list[j], Seconds(start, t0), Seconds(start, t1)});
+    for (size_t j = i; j < end; ++j)
+      stats_.timeline.push_back({list[j], Seconds(start, t0), Seconds(start, t1)});
     i = end;
   }
   // A schedule that passed Simulate consumes everything it produces; leftovers are a bug here.
   if (!saved_.empty() || !inputs_.empty() || !activations_.empty() || !output_grads_.empty() ||
       !input_grads_.empty()) {
-    return absl::InternalError(absl::StrCat("pipeline ", schedule_.RankLabel(rank_), " of schedule '", schedule_.name,
-                                            "': tensors left after the step: ", saved_.size(), " saved activations, ",
-                                            inputs_.size(), " inputs, ", activations_.size(), " unsent activations, ",
-                                            output_grads_.size(), " output gradients, ", input_grads_.size(),
-                                            " unsent input gradients"));
+    return absl::InternalError(absl::StrCat(
+        "pipeline ", schedule_.RankLabel(rank_), " of schedule '", schedule_.name,
+        "': tensors left after the step: ", saved_.size(), " saved activations, ", inputs_.size(),
+        " inputs, ", activations_.size(), " unsent activations, ", output_grads_.size(),
+        " output gradients, ", input_grads_.size(), " unsent input gradients"));
   }
   double loss = 0;
   if (loss_sum_.defined()) {
@@ -182,19 +185,22 @@ absl::Status PipelineExecutor::Forward(const Action& a, const std::string& where
     input.requires_grad_(true);
   }
   at::Tensor output = stage_.Forward(static_cast<int>(a.chunk), static_cast<int>(a.microbatch), input);
-  if (!output.defined()) return absl::InternalError(absl::StrCat(where, ": the stage's Forward returned no tensor"));
+  if (!output.defined())
+    return absl::InternalError(absl::StrCat(where, ": the stage's Forward returned no tensor"));
   if (IsLastModelChunk(a.chunk)) {
     if (output.numel() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": the last model chunk's Forward must return the loss "
-                                                     "(one element), got shape ", ShapeString(output.sizes())));
+      return absl::InvalidArgumentError(absl::StrCat(where,
+                                                     ": the last model chunk's Forward must return the loss "
+                                                     "(one element), got shape ",
+                                                     ShapeString(output.sizes())));
     }
     at::Tensor loss = output.detach().reshape({}).to(at::kDouble);
     loss_sum_ = loss_sum_.defined() ? loss_sum_ + loss : loss;
   } else {
     if (output.scalar_type() != stage_.ActivationDtype()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": Forward returned ", c10::toString(output.scalar_type()),
-                                                     " but ActivationDtype() is ",
-                                                     c10::toString(stage_.ActivationDtype())));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": Forward returned ", c10::toString(output.scalar_type()),
+                       " but ActivationDtype() is ", c10::toString(stage_.ActivationDtype())));
     }
     // Detached: the next chunk's graph starts at its own leaf (on this rank when pp == 1).
     (schedule_.pp == 1 ? inputs_[{a.chunk + 1, a.microbatch}] : activations_[key]) = output.detach();
@@ -251,8 +257,9 @@ absl::Status PipelineExecutor::Backward(const Action& a, const std::string& wher
       if (!first) {
         // Only the path to the input: the engine skips the parameters' gradients. The graph
         // stays for W.
-        std::vector<at::Tensor> g = torch::autograd::grad({s.output}, {s.input}, seed(grad), /*retain_graph=*/true,
-                                                          /*create_graph=*/false, /*allow_unused=*/true);
+        std::vector<at::Tensor> g =
+            torch::autograd::grad({s.output}, {s.input}, seed(grad), /*retain_graph=*/true,
+                                  /*create_graph=*/false, /*allow_unused=*/true);
         DeliverInputGrad(a, s.input, g[0]);
       }
       s.output_grad = std::move(grad);
@@ -268,8 +275,8 @@ absl::Status PipelineExecutor::Backward(const Action& a, const std::string& wher
       // `inputs` restricts accumulation to the parameters; reaching them re-traverses the
       // chunk's graph (executor.h). The graph is freed (retain_graph false).
       if (!params.empty()) {
-        torch::autograd::backward({s.output}, seed(s.output_grad), /*retain_graph=*/false, /*create_graph=*/false,
-                                  params);
+        torch::autograd::backward({s.output}, seed(s.output_grad), /*retain_graph=*/false,
+                                  /*create_graph=*/false, params);
       }
       saved_.erase(it);
       return absl::OkStatus();
@@ -290,9 +297,9 @@ absl::Status PipelineExecutor::RunExchange(size_t begin, size_t end) {
     microbatches.push_back(absl::StrCat(list[j].microbatch));
   }
   const std::string where =
-      absl::StrCat("pipeline ", schedule_.RankLabel(rank_), " of schedule '", schedule_.name, "', exchange of actions ",
-                   begin + 1, "-", end, " '", absl::StrJoin(tokens, " "), "' (micro-batches ",
-                   absl::StrJoin(microbatches, ", "), ")");
+      absl::StrCat("pipeline ", schedule_.RankLabel(rank_), " of schedule '", schedule_.name,
+                   "', exchange of actions ", begin + 1, "-", end, " '", absl::StrJoin(tokens, " "),
+                   "' (micro-batches ", absl::StrJoin(microbatches, ", "), ")");
   const auto options = at::TensorOptions().dtype(stage_.ActivationDtype()).device(device_);
   for (size_t j = begin; j < end; ++j) {
     const Action& a = list[j];
@@ -305,9 +312,9 @@ absl::Status PipelineExecutor::RunExchange(size_t begin, size_t end) {
         std::map<Key, at::Tensor>& from = a.kind == ActionKind::kSendActivation ? activations_ : input_grads_;
         auto it = from.find(key);
         if (it == from.end()) {
-          return absl::FailedPreconditionError(absl::StrCat(Where(j), ": nothing to send (its ",
-                                                            a.kind == ActionKind::kSendActivation ? "F" : "B/I",
-                                                            " has not run)"));
+          return absl::FailedPreconditionError(
+              absl::StrCat(Where(j), ": nothing to send (its ",
+                           a.kind == ActionKind::kSendActivation ? "F" : "B/I", " has not run)"));
         }
         at::Tensor t = it->second.contiguous();
         from.erase(it);
@@ -327,7 +334,8 @@ absl::Status PipelineExecutor::RunExchange(size_t begin, size_t end) {
         // rejects the deadlock that receiving it earlier would be).
         auto it = saved_.find(key);
         if (it == saved_.end()) {
-          return absl::FailedPreconditionError(absl::StrCat(Where(j), ": receives the gradient of an output that "
+          return absl::FailedPreconditionError(absl::StrCat(Where(j),
+                                                            ": receives the gradient of an output that "
                                                             "was never produced (no saved forward)"));
         }
         at::Tensor buffer = at::empty(it->second.output.sizes(), options);
@@ -341,7 +349,7 @@ absl::Status PipelineExecutor::RunExchange(size_t begin, size_t end) {
     }
   }
   if (absl::Status st = comm_.SendRecv(std::move(ops)); !st.ok()) {
-    return absl::Status(st.code(), absl::StrCat(where, " failed: ", st.message()));
+    return Annotate(st, absl::StrCat(where, " failed: "));
   }
   for (auto& [key, buffer] : activations_in) inputs_[key] = std::move(buffer);
   for (auto& [key, buffer] : grads_in) output_grads_[key] = std::move(buffer);

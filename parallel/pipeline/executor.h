@@ -40,7 +40,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "parallel/communicator.h"
+#include "parallel/comm/communicator.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/simulator.h"
 
@@ -75,9 +75,9 @@ class PipelineStage {
 
 // Measured over one RunStep on this rank (host clocks; see ExecutorOptions for CUDA).
 struct PipelineStats {
-  double step_s = 0;     // the whole RunStep
-  double compute_s = 0;  // F, B, I, W actions
-  double wait_s = 0;     // exchanges: posting, waiting for the peers, transferring
+  double step_s = 0;      // the whole RunStep
+  double compute_s = 0;   // F, B, I, W actions
+  double wait_s = 0;      // exchanges: posting, waiting for the peers, transferring
   int64_t peak_live = 0;  // most (chunk, micro-batch) activations saved at once
   int64_t exchanges = 0;  // SendRecv calls
   int64_t bytes_sent = 0;
@@ -134,9 +134,9 @@ class PipelineExecutor {
   std::vector<int> last_weight_action_chunk_;
   // What F kept for the backward of one micro-batch on one chunk.
   struct Saved {
-    at::Tensor input;        // undefined on the first model chunk
-    at::Tensor output;       // with its graph
-    at::Tensor output_grad;  // kept from I for W; undefined for the loss
+    at::Tensor input;         // undefined on the first model chunk
+    at::Tensor output;        // with its graph
+    at::Tensor output_grad;   // kept from I for W; undefined for the loss
     bool input_done = false;  // I ran
   };
 
@@ -169,11 +169,11 @@ class PipelineExecutor {
   int64_t rank_ = 0;
 
   // Per-step state, keyed by (local chunk, micro-batch).
-  std::map<Key, Saved> saved_;               // F -> B / W
-  std::map<Key, at::Tensor> inputs_;         // RA (or chunk c-1's F when pp == 1) -> F
-  std::map<Key, at::Tensor> activations_;    // F -> SA
-  std::map<Key, at::Tensor> output_grads_;   // RG (or chunk c+1's B/I when pp == 1) -> B / I
-  std::map<Key, at::Tensor> input_grads_;    // B / I -> SG
+  std::map<Key, Saved> saved_;              // F -> B / W
+  std::map<Key, at::Tensor> inputs_;        // RA (or chunk c-1's F when pp == 1) -> F
+  std::map<Key, at::Tensor> activations_;   // F -> SA
+  std::map<Key, at::Tensor> output_grads_;  // RG (or chunk c+1's B/I when pp == 1) -> B / I
+  std::map<Key, at::Tensor> input_grads_;   // B / I -> SG
   at::Tensor loss_sum_;
   PipelineStats stats_;
 };

@@ -17,9 +17,9 @@ absl::Status CheckShape(int64_t n_layers, int64_t pp, int64_t v) {
         absl::StrCat("pipeline ranks and virtual stages must be >= 1, got pp ", pp, ", v ", v));
   }
   if (n_layers < pp * v) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot split ", n_layers, " layers over pp ", pp, " x ", v, " virtual stages = ", pp * v,
-        " model chunks: every chunk needs at least one layer"));
+    return absl::InvalidArgumentError(absl::StrCat("cannot split ", n_layers, " layers over pp ", pp, " x ",
+                                                   v, " virtual stages = ", pp * v,
+                                                   " model chunks: every chunk needs at least one layer"));
   }
   return absl::OkStatus();
 }
@@ -60,7 +60,8 @@ std::string Partition::ToString(const StageCosts& costs) const {
   return out;
 }
 
-absl::StatusOr<Partition> BalancedPartition(int64_t n_layers, int64_t pp, int64_t v, const StageCosts& costs) {
+absl::StatusOr<Partition> BalancedPartition(int64_t n_layers, int64_t pp, int64_t v,
+                                            const StageCosts& costs) {
   if (absl::Status s = CheckShape(n_layers, pp, v); !s.ok()) return s;
   if (!(costs.layer > 0) || !std::isfinite(costs.layer) || !(costs.embedding >= 0) ||
       !std::isfinite(costs.embedding) || !(costs.head >= 0) || !std::isfinite(costs.head)) {
@@ -73,10 +74,10 @@ absl::StatusOr<Partition> BalancedPartition(int64_t n_layers, int64_t pp, int64_
   if (v > 1) {
     // Interleaved schedules assume equal chunk durations, so the balanced split is equal chunks.
     if (n_layers % (pp * v) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "a balanced interleaved split needs n_layers divisible by pp x v: ", n_layers, " layers % (",
-          pp, " x ", v, " = ", pp * v, ") = ", n_layers % (pp * v),
-          "; give explicit layer counts per chunk instead"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("a balanced interleaved split needs n_layers divisible by pp x v: ", n_layers,
+                       " layers % (", pp, " x ", v, " = ", pp * v, ") = ", n_layers % (pp * v),
+                       "; give explicit layer counts per chunk instead"));
     }
     p.layers.assign(pp * v, n_layers / (pp * v));
     return p;

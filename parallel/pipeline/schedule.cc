@@ -126,7 +126,10 @@ absl::StatusOr<Schedule> ParseSchedule(const std::string& text) {
         s.name = rest;
         continue;
       }
-      int64_t* target = key == "pp" ? &pp : key == "virtual-stages" ? &v : key == "microbatches" ? &microbatches : nullptr;
+      int64_t* target = key == "pp"               ? &pp
+                        : key == "virtual-stages" ? &v
+                        : key == "microbatches"   ? &microbatches
+                                                  : nullptr;
       if (target == nullptr) {
         return absl::InvalidArgumentError(absl::StrCat(
             where, ": unknown directive '", key,
@@ -134,8 +137,8 @@ absl::StatusOr<Schedule> ParseSchedule(const std::string& text) {
       }
       if (*target != 0) return absl::InvalidArgumentError(absl::StrCat(where, ": '", key, "' given twice"));
       if (!absl::SimpleAtoi(rest, target) || *target < 1 || *target >= kMaxIndex) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": '", key, "' expects an integer from 1 to ", kMaxIndex - 1, ", got '", rest, "'"));
+        return absl::InvalidArgumentError(absl::StrCat(where, ": '", key, "' expects an integer from 1 to ",
+                                                       kMaxIndex - 1, ", got '", rest, "'"));
       }
       if (key == "virtual-stages") v_line = line_no;
       if (key == "microbatches") microbatches_line = line_no;
@@ -147,15 +150,16 @@ absl::StatusOr<Schedule> ParseSchedule(const std::string& text) {
       ++token_no;
       auto action = ParseActionToken(std::string(token));
       if (!action.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(where, " (rank ", s.actions.size(), "), token ", token_no,
-                                                       ": ", action.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat(where, " (rank ", s.actions.size(), "), token ",
+                                                       token_no, ": ", action.status().message()));
       }
       actions.push_back(*action);
     }
     s.actions.push_back(std::move(actions));
     s.source_lines.push_back(line_no);
   }
-  if (s.actions.empty()) return absl::InvalidArgumentError("schedule has no action lines (one per pipeline rank)");
+  if (s.actions.empty())
+    return absl::InvalidArgumentError("schedule has no action lines (one per pipeline rank)");
   s.pp = static_cast<int64_t>(s.actions.size());
   if (pp != 0 && pp != s.pp) {
     return absl::InvalidArgumentError(
@@ -164,22 +168,24 @@ absl::StatusOr<Schedule> ParseSchedule(const std::string& text) {
   // Sizes default to what the actions use; a directive bounds them.
   int64_t max_chunk = 0, max_mb = 0;
   for (const auto& rank : s.actions) {
-    for (const Action& a : rank) max_chunk = std::max(max_chunk, a.chunk), max_mb = std::max(max_mb, a.microbatch);
+    for (const Action& a : rank)
+      max_chunk = std::max(max_chunk, a.chunk), max_mb = std::max(max_mb, a.microbatch);
   }
   s.v = v != 0 ? v : max_chunk + 1;
   s.microbatches = microbatches != 0 ? microbatches : max_mb + 1;
   for (size_t r = 0; r < s.actions.size(); ++r) {
     for (size_t i = 0; i < s.actions[r].size(); ++i) {
       const Action& a = s.actions[r][i];
-      const std::string where = absl::StrCat("line ", s.source_lines[r], " (rank ", r, "), token ", i + 1, " '",
-                                             ActionToken(a), "'");
+      const std::string where = absl::StrCat("line ", s.source_lines[r], " (rank ", r, "), token ", i + 1,
+                                             " '", ActionToken(a), "'");
       if (a.chunk >= s.v) {
         return absl::InvalidArgumentError(
             absl::StrCat(where, ": chunk ", a.chunk, " but 'virtual-stages ", s.v, "' (line ", v_line, ")"));
       }
       if (a.microbatch >= s.microbatches) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": micro-batch ", a.microbatch, " but 'microbatches ",
-                                                       s.microbatches, "' (line ", microbatches_line, ")"));
+        return absl::InvalidArgumentError(absl::StrCat(where, ": micro-batch ", a.microbatch,
+                                                       " but 'microbatches ", s.microbatches, "' (line ",
+                                                       microbatches_line, ")"));
       }
     }
   }
@@ -211,20 +217,23 @@ std::vector<Action> PlaceCommunication(const Steps& steps, int64_t rank, int64_t
     for (const Action& a : step) {
       const bool forward = a.kind == ActionKind::kForward;
       if (a.kind == ActionKind::kBackwardWeight) continue;
-      if (auto recv = remote(forward ? ActionKind::kRecvActivation : ActionKind::kRecvGrad, a)) out.push_back(*recv);
+      if (auto recv = remote(forward ? ActionKind::kRecvActivation : ActionKind::kRecvGrad, a))
+        out.push_back(*recv);
     }
     for (const Action& a : step) {
       out.push_back(a);
       const bool forward = a.kind == ActionKind::kForward;
       if (a.kind == ActionKind::kBackwardWeight) continue;
-      if (auto send = remote(forward ? ActionKind::kSendActivation : ActionKind::kSendGrad, a)) sends.push_back(*send);
+      if (auto send = remote(forward ? ActionKind::kSendActivation : ActionKind::kSendGrad, a))
+        sends.push_back(*send);
     }
   }
   out.insert(out.end(), sends.begin(), sends.end());
   return out;
 }
 
-Schedule Assemble(std::string name, int64_t pp, int64_t v, int64_t microbatches, const std::vector<Steps>& steps) {
+Schedule Assemble(std::string name, int64_t pp, int64_t v, int64_t microbatches,
+                  const std::vector<Steps>& steps) {
   Schedule s{std::move(name), pp, v, microbatches, {}, {}};
   for (int64_t r = 0; r < pp; ++r) s.actions.push_back(PlaceCommunication(steps[r], r, pp, v));
   return s;
@@ -233,7 +242,8 @@ Schedule Assemble(std::string name, int64_t pp, int64_t v, int64_t microbatches,
 absl::Status CheckSizes(int64_t pp, int64_t microbatches) {
   if (pp < 1 || pp >= kMaxIndex || microbatches < 1 || microbatches >= kMaxIndex) {
     return absl::InvalidArgumentError(absl::StrCat("pipeline ranks and micro-batches must be from 1 to ",
-                                                   kMaxIndex - 1, ", got pp ", pp, ", micro-batches ", microbatches));
+                                                   kMaxIndex - 1, ", got pp ", pp, ", micro-batches ",
+                                                   microbatches));
   }
   return absl::OkStatus();
 }
@@ -350,7 +360,8 @@ absl::StatusOr<Schedule> ZeroBubbleH1Schedule(int64_t pp, int64_t m) {
 absl::StatusOr<Schedule> MakeSchedule(const std::string& name, int64_t pp, int64_t m, int64_t v) {
   if (name == "interleaved") return InterleavedOneFOneBSchedule(pp, m, v);
   if (name != "gpipe" && name != "1f1b" && name != "zb-h1") {
-    return absl::InvalidArgumentError(absl::StrCat("unknown schedule '", name, "' (expected one of ", kScheduleNames, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown schedule '", name, "' (expected one of ", kScheduleNames, ")"));
   }
   if (v != 1) {
     return absl::InvalidArgumentError(absl::StrCat("schedule ", name, " runs one chunk per rank, got ", v,

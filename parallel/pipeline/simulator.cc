@@ -52,26 +52,35 @@ std::string Token(ActionKind kind, int64_t chunk, int64_t mb) { return ActionTok
 
 // "rank 1 (line 3) action 4 '0RA2'": positions are 1-based, as a reader counts tokens.
 std::string At(const Schedule& s, int64_t rank, size_t index) {
-  return absl::StrCat(s.RankLabel(rank), " action ", index + 1, " '", ActionToken(s.actions[rank][index]), "'");
+  return absl::StrCat(s.RankLabel(rank), " action ", index + 1, " '", ActionToken(s.actions[rank][index]),
+                      "'");
 }
 
 // The action on the peer that completes a transfer: a send's receive and a receive's send.
 Action Counterpart(const Action& a, const Peer& peer) {
   ActionKind kind = ActionKind::kRecvActivation;
   switch (a.kind) {
-    case ActionKind::kSendActivation: kind = ActionKind::kRecvActivation; break;
-    case ActionKind::kRecvActivation: kind = ActionKind::kSendActivation; break;
-    case ActionKind::kSendGrad: kind = ActionKind::kRecvGrad; break;
-    default: kind = ActionKind::kSendGrad; break;
+    case ActionKind::kSendActivation:
+      kind = ActionKind::kRecvActivation;
+      break;
+    case ActionKind::kRecvActivation:
+      kind = ActionKind::kSendActivation;
+      break;
+    case ActionKind::kSendGrad:
+      kind = ActionKind::kRecvGrad;
+      break;
+    default:
+      kind = ActionKind::kSendGrad;
+      break;
   }
   return Action{kind, peer.chunk, a.microbatch};
 }
 
 absl::Status CheckShapeAndPeers(const Schedule& s) {
   if (s.pp < 1 || s.v < 1 || s.microbatches < 1 || static_cast<int64_t>(s.actions.size()) != s.pp) {
-    return absl::InvalidArgumentError(absl::StrCat("schedule '", s.name, "' is malformed: pp ", s.pp, ", v ", s.v,
-                                                   ", micro-batches ", s.microbatches, ", ", s.actions.size(),
-                                                   " action lists (expected one per rank, all sizes >= 1)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "schedule '", s.name, "' is malformed: pp ", s.pp, ", v ", s.v, ", micro-batches ", s.microbatches,
+        ", ", s.actions.size(), " action lists (expected one per rank, all sizes >= 1)"));
   }
   for (int64_t r = 0; r < s.pp; ++r) {
     for (size_t i = 0; i < s.actions[r].size(); ++i) {
@@ -82,14 +91,15 @@ absl::Status CheckShapeAndPeers(const Schedule& s) {
       }
       if (a.IsCompute() || PeerOf(a, r, s.pp, s.v).rank >= 0) continue;
       if (s.pp == 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(At(s, r, i), ": with pp 1 every chunk is on this rank; tensors pass in memory, not by transfer"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            At(s, r, i), ": with pp 1 every chunk is on this rank; tensors pass in memory, not by transfer"));
       }
       const int64_t k = ModelChunk(r, a.chunk, s.pp);
       const bool forward_edge = a.kind == ActionKind::kSendActivation || a.kind == ActionKind::kRecvGrad;
-      return absl::InvalidArgumentError(absl::StrCat(
-          At(s, r, i), ": model chunk ", k, forward_edge ? " is the last one: no chunk follows it"
-                                                          : " is the first one: no chunk precedes it"));
+      return absl::InvalidArgumentError(absl::StrCat(At(s, r, i), ": model chunk ", k,
+                                                     forward_edge
+                                                         ? " is the last one: no chunk follows it"
+                                                         : " is the first one: no chunk precedes it"));
     }
   }
   return absl::OkStatus();
@@ -129,17 +139,18 @@ absl::StatusOr<Partners> MatchTransfers(const Schedule& s) {
       const Action want = Counterpart(a, PeerOf(a, from, s.pp, s.v));
       auto it = waiting.find(KeyOf(want));
       if (it == waiting.end() || it->second.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat("unmatched send: ", At(s, from, i), " sends to rank ", to,
-                                                       ", which has no matching '", ActionToken(want), "'"));
+        return absl::InvalidArgumentError(absl::StrCat("unmatched send: ", At(s, from, i), " sends to rank ",
+                                                       to, ", which has no matching '", ActionToken(want),
+                                                       "'"));
       }
       it->second.pop_front();
     }
     for (size_t j : recv) {
       const Action& a = s.actions[to][j];
       if (auto it = waiting.find(KeyOf(a)); !it->second.empty() && it->second.front() == j) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unmatched receive: ", At(s, to, j), " receives from rank ", from,
-                         ", which has no matching '", ActionToken(Counterpart(a, PeerOf(a, to, s.pp, s.v))), "'"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "unmatched receive: ", At(s, to, j), " receives from rank ", from, ", which has no matching '",
+            ActionToken(Counterpart(a, PeerOf(a, to, s.pp, s.v))), "'"));
       }
     }
     // Then, whether they pair in order.
@@ -147,9 +158,10 @@ absl::StatusOr<Partners> MatchTransfers(const Schedule& s) {
       const size_t i = send[n], j = recv[n];
       const Action& a = s.actions[from][i];
       if (Counterpart(a, PeerOf(a, from, s.pp, s.v)) != s.actions[to][j]) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "transfers from rank ", from, " to rank ", to, " are out of order: send ", n + 1, " is ", At(s, from, i),
-            " but receive ", n + 1, " is ", At(s, to, j), " (transfers between two ranks pair in order)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("transfers from rank ", from, " to rank ", to, " are out of order: send ", n + 1,
+                         " is ", At(s, from, i), " but receive ", n + 1, " is ", At(s, to, j),
+                         " (transfers between two ranks pair in order)"));
       }
       partners[from][i] = {to, j};
       partners[to][j] = {from, i};
@@ -178,52 +190,65 @@ absl::Status CheckRank(const Schedule& s, int64_t r) {
     for (int64_t mb = 0; mb < s.microbatches; ++mb) {
       const std::string what = absl::StrCat(s.RankLabel(r), ": micro-batch ", mb, " of chunk ", c);
       const int64_t f = find(ActionKind::kForward, c, mb), b = find(ActionKind::kBackward, c, mb),
-                    in = find(ActionKind::kBackwardInput, c, mb), w = find(ActionKind::kBackwardWeight, c, mb);
-      if (f < 0) return absl::InvalidArgumentError(absl::StrCat(what, " is never forwarded (no '", Token(ActionKind::kForward, c, mb), "')"));
+                    in = find(ActionKind::kBackwardInput, c, mb),
+                    w = find(ActionKind::kBackwardWeight, c, mb);
+      if (f < 0)
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, " is never forwarded (no '", Token(ActionKind::kForward, c, mb), "')"));
       if (b < 0 && in < 0 && w < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(what, " is never backwarded (no '", Token(ActionKind::kBackward, c, mb),
-                                                       "', nor '", Token(ActionKind::kBackwardInput, c, mb), "' and '",
+        return absl::InvalidArgumentError(absl::StrCat(what, " is never backwarded (no '",
+                                                       Token(ActionKind::kBackward, c, mb), "', nor '",
+                                                       Token(ActionKind::kBackwardInput, c, mb), "' and '",
                                                        Token(ActionKind::kBackwardWeight, c, mb), "')"));
       }
       if (b >= 0 && (in >= 0 || w >= 0)) {
-        return absl::InvalidArgumentError(absl::StrCat(what, " has both a full backward B and a split one (I/W)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, " has both a full backward B and a split one (I/W)"));
       }
       if (b < 0 && (in < 0 || w < 0)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            what, in < 0 ? " has W but no I (the input gradient is never computed)"
-                         : " has I but no W (the weight gradient is never computed)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, in < 0 ? " has W but no I (the input gradient is never computed)"
+                                      : " has I but no W (the weight gradient is never computed)"));
       }
       const int64_t back = b >= 0 ? b : in;  // the action that produces the input gradient
-      if (back < f) return absl::InvalidArgumentError(absl::StrCat(At(s, r, back), " comes before its forward, action ", f + 1));
-      if (in >= 0 && w < in) return absl::InvalidArgumentError(absl::StrCat(At(s, r, w), " comes before its I, action ", in + 1));
+      if (back < f)
+        return absl::InvalidArgumentError(
+            absl::StrCat(At(s, r, back), " comes before its forward, action ", f + 1));
+      if (in >= 0 && w < in)
+        return absl::InvalidArgumentError(absl::StrCat(At(s, r, w), " comes before its I, action ", in + 1));
       // Inputs: from the previous/next model chunk, received or (pp == 1) computed on this rank.
       if (k > 0) {
-        const int64_t have = s.pp > 1 ? find(ActionKind::kRecvActivation, c, mb) : find(ActionKind::kForward, c - 1, mb);
+        const int64_t have =
+            s.pp > 1 ? find(ActionKind::kRecvActivation, c, mb) : find(ActionKind::kForward, c - 1, mb);
         if (have < 0 || have > f) {
-          return absl::InvalidArgumentError(absl::StrCat(At(s, r, f), " needs its input first: '",
-                                                         s.pp > 1 ? Token(ActionKind::kRecvActivation, c, mb)
-                                                                  : Token(ActionKind::kForward, c - 1, mb),
-                                                         "' must come before it"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              At(s, r, f), " needs its input first: '",
+              s.pp > 1 ? Token(ActionKind::kRecvActivation, c, mb) : Token(ActionKind::kForward, c - 1, mb),
+              "' must come before it"));
         }
       }
       if (k < last_chunk) {
         int64_t have = find(ActionKind::kRecvGrad, c, mb);
         std::string need = Token(ActionKind::kRecvGrad, c, mb);
         if (s.pp == 1) {
-          have = std::max(find(ActionKind::kBackward, c + 1, mb), find(ActionKind::kBackwardInput, c + 1, mb));
-          need = absl::StrCat(Token(ActionKind::kBackward, c + 1, mb), "' or '", Token(ActionKind::kBackwardInput, c + 1, mb));
+          have =
+              std::max(find(ActionKind::kBackward, c + 1, mb), find(ActionKind::kBackwardInput, c + 1, mb));
+          need = absl::StrCat(Token(ActionKind::kBackward, c + 1, mb), "' or '",
+                              Token(ActionKind::kBackwardInput, c + 1, mb));
         }
         if (have < 0 || have > back) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(At(s, r, back), " needs its output gradient first: '", need, "' must come before it"));
+          return absl::InvalidArgumentError(absl::StrCat(
+              At(s, r, back), " needs its output gradient first: '", need, "' must come before it"));
         }
       }
       // Outputs are sent after they exist.
       if (int64_t sa = find(ActionKind::kSendActivation, c, mb); sa >= 0 && sa < f) {
-        return absl::InvalidArgumentError(absl::StrCat(At(s, r, sa), " sends before its forward, action ", f + 1));
+        return absl::InvalidArgumentError(
+            absl::StrCat(At(s, r, sa), " sends before its forward, action ", f + 1));
       }
       if (int64_t sg = find(ActionKind::kSendGrad, c, mb); sg >= 0 && sg < back) {
-        return absl::InvalidArgumentError(absl::StrCat(At(s, r, sg), " sends before its backward, action ", back + 1));
+        return absl::InvalidArgumentError(
+            absl::StrCat(At(s, r, sg), " sends before its backward, action ", back + 1));
       }
     }
   }
@@ -248,8 +273,8 @@ absl::StatusOr<SimulationResult> Simulate(const Schedule& s, const ActionCosts& 
   for (double c : {costs.forward, costs.backward, costs.backward_input, costs.backward_weight, costs.comm}) {
     if (!(c >= 0) || !std::isfinite(c)) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "action costs must be finite and >= 0, got F %g, B %g, I %g, W %g, comm %g", costs.forward, costs.backward,
-          costs.backward_input, costs.backward_weight, costs.comm));
+          "action costs must be finite and >= 0, got F %g, B %g, I %g, W %g, comm %g", costs.forward,
+          costs.backward, costs.backward_input, costs.backward_weight, costs.comm));
     }
   }
   auto partners = CheckAll(s);
@@ -289,7 +314,8 @@ absl::StatusOr<SimulationResult> Simulate(const Schedule& s, const ActionCosts& 
           progress = true;
         }
         bool ready = true;
-        for (size_t j = i; j < end && ready; ++j) ready = posted[(*partners)[r][j].first][(*partners)[r][j].second] >= 0;
+        for (size_t j = i; j < end && ready; ++j)
+          ready = posted[(*partners)[r][j].first][(*partners)[r][j].second] >= 0;
         if (!ready) break;
         double finish = free_at[r];
         for (size_t j = i; j < end; ++j) {
@@ -351,9 +377,8 @@ std::string RenderTimeline(const Schedule& s, const SimulationResult& result) {
   double tick = shortest;
   for (int k = 1; k <= 64; ++k) {
     const double candidate = shortest / k;
-    if (std::all_of(times.begin(), times.end(), [&](double t) {
-          return std::abs(t / candidate - std::round(t / candidate)) < 1e-6;
-        })) {
+    if (std::all_of(times.begin(), times.end(),
+                    [&](double t) { return std::abs(t / candidate - std::round(t / candidate)) < 1e-6; })) {
       tick = candidate;
       break;
     }
@@ -382,14 +407,18 @@ std::string RenderTimeline(const Schedule& s, const SimulationResult& result) {
       const int64_t begin = column(t.start) * width, end = column(t.end) * width;
       if (!t.action.IsCompute() || end <= begin) continue;
       const std::string text = label(t.action);
-      for (int64_t c = begin; c < end; ++c) row[c] = c - begin < static_cast<int64_t>(text.size()) ? text[c - begin] : '-';
+      for (int64_t c = begin; c < end; ++c)
+        row[c] = c - begin < static_cast<int64_t>(text.size()) ? text[c - begin] : '-';
     }
     absl::StrAppendFormat(&out, "rank %*d |%s|\n", digits, r, row);
   }
-  absl::StrAppendFormat(&out, "one cell = %g time unit%s (%d characters); F forward, B backward, I input grad, "
+  absl::StrAppendFormat(&out,
+                        "one cell = %g time unit%s (%d characters); F forward, B backward, I input grad, "
                         "W weight grad, then the micro-batch; '.' idle or waiting%s\n",
                         tick, tick == 1 ? "" : "s", width,
-                        s.v == 2 ? "; lower case: chunk 1" : s.v > 2 ? "; leading digit: chunk" : "");
+                        s.v == 2  ? "; lower case: chunk 1"
+                        : s.v > 2 ? "; leading digit: chunk"
+                                  : "");
   return out;
 }
 

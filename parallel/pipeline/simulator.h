@@ -45,10 +45,10 @@ struct TimedAction {
 
 struct SimulationResult {
   double makespan = 0;
-  std::vector<double> busy;           // per rank: compute time
-  std::vector<double> idle;           // per rank: makespan - busy
-  double bubble_fraction = 0;         // sum(idle) / (pp * makespan)
-  std::vector<int64_t> peak_live;     // per rank: most chunk activations live at once
+  std::vector<double> busy;                        // per rank: compute time
+  std::vector<double> idle;                        // per rank: makespan - busy
+  double bubble_fraction = 0;                      // sum(idle) / (pp * makespan)
+  std::vector<int64_t> peak_live;                  // per rank: most chunk activations live at once
   std::vector<std::vector<TimedAction>> timeline;  // per rank, in list order
 };
 

@@ -8,14 +8,16 @@ namespace tessera::parallel {
 
 torch::Tensor ColumnParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard,
                                    Communicator* group, bool sequence_parallel) {
-  const torch::Tensor input = sequence_parallel ? GatherFromSequence(x, group) : CopyToTensorParallel(x, group);
+  const torch::Tensor input =
+      sequence_parallel ? GatherFromSequence(x, group) : CopyToTensorParallel(x, group);
   return kernels::Linear(input, weight_shard);
 }
 
-torch::Tensor RowParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard, Communicator* group,
-                                bool sequence_parallel) {
+torch::Tensor RowParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard,
+                                Communicator* group, bool sequence_parallel) {
   const torch::Tensor partial = kernels::Linear(x, weight_shard);
-  return sequence_parallel ? ReduceScatterToSequence(partial, group) : ReduceFromTensorParallel(partial, group);
+  return sequence_parallel ? ReduceScatterToSequence(partial, group)
+                           : ReduceFromTensorParallel(partial, group);
 }
 
 }  // namespace tessera::parallel

@@ -17,7 +17,7 @@
 
 #include <torch/types.h>
 
-#include "parallel/communicator.h"
+#include "parallel/comm/communicator.h"
 
 namespace tessera::parallel {
 
@@ -32,7 +32,7 @@ torch::Tensor ColumnParallelLinear(const torch::Tensor& x, const torch::Tensor& 
 // its block of the input features [batch, seq, in/n] (a column-parallel layer's output). The
 // partial products are summed over the group: returns [batch, seq, out] on every rank, or under
 // sequence parallelism this rank's sequence block [batch, seq/n, out] of the sum.
-torch::Tensor RowParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard, Communicator* group,
-                                bool sequence_parallel);
+torch::Tensor RowParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard,
+                                Communicator* group, bool sequence_parallel);
 
 }  // namespace tessera::parallel

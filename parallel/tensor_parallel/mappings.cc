@@ -105,7 +105,9 @@ class ReduceFromFunction : public torch::autograd::Function<ReduceFromFunction> 
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, Communicator* group) {
     return AllReduceSum(x, *group);
   }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) { return {grads[0], torch::Tensor()}; }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {grads[0], torch::Tensor()};
+  }
 };
 
 class ScatterToLastDimFunction : public torch::autograd::Function<ScatterToLastDimFunction> {

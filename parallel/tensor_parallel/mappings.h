@@ -28,7 +28,7 @@
 
 #include <torch/types.h>
 
-#include "parallel/communicator.h"
+#include "parallel/comm/communicator.h"
 
 namespace tessera::parallel {
 

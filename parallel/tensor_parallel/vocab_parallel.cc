@@ -16,16 +16,18 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 void ThrowIfError(const absl::Status& status, const char* op, const Communicator& group) {
-  TORCH_CHECK(status.ok(), "vocab-parallel cross-entropy: ", op, " on group ", group.name(), " (", group.size(),
-              " ranks) failed: ", status.ToString());
+  TORCH_CHECK(status.ok(), "vocab-parallel cross-entropy: ", op, " on group ", group.name(), " (",
+              group.size(), " ranks) failed: ", status.ToString());
 }
 
 // Forward: the row maxima (all-reduce max), then the sums of exp and the target logits (one
 // all-reduce sum of both). Backward: local, from the saved softmax of this rank's columns.
-class VocabParallelCrossEntropyFunction : public torch::autograd::Function<VocabParallelCrossEntropyFunction> {
+class VocabParallelCrossEntropyFunction
+    : public torch::autograd::Function<VocabParallelCrossEntropyFunction> {
  public:
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits, const torch::Tensor& targets,
-                               int64_t vocab_begin, int64_t vocab_size, Communicator* group) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits,
+                               const torch::Tensor& targets, int64_t vocab_begin, int64_t vocab_size,
+                               Communicator* group) {
     const int64_t block = logits.size(-1);
     // A fp32 copy of this rank's columns: it becomes the softmax in place.
     torch::Tensor probs = logits.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
@@ -34,7 +36,8 @@ class VocabParallelCrossEntropyFunction : public torch::autograd::Function<Vocab
 
     // Shift by the global row maximum so exp never overflows.
     torch::Tensor row_max = std::get<0>(probs.max(-1)).contiguous();
-    if (GroupSize(group) > 1) ThrowIfError(group->AllReduce(row_max, ReduceOp::kMax), "all-reduce (max)", *group);
+    if (GroupSize(group) > 1)
+      ThrowIfError(group->AllReduce(row_max, ReduceOp::kMax), "all-reduce (max)", *group);
     probs.sub_(row_max.unsqueeze(-1));
 
     // The (shifted) target logit: held by exactly one rank, zero elsewhere, so a sum gathers it.
@@ -45,7 +48,8 @@ class VocabParallelCrossEntropyFunction : public torch::autograd::Function<Vocab
 
     probs.exp_();
     torch::Tensor sums = torch::stack({probs.sum(-1), target_logit});  // [2, ...]: one collective
-    if (GroupSize(group) > 1) ThrowIfError(group->AllReduce(sums, ReduceOp::kSum), "all-reduce (sum)", *group);
+    if (GroupSize(group) > 1)
+      ThrowIfError(group->AllReduce(sums, ReduceOp::kSum), "all-reduce (sum)", *group);
     const torch::Tensor sum_exp = sums[0];
     probs.div_(sum_exp.unsqueeze(-1));
 
@@ -83,19 +87,22 @@ int64_t PaddedVocabSize(int64_t vocab_size, int parts) { return (vocab_size + pa
 
 torch::Tensor VocabParallelEmbedding(const torch::Tensor& tokens, const torch::Tensor& weight_shard,
                                      int64_t vocab_begin, Communicator* group, bool sequence_parallel) {
-  if (GroupSize(group) == 1) return torch::embedding(weight_shard, vocab_begin == 0 ? tokens : tokens - vocab_begin);
+  if (GroupSize(group) == 1)
+    return torch::embedding(weight_shard, vocab_begin == 0 ? tokens : tokens - vocab_begin);
   const int64_t rows = weight_shard.size(0);
   const torch::Tensor outside = (tokens < vocab_begin) | (tokens >= vocab_begin + rows);
   const torch::Tensor local = (tokens - vocab_begin).masked_fill(outside, 0);
   const torch::Tensor partial = torch::embedding(weight_shard, local).masked_fill(outside.unsqueeze(-1), 0.0);
-  return sequence_parallel ? ReduceScatterToSequence(partial, group) : ReduceFromTensorParallel(partial, group);
+  return sequence_parallel ? ReduceScatterToSequence(partial, group)
+                           : ReduceFromTensorParallel(partial, group);
 }
 
 torch::Tensor VocabParallelCrossEntropy(const torch::Tensor& logits_shard, const torch::Tensor& targets,
                                         int64_t vocab_begin, int64_t vocab_size, Communicator* group) {
-  TORCH_CHECK(logits_shard.dim() >= 1 && targets.sizes() == logits_shard.sizes().slice(0, logits_shard.dim() - 1),
-              "vocab-parallel cross-entropy: logits ", logits_shard.sizes(), " and targets ", targets.sizes(),
-              " must agree on every dimension but the last");
+  TORCH_CHECK(
+      logits_shard.dim() >= 1 && targets.sizes() == logits_shard.sizes().slice(0, logits_shard.dim() - 1),
+      "vocab-parallel cross-entropy: logits ", logits_shard.sizes(), " and targets ", targets.sizes(),
+      " must agree on every dimension but the last");
   return VocabParallelCrossEntropyFunction::apply(logits_shard, targets, vocab_begin, vocab_size, group);
 }
 

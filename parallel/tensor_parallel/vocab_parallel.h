@@ -19,7 +19,7 @@
 
 #include <cstdint>
 
-#include "parallel/communicator.h"
+#include "parallel/comm/communicator.h"
 #include "parallel/tensor_parallel/shard_spec.h"
 
 namespace tessera::parallel {

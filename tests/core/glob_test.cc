@@ -37,8 +37,7 @@ CATCH_TEST_CASE("glob ** crosses directories and a directory means every file be
   auto dir = tessera::ExpandFilePatterns({(root / "a").string()});
   CATCH_REQUIRE(dir.ok());
   CATCH_CHECK(*dir == std::vector<std::string>{(root / "a/deep/three.txt").string(),
-                                               (root / "a/one.txt").string(),
-                                               (root / "a/two.md").string()});
+                                               (root / "a/one.txt").string(), (root / "a/two.md").string()});
 }
 
 CATCH_TEST_CASE("glob names the pattern that matched nothing") {

@@ -29,9 +29,9 @@ CATCH_TEST_CASE("merges apply lowest rank first, leftmost among equals") {
   // Ranks: 256 "aa", 257 "ab", 258 "aaa"? Build: "ab" before "aa" so "aab" -> "a" "ab".
   auto t = ToyTokenizer({"ab", "aa", "aab"});
   CATCH_REQUIRE(t);
-  CATCH_CHECK(Encode(*t, "aab") == std::vector<int32_t>{258});            // whole piece is a token
-  CATCH_CHECK(Encode(*t, "aaab") == std::vector<int32_t>{257, 256});      // "ab" (256) first: a a ab -> aa ab
-  CATCH_CHECK(Encode(*t, "aaaa") == std::vector<int32_t>{257, 257});      // leftmost "aa" first
+  CATCH_CHECK(Encode(*t, "aab") == std::vector<int32_t>{258});        // whole piece is a token
+  CATCH_CHECK(Encode(*t, "aaab") == std::vector<int32_t>{257, 256});  // "ab" (256) first: a a ab -> aa ab
+  CATCH_CHECK(Encode(*t, "aaaa") == std::vector<int32_t>{257, 257});  // leftmost "aa" first
   CATCH_CHECK(Encode(*t, "aaa") == std::vector<int32_t>{257, 'a'});
 }
 
@@ -81,8 +81,9 @@ CATCH_TEST_CASE("invalid UTF-8 is an error naming the offset, every valid text r
   auto s = t->EncodeOrdinary("ok \xff", &ids);
   CATCH_CHECK(!s.ok());
   CATCH_CHECK(std::string(s.message()).find("offset 3") != std::string::npos);
-  for (const std::string& text : {std::string(""), std::string("  \n\n\t x"), std::string("emoji 🌍🇪🇸 日本 don't"),
-                                 std::string(5000, ' ') + "y", std::string("a\0b", 3)}) {
+  for (const std::string& text :
+       {std::string(""), std::string("  \n\n\t x"), std::string("emoji 🌍🇪🇸 日本 don't"),
+        std::string(5000, ' ') + "y", std::string("a\0b", 3)}) {
     CATCH_CHECK(*t->Decode(Encode(*t, text)) == text);
   }
 }
@@ -96,8 +97,8 @@ CATCH_TEST_CASE("rank files: bad lines, duplicate ranks and tokens are errors na
   CATCH_CHECK(load("YQ== 0\nYg== 1\n").ok());
   auto missing_field = load("YQ== 0\nYg==\n");
   CATCH_CHECK(std::string(missing_field.status().message()).find("v.tiktoken:2:") != std::string::npos);
-  CATCH_CHECK(!load("YQ== 0\n!!!! 1\n").ok());                 // not base64
-  CATCH_CHECK(!load("YQ== 0\nYg== x\n").ok());                 // rank not a number
+  CATCH_CHECK(!load("YQ== 0\n!!!! 1\n").ok());  // not base64
+  CATCH_CHECK(!load("YQ== 0\nYg== x\n").ok());  // rank not a number
   auto dup_rank = load("YQ== 0\nYg== 0\n");
   CATCH_CHECK(std::string(dup_rank.status().message()).find("duplicate rank 0") != std::string::npos);
   auto dup_token = load("YQ== 0\nYQ== 1\n");
@@ -123,7 +124,10 @@ CATCH_TEST_CASE("randomized corruption of a rank file is an error or a valid voc
     std::string s = valid;
     for (int e = 0; e < 3; ++e) {
       const size_t at = rng() % s.size();
-      if (rng() % 2) s[at] = "AZaz09+/= \n-x"[rng() % 14]; else s.erase(at, 1 + rng() % 3);
+      if (rng() % 2)
+        s[at] = "AZaz09+/= \n-x"[rng() % 14];
+      else
+        s.erase(at, 1 + rng() % 3);
     }
     WriteFile(dir / "c.tiktoken", s);
     auto loaded = LoadTiktokenRanks(dir / "c.tiktoken");
@@ -206,7 +210,8 @@ CATCH_TEST_CASE("real cl100k_base: published vectors and Meta's Llama 3 sentence
   auto llama = BpeTokenizer::Create(*std::move(tokens), spec, "cl100k ranks with llama3 specials");
   CATCH_REQUIRE(llama.ok());
   std::vector<int32_t> ids;
-  CATCH_REQUIRE((*llama)->EncodeWithSpecials("<|begin_of_text|>This is a test sentence.<|end_of_text|>", &ids).ok());
+  CATCH_REQUIRE(
+      (*llama)->EncodeWithSpecials("<|begin_of_text|>This is a test sentence.<|end_of_text|>", &ids).ok());
   CATCH_CHECK(ids == std::vector<int32_t>{128000, 2028, 374, 264, 1296, 11914, 13, 128001});
   CATCH_CHECK((*llama)->vocab_size() == 128256);
   CATCH_CHECK(*(*llama)->SpecialId("<|eot_id|>") == 128009);

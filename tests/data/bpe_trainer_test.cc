@@ -31,7 +31,8 @@ CATCH_TEST_CASE("training is deterministic and thread-count independent, output 
   std::vector<std::string> files;
   for (int i = 0; i < 6; ++i) {
     std::string text;
-    for (int k = 0; k < 200; ++k) text += "the thing " + std::to_string(k * (i + 1)) + " is in the thing's place.\n";
+    for (int k = 0; k < 200; ++k)
+      text += "the thing " + std::to_string(k * (i + 1)) + " is in the thing's place.\n";
     files.push_back(dir / ("doc" + std::to_string(i) + ".txt"));
     WriteFile(files.back(), text);
   }

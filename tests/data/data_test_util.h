@@ -45,8 +45,8 @@ inline std::string ReadFile(const std::string& path) {
 
 // The 256 single bytes plus `merges` (each the concatenation of earlier tokens), the cl100k
 // pattern, and <|endoftext|> right after the ranks.
-inline std::unique_ptr<BpeTokenizer> ToyTokenizer(const std::vector<std::string>& merges = {"th", "he", "the", " t",
-                                                                                           "in", "ing", " the"}) {
+inline std::unique_ptr<BpeTokenizer> ToyTokenizer(const std::vector<std::string>& merges = {
+                                                      "th", "he", "the", " t", "in", "ing", " the"}) {
   std::vector<std::string> tokens;
   for (int b = 0; b < 256; ++b) tokens.push_back(std::string(1, static_cast<char>(b)));
   for (const std::string& m : merges) tokens.push_back(m);

@@ -115,7 +115,8 @@ CATCH_TEST_CASE("corrupt files are errors that say where and what was expected")
   CATCH_CHECK(message(bin, idx.substr(0, 101)).find("need a file of") != std::string::npos);
   std::string bad_size = idx;
   bad_size[34] = 5;  // first sequence 5 tokens long instead of 4
-  CATCH_CHECK(message(bin, bad_size).find("sequence 1 starts at .bin byte 8, expected 10") != std::string::npos);
+  CATCH_CHECK(message(bin, bad_size).find("sequence 1 starts at .bin byte 8, expected 10") !=
+              std::string::npos);
   std::string bad_doc = idx;
   bad_doc[34 + 12 * 3 + 8] = 7;  // document index 1 = 7 > S
   CATCH_CHECK(message(bin, bad_doc).find("document index 1") != std::string::npos);

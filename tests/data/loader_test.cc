@@ -52,7 +52,8 @@ CATCH_TEST_CASE("the loader yields this rank's rows of consecutive global batche
     CATCH_CHECK(batch->row(3)[4] == 100 + 12 * b + 11);
     CATCH_CHECK((*loader)->samples_consumed() == 100 + 12 * (b + 1));
   }
-  CATCH_CHECK((*loader)->position().Serialize() == "samples_consumed=160 stream_fingerprint=0000000000000063");
+  CATCH_CHECK((*loader)->position().Serialize() ==
+              "samples_consumed=160 stream_fingerprint=0000000000000063");
   o.global_batch = 10;  // not a multiple of dp 3
   CATCH_CHECK(!Loader::Create(source, o).ok());
 }

@@ -82,10 +82,13 @@ CATCH_TEST_CASE("output is byte-identical for any worker count, chunk size and s
   auto tok = ToyTokenizer();
   std::string jsonl;
   for (int i = 0; i < 500; ++i) {
-    jsonl += "{\"text\": \"the thing " + std::to_string(i) + " is in the ring\\n" + std::string(i % 37, 'x') + "\"}\n";
+    jsonl += "{\"text\": \"the thing " + std::to_string(i) + " is in the ring\\n" + std::string(i % 37, 'x') +
+             "\"}\n";
   }
   WriteFile(dir / "in/0.jsonl", jsonl);
-  for (int i = 0; i < 30; ++i) WriteFile(dir / ("in/code/f" + std::to_string(i) + ".py"), "def f():\n    return " + std::to_string(i) + "\n");
+  for (int i = 0; i < 30; ++i)
+    WriteFile(dir / ("in/code/f" + std::to_string(i) + ".py"),
+              "def f():\n    return " + std::to_string(i) + "\n");
   PreprocessOptions options;
   options.inputs = {dir / "in"};
   options.path_header = true;
@@ -146,7 +149,9 @@ CATCH_TEST_CASE("plain text: one file is one document, invalid UTF-8 names the f
   CATCH_CHECK(summary->empty_documents == 1);
   CATCH_CHECK(summary->invalid_utf8 == 1);
   CATCH_CHECK(summary->examples[0].find("c.txt: invalid UTF-8 at byte offset 3") != std::string::npos);
-  CATCH_CHECK(!Preprocess(*tok, PreprocessOptions{.inputs = {dir / "missing*.txt"}, .output_prefix = dir / "x"}).ok());
+  CATCH_CHECK(
+      !Preprocess(*tok, PreprocessOptions{.inputs = {dir / "missing*.txt"}, .output_prefix = dir / "x"})
+           .ok());
 }
 
 }  // namespace

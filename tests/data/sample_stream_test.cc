@@ -24,7 +24,8 @@ using testing::WriteFile;
 
 // Writes a corpus whose tokens encode where they come from: token = base + running position, so
 // any sample's tokens can be checked against the documents.
-std::vector<std::vector<int32_t>> MakeCorpus(const std::string& prefix, int docs, int32_t base, uint32_t seed) {
+std::vector<std::vector<int32_t>> MakeCorpus(const std::string& prefix, int docs, int32_t base,
+                                             uint32_t seed) {
   std::vector<std::vector<int32_t>> out;
   int32_t next = base;
   for (int d = 0; d < docs; ++d) {
@@ -97,11 +98,14 @@ CATCH_TEST_CASE("each epoch is a shuffled cover of its windows, different per ep
       windows.insert(stream->Origin(j).sample_in_epoch);
       CATCH_CHECK(stream->Origin(j).epoch == epoch);
       // Packed: each token follows its predecessor in the same document, or starts a document.
-      for (int t = 1; t < 6; ++t) CATCH_CHECK((sample[t] == sample[t - 1] + 1 || doc_starts.contains(sample[t])));
+      for (int t = 1; t < 6; ++t)
+        CATCH_CHECK((sample[t] == sample[t - 1] + 1 || doc_starts.contains(sample[t])));
     }
     CATCH_CHECK(static_cast<int64_t>(windows.size()) == per_epoch);  // every window once
-    if (epoch == 0) first_epoch = samples;
-    else CATCH_CHECK(samples != first_epoch);
+    if (epoch == 0)
+      first_epoch = samples;
+    else
+      CATCH_CHECK(samples != first_epoch);
   }
   // The epoch's windows tile its token stream: per_epoch * seq_len + 1 distinct tokens (all but
   // a tail shorter than seq_len).
@@ -169,10 +173,12 @@ CATCH_TEST_CASE("bad blends and short corpora are clear errors") {
   SampleStreamOptions options;
   options.seq_len = 4;
   options.corpora = {{dir / "a", -1}};
-  CATCH_CHECK(std::string(SampleStream::Open(options).status().message()).find("weight -1") != std::string::npos);
-  options.corpora = {{dir / "a", 0}, {dir / "a", 0}};
-  CATCH_CHECK(std::string(SampleStream::Open(options).status().message()).find("all corpus weights are zero") !=
+  CATCH_CHECK(std::string(SampleStream::Open(options).status().message()).find("weight -1") !=
               std::string::npos);
+  options.corpora = {{dir / "a", 0}, {dir / "a", 0}};
+  CATCH_CHECK(
+      std::string(SampleStream::Open(options).status().message()).find("all corpus weights are zero") !=
+      std::string::npos);
   options.corpora = {{dir / "a", 1}};
   options.seq_len = 100000;
   CATCH_CHECK(std::string(SampleStream::Open(options).status().message()).find("fewer than one sample") !=

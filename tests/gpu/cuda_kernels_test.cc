@@ -23,7 +23,8 @@ constexpr double kEps = 1e-5;
 
 // |actual - expected| <= rtol * |expected| + atol_rel * max|expected|, elementwise; the message
 // names the worst element.
-std::string Compare(const torch::Tensor& actual, const torch::Tensor& expected, double rtol, double atol_rel) {
+std::string Compare(const torch::Tensor& actual, const torch::Tensor& expected, double rtol,
+                    double atol_rel) {
   torch::Tensor a = actual.detach().to(torch::kCPU, torch::kDouble);
   torch::Tensor e = expected.detach().to(torch::kCPU, torch::kDouble);
   if (a.sizes() != e.sizes()) return "shape mismatch";
@@ -33,8 +34,9 @@ std::string Compare(const torch::Tensor& actual, const torch::Tensor& expected, 
   if (worst <= 0) return "";
   const int64_t i = excess.flatten().argmax().item<int64_t>();
   std::ostringstream out;
-  out << "element " << i << ": got " << a.flatten()[i].item<double>() << ", expected " << e.flatten()[i].item<double>()
-      << " (max |expected| " << scale << ", rtol " << rtol << ", atol " << atol_rel * scale << ")";
+  out << "element " << i << ": got " << a.flatten()[i].item<double>() << ", expected "
+      << e.flatten()[i].item<double>() << " (max |expected| " << scale << ", rtol " << rtol << ", atol "
+      << atol_rel * scale << ")";
   return out.str();
 }
 
@@ -145,7 +147,8 @@ CATCH_TEST_CASE("CUDA RMSNorm's weight gradient is deterministic and non-contigu
 
 CATCH_TEST_CASE("CUDA RMSNorm leaves fp64 and CPU tensors to ATen") {
   CATCH_REQUIRE(torch::cuda::is_available());
-  auto x = torch::randn({3, 16}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kDouble)).requires_grad_();
+  auto x = torch::randn({3, 16}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kDouble))
+               .requires_grad_();
   auto w = torch::ones({16}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kDouble));
   auto y = RmsNorm(x, w, kEps, torch::kDouble);
   CATCH_CHECK(y.scalar_type() == torch::kDouble);

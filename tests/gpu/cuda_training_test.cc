@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "tests/catch_compat.h"
+#include "config/config.h"
+#include "model/model.h"
 #include "parallel/process_grid.h"
-#include "trainer/config.h"
+#include "tests/catch_compat.h"
 #include "trainer/flat_adamw.h"
-#include "trainer/model.h"
 #include "trainer/trainer.h"
 
 namespace fs = std::filesystem;
@@ -36,15 +36,21 @@ tessera::parallel::ProcessGrid& CudaGrid() {
 
 tessera::ModelConfig Tiny(bool tie) {
   tessera::ModelConfig c;
-  c.dim = 128; c.n_layers = 2; c.n_heads = 4; c.n_kv_heads = 2;
-  c.ffn_dim = 256; c.vocab_size = 300; c.tie_embeddings = tie;
+  c.dim = 128;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.ffn_dim = 256;
+  c.vocab_size = 300;
+  c.tie_embeddings = tie;
   return c;
 }
 
 // All parameter gradients of `model`, flattened in named_parameters() order, fp64 on the CPU.
 torch::Tensor FlatGrads(tessera::Transformer& model) {
   std::vector<torch::Tensor> parts;
-  for (const auto& p : model->named_parameters()) parts.push_back(p.value().grad().detach().cpu().to(torch::kDouble).flatten());
+  for (const auto& p : model->named_parameters())
+    parts.push_back(p.value().grad().detach().cpu().to(torch::kDouble).flatten());
   return torch::cat(parts);
 }
 
@@ -126,7 +132,8 @@ CATCH_TEST_CASE("30 steps of bf16 training on CUDA lower the loss of a tiny mode
   model->SetComputeDtype(torch::kBFloat16);
 
   std::vector<tessera::parallel::DataParallelParameter> params;
-  for (auto& item : model->named_parameters()) params.push_back({item.key(), item.value(), item.value().dim() >= 2});
+  for (auto& item : model->named_parameters())
+    params.push_back({item.key(), item.value(), item.value().dim() >= 2});
   auto reducer = tessera::parallel::GradReducer::Create(std::move(params), CudaGrid().dp(), {});
   CATCH_REQUIRE(reducer.ok());
   tessera::FlatAdamW optimizer((*reducer)->owned(), tessera::AdamWOptions{0.9, 0.95, 1e-8, 0.0});
@@ -140,7 +147,8 @@ CATCH_TEST_CASE("30 steps of bf16 training on CUDA lower the loss of a tiny mode
     losses.push_back(loss.item<double>());
     optimizer.Step(/*lr=*/1e-2, /*grad_scale=*/1.0);
   }
-  CATCH_INFO("fp32 loss " << loss_fp32 << ", bf16 losses: first " << losses.front() << ", last " << losses.back());
+  CATCH_INFO("fp32 loss " << loss_fp32 << ", bf16 losses: first " << losses.front() << ", last "
+                          << losses.back());
   CATCH_CHECK(std::abs(losses.front() - loss_fp32) < 0.01 * loss_fp32);
   for (double l : losses) CATCH_CHECK(std::isfinite(l));
   // Starts near ln(64) = 4.16; a fixed 128-token batch is memorised quickly (the CPU overfit
@@ -156,11 +164,12 @@ CATCH_TEST_CASE("a Trainer run with train.device=cuda trains, evaluates and logs
   // The default config on the prepared sample data (scripts/prepare_sample_data.sh), in bf16.
   const char* env = std::getenv("TESSERA_SAMPLE_DATA");
   const std::string data = env ? env : src + "/.cache/sample_data";
-  auto config = tessera::LoadConfig(src + "/configs/tiny.yaml", {
-      "data.train=[{prefix: " + data + "/text, weight: 0.6}, {prefix: " + data + "/code, weight: 0.4}]",
-      "data.val=" + data + "/val", "train.device=cuda",
-      "train.precision=bf16", "train.steps=20", "train.warmup_steps=5", "train.eval_every=10",
-      "train.eval_batches=2", "train.log_every=5", "train.run_dir=" + (dir / "run").string()});
+  auto config = tessera::LoadConfig(
+      src + "/configs/tiny.yaml",
+      {"data.train=[{prefix: " + data + "/text, weight: 0.6}, {prefix: " + data + "/code, weight: 0.4}]",
+       "data.val=" + data + "/val", "train.device=cuda", "train.precision=bf16", "train.steps=20",
+       "train.warmup_steps=5", "train.eval_every=10", "train.eval_batches=2", "train.log_every=5",
+       "train.run_dir=" + (dir / "run").string()});
   if (!config.ok()) CATCH_FAIL(std::string(config.status().message()));
   auto trainer = tessera::Trainer::Create(*config, CudaGrid());
   if (!trainer.ok()) CATCH_FAIL(std::string(trainer.status().message()));

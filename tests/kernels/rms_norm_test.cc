@@ -27,7 +27,8 @@ CATCH_TEST_CASE("RmsNorm returns the requested compute dtype and reduces bf16 in
   auto x = torch::randn({4, 32});
   auto y = tessera::kernels::RmsNorm(x.to(torch::kBFloat16), torch::ones({32}), 1e-5, torch::kBFloat16);
   CATCH_CHECK(y.scalar_type() == torch::kBFloat16);
-  auto ref = tessera::kernels::RmsNormReference(x.to(torch::kBFloat16).to(torch::kFloat), torch::ones({32}), 1e-5);
+  auto ref =
+      tessera::kernels::RmsNormReference(x.to(torch::kBFloat16).to(torch::kFloat), torch::ones({32}), 1e-5);
   // One bf16 rounding of the output: relative error below 2^-8.
   CATCH_CHECK(torch::allclose(y.to(torch::kFloat), ref, 1e-2, 1e-2));
 }

@@ -23,8 +23,8 @@
 #include <sstream>
 #include <vector>
 
-#include "parallel/launch.h"
-#include "tests/parallel/comm_test_util.h"
+#include "parallel/comm/launch.h"
+#include "tests/parallel/comm/comm_test_util.h"
 
 namespace tessera::parallel::testing {
 namespace {

@@ -31,7 +31,7 @@
 #include "parallel/pipeline/simulator.h"
 #include "parallel/process_grid.h"
 #include "tests/catch_compat.h"
-#include "tests/parallel/comm_test_util.h"
+#include "tests/parallel/comm/comm_test_util.h"
 
 namespace pl = tessera::parallel::pipeline;
 using tessera::parallel::Communicator;
@@ -73,7 +73,8 @@ at::Tensor Input(int64_t mb) { return Randn({kRows, Width(0)}, 7000 + mb); }
 at::Tensor Target(int64_t mb) { return Randn({kRows, Width(kLayers)}, 9000 + mb); }
 
 at::Tensor Apply(const std::vector<Layer>& layers, int64_t first, int64_t count, at::Tensor x) {
-  for (int64_t l = first; l < first + count; ++l) x = at::tanh(at::linear(x, layers[l].weight, layers[l].bias));
+  for (int64_t l = first; l < first + count; ++l)
+    x = at::tanh(at::linear(x, layers[l].weight, layers[l].bias));
   return x;
 }
 
@@ -261,8 +262,9 @@ CATCH_TEST_CASE("every built-in schedule gives the unsplit model's loss and grad
         auto partition = pl::BalancedPartition(kLayers, pp, v);
         CATCH_REQUIRE(schedule.ok());
         CATCH_REQUIRE(partition.ok());
-        RunAndCompare(p, *schedule, *partition,
-                      name + ", pp " + std::to_string(pp) + ", v " + std::to_string(v) + ", m " + std::to_string(m));
+        RunAndCompare(
+            p, *schedule, *partition,
+            name + ", pp " + std::to_string(pp) + ", v " + std::to_string(v) + ", m " + std::to_string(m));
       }
     }
   }
@@ -271,7 +273,7 @@ CATCH_TEST_CASE("every built-in schedule gives the unsplit model's loss and grad
 CATCH_TEST_CASE("an unbalanced explicit partition runs 1f1b and zb-h1") {
   for (int64_t pp : Degrees()) {
     Pipeline p = MakePipeline(pp);
-    const std::vector<int64_t> counts = pp == 1 ? std::vector<int64_t>{8}
+    const std::vector<int64_t> counts = pp == 1   ? std::vector<int64_t>{8}
                                         : pp == 2 ? std::vector<int64_t>{5, 3}
                                                   : std::vector<int64_t>{1, 3, 2, 2};
     auto partition = pl::ExplicitPartition(kLayers, pp, 1, counts);
@@ -289,11 +291,11 @@ CATCH_TEST_CASE("a schedule parsed from text runs") {
   const int64_t world = TestRuntime()->world_size();
   const int64_t pp = world % 2 == 0 ? 2 : 1;
   Pipeline p = MakePipeline(pp);
-  const std::string text =
-      pp == 2 ? "name hand-mixed\n"
-                "0F0 0SA0 0F1 0SA1 0RG0 0B0 0F2 0SA2 0RG1 0I1 0W1 0RG2 0B2  # rank 0\n"
-                "0RA0 0F0 0RA1 0F1 0I0 0SG0 0B1 0SG1 0W0 0RA2 0F2 0I2 0SG2 0W2  # rank 1\n"
-              : "name hand-mixed-v2\n0F0 1F0 1I0 0B0 0F1 1F1 1B1 1W0 0I1 0W1\n";
+  const std::string text = pp == 2
+                               ? "name hand-mixed\n"
+                                 "0F0 0SA0 0F1 0SA1 0RG0 0B0 0F2 0SA2 0RG1 0I1 0W1 0RG2 0B2  # rank 0\n"
+                                 "0RA0 0F0 0RA1 0F1 0I0 0SG0 0B1 0SG1 0W0 0RA2 0F2 0I2 0SG2 0W2  # rank 1\n"
+                               : "name hand-mixed-v2\n0F0 1F0 1I0 0B0 0F1 1F1 1B1 1W0 0I1 0W1\n";
   const pl::Schedule schedule = Parse(text);
   auto partition = pl::BalancedPartition(kLayers, pp, schedule.v);
   CATCH_REQUIRE(partition.ok());
@@ -359,7 +361,8 @@ CATCH_TEST_CASE("measured peak live activations and the stats follow the schedul
     // One exchange per run of communication actions; compute and waiting are parts of the step.
     const std::vector<pl::Action>& list = schedule->actions[p.rank];
     int64_t exchanges = 0;
-    for (size_t i = 0; i < list.size(); ++i) exchanges += !list[i].IsCompute() && (i == 0 || list[i - 1].IsCompute());
+    for (size_t i = 0; i < list.size(); ++i)
+      exchanges += !list[i].IsCompute() && (i == 0 || list[i - 1].IsCompute());
     CATCH_CHECK(stats.exchanges == exchanges);
     CATCH_CHECK(stats.compute_s > 0);
     CATCH_CHECK(stats.wait_s >= 0);
@@ -367,7 +370,8 @@ CATCH_TEST_CASE("measured peak live activations and the stats follow the schedul
     CATCH_CHECK(stats.IdleFraction() >= 0);
     CATCH_CHECK(stats.IdleFraction() < 1);
     // Every activation that leaves a rank is a float32 [kRows, width] tensor.
-    if (pp > 1 && p.rank == 0) CATCH_CHECK(stats.bytes_sent == m * kRows * Width(partition->FirstLayer(1, 0)) * 4);
+    if (pp > 1 && p.rank == 0)
+      CATCH_CHECK(stats.bytes_sent == m * kRows * Width(partition->FirstLayer(1, 0)) * 4);
   }
 }
 
@@ -396,6 +400,7 @@ CATCH_TEST_CASE("an exception in the stage becomes an error naming the action, a
   CATCH_REQUIRE(loss.ok());
   CATCH_CHECK(std::abs(*loss - ReferenceFor(2).loss) <= kTol * std::abs(ReferenceFor(2).loss));
   for (int64_t l = 0; l < kLayers; ++l) {
-    CheckClose(stage.layers()[l].weight.grad(), ReferenceFor(2).grads[l].weight, "layer " + std::to_string(l));
+    CheckClose(stage.layers()[l].weight.grad(), ReferenceFor(2).grads[l].weight,
+               "layer " + std::to_string(l));
   }
 }

@@ -86,7 +86,8 @@ CATCH_TEST_CASE("interleaved placement: chunk c of rank r is model chunk c*pp + 
   CATCH_CHECK_FALSE(p->HasEmbedding(0, 1));
   CATCH_CHECK(p->HasHead(3, 1));
   CATCH_CHECK_FALSE(p->HasHead(3, 0));
-  CATCH_CHECK(p->ToString().rfind("rank 0: chunk 0 layers [0, 2) + embedding, chunk 1 layers [8, 10) (cost 4)\n", 0) == 0);
+  CATCH_CHECK(p->ToString().rfind(
+                  "rank 0: chunk 0 layers [0, 2) + embedding, chunk 1 layers [8, 10) (cost 4)\n", 0) == 0);
 }
 
 CATCH_TEST_CASE("explicit layer counts are in model-chunk order") {

@@ -46,8 +46,9 @@ std::vector<std::string> Compute(const Schedule& s, int64_t rank) {
 }  // namespace
 
 CATCH_TEST_CASE("action tokens round trip and reject malformed text") {
-  const ActionKind kinds[] = {ActionKind::kForward,        ActionKind::kBackward,       ActionKind::kBackwardInput,
-                              ActionKind::kBackwardWeight, ActionKind::kSendActivation, ActionKind::kRecvActivation,
+  const ActionKind kinds[] = {ActionKind::kForward,        ActionKind::kBackward,
+                              ActionKind::kBackwardInput,  ActionKind::kBackwardWeight,
+                              ActionKind::kSendActivation, ActionKind::kRecvActivation,
                               ActionKind::kSendGrad,       ActionKind::kRecvGrad};
   const char* texts[] = {"1F23", "1B23", "1I23", "1W23", "1SA23", "1RA23", "1SG23", "1RG23"};
   for (int k = 0; k < 8; ++k) {
@@ -105,8 +106,10 @@ CATCH_TEST_CASE("interleaved 1F1B on 2 ranks, 2 chunks, 2 micro-batches") {
   // 2: F0 F1 on chunk 0, then steady pairs (f0, b0) (f1, b1), then B0 B1 on chunk 0.
   auto s = InterleavedOneFOneBSchedule(2, 2, 2);
   CATCH_REQUIRE(s.ok());
-  CATCH_CHECK(Compute(*s, 0) == std::vector<std::string>{"0F0", "0F1", "1F0", "1F1", "1B0", "1B1", "0B0", "0B1"});
-  CATCH_CHECK(Compute(*s, 1) == std::vector<std::string>{"0F0", "0F1", "1F0", "1B0", "1F1", "1B1", "0B0", "0B1"});
+  CATCH_CHECK(Compute(*s, 0) ==
+              std::vector<std::string>{"0F0", "0F1", "1F0", "1F1", "1B0", "1B1", "0B0", "0B1"});
+  CATCH_CHECK(Compute(*s, 1) ==
+              std::vector<std::string>{"0F0", "0F1", "1F0", "1B0", "1F1", "1B1", "0B0", "0B1"});
   // Rank 1's chunk 0 (model chunk 1) feeds rank 0's chunk 1 (model chunk 2); a steady step's
   // sends and the next step's receives form one exchange.
   CATCH_CHECK(Line(*s, 1) ==
@@ -122,7 +125,8 @@ CATCH_TEST_CASE("ZB-H1 phases: pp-1-r forwards, r (F, I) pairs, and r W's deferr
     // After the last I come the W of its own triple and the r deferred ones.
     const auto last_i = std::find(c.begin(), c.end(), "0I7") - c.begin();
     CATCH_CHECK(static_cast<int64_t>(c.size()) - 1 - last_i == r + 1);
-    CATCH_CHECK(std::count_if(c.begin(), c.end(), [](const std::string& t) { return t.find('B') != std::string::npos; }) == 0);
+    CATCH_CHECK(std::count_if(c.begin(), c.end(),
+                              [](const std::string& t) { return t.find('B') != std::string::npos; }) == 0);
   }
   // The steady triple on rank 1 (F4, I2, W1): F4's send and I2's gradient receive share an
   // exchange; I2's gradient leaves after W1, with the receive for F5.
@@ -196,10 +200,12 @@ CATCH_TEST_CASE("parse errors name the line and the token") {
   CATCH_CHECK(Contains(twice.status(), "line 2: 'pp' given twice"));
   auto chunk = ParseSchedule("virtual-stages 1\n0F0 0B0\n1F0 1B0\n");
   CATCH_REQUIRE_FALSE(chunk.ok());
-  CATCH_CHECK(Contains(chunk.status(), "line 3 (rank 1), token 1 '1F0': chunk 1 but 'virtual-stages 1' (line 1)"));
+  CATCH_CHECK(
+      Contains(chunk.status(), "line 3 (rank 1), token 1 '1F0': chunk 1 but 'virtual-stages 1' (line 1)"));
   auto mb = ParseSchedule("microbatches 2\n0F0 0B0 0F2 0B2\n");
   CATCH_REQUIRE_FALSE(mb.ok());
-  CATCH_CHECK(Contains(mb.status(), "line 2 (rank 0), token 3 '0F2': micro-batch 2 but 'microbatches 2' (line 1)"));
+  CATCH_CHECK(
+      Contains(mb.status(), "line 2 (rank 0), token 3 '0F2': micro-batch 2 but 'microbatches 2' (line 1)"));
   auto pp = ParseSchedule("pp 3\n0F0 0B0\n0F0 0B0\n");
   CATCH_REQUIRE_FALSE(pp.ok());
   CATCH_CHECK(Contains(pp.status(), "directive 'pp 3' but the schedule has 2 action lines"));
@@ -220,7 +226,8 @@ CATCH_TEST_CASE("generator errors name the numbers") {
   CATCH_CHECK(Contains(chunks.status(), "schedule 1f1b runs one chunk per rank, got 2 virtual stages"));
   auto name = MakeSchedule("zb-h2", 4, 8, 1);
   CATCH_REQUIRE_FALSE(name.ok());
-  CATCH_CHECK(Contains(name.status(), "unknown schedule 'zb-h2' (expected one of gpipe, 1f1b, interleaved, zb-h1)"));
+  CATCH_CHECK(
+      Contains(name.status(), "unknown schedule 'zb-h2' (expected one of gpipe, 1f1b, interleaved, zb-h1)"));
   auto sizes = GPipeSchedule(0, 8);
   CATCH_REQUIRE_FALSE(sizes.ok());
   CATCH_CHECK(Contains(sizes.status(), "got pp 0, micro-batches 8"));

@@ -88,8 +88,8 @@ CATCH_TEST_CASE("every built-in schedule is complete, deadlock-free and meets it
       CATCH_CHECK(MaxOf(results["zb-h1"].peak_live) == MaxOf(results["1f1b"].peak_live));
       if (p > 1 && m >= p) {
         CATCH_CHECK(results["zb-h1"].bubble_fraction < results["1f1b"].bubble_fraction);
-        CATCH_CHECK(std::abs(results["zb-h1"].bubble_fraction - static_cast<double>(p - 1) / (3 * m + p - 1)) <
-                    kTolerance);
+        CATCH_CHECK(std::abs(results["zb-h1"].bubble_fraction -
+                             static_cast<double>(p - 1) / (3 * m + p - 1)) < kTolerance);
       }
       // Interleaved, v = 2, per-chunk costs F = 1/2, B = 1: (p-1)/(v*m+p-1). Needs m % p == 0.
       if (m % p == 0) {
@@ -162,8 +162,10 @@ CATCH_TEST_CASE("communication costs: a transfer ends when both sides are posted
 CATCH_TEST_CASE("one rank with two chunks passes tensors in memory") {
   CATCH_CHECK(SimulateText("0F0 1F0 1B0 0B0\n").ok());
   CATCH_CHECK(Contains(SimulateText("1F0 0F0 1B0 0B0\n"), "action 1 '1F0' needs its input first: '0F0'"));
-  CATCH_CHECK(Contains(SimulateText("0F0 1F0 0B0 1B0\n"), "action 3 '0B0' needs its output gradient first: '1B0' or '1I0'"));
-  CATCH_CHECK(Contains(SimulateText("0F0 0SA0 0B0\n"), "action 2 '0SA0': with pp 1 every chunk is on this rank"));
+  CATCH_CHECK(Contains(SimulateText("0F0 1F0 0B0 1B0\n"),
+                       "action 3 '0B0' needs its output gradient first: '1B0' or '1I0'"));
+  CATCH_CHECK(
+      Contains(SimulateText("0F0 0SA0 0B0\n"), "action 2 '0SA0': with pp 1 every chunk is on this rank"));
 }
 
 CATCH_TEST_CASE("a deadlocking schedule is rejected naming the ranks and what they wait for") {
@@ -179,14 +181,17 @@ CATCH_TEST_CASE("a deadlocking schedule is rejected naming the ranks and what th
 }
 
 CATCH_TEST_CASE("unmatched and out-of-order transfers are rejected") {
-  CATCH_CHECK(Contains(SimulateText("0F0 0SA0 0RG0 0B0\n0F0 0B0 0SG0\n"),
-                       "unmatched send: rank 0 (line 1) action 2 '0SA0' sends to rank 1, which has no matching '0RA0'"));
-  CATCH_CHECK(Contains(SimulateText("0F0 0RG0 0B0\n0RA0 0F0 0B0 0SG0\n"),
-                       "unmatched receive: rank 1 (line 2) action 1 '0RA0' receives from rank 0, which has no "
-                       "matching '0SA0'"));
-  CATCH_CHECK(Contains(SimulateText("0F0 0F1 0SA1 0SA0 0RG0 0B0 0RG1 0B1\n0RA0 0F0 0RA1 0F1 0B0 0SG0 0B1 0SG1\n"),
-                       "transfers from rank 0 to rank 1 are out of order: send 1 is rank 0 (line 1) action 3 '0SA1' "
-                       "but receive 1 is rank 1 (line 2) action 1 '0RA0'"));
+  CATCH_CHECK(Contains(
+      SimulateText("0F0 0SA0 0RG0 0B0\n0F0 0B0 0SG0\n"),
+      "unmatched send: rank 0 (line 1) action 2 '0SA0' sends to rank 1, which has no matching '0RA0'"));
+  CATCH_CHECK(
+      Contains(SimulateText("0F0 0RG0 0B0\n0RA0 0F0 0B0 0SG0\n"),
+               "unmatched receive: rank 1 (line 2) action 1 '0RA0' receives from rank 0, which has no "
+               "matching '0SA0'"));
+  CATCH_CHECK(
+      Contains(SimulateText("0F0 0F1 0SA1 0SA0 0RG0 0B0 0RG1 0B1\n0RA0 0F0 0RA1 0F1 0B0 0SG0 0B1 0SG1\n"),
+               "transfers from rank 0 to rank 1 are out of order: send 1 is rank 0 (line 1) action 3 '0SA1' "
+               "but receive 1 is rank 1 (line 2) action 1 '0RA0'"));
   CATCH_CHECK(Contains(SimulateText("0F0 0SA0 0RG0 0B0\n0RA0 0F0 0SA0 0B0 0SG0\n"),
                        "rank 1 (line 2) action 3 '0SA0': model chunk 1 is the last one"));
   CATCH_CHECK(Contains(SimulateText("0RA0 0F0 0SA0 0RG0 0B0\n0RA0 0F0 0B0 0SG0\n"),

@@ -27,10 +27,10 @@
 #include <string>
 #include <vector>
 
+#include "model/model.h"
 #include "parallel/process_grid.h"
 #include "tests/catch_compat.h"
-#include "tests/parallel/comm_test_util.h"
-#include "trainer/model.h"
+#include "tests/parallel/comm/comm_test_util.h"
 
 using tessera::ModelConfig;
 using tessera::ModelShardOptions;
@@ -147,7 +147,8 @@ at::Tensor GatherLogical(const ParameterInfo& info, const at::Tensor& local, Com
   }
   const int64_t logical = s.dim < 0 ? rows : s.global_size;
   if (full.size(0) > logical) {
-    CATCH_CHECK(full.narrow(0, logical, full.size(0) - logical).abs().max().item<double>() == 0.0);  // padding
+    CATCH_CHECK(full.narrow(0, logical, full.size(0) - logical).abs().max().item<double>() ==
+                0.0);  // padding
   }
   return full.narrow(0, 0, logical).movedim(0, dim).contiguous();
 }
@@ -357,7 +358,8 @@ CATCH_TEST_CASE("TP=2 training follows the TP=1 training step by step") {
     sharded_losses.push_back(b.item<double>());
   }
   for (int step = 0; step < 20; ++step) {
-    CATCH_INFO("step " << step << ": TP 1 loss " << ref_losses[step] << ", TP 2 loss " << sharded_losses[step]);
+    CATCH_INFO("step " << step << ": TP 1 loss " << ref_losses[step] << ", TP 2 loss "
+                       << sharded_losses[step]);
     // fp32 rounding differences carried through 20 updates: measured below 2e-7 relative;
     // 1e-5 leaves a 50x margin.
     CATCH_CHECK(sharded_losses[step] == Approx(ref_losses[step]).epsilon(1e-5));
@@ -389,7 +391,8 @@ CATCH_TEST_CASE("layouts that do not fit are errors naming the numbers") {
     // divide them.
     if (n == 4) {
       status = ValidateShardOptions(Shape(6, 6, 99, true), kSeq, options);
-      CATCH_CHECK(std::string(status.message()).find("n_heads = 6 is not a multiple of tp = 4") != std::string::npos);
+      CATCH_CHECK(std::string(status.message()).find("n_heads = 6 is not a multiple of tp = 4") !=
+                  std::string::npos);
     }
     ModelConfig odd_kv = Shape(12, 3, 99, true);
     odd_kv.dim = 48;

@@ -20,7 +20,7 @@
 #include "parallel/tensor_parallel/mappings.h"
 #include "parallel/tensor_parallel/vocab_parallel.h"
 #include "tests/catch_compat.h"
-#include "tests/parallel/comm_test_util.h"
+#include "tests/parallel/comm/comm_test_util.h"
 
 namespace tp = tessera::parallel;
 using tessera::parallel::Communicator;
@@ -213,7 +213,9 @@ namespace {
 // This rank's padded block of a [vocab, dim] table: its rows, then zeros up to the block size.
 at::Tensor VocabBlock(const at::Tensor& full, const tp::ShardSpec& spec) {
   at::Tensor block = at::zeros({spec.block_size(), full.size(1)}, full.options());
-  if (spec.end() > spec.begin()) block.narrow(0, 0, spec.end() - spec.begin()).copy_(full.narrow(0, spec.begin(), spec.end() - spec.begin()));
+  if (spec.end() > spec.begin())
+    block.narrow(0, 0, spec.end() - spec.begin())
+        .copy_(full.narrow(0, spec.begin(), spec.end() - spec.begin()));
   return block;
 }
 
@@ -247,7 +249,8 @@ CATCH_TEST_CASE("vocab-parallel embedding equals the unsplit lookup, vocab not d
   }
 }
 
-CATCH_TEST_CASE("vocab-parallel cross-entropy equals the unsplit loss and gradient, and padding never counts") {
+CATCH_TEST_CASE(
+    "vocab-parallel cross-entropy equals the unsplit loss and gradient, and padding never counts") {
   // 37 is divisible by neither 2 nor 4; with 5 and TP 4 the last rank holds only padding.
   for (int64_t vocab : {37, 5}) {
     const int64_t tokens = 24;

@@ -23,9 +23,11 @@ CATCH_TEST_CASE("tp-dp-pp on 8 ranks with tp2 pp2 dp2 puts TP innermost") {
     CATCH_CHECK(c == Coordinates{tp[r], pp[r], dp[r]});
     CATCH_CHECK(topo->RankOf(c) == r);
   }
-  CATCH_CHECK(topo->Groups(Dim::kTensor) == std::vector<std::vector<int64_t>>{{0, 1}, {2, 3}, {4, 5}, {6, 7}});
+  CATCH_CHECK(topo->Groups(Dim::kTensor) ==
+              std::vector<std::vector<int64_t>>{{0, 1}, {2, 3}, {4, 5}, {6, 7}});
   CATCH_CHECK(topo->Groups(Dim::kData) == std::vector<std::vector<int64_t>>{{0, 2}, {1, 3}, {4, 6}, {5, 7}});
-  CATCH_CHECK(topo->Groups(Dim::kPipeline) == std::vector<std::vector<int64_t>>{{0, 4}, {1, 5}, {2, 6}, {3, 7}});
+  CATCH_CHECK(topo->Groups(Dim::kPipeline) ==
+              std::vector<std::vector<int64_t>>{{0, 4}, {1, 5}, {2, 6}, {3, 7}});
 }
 
 CATCH_TEST_CASE("dp-tp-pp order with tp4 pp1 dp2 and dp auto") {
@@ -50,10 +52,13 @@ CATCH_TEST_CASE("pp-tp-dp on 12 ranks: tp3 pp2 dp2") {
 CATCH_TEST_CASE("topology errors show the numbers") {
   auto bad = Topology::Create(8, {3, 1, 0});
   CATCH_REQUIRE_FALSE(bad.ok());
-  CATCH_CHECK(std::string(bad.status().message()).find("not divisible by tp x pp = 3 x 1 = 3") != std::string::npos);
+  CATCH_CHECK(std::string(bad.status().message()).find("not divisible by tp x pp = 3 x 1 = 3") !=
+              std::string::npos);
   auto mismatch = Topology::Create(8, {2, 2, 3});
   CATCH_REQUIRE_FALSE(mismatch.ok());
-  CATCH_CHECK(std::string(mismatch.status().message()).find("world size 8 != tp x pp x dp = 2 x 2 x 3 = 12") != std::string::npos);
+  CATCH_CHECK(
+      std::string(mismatch.status().message()).find("world size 8 != tp x pp x dp = 2 x 2 x 3 = 12") !=
+      std::string::npos);
   CATCH_CHECK_FALSE(Topology::Create(4, {2, 1, 2}, "tp-tp-dp").ok());
   CATCH_CHECK_FALSE(Topology::Create(4, {2, 1, 2}, "tp-dp").ok());
 }

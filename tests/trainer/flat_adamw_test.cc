@@ -21,8 +21,8 @@ tessera::parallel::ProcessGrid& LocalGrid() {
   return *grid;
 }
 
-std::unique_ptr<tessera::parallel::GradReducer> Reducer(std::vector<tessera::parallel::DataParallelParameter> params,
-                                                        int zero = 0, double bucket_mb = 25) {
+std::unique_ptr<tessera::parallel::GradReducer> Reducer(
+    std::vector<tessera::parallel::DataParallelParameter> params, int zero = 0, double bucket_mb = 25) {
   auto r = tessera::parallel::GradReducer::Create(std::move(params), LocalGrid().dp(), {zero, bucket_mb});
   if (!r.ok()) CATCH_FAIL(std::string(r.status().message()));
   return *std::move(r);
@@ -44,9 +44,11 @@ CATCH_TEST_CASE("FlatAdamW follows torch::optim::AdamW with and without weight d
     tessera::FlatAdamW flat(reducer->owned(), {0.9, 0.95, 1e-8, wd});
     std::vector<torch::optim::OptimizerParamGroup> groups;
     groups.emplace_back(std::vector<torch::Tensor>{w_ref},
-                        std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(wd)));
+                        std::make_unique<torch::optim::AdamWOptions>(
+                            torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(wd)));
     groups.emplace_back(std::vector<torch::Tensor>{b_ref},
-                        std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
+                        std::make_unique<torch::optim::AdamWOptions>(
+                            torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
     torch::optim::AdamW reference(std::move(groups), torch::optim::AdamWOptions(1e-2));
     auto x = torch::randn({5, 6});
     for (int step = 0; step < 5; ++step) {
@@ -55,12 +57,14 @@ CATCH_TEST_CASE("FlatAdamW follows torch::optim::AdamW with and without weight d
       reducer->MarkFinalBackward();
       (torch::matmul(x, w) + b).pow(2).sum().backward();
       CATCH_REQUIRE(reducer->FinishBackward(nullptr).ok());
-      for (auto& group : reference.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      for (auto& group : reference.param_groups())
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
       reference.zero_grad();
       (torch::matmul(x, w_ref) + b_ref).pow(2).sum().backward();
       auto norm = reducer->GlobalGradNorm(LocalGrid().world());
       CATCH_REQUIRE(norm.ok());
-      const double expected = std::sqrt(w_ref.grad().square().sum().item<double>() + b_ref.grad().square().sum().item<double>());
+      const double expected =
+          std::sqrt(w_ref.grad().square().sum().item<double>() + b_ref.grad().square().sum().item<double>());
       CATCH_CHECK(*norm == Approx(expected).epsilon(1e-6));  // fp32 sums in another order
       flat.Step(lr, 1.0);
       CATCH_REQUIRE(reducer->GatherParams().ok());

@@ -7,7 +7,7 @@
 
 CATCH_TEST_CASE("warmup is linear and cosine decay ends at min_lr") {
   tessera::LrSchedule s{/*peak_lr=*/1.0, /*min_lr=*/0.1, /*warmup_steps=*/10, /*total_steps=*/110};
-  CATCH_CHECK(s.At(0) == Approx(0.1));   // (0+1)/10
+  CATCH_CHECK(s.At(0) == Approx(0.1));  // (0+1)/10
   CATCH_CHECK(s.At(4) == Approx(0.5));
   CATCH_CHECK(s.At(9) == Approx(1.0));   // peak at the last warmup step
   CATCH_CHECK(s.At(10) == Approx(1.0));  // cosine starts at the peak

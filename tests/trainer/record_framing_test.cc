@@ -39,5 +39,6 @@ CATCH_TEST_CASE("record framing appends after existing bytes") {
   AppendFramedRecord("hello", &out);
   AppendFramedRecord("", &out);
   CATCH_CHECK(out.size() == 6 + FramedRecordSize(5) + FramedRecordSize(0));
-  CATCH_CHECK(Hex(out.substr(6)) == "0500000000000000eab2043e68656c6c6fbb1f1c19000000000000000029039807d8ea82a2");
+  CATCH_CHECK(Hex(out.substr(6)) ==
+              "0500000000000000eab2043e68656c6c6fbb1f1c19000000000000000029039807d8ea82a2");
 }

@@ -42,7 +42,8 @@ int Scalars(const std::string& dir, const std::string& suffix) {
   while (std::getline(std::cin, line)) {
     ++line_number;
     std::vector<std::string> fields = absl::StrSplit(line, '\t');
-    if (fields.size() != 4) return Error("stdin line " + std::to_string(line_number) + ": expected 4 tab-separated fields");
+    if (fields.size() != 4)
+      return Error("stdin line " + std::to_string(line_number) + ": expected 4 tab-separated fields");
     char* end = nullptr;
     const long long step = std::strtoll(fields[1].c_str(), &end, 10);
     const double value = std::strtod(fields[2].c_str(), &end);
@@ -80,7 +81,8 @@ int Run(const std::string& dir) {
     m.skipped_steps = skipped;
     if (step % 5 == 0) m.eval_loss = m.loss + 0.125;
     jsonl << tessera::MetricsJsonLine(m);
-    if (absl::Status s = tessera::WriteStepScalars(**writer, m); !s.ok()) return Error(std::string(s.message()));
+    if (absl::Status s = tessera::WriteStepScalars(**writer, m); !s.ok())
+      return Error(std::string(s.message()));
   }
   jsonl.close();
   if (!jsonl) return Error("writing " + dir + "/metrics.jsonl failed");
@@ -95,6 +97,7 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "scalars" && (argc == 3 || argc == 4)) return Scalars(argv[2], argc == 4 ? argv[3] : "");
   if (mode == "run" && argc == 3) return Run(argv[2]);
-  std::fprintf(stderr, "usage: tensorboard_driver scalars DIR [SUFFIX] < SPEC | tensorboard_driver run DIR\n");
+  std::fprintf(stderr,
+               "usage: tensorboard_driver scalars DIR [SUFFIX] < SPEC | tensorboard_driver run DIR\n");
   return 2;
 }

@@ -41,7 +41,8 @@ uint32_t BitwiseMaskedCrc32c(std::string_view data) {
 
 uint64_t LittleEndian(std::string_view bytes) {
   uint64_t v = 0;
-  for (size_t i = 0; i < bytes.size(); ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  for (size_t i = 0; i < bytes.size(); ++i)
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
   return v;
 }
 
@@ -196,8 +197,9 @@ CATCH_TEST_CASE("tensorboard writer: file_version first, then every scalar exact
   const std::string name = fs::path((*writer)->path()).filename().string();
   const std::string prefix = "events.out.tfevents." + std::to_string(static_cast<int64_t>(before)) + ".";
   // The name holds the second of Open; the clock may tick once between `before` and Open.
-  CATCH_CHECK((name.rfind(prefix, 0) == 0 ||
-               name.rfind("events.out.tfevents." + std::to_string(static_cast<int64_t>(before) + 1) + ".", 0) == 0));
+  CATCH_CHECK(
+      (name.rfind(prefix, 0) == 0 ||
+       name.rfind("events.out.tfevents." + std::to_string(static_cast<int64_t>(before) + 1) + ".", 0) == 0));
   CATCH_CHECK(name.substr(name.size() - HostName().size()) == HostName());
 
   const float nan = std::numeric_limits<float>::quiet_NaN();
@@ -292,7 +294,7 @@ CATCH_TEST_CASE("tensorboard writer flushes by size and by interval on its own")
     CATCH_REQUIRE((*writer)->AddScalar("loss", added, added).ok());
     ++added;
   }
-  CATCH_CHECK(added > 1);  // not every add ...
+  CATCH_CHECK(added > 1);   // not every add ...
   CATCH_CHECK(added < 20);  // ... but soon after 200 bytes
   CATCH_CHECK(ReadEvents((*writer)->path()).size() == static_cast<size_t>(1 + added));
 

@@ -63,14 +63,29 @@ std::vector<tessera::StepMetrics> Overfit(const std::string& precision) {
   // windows feeds the same batch at every step.
   torch::manual_seed(0);
   auto ids = torch::randint(0, 60, {33}, torch::kInt32);
-  WriteCorpus((dir / "fixed").string(), std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + 33));
-  tessera::Config config = Parse("", {
-      "model.dim=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.ffn_dim=128",
-      "model.vocab_size=64", "train.seq_len=16", "train.micro_batch=2", "train.global_batch=2",
-      "train.steps=120", "train.warmup_steps=5", "train.lr=0.01", "train.min_lr=0.001",
-      "train.weight_decay=0", "train.eval_every=0", "train.log_every=20", "train.peak_tflops=1",
-      "data.train=" + (dir / "fixed").string(), "data.shuffle=false", "train.run_dir=" + (dir / "run").string(),
-      "train.precision=" + precision});
+  WriteCorpus((dir / "fixed").string(),
+              std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + 33));
+  tessera::Config config = Parse("", {"model.dim=64",
+                                      "model.n_layers=2",
+                                      "model.n_heads=4",
+                                      "model.n_kv_heads=2",
+                                      "model.ffn_dim=128",
+                                      "model.vocab_size=64",
+                                      "train.seq_len=16",
+                                      "train.micro_batch=2",
+                                      "train.global_batch=2",
+                                      "train.steps=120",
+                                      "train.warmup_steps=5",
+                                      "train.lr=0.01",
+                                      "train.min_lr=0.001",
+                                      "train.weight_decay=0",
+                                      "train.eval_every=0",
+                                      "train.log_every=20",
+                                      "train.peak_tflops=1",
+                                      "data.train=" + (dir / "fixed").string(),
+                                      "data.shuffle=false",
+                                      "train.run_dir=" + (dir / "run").string(),
+                                      "train.precision=" + precision});
   auto trainer = tessera::Trainer::Create(config, LocalGrid());
   CATCH_REQUIRE(trainer.ok());
   CATCH_REQUIRE((*trainer)->Run().ok());
@@ -100,10 +115,11 @@ CATCH_TEST_CASE("the default config's loss falls well below its start on the sam
   const fs::path dir = TempDir("default");
   // The default config, shortened: 60 of its 300 steps. Its data paths are relative to the
   // repository root; point them at the prepared sample data.
-  tessera::Config config = Parse(std::string(TESSERA_SOURCE_DIR) + "/configs/tiny.yaml", {
-      "data.train=[{prefix: " + data + "/text, weight: 0.6}, {prefix: " + data + "/code, weight: 0.4}]",
-      "data.val=" + data + "/val", "train.steps=60", "train.eval_every=60", "train.eval_batches=4",
-      "train.run_dir=" + (dir / "run").string()});
+  tessera::Config config = Parse(
+      std::string(TESSERA_SOURCE_DIR) + "/configs/tiny.yaml",
+      {"data.train=[{prefix: " + data + "/text, weight: 0.6}, {prefix: " + data + "/code, weight: 0.4}]",
+       "data.val=" + data + "/val", "train.steps=60", "train.eval_every=60", "train.eval_batches=4",
+       "train.run_dir=" + (dir / "run").string()});
   auto trainer = tessera::Trainer::Create(config, LocalGrid());
   CATCH_REQUIRE(trainer.ok());
   CATCH_REQUIRE((*trainer)->Run().ok());
@@ -130,7 +146,10 @@ CATCH_TEST_CASE("the default config's loss falls well below its start on the sam
   std::ifstream metrics(dir / "run/metrics.jsonl");
   std::string line, last;
   int lines = 0;
-  while (std::getline(metrics, line)) { last = line; ++lines; }
+  while (std::getline(metrics, line)) {
+    last = line;
+    ++lines;
+  }
   CATCH_CHECK(lines == 7);  // step 1, every 10th, and the last (60, with eval)
   for (const char* key : {"\"step\": 60", "\"loss\": ", "\"lr\": ", "\"grad_norm\": ", "\"tokens_per_s\": ",
                           "\"mfu\": ", "\"eval_loss\": ", "\"data_wait_s\": "}) {
@@ -172,10 +191,11 @@ CATCH_TEST_CASE("bad data is reported before the model is built") {
       LocalGrid());
   CATCH_CHECK(indivisible.ok());  // dp = 1: 6 / (3 x 1) micro-batches is fine, ZeRO is a no-op
   if (!torch::cuda::is_available()) {
-    auto cuda = tessera::Trainer::Create(
-        Parse("", {"data.train=" + prefix, "train.eval_every=0", "train.device=cuda", "train.seq_len=8", run}),
-        LocalGrid());
+    auto cuda = tessera::Trainer::Create(Parse("", {"data.train=" + prefix, "train.eval_every=0",
+                                                    "train.device=cuda", "train.seq_len=8", run}),
+                                         LocalGrid());
     CATCH_REQUIRE_FALSE(cuda.ok());
-    CATCH_CHECK(std::string(cuda.status().message()).find("train.device = cuda, but no CUDA device") != std::string::npos);
+    CATCH_CHECK(std::string(cuda.status().message()).find("train.device = cuda, but no CUDA device") !=
+                std::string::npos);
   }
 }

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "trainer/tensorboard/crc32c.h"
+#include "core/crc32c.h"
 
 namespace tessera::tensorboard {
 namespace {

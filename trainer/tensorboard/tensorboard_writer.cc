@@ -96,8 +96,9 @@ absl::StatusOr<std::unique_ptr<TensorBoardWriter>> TensorBoardWriter::Open(
     }
   }
   if (fd < 0) {
-    return absl::AlreadyExistsError(absl::StrCat("cannot create a TensorBoard event file in '", dir, "': '", base,
-                                                 "' and ", kMaxNameAttempts - 1, " numbered variants exist"));
+    return absl::AlreadyExistsError(absl::StrCat("cannot create a TensorBoard event file in '", dir, "': '",
+                                                 base, "' and ", kMaxNameAttempts - 1,
+                                                 " numbered variants exist"));
   }
   std::unique_ptr<TensorBoardWriter> writer(new TensorBoardWriter(path, fd, options));
   Event event;
@@ -117,20 +118,25 @@ TensorBoardWriter::~TensorBoardWriter() {
   if (absl::Status status = Close(); !status.ok()) TS_LOG(ERROR) << status.message();
 }
 
-absl::Status TensorBoardWriter::AddScalar(const std::string& tag, int64_t step, double value, double wall_time) {
+absl::Status TensorBoardWriter::AddScalar(const std::string& tag, int64_t step, double value,
+                                          double wall_time) {
   return AddScalars(step, {{tag, value}}, wall_time);
 }
 
-absl::Status TensorBoardWriter::AddScalars(int64_t step, const std::vector<std::pair<std::string, double>>& scalars,
+absl::Status TensorBoardWriter::AddScalars(int64_t step,
+                                           const std::vector<std::pair<std::string, double>>& scalars,
                                            double wall_time) {
   Event event;
   event.set_wall_time(wall_time);
   event.set_step(step);
   Summary* summary = event.mutable_summary();
   for (const auto& [tag, value] : scalars) {
-    if (tag.empty()) return absl::InvalidArgumentError(absl::StrCat("TensorBoard scalar at step ", step, " has an empty tag"));
+    if (tag.empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat("TensorBoard scalar at step ", step, " has an empty tag"));
     if (!IsValidUtf8(tag)) {
-      return absl::InvalidArgumentError(absl::StrCat("TensorBoard tag '", tag, "' at step ", step, " is not valid UTF-8"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("TensorBoard tag '", tag, "' at step ", step, " is not valid UTF-8"));
     }
     Summary::Value* v = summary->add_value();
     v->set_tag(tag);
@@ -141,7 +147,8 @@ absl::Status TensorBoardWriter::AddScalars(int64_t step, const std::vector<std::
   TS_RETURN_IF_ERROR(AppendEventLocked(event.SerializeAsString()));
   const double since_flush =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - last_flush_).count();
-  if (buffer_.size() >= options_.flush_bytes || since_flush >= options_.flush_interval_s) return FlushLocked();
+  if (buffer_.size() >= options_.flush_bytes || since_flush >= options_.flush_interval_s)
+    return FlushLocked();
   return absl::OkStatus();
 }
 
@@ -154,11 +161,13 @@ absl::Status TensorBoardWriter::Close() {
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ < 0) {
     if (!status_.ok()) return status_;
-    return absl::FailedPreconditionError(absl::StrCat("TensorBoard event file '", path_, "' is already closed"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("TensorBoard event file '", path_, "' is already closed"));
   }
   absl::Status status = FlushLocked();
   if (::close(fd_) != 0 && status.ok()) {
-    status = absl::DataLossError(absl::StrCat("closing TensorBoard event file '", path_, "': ", ErrnoMessage(errno)));
+    status = absl::DataLossError(
+        absl::StrCat("closing TensorBoard event file '", path_, "': ", ErrnoMessage(errno)));
   }
   fd_ = -1;
   if (status_.ok()) status_ = status;
@@ -167,22 +176,25 @@ absl::Status TensorBoardWriter::Close() {
 
 absl::Status TensorBoardWriter::AppendEventLocked(const std::string& serialized_event) {
   if (!status_.ok()) return status_;
-  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("TensorBoard event file '", path_, "' is closed"));
+  if (fd_ < 0)
+    return absl::FailedPreconditionError(absl::StrCat("TensorBoard event file '", path_, "' is closed"));
   AppendFramedRecord(serialized_event, &buffer_);
   return absl::OkStatus();
 }
 
 absl::Status TensorBoardWriter::FlushLocked() {
   if (!status_.ok()) return status_;
-  if (fd_ < 0) return absl::FailedPreconditionError(absl::StrCat("TensorBoard event file '", path_, "' is closed"));
+  if (fd_ < 0)
+    return absl::FailedPreconditionError(absl::StrCat("TensorBoard event file '", path_, "' is closed"));
   size_t written = 0;
   while (written < buffer_.size()) {
     const ssize_t n = ::write(fd_, buffer_.data() + written, buffer_.size() - written);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       const int err = n < 0 ? errno : EIO;
-      status_ = absl::DataLossError(absl::StrCat("writing TensorBoard event file '", path_, "': ", ErrnoMessage(err),
-                                                 " (", buffer_.size() - written, " bytes not written)"));
+      status_ = absl::DataLossError(absl::StrCat("writing TensorBoard event file '", path_,
+                                                 "': ", ErrnoMessage(err), " (", buffer_.size() - written,
+                                                 " bytes not written)"));
       return status_;
     }
     written += static_cast<size_t>(n);

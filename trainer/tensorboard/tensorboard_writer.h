@@ -82,9 +82,9 @@ class TensorBoardWriter {
   const std::string path_;
   const TensorBoardWriterOptions options_;
   std::mutex mu_;
-  int fd_;                // -1 once closed
-  std::string buffer_;    // framed records not yet written
-  absl::Status status_;   // the first I/O error; sticky
+  int fd_;               // -1 once closed
+  std::string buffer_;   // framed records not yet written
+  absl::Status status_;  // the first I/O error; sticky
   std::chrono::steady_clock::time_point last_flush_;
 };
 

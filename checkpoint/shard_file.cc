@@ -1,0 +1,150 @@
+// Shard file writer and header reader (format in shard_file.h).
+#include "checkpoint/shard_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "checkpoint/durable_io.h"
+#include "core/crc32c.h"
+#include "core/status_macros.h"
+
+namespace tessera::checkpoint {
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "checkpoint files hold little-endian bytes; a big-endian host would need byte swaps");
+
+constexpr char kMagic[8] = {'T', 'S', 'S', 'H', 'A', 'R', 'D', '\0'};
+
+template <typename T>
+void Put(unsigned char* p, T v) {
+  std::memcpy(p, &v, sizeof(T));
+}
+template <typename T>
+T Get(const unsigned char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+
+}  // namespace
+
+std::string ShardFileName(int rank) { return absl::StrFormat("shard-%05d.bin", rank); }
+
+absl::StatusOr<ShardFileHeader> ReadShardFileHeader(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("shard file '", path, "' is missing"));
+    return ErrnoError(errno, "opening shard file", path);
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return ErrnoError(err, "stat of shard file", path);
+  }
+  unsigned char h[kShardHeaderSize];
+  const uint64_t length = static_cast<uint64_t>(st.st_size);
+  absl::Status read =
+      length < kShardHeaderSize
+          ? absl::DataLossError(absl::StrCat("shard file '", path, "' is truncated: ", length,
+                                             " bytes, less than its ", kShardHeaderSize, "-byte header"))
+          : ReadAt(fd, h, kShardHeaderSize, 0, path);
+  ::close(fd);
+  TS_RETURN_IF_ERROR(read);
+  if (std::memcmp(h, kMagic, sizeof(kMagic)) != 0) {
+    return absl::DataLossError(absl::StrCat("'", path, "' is not a Tessera shard file (bad magic)"));
+  }
+  ShardFileHeader header;
+  header.version = Get<uint32_t>(h + 8);
+  if (header.version == 0 || header.version > kShardFileVersion) {
+    return absl::FailedPreconditionError(absl::StrCat("shard file '", path, "' has format version ",
+                                                      header.version, "; this Tessera reads versions 1 to ",
+                                                      kShardFileVersion));
+  }
+  if (Get<uint32_t>(h + 12) != kShardHeaderSize) {
+    return absl::DataLossError(absl::StrCat("shard file '", path, "' declares a ", Get<uint32_t>(h + 12),
+                                            "-byte header; version 1 has ", kShardHeaderSize));
+  }
+  if (Get<uint32_t>(h + 32) != Crc32c(h, 32)) {
+    return absl::DataLossError(
+        absl::StrCat("shard file '", path, "' has a corrupt header (checksum mismatch)"));
+  }
+  header.rank = Get<uint32_t>(h + 16);
+  header.record_count = Get<uint32_t>(h + 20);
+  header.file_size = Get<uint64_t>(h + 24);
+  if (header.file_size != length) {
+    return absl::DataLossError(absl::StrCat("shard file '", path, "' is ", length,
+                                            " bytes but its header says ", header.file_size,
+                                            header.file_size > length ? " (truncated)" : ""));
+  }
+  return header;
+}
+
+absl::StatusOr<std::unique_ptr<ShardFileWriter>> ShardFileWriter::Create(const std::string& path, int rank) {
+  std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError(errno, "creating shard file", tmp);
+  std::unique_ptr<ShardFileWriter> w(new ShardFileWriter(path, std::move(tmp), fd, rank));
+  // Room for the header, written last.
+  unsigned char zeros[kShardHeaderSize] = {};
+  TS_RETURN_IF_ERROR(WriteAll(fd, zeros, sizeof(zeros), w->tmp_));
+  return w;
+}
+
+ShardFileWriter::~ShardFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+absl::StatusOr<ShardFileWriter::Record> ShardFileWriter::Append(const void* data, uint64_t size) {
+  static const unsigned char kZeros[kShardRecordAlignment] = {};
+  const uint64_t pad = (kShardRecordAlignment - size_ % kShardRecordAlignment) % kShardRecordAlignment;
+  TS_RETURN_IF_ERROR(WriteAll(fd_, kZeros, pad, tmp_));
+  size_ += pad;
+  Record record{size_, size, 0};
+  // Checksum and write in pieces, so the bytes are checksummed while they are in cache.
+  constexpr uint64_t kPiece = uint64_t{8} << 20;
+  const char* p = static_cast<const char*>(data);
+  for (uint64_t done = 0; done < size; done += kPiece) {
+    const uint64_t n = size - done < kPiece ? size - done : kPiece;
+    record.crc32c = Crc32c(p + done, n, record.crc32c);
+    TS_RETURN_IF_ERROR(WriteAll(fd_, p + done, n, tmp_));
+  }
+  size_ += size;
+  ++records_;
+  return record;
+}
+
+absl::StatusOr<uint64_t> ShardFileWriter::Commit() {
+  unsigned char h[kShardHeaderSize] = {};
+  std::memcpy(h, kMagic, sizeof(kMagic));
+  Put<uint32_t>(h + 8, kShardFileVersion);
+  Put<uint32_t>(h + 12, static_cast<uint32_t>(kShardHeaderSize));
+  Put<uint32_t>(h + 16, static_cast<uint32_t>(rank_));
+  Put<uint32_t>(h + 20, records_);
+  Put<uint64_t>(h + 24, size_);
+  Put<uint32_t>(h + 32, Crc32c(h, 32));
+  if (::pwrite(fd_, h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) {
+    return ErrnoError(errno, "writing the header of", tmp_);
+  }
+  if (::fsync(fd_) != 0) return ErrnoError(errno, "fsync of", tmp_);
+  const int rc = ::close(fd_);
+  fd_ = -1;
+  if (rc != 0) return ErrnoError(errno, "closing", tmp_);
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) return ErrnoError(errno, "renaming to", path_);
+  committed_ = true;
+  const std::string dir = std::filesystem::path(path_).parent_path().string();
+  TS_RETURN_IF_ERROR(FsyncDirectory(dir.empty() ? "." : dir));
+  return size_;
+}
+
+}  // namespace tessera::checkpoint

@@ -1,0 +1,718 @@
+// Schema table, YAML loading with includes, overrides, validation and dumping for config.h.
+// Messages always say where a value came from: "FILE:LINE" for YAML, "--set KEY=VALUE" for
+// overrides, so a typo in a sweep of hundreds of runs points at its source.
+#include "config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/status_macros.h"
+
+namespace tessera {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+#define TS_FIELD_REF(member) [](Config& c) -> void* { return &c.member; }
+
+FieldSpec Int(std::string key, void* (*ref)(Config&), double min, double max, std::string doc) {
+  return FieldSpec{std::move(key), FieldType::kInt, std::move(doc), {}, min, max, true, ref};
+}
+FieldSpec Float(std::string key, void* (*ref)(Config&), double min, double max, std::string doc) {
+  return FieldSpec{std::move(key), FieldType::kFloat, std::move(doc), {}, min, max, true, ref};
+}
+FieldSpec Bool(std::string key, void* (*ref)(Config&), std::string doc) {
+  return FieldSpec{std::move(key), FieldType::kBool, std::move(doc), {}, 0, 0, false, ref};
+}
+FieldSpec String(std::string key, void* (*ref)(Config&), std::vector<std::string> choices, std::string doc) {
+  return FieldSpec{std::move(key), FieldType::kString, std::move(doc), std::move(choices), 0, 0, false, ref};
+}
+// An integer in [min, max] that may also be written as `word`, which stands for 0.
+FieldSpec IntOrWord(std::string key, void* (*ref)(Config&), double min, double max, std::string word,
+                    std::string doc) {
+  FieldSpec f = Int(std::move(key), ref, min, max, std::move(doc));
+  f.zero_word = std::move(word);
+  return f;
+}
+FieldSpec StringList(std::string key, void* (*ref)(Config&), std::string doc) {
+  return FieldSpec{std::move(key), FieldType::kStringList, std::move(doc), {}, 0, 0, false, ref};
+}
+FieldSpec CorpusList(std::string key, void* (*ref)(Config&), std::string doc) {
+  return FieldSpec{std::move(key), FieldType::kCorpusList, std::move(doc), {}, 0, 0, false, ref};
+}
+
+std::vector<FieldSpec> BuildSchema() {
+  return {
+      Int("model.dim", TS_FIELD_REF(model.dim), 1, 1 << 20, "Hidden size (model width)."),
+      Int("model.n_layers", TS_FIELD_REF(model.n_layers), 1, 4096, "Number of transformer blocks."),
+      Int("model.n_heads", TS_FIELD_REF(model.n_heads), 1, 4096,
+          "Query heads; must divide model.dim, and dim / n_heads must be even (rotary pairs)."),
+      Int("model.n_kv_heads", TS_FIELD_REF(model.n_kv_heads), 1, 4096,
+          "Key/value heads (grouped-query attention); must divide model.n_heads."),
+      Int("model.ffn_dim", TS_FIELD_REF(model.ffn_dim), 1, 1 << 22,
+          "Inner size of the SwiGLU MLP (Llama 3 8B: 14336)."),
+      Int("model.vocab_size", TS_FIELD_REF(model.vocab_size), 2, 1 << 24,
+          "Rows of the embedding and output head; at least the tokenizer's id count."),
+      Float("model.rope_theta", TS_FIELD_REF(model.rope_theta), 1, kInf,
+            "Base of the rotary position embedding frequencies (Llama 3: 500000)."),
+      Float("model.norm_eps", TS_FIELD_REF(model.norm_eps), 0, 1, "Epsilon of RMSNorm."),
+      Float("model.init_std", TS_FIELD_REF(model.init_std), 0, 10,
+            "Standard deviation of the normal initialisation of embeddings and linear weights; "
+            "output projections of attention and MLP use init_std / sqrt(2 * n_layers)."),
+      Bool("model.tie_embeddings", TS_FIELD_REF(model.tie_embeddings),
+           "Share the token embedding with the output head."),
+
+      Int("train.seq_len", TS_FIELD_REF(train.seq_len), 1, 1 << 24, "Tokens per training sequence."),
+      Int("train.micro_batch", TS_FIELD_REF(train.micro_batch), 1, 1 << 20,
+          "Sequences per forward/backward pass."),
+      Int("train.global_batch", TS_FIELD_REF(train.global_batch), 1, 1 << 24,
+          "Sequences per optimizer step; a multiple of train.micro_batch (the ratio is the number "
+          "of gradient-accumulation micro-steps)."),
+      Int("train.steps", TS_FIELD_REF(train.steps), 0, 1e12, "Optimizer steps to run."),
+      Int("train.warmup_steps", TS_FIELD_REF(train.warmup_steps), 0, 1e12,
+          "Steps of linear learning-rate warmup from 0 to train.lr."),
+      Float("train.lr", TS_FIELD_REF(train.lr), 0, 10, "Peak learning rate."),
+      Float("train.min_lr", TS_FIELD_REF(train.min_lr), 0, 10,
+            "Learning rate at the end of the cosine decay (reached at train.steps)."),
+      Float("train.weight_decay", TS_FIELD_REF(train.weight_decay), 0, 10,
+            "AdamW decoupled weight decay (lr x weight_decay x weight per step)."),
+      Float("train.beta1", TS_FIELD_REF(train.beta1), 0, 0.999999, "AdamW beta1."),
+      Float("train.beta2", TS_FIELD_REF(train.beta2), 0, 0.999999999, "AdamW beta2."),
+      Float("train.adam_eps", TS_FIELD_REF(train.adam_eps), 0, 1, "AdamW epsilon."),
+      Float("train.grad_clip", TS_FIELD_REF(train.grad_clip), 0, kInf,
+            "Clip the global gradient L2 norm to this value; 0 disables clipping."),
+      Bool("train.decay_norms_and_embeddings", TS_FIELD_REF(train.decay_norms_and_embeddings),
+           "Apply weight decay to norm weights and embeddings too (off: only matrices of linear "
+           "layers decay)."),
+      String("train.precision", TS_FIELD_REF(train.precision), {"fp32", "bf16"},
+             "fp32: compute in fp32. bf16: matrix products and attention in bf16, with fp32 master "
+             "weights, fp32 optimizer state and fp32 norm, softmax and loss reductions."),
+      String("train.device", TS_FIELD_REF(train.device), {"auto", "cpu", "cuda"},
+             "auto: CUDA when the LibTorch build and the machine have it, else CPU."),
+      Int("train.seed", TS_FIELD_REF(train.seed), 0, 9.2e18, "Seed of initialisation and data sampling."),
+      Int("train.threads", TS_FIELD_REF(train.threads), 0, 4096, "CPU threads for LibTorch; 0 = all cores."),
+      Int("train.log_every", TS_FIELD_REF(train.log_every), 1, 1e12,
+          "Print and record metrics every N steps (and at the last step)."),
+      Int("train.eval_every", TS_FIELD_REF(train.eval_every), 0, 1e12,
+          "Evaluate held-out loss every N steps and at the end; 0 disables evaluation."),
+      Int("train.eval_batches", TS_FIELD_REF(train.eval_batches), 1, 1e9,
+          "Micro-batches of held-out data per evaluation."),
+      String("train.run_dir", TS_FIELD_REF(train.run_dir), {},
+             "Directory for config.yaml, metrics.jsonl and logs."),
+      Float("train.peak_tflops", TS_FIELD_REF(train.peak_tflops), 0, kInf,
+            "Peak TFLOP/s of one device for MFU; 0 = measure it (CPU: a short matmul probe at the "
+            "compute precision) or look it up (known GPUs)."),
+      Int("train.profile_step", TS_FIELD_REF(train.profile_step), 0, 1e12,
+          "Record LibTorch's profiler over this optimizer step (1-based) and write a Chrome trace "
+          "to RUN_DIR/profile_step_N.json (open in chrome://tracing or Perfetto); 0 = off."),
+      Float("train.spike_factor", TS_FIELD_REF(train.spike_factor), 0, kInf,
+            "Loss-spike guard: a step whose loss exceeds spike_factor x the mean of the last 50 "
+            "accepted steps' losses skips its update (counted and logged), as does any step with a "
+            "non-finite loss or gradient norm; 0 turns the spike test off (non-finite steps are "
+            "always skipped). Active after 10 accepted steps."),
+      Int("train.max_skips", TS_FIELD_REF(train.max_skips), 0, 1e9,
+          "Skipped updates in a row after which the run is declared diverged (train.on_divergence)."),
+      String("train.on_divergence", TS_FIELD_REF(train.on_divergence), {"stop", "rollback"},
+             "When more than train.max_skips updates in a row were skipped: stop ends the run with "
+             "exit code 4; rollback reloads the newest checkpoint and goes on with the data after "
+             "the offending batches (at most 3 times, then stop)."),
+      Bool("train.tensorboard", TS_FIELD_REF(train.tensorboard),
+           "Write TensorBoard event files (every metrics.jsonl record's scalars) to the run directory."),
+
+      CorpusList("data.train", TS_FIELD_REF(data.train),
+                 "Training corpora, Megatron-format (`tessera preprocess` writes them): a list of "
+                 "PREFIX (of PREFIX.idx/.bin, or of shards PREFIX_00000...) or of {prefix: P, "
+                 "weight: W} to blend several by weight (weights are relative shares)."),
+      CorpusList("data.val", TS_FIELD_REF(data.val),
+                 "Held-out corpora for evaluation, as data.train (read in order, not shuffled); "
+                 "required when train.eval_every > 0."),
+      Bool("data.shuffle", TS_FIELD_REF(data.shuffle),
+           "Shuffle documents and samples each epoch from train.seed; false reads the corpora in "
+           "file order (sample j = tokens [j x seq_len, (j+1) x seq_len + 1))."),
+      Int("data.prefetch", TS_FIELD_REF(data.prefetch), 1, 64,
+          "Global batches the background loader reads ahead."),
+
+      Int("parallel.tp", TS_FIELD_REF(parallel.tp), 1, 1 << 20,
+          "Tensor-parallel size: ranks that split each layer's matrices (under the default order "
+          "they are neighbours, so a TP group shares a node)."),
+      Int("parallel.pp", TS_FIELD_REF(parallel.pp), 1, 1 << 20, "Pipeline-parallel stages."),
+      IntOrWord("parallel.dp", TS_FIELD_REF(parallel.dp), 0, 1 << 20, "auto",
+                "Data-parallel replicas; auto = world size / (tp x pp). The launcher's world size "
+                "must equal tp x pp x dp."),
+      String("parallel.order", TS_FIELD_REF(parallel.order),
+             {"tp-dp-pp", "tp-pp-dp", "dp-tp-pp", "dp-pp-tp", "pp-tp-dp", "pp-dp-tp"},
+             "Rank layout, innermost first: with tp-dp-pp consecutive ranks form a TP group, then "
+             "DP varies, then the pipeline stage. `tessera topology` prints the table."),
+      String("parallel.backend", TS_FIELD_REF(parallel.backend), {"auto", "local", "mpi", "nccl"},
+             "Communication: auto = nccl on CUDA, mpi on CPU with several processes (or under "
+             "mpirun), local for a single process."),
+      String("parallel.rendezvous", TS_FIELD_REF(parallel.rendezvous), {},
+             "How NCCL's unique id reaches the ranks: auto (MPI under mpirun, else TCP at "
+             "MASTER_ADDR:MASTER_PORT), mpi, tcp, or file:PATH on a filesystem all nodes share."),
+      Float("parallel.comm_timeout_s", TS_FIELD_REF(parallel.comm_timeout_s), 0.001, kInf,
+            "Seconds a collective may take after the first step; past it the watchdog prints "
+            "what each rank was waiting in and every rank exits non-zero."),
+      Float("parallel.startup_timeout_s", TS_FIELD_REF(parallel.startup_timeout_s), 0.001, kInf,
+            "The same limit until the first step completes (start-up: launch, rendezvous, "
+            "communicator creation, the first step)."),
+      Bool("parallel.sequence_parallel", TS_FIELD_REF(parallel.sequence_parallel),
+           "With tp > 1, also split the norm and residual regions along the sequence (Megatron "
+           "sequence parallelism); train.seq_len must be divisible by parallel.tp."),
+      String("parallel.pp_schedule", TS_FIELD_REF(parallel.pp_schedule), {},
+             "Pipeline schedule: gpipe, 1f1b, interleaved (needs parallel.virtual_stages > 1), "
+             "zb-h1, or the path of a schedule file (docs/pipeline.md)."),
+      StringList("parallel.pp_layers", TS_FIELD_REF(parallel.pp_layers),
+                 "Explicit layer counts per model chunk in model order (pp x virtual_stages "
+                 "integers summing to model.n_layers, e.g. [9, 8, 8, 7]); empty = balanced by FLOPs "
+                 "(the first stage also holds the embedding, the last the head and the loss)."),
+      Int("parallel.virtual_stages", TS_FIELD_REF(parallel.virtual_stages), 1, 1024,
+          "Model chunks per pipeline rank (interleaved schedule)."),
+      Int("parallel.zero", TS_FIELD_REF(parallel.zero), 0, 2,
+          "Sharded optimizer over the data-parallel group: 0 = replicated; 1 = AdamW moments "
+          "sharded, gradients reduce-scattered, parameters all-gathered after the update; 2 = "
+          "also only this rank's shard of the reduced gradients is kept."),
+      Float("parallel.bucket_mb", TS_FIELD_REF(parallel.bucket_mb), 1e-6, kInf,
+            "Size of a gradient-reduction bucket in MiB (fp32 gradients); a bucket's reduction "
+            "starts as soon as backward has produced all its gradients."),
+
+      String("checkpoint.dir", TS_FIELD_REF(checkpoint.dir), {},
+             "Directory of step-NNNNNNNN checkpoints, on a filesystem every rank sees; empty = "
+             "RUN_DIR/checkpoints."),
+      Int("checkpoint.every", TS_FIELD_REF(checkpoint.every), 0, 1e12,
+          "Save every N steps; 0 = only at the end (checkpoint.at_end) and when signalled."),
+      Int("checkpoint.keep", TS_FIELD_REF(checkpoint.keep), 0, 1e6,
+          "Committed checkpoints to keep (older ones are removed only after a newer one is "
+          "committed); 0 keeps all."),
+      Bool("checkpoint.async", TS_FIELD_REF(checkpoint.async),
+           "Copy the state to host memory and write it in a background thread while training goes "
+           "on (the next save waits for the previous one)."),
+      String("checkpoint.resume", TS_FIELD_REF(checkpoint.resume), {},
+             "auto: continue from the newest valid checkpoint in checkpoint.dir if there is one; "
+             "never: start fresh; or the path of a checkpoint (a step directory, or a directory "
+             "of them) to start from, in any parallel layout."),
+      Bool("checkpoint.at_end", TS_FIELD_REF(checkpoint.at_end), "Save a checkpoint after the last step."),
+  };
+}
+
+#undef TS_FIELD_REF
+
+const FieldSpec* FindField(const std::string& key) {
+  for (const FieldSpec& f : ConfigSchema()) {
+    if (f.key == key) return &f;
+  }
+  return nullptr;
+}
+
+bool IsSectionPrefix(const std::string& prefix) {
+  for (const FieldSpec& f : ConfigSchema()) {
+    if (f.key.rfind(prefix + ".", 0) == 0) return true;
+  }
+  return false;
+}
+
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string Suggestion(const std::string& key) {
+  const FieldSpec* best = nullptr;
+  size_t best_distance = 4;  // suggest only close matches
+  for (const FieldSpec& f : ConfigSchema()) {
+    size_t d = EditDistance(key, f.key);
+    const std::string leaf = f.key.substr(f.key.rfind('.') + 1);
+    const std::string key_leaf = key.substr(key.rfind('.') + 1);
+    if (leaf == key_leaf) d = std::min<size_t>(d, 1);  // right name, wrong section
+    if (d < best_distance) {
+      best_distance = d;
+      best = &f;
+    }
+  }
+  return best ? absl::StrCat(" (did you mean '", best->key, "'?)") : "";
+}
+
+std::string TypeName(const FieldSpec& f) {
+  switch (f.type) {
+    case FieldType::kInt:
+      return f.zero_word.empty() ? "integer" : absl::StrCat("integer or ", f.zero_word);
+    case FieldType::kFloat:
+      return "number";
+    case FieldType::kBool:
+      return "boolean (true or false)";
+    case FieldType::kString:
+      return f.choices.empty() ? "string" : absl::StrCat("one of ", absl::StrJoin(f.choices, " | "));
+    case FieldType::kStringList:
+      return "list of strings";
+    case FieldType::kCorpusList:
+      return "list of PREFIX or {prefix, weight}";
+  }
+  return "?";
+}
+
+std::string NodeText(const YAML::Node& node) {
+  if (node.IsScalar()) return node.Scalar();
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  return out.c_str();
+}
+
+// Sets one field from a YAML node. `where` prefixes the message ("config.yaml:12", "--set ...").
+absl::Status SetField(Config& config, const FieldSpec& f, const YAML::Node& node, const std::string& where) {
+  auto type_error = [&]() {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": key '", f.key, "' expects ", TypeName(f), ", got '", NodeText(node), "'"));
+  };
+  void* target = f.ref(config);
+  try {
+    switch (f.type) {
+      case FieldType::kInt: {
+        if (!node.IsScalar()) return type_error();
+        // yaml-cpp accepts "1e3" as int64 nowhere; accept integral floats written as 1e3.
+        int64_t value;
+        if (!f.zero_word.empty() && node.Scalar() == f.zero_word) {
+          value = 0;
+        } else if (!YAML::convert<int64_t>::decode(node, value)) {
+          double d;
+          if (!YAML::convert<double>::decode(node, d) || std::floor(d) != d || std::fabs(d) > 9.2e18) {
+            return type_error();
+          }
+          value = static_cast<int64_t>(d);
+        }
+        *static_cast<int64_t*>(target) = value;
+        break;
+      }
+      case FieldType::kFloat: {
+        double value;
+        if (!node.IsScalar() || !YAML::convert<double>::decode(node, value) || std::isnan(value)) {
+          return type_error();
+        }
+        *static_cast<double*>(target) = value;
+        break;
+      }
+      case FieldType::kBool: {
+        bool value;
+        if (!node.IsScalar() || !YAML::convert<bool>::decode(node, value)) return type_error();
+        *static_cast<bool*>(target) = value;
+        break;
+      }
+      case FieldType::kString: {
+        if (!node.IsScalar() && !node.IsNull()) return type_error();
+        std::string value = node.IsNull() ? "" : node.Scalar();
+        if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), value) == f.choices.end()) {
+          return type_error();
+        }
+        *static_cast<std::string*>(target) = value;
+        break;
+      }
+      case FieldType::kStringList: {
+        std::vector<std::string> values;
+        if (node.IsScalar()) {
+          values.push_back(node.Scalar());
+        } else if (node.IsSequence()) {
+          for (const YAML::Node& item : node) {
+            if (!item.IsScalar()) return type_error();
+            values.push_back(item.Scalar());
+          }
+        } else if (!node.IsNull()) {
+          return type_error();
+        }
+        *static_cast<std::vector<std::string>*>(target) = values;
+        break;
+      }
+      case FieldType::kCorpusList: {
+        std::vector<CorpusEntry> values;
+        auto parse_item = [&](const YAML::Node& item) -> absl::Status {
+          CorpusEntry entry;
+          if (item.IsScalar()) {
+            entry.prefix = item.Scalar();
+          } else if (item.IsMap()) {
+            for (const auto& kv : item) {
+              const std::string k = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+              if (k == "prefix" && kv.second.IsScalar()) {
+                entry.prefix = kv.second.Scalar();
+              } else if (k == "weight" && kv.second.IsScalar() &&
+                         YAML::convert<double>::decode(kv.second, entry.weight) &&
+                         std::isfinite(entry.weight)) {
+              } else {
+                return absl::InvalidArgumentError(
+                    absl::StrCat(where, ": key '", f.key, "': unexpected '", k, ": ", NodeText(kv.second),
+                                 "' in a corpus entry: expected prefix: PATH and weight: NUMBER"));
+              }
+            }
+          } else {
+            return type_error();
+          }
+          if (entry.prefix.empty()) {
+            return absl::InvalidArgumentError(absl::StrCat(where, ": key '", f.key, "': a corpus entry '",
+                                                           NodeText(item), "' has no prefix"));
+          }
+          if (entry.weight < 0) {
+            return absl::InvalidArgumentError(absl::StrCat(where, ": key '", f.key, "': corpus '",
+                                                           entry.prefix, "' has weight ", entry.weight,
+                                                           ": expected a weight >= 0"));
+          }
+          values.push_back(entry);
+          return absl::OkStatus();
+        };
+        if (node.IsScalar() || node.IsMap()) {
+          TS_RETURN_IF_ERROR(parse_item(node));
+        } else if (node.IsSequence()) {
+          for (const YAML::Node& item : node) TS_RETURN_IF_ERROR(parse_item(item));
+        } else if (!node.IsNull()) {
+          return type_error();
+        }
+        *static_cast<std::vector<CorpusEntry>*>(target) = values;
+        break;
+      }
+    }
+  } catch (const YAML::Exception&) {
+    return type_error();
+  }
+  return absl::OkStatus();
+}
+
+std::string MarkText(const std::string& file, const YAML::Mark& mark) {
+  if (mark.is_null()) return file;
+  return absl::StrCat(file, ":", mark.line + 1);
+}
+
+// Applies a YAML mapping whose keys are relative to `prefix` ("" at the top level).
+absl::Status ApplyMapping(Config& config, const YAML::Node& map, const std::string& prefix,
+                          const std::string& file) {
+  for (const auto& item : map) {
+    const YAML::Node& key_node = item.first;
+    const YAML::Node& value = item.second;
+    const std::string where = MarkText(file, key_node.Mark());
+    if (!key_node.IsScalar()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": keys must be plain names"));
+    }
+    const std::string key = prefix.empty() ? key_node.Scalar() : prefix + "." + key_node.Scalar();
+    if (prefix.empty() && key == "base") continue;  // handled by the loader
+    if (const FieldSpec* f = FindField(key)) {
+      TS_RETURN_IF_ERROR(SetField(config, *f, value, where));
+    } else if (IsSectionPrefix(key)) {
+      if (!value.IsMap()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": '", key, "' is a section and expects a mapping of keys"));
+      }
+      TS_RETURN_IF_ERROR(ApplyMapping(config, value, key, file));
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown key '", key, "'", Suggestion(key)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyFile(Config& config, const std::string& path, std::set<std::string>& visiting) {
+  std::error_code ec;
+  const std::string canonical = std::filesystem::weakly_canonical(path, ec).string();
+  if (!std::filesystem::exists(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("config file '", path, "' does not exist"));
+  }
+  if (!visiting.insert(canonical).second) {
+    return absl::InvalidArgumentError(absl::StrCat("config file '", path, "' includes itself"));
+  }
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(MarkText(path, e.mark), ": not valid YAML: ", e.msg));
+  }
+  if (root.IsNull()) return absl::OkStatus();  // an empty file sets nothing
+  if (!root.IsMap()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": expected a mapping of keys at the top level"));
+  }
+  if (const YAML::Node base = root["base"]) {
+    if (!base.IsScalar()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(MarkText(path, base.Mark()), ": 'base' expects a file name"));
+    }
+    std::filesystem::path base_path = base.Scalar();
+    if (base_path.is_relative()) base_path = std::filesystem::path(path).parent_path() / base_path;
+    TS_RETURN_IF_ERROR(ApplyFile(config, base_path.string(), visiting));
+  }
+  return ApplyMapping(config, root, "", path);
+}
+
+std::string FormatNumber(double v) {
+  // The shortest text that reads back as the same double (0.7, not 0.69999999999999996).
+  std::string s;
+  for (int precision = 15; precision <= 17; ++precision) {
+    std::ostringstream out;
+    out.precision(precision);
+    out << v;
+    s = out.str();
+    if (std::strtod(s.c_str(), nullptr) == v) break;
+  }
+  // Keep floats recognisable as floats in YAML.
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+
+std::string FieldValueText(Config& config, const FieldSpec& f) {
+  void* target = f.ref(config);
+  switch (f.type) {
+    case FieldType::kInt: {
+      const int64_t value = *static_cast<int64_t*>(target);
+      return value == 0 && !f.zero_word.empty() ? f.zero_word : std::to_string(value);
+    }
+    case FieldType::kFloat:
+      return FormatNumber(*static_cast<double*>(target));
+    case FieldType::kBool:
+      return *static_cast<bool*>(target) ? "true" : "false";
+    case FieldType::kString: {
+      YAML::Emitter out;
+      out << YAML::DoubleQuoted << *static_cast<std::string*>(target);
+      return out.c_str();
+    }
+    case FieldType::kStringList: {
+      std::vector<std::string> quoted;
+      for (const std::string& s : *static_cast<std::vector<std::string>*>(target)) {
+        YAML::Emitter out;
+        out << YAML::DoubleQuoted << s;
+        quoted.push_back(out.c_str());
+      }
+      return absl::StrCat("[", absl::StrJoin(quoted, ", "), "]");
+    }
+    case FieldType::kCorpusList: {
+      std::vector<std::string> items;
+      for (const CorpusEntry& e : *static_cast<std::vector<CorpusEntry>*>(target)) {
+        YAML::Emitter out;
+        out << YAML::DoubleQuoted << e.prefix;
+        items.push_back(absl::StrCat("{prefix: ", out.c_str(), ", weight: ", FormatNumber(e.weight), "}"));
+      }
+      return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
+    }
+  }
+  return "";
+}
+
+absl::Status Invalid(const std::string& source, const std::string& message) {
+  return absl::InvalidArgumentError(source.empty() ? message : absl::StrCat(source, ": ", message));
+}
+
+}  // namespace
+
+const std::vector<FieldSpec>& ConfigSchema() {
+  static const std::vector<FieldSpec>* schema = new std::vector<FieldSpec>(BuildSchema());
+  return *schema;
+}
+
+absl::Status ApplyOverride(Config& config, const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  const std::string where = absl::StrCat("--set ", assignment);
+  if (eq == std::string::npos || eq == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": expected KEY=VALUE, e.g. train.lr=1e-3"));
+  }
+  const std::string key = assignment.substr(0, eq);
+  const std::string text = assignment.substr(eq + 1);
+  const FieldSpec* f = FindField(key);
+  if (!f) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": unknown key '", key, "'", Suggestion(key)));
+  }
+  YAML::Node node;
+  try {
+    node = text.empty() ? YAML::Node(std::string()) : YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": value is not valid YAML: ", e.msg));
+  }
+  return SetField(config, *f, node, where);
+}
+
+absl::Status ValidateConfig(const Config& const_config) {
+  Config config = const_config;  // FieldSpec::ref takes a mutable Config
+  const std::string& src = config.source;
+  for (const FieldSpec& f : ConfigSchema()) {
+    if (!f.has_range) continue;
+    double value = f.type == FieldType::kInt ? static_cast<double>(*static_cast<int64_t*>(f.ref(config)))
+                                             : *static_cast<double*>(f.ref(config));
+    if (value < f.min || value > f.max) {
+      return Invalid(src, absl::StrCat("key '", f.key, "' = ", FieldValueText(config, f),
+                                       " is out of range: expected a value in [", f.min, ", ", f.max, "]"));
+    }
+  }
+  const ModelConfig& m = config.model;
+  if (m.dim % m.n_heads != 0) {
+    return Invalid(src, absl::StrCat("model.dim = ", m.dim, " is not divisible by model.n_heads = ",
+                                     m.n_heads, ": expected dim to be a multiple of n_heads"));
+  }
+  if ((m.dim / m.n_heads) % 2 != 0) {
+    return Invalid(src, absl::StrCat("head dimension model.dim / model.n_heads = ", m.dim / m.n_heads,
+                                     " is odd: rotary embeddings rotate pairs and need an even "
+                                     "head dimension"));
+  }
+  if (m.n_heads % m.n_kv_heads != 0) {
+    return Invalid(src, absl::StrCat("model.n_heads = ", m.n_heads,
+                                     " is not divisible by model.n_kv_heads = ", m.n_kv_heads,
+                                     ": each key/value head must serve a whole group of query heads"));
+  }
+  const TrainConfig& t = config.train;
+  if (t.global_batch % t.micro_batch != 0) {
+    return Invalid(src, absl::StrCat("train.global_batch = ", t.global_batch,
+                                     " is not a multiple of train.micro_batch = ", t.micro_batch));
+  }
+  if (t.min_lr > t.lr) {
+    return Invalid(src, absl::StrCat("train.min_lr = ", FormatNumber(t.min_lr),
+                                     " is above train.lr = ", FormatNumber(t.lr)));
+  }
+  TS_RETURN_IF_ERROR(ValidateParallelConfig(config));
+  const ParallelConfig& p = config.parallel;
+  if (m.n_heads % p.tp != 0) {
+    return Invalid(src, absl::StrCat("parallel.tp = ", p.tp, " does not divide model.n_heads = ", m.n_heads,
+                                     ": each tensor-parallel rank must hold whole query heads"));
+  }
+  if (m.n_kv_heads % p.tp != 0 && p.tp % m.n_kv_heads != 0) {
+    return Invalid(src, absl::StrCat("parallel.tp = ", p.tp, " and model.n_kv_heads = ", m.n_kv_heads,
+                                     ": expected one to divide the other, so that the key/value "
+                                     "heads split evenly or each rank needs exactly one"));
+  }
+  if (p.sequence_parallel && t.seq_len % p.tp != 0) {
+    return Invalid(src, absl::StrCat("parallel.sequence_parallel needs train.seq_len = ", t.seq_len,
+                                     " to be divisible by parallel.tp = ", p.tp));
+  }
+  if (p.pp * p.virtual_stages > m.n_layers) {
+    return Invalid(
+        src, absl::StrCat("parallel.pp x parallel.virtual_stages = ", p.pp, " x ", p.virtual_stages, " = ",
+                          p.pp * p.virtual_stages, " model chunks, but model.n_layers = ", m.n_layers,
+                          ": every chunk needs at least one layer"));
+  }
+  const DataConfig& d = config.data;
+  if (d.train.empty()) {
+    return Invalid(src,
+                   "no training data: set data.train (prefixes of Megatron-format corpora, "
+                   "e.g. written by `tessera preprocess`)");
+  }
+  double weight_sum = 0;
+  for (const CorpusEntry& e : d.train) weight_sum += e.weight;
+  if (weight_sum <= 0) {
+    return Invalid(src, "data.train: every corpus has weight 0: expected at least one positive weight");
+  }
+  if (t.eval_every > 0 && d.val.empty()) {
+    return Invalid(src, absl::StrCat("train.eval_every = ", t.eval_every,
+                                     " needs held-out data: set data.val, or train.eval_every: 0"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateParallelConfig(const Config& config) {
+  const ParallelConfig& p = config.parallel;
+  const std::string& r = p.rendezvous;
+  if (r != "auto" && r != "mpi" && r != "tcp" && !(r.rfind("file:", 0) == 0 && r.size() > 5)) {
+    return Invalid(config.source,
+                   absl::StrCat("parallel.rendezvous = '", r, "': expected auto, mpi, tcp or file:PATH"));
+  }
+  if (p.backend == "local" && p.tp * p.pp * std::max<int64_t>(p.dp, 1) > 1) {
+    return Invalid(config.source,
+                   absl::StrCat("parallel.backend = local runs one process, but tp x pp x dp = ", p.tp, " x ",
+                                p.pp, " x ", p.dp == 0 ? "auto" : std::to_string(p.dp), " asks for more"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Config> LoadConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  Config config;
+  config.source = path;
+  std::set<std::string> visiting;
+  TS_RETURN_IF_ERROR(ApplyFile(config, path, visiting));
+  for (const std::string& o : overrides) TS_RETURN_IF_ERROR(ApplyOverride(config, o));
+  TS_RETURN_IF_ERROR(ValidateConfig(config));
+  return config;
+}
+
+absl::StatusOr<Config> ConfigFromYamlString(const std::string& yaml, const std::string& source) {
+  Config config;
+  config.source = source;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(MarkText(source, e.mark), ": not valid YAML: ", e.msg));
+  }
+  if (root.IsNull()) return config;
+  if (!root.IsMap()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": expected a mapping of keys at the top level"));
+  }
+  if (root["base"]) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": 'base' includes are not allowed here"));
+  }
+  TS_RETURN_IF_ERROR(ApplyMapping(config, root, "", source));
+  return config;
+}
+
+absl::StatusOr<Config> ConfigFromOverrides(const std::vector<std::string>& overrides) {
+  Config config;
+  for (const std::string& o : overrides) TS_RETURN_IF_ERROR(ApplyOverride(config, o));
+  TS_RETURN_IF_ERROR(ValidateConfig(config));
+  return config;
+}
+
+std::string ConfigToYaml(const Config& const_config) {
+  Config config = const_config;
+  std::string out = "# Effective Tessera config: every key, after includes and --set overrides.\n";
+  std::string section;
+  for (const FieldSpec& f : ConfigSchema()) {
+    const size_t dot = f.key.find('.');
+    const std::string this_section = f.key.substr(0, dot);
+    if (this_section != section) {
+      section = this_section;
+      absl::StrAppend(&out, section, ":\n");
+    }
+    absl::StrAppend(&out, "  ", f.key.substr(dot + 1), ": ", FieldValueText(config, f), "\n");
+  }
+  return out;
+}
+
+std::string ConfigSchemaMarkdown() {
+  Config defaults;
+  std::string out =
+      "# Configuration reference\n\n"
+      "Generated by `tessera config --markdown` from the schema in trainer/config.cc; a test keeps "
+      "this file in step with the code.\n\n"
+      "A config is a YAML file of these keys, nested by section (`train:` then `lr: 3e-4`). "
+      "`base: other.yaml` at the top level includes another file first (relative to the "
+      "including file); keys set later win. `--set section.key=value` on the command line "
+      "overrides after all files (the value is YAML: `--set data.train=[{prefix: a, weight: 2}, b]`). "
+      "Unknown keys, "
+      "wrong types and values out of range are errors that name the file and line or the "
+      "`--set`. The effective config is written to `RUN_DIR/config.yaml`.\n\n";
+  std::string section;
+  for (const FieldSpec& f : ConfigSchema()) {
+    const std::string this_section = f.key.substr(0, f.key.find('.'));
+    if (this_section != section) {
+      section = this_section;
+      absl::StrAppend(&out, "\n## ", section,
+                      "\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n");
+    }
+    std::string type = TypeName(f);
+    if (f.has_range) {
+      type += absl::StrCat(" in [", f.min, ", ", f.max, "]");
+    }
+    absl::StrAppend(&out, "| `", f.key, "` | ", type, " | `", FieldValueText(defaults, f), "` | ", f.doc,
+                    " |\n");
+  }
+  return out;
+}
+
+}  // namespace tessera

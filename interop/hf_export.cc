@@ -1,0 +1,242 @@
+// export-hf (hf_export.h): resolve the checkpoint, take the model shape from its saved config,
+// plan the safetensors shards by size, then stream each tensor from the checkpoint (read whole,
+// converted to the output dtype) into its shard.
+#include "interop/hf_export.h"
+
+#include <ATen/ATen.h>
+
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/checkpoint_reader.h"
+#include "checkpoint/tensor_slices.h"
+#include "core/file_util.h"
+#include "core/json_text.h"
+#include "core/logging.h"
+#include "core/status_macros.h"
+#include "interop/hf_config.h"
+#include "interop/model_weights.h"
+#include "interop/safetensors.h"
+#include "model/hf_names.h"
+
+namespace tessera::checkpoint {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: tessera export-hf CHECKPOINT --out DIR [--dtype bf16|fp32|fp16] [--max-shard-size 5GB] "
+    "[--tokenizer FILE]\n"
+    "  CHECKPOINT: a step directory, or a checkpoint directory (its newest valid checkpoint)\n";
+
+const char* TorchDtypeName(DType d) {
+  return d == DType::kBFloat16 ? "bfloat16" : d == DType::kFloat16 ? "float16" : "float32";
+}
+
+// Files of an earlier export that this one does not rewrite would mislead loaders.
+void RemoveStaleWeights(const std::string& dir, const std::vector<std::string>& written) {
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool weights = name == "model.safetensors" || name == "model.safetensors.index.json" ||
+                         (name.rfind("model-", 0) == 0 && name.ends_with(".safetensors"));
+    if (weights && std::find(written.begin(), written.end(), name) == written.end()) fs::remove(e.path(), ec);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> ParseByteSize(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  double number;
+  if (i == 0 || !absl::SimpleAtod(text.substr(0, i), &number)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("size '", text, "': expected a number with a unit, e.g. 5GB"));
+  }
+  std::string unit = text.substr(i);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  static const std::map<std::string, double> kUnits = {
+      {"", 1},      {"B", 1},        {"KB", 1e3},        {"MB", 1e6},           {"GB", 1e9},
+      {"TB", 1e12}, {"KIB", 1024.0}, {"MIB", 1048576.0}, {"GIB", 1073741824.0}, {"TIB", 1099511627776.0}};
+  auto it = kUnits.find(unit);
+  if (it == kUnits.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("size '", text, "': unknown unit '", text.substr(i),
+                                                   "' (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"));
+  }
+  const double bytes = number * it->second;
+  if (bytes < 1) return absl::InvalidArgumentError(absl::StrCat("size '", text, "' is less than one byte"));
+  return static_cast<uint64_t>(bytes);
+}
+
+absl::StatusOr<std::vector<std::string>> ExportHf(const HfExportOptions& options) {
+  if (options.dtype != DType::kFloat32 && options.dtype != DType::kBFloat16 &&
+      options.dtype != DType::kFloat16) {
+    return absl::InvalidArgumentError("export-hf writes float32, bfloat16 or float16 weights");
+  }
+  // Structure only: every tensor's checksum is verified as it is read below.
+  TS_ASSIGN_OR_RETURN(FoundCheckpoint found, ResolveCheckpoint(options.checkpoint, Verify::kStructure));
+  TS_ASSIGN_OR_RETURN(auto reader, CheckpointReader::Open(found.path));
+  const std::string manifest_path = absl::StrCat(found.path, "/", kManifestFileName);
+  TS_ASSIGN_OR_RETURN(ModelConfig model, ModelConfigFromManifest(reader->manifest(), manifest_path));
+
+  // Token ids and context length: from the Hugging Face config an imported model carried along,
+  // else the context the model was trained with.
+  HfModelInfo info;
+  if (reader->manifest().FindBlob("hf/config.json")) {
+    TS_ASSIGN_OR_RETURN(std::string text, reader->ReadBlob("hf/config.json"));
+    TS_ASSIGN_OR_RETURN(info, ParseHfLlamaConfig(text, absl::StrCat(found.path, ":hf/config.json")));
+  } else {
+    info.max_position_embeddings = 0;
+  }
+  if (info.max_position_embeddings == 0) {
+    const int64_t seq_len = SavedSeqLen(reader->manifest());
+    info.max_position_embeddings = seq_len > 0 ? seq_len : 2048;
+  }
+  info.model = model;
+
+  // The tensors, checked against the checkpoint, and the shard plan.
+  std::vector<LlamaParameter> params = LlamaParameters(model);
+  const size_t out_size = DTypeSize(options.dtype);
+  std::vector<std::vector<size_t>> shards(1);
+  uint64_t shard_bytes = 0, total_bytes = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    TS_ASSIGN_OR_RETURN(const TensorEntry* t, reader->Tensor(params[i].name));
+    if (t->global_shape != params[i].shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          found.path, ": tensor '", params[i].name, "' has shape ", ShapeToString(t->global_shape),
+          "; the saved model config implies ", ShapeToString(params[i].shape)));
+    }
+    const uint64_t bytes = static_cast<uint64_t>(NumElements(params[i].shape)) * out_size;
+    if (!shards.back().empty() && shard_bytes + bytes > options.max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(i);
+    shard_bytes += bytes;
+    total_bytes += bytes;
+  }
+
+  TS_RETURN_IF_ERROR(MakeDirs(options.out_dir));
+  std::vector<std::string> written;
+  std::vector<std::pair<std::string, std::string>> weight_map;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string file = shards.size() == 1
+                                 ? std::string("model.safetensors")
+                                 : absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size());
+    std::vector<SafetensorsTensor> declared;
+    for (size_t i : shards[s]) {
+      declared.push_back(SafetensorsTensor{params[i].hf_name, options.dtype, params[i].shape});
+      weight_map.emplace_back(params[i].hf_name, file);
+    }
+    TS_ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(absl::StrCat(options.out_dir, "/", file),
+                                                               declared, {{"format", "pt"}}));
+    for (size_t i : shards[s]) {
+      TS_ASSIGN_OR_RETURN(at::Tensor t, ReadTensor(*reader, params[i].name));
+      t = t.to(ScalarTypeOf(options.dtype)).contiguous();
+      TS_RETURN_IF_ERROR(writer->Append(t.data_ptr(), t.nbytes()));
+    }
+    TS_RETURN_IF_ERROR(writer->Finish());
+    written.push_back(file);
+  }
+  if (shards.size() > 1) {
+    std::vector<std::string> entries;
+    for (const auto& [name, file] : weight_map)
+      entries.push_back(absl::StrCat("    ", JsonQuote(name), ": ", JsonQuote(file)));
+    const std::string index =
+        absl::StrCat("{\n  \"metadata\": {\"total_size\": ", total_bytes, "},\n  \"weight_map\": {\n",
+                     absl::StrJoin(entries, ",\n"), "\n  }\n}\n");
+    TS_RETURN_IF_ERROR(
+        WriteFileAtomic(absl::StrCat(options.out_dir, "/model.safetensors.index.json"), index));
+    written.push_back("model.safetensors.index.json");
+  }
+  TS_RETURN_IF_ERROR(WriteFileAtomic(absl::StrCat(options.out_dir, "/config.json"),
+                                     HfLlamaConfigJson(info, TorchDtypeName(options.dtype))));
+  written.push_back("config.json");
+
+  // The tokenizer: the file given, else the one an import stored in the checkpoint.
+  if (!options.tokenizer.empty()) {
+    TS_ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(options.tokenizer));
+    const std::string name = fs::path(options.tokenizer).filename().string();
+    TS_RETURN_IF_ERROR(WriteFileAtomic(absl::StrCat(options.out_dir, "/", name), bytes));
+    written.push_back(name);
+  } else {
+    for (const BlobEntry& b : reader->manifest().blobs) {
+      if (b.name.rfind("tokenizer/", 0) != 0) continue;
+      TS_ASSIGN_OR_RETURN(std::string bytes, reader->ReadBlob(b.name));
+      const std::string name = b.name.substr(10);
+      TS_RETURN_IF_ERROR(WriteFileAtomic(absl::StrCat(options.out_dir, "/", name), bytes));
+      written.push_back(name);
+    }
+  }
+  RemoveStaleWeights(options.out_dir, written);
+  TS_LOG(INFO) << "exported " << found.path << " (step " << found.step << ") to " << options.out_dir << ": "
+               << absl::StrJoin(written, ", ") << " (" << total_bytes / 1e6 << " MB of "
+               << DTypeName(options.dtype) << " weights)";
+  return written;
+}
+
+int ExportHfCommand(const std::vector<std::string>& args) {
+  HfExportOptions options;
+  auto usage = [](const std::string& message) {
+    std::fprintf(stderr, "tessera export-hf: error: %s\n%s", message.c_str(), kUsage);
+    return 2;
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= args.size()) return false;
+      *out = args[++i];
+      return true;
+    };
+    std::string v;
+    if (a == "--out") {
+      if (!value(&options.out_dir)) return usage("--out needs a directory");
+    } else if (a == "--dtype") {
+      if (!value(&v)) return usage("--dtype needs bf16, fp32 or fp16");
+      if (v == "bf16" || v == "bfloat16") {
+        options.dtype = DType::kBFloat16;
+      } else if (v == "fp16" || v == "float16") {
+        options.dtype = DType::kFloat16;
+      } else if (v == "fp32" || v == "float32") {
+        options.dtype = DType::kFloat32;
+      } else {
+        return usage(absl::StrCat("--dtype '", v, "': expected bf16, fp32 or fp16"));
+      }
+    } else if (a == "--max-shard-size") {
+      if (!value(&v)) return usage("--max-shard-size needs a size such as 5GB");
+      auto bytes = ParseByteSize(v);
+      if (!bytes.ok()) return usage(std::string(bytes.status().message()));
+      options.max_shard_bytes = *bytes;
+    } else if (a == "--tokenizer") {
+      if (!value(&options.tokenizer)) return usage("--tokenizer needs a file");
+    } else if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else if (a.rfind("-", 0) == 0) {
+      return usage(absl::StrCat("unknown option '", a, "'"));
+    } else if (options.checkpoint.empty()) {
+      options.checkpoint = a;
+    } else {
+      return usage(absl::StrCat("unexpected argument '", a, "'"));
+    }
+  }
+  if (options.checkpoint.empty()) return usage("no checkpoint given");
+  if (options.out_dir.empty()) return usage("--out DIR is required");
+  auto written = ExportHf(options);
+  if (!written.ok()) {
+    std::fprintf(stderr, "tessera export-hf: error: %s\n", std::string(written.status().message()).c_str());
+    const absl::StatusCode code = written.status().code();
+    return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ? 2 : 1;
+  }
+  return 0;
+}
+
+}  // namespace tessera::checkpoint

@@ -1,0 +1,428 @@
+// Llama 3 forward pass, initialisation and tensor-parallel layout. Mixed precision is explicit
+// rather than autocast: weights are cast to the compute dtype where they enter a matrix product
+// (autograd returns fp32 gradients through the cast), the residual stream stays fp32, and
+// RMSNorm, softmax-cross-entropy and the loss mean run in fp32.
+//
+// Tensor parallelism wraps each matrix product in the parallel layers (column-parallel qkv and
+// gate|up, row-parallel wo and down, vocab-parallel embedding, head and loss). With a group of
+// one those layers are exactly kernels::Linear and torch::embedding, and the loss takes
+// LibTorch's cross_entropy as before, so a single process computes bit for bit what it did
+// before tensor parallelism existed.
+#include "model/model.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
+#include "kernels/linear.h"
+#include "kernels/rms_norm.h"
+#include "kernels/swiglu.h"
+#include "parallel/tensor_parallel/layers.h"
+#include "parallel/tensor_parallel/mappings.h"
+#include "parallel/tensor_parallel/vocab_parallel.h"
+
+namespace tessera {
+namespace {
+
+// Softmax and loss reductions never run below fp32.
+torch::Tensor AtLeastFloat(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf ? t.to(torch::kFloat) : t;
+}
+
+// 64-bit FNV-1a of the name, mixed with the seed: a stable per-parameter stream.
+uint64_t ParameterSeed(uint64_t seed, const std::string& name) {
+  uint64_t h = 1469598103934665603ull ^ (seed * 0x9E3779B97F4A7C15ull);
+  for (unsigned char c : name) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+parallel::ShardSpec Spec(int dim, int parts, int index, int64_t global_size, int replicas = 1) {
+  parallel::ShardSpec spec;
+  spec.dim = dim;
+  spec.parts = parts;
+  spec.index = index;
+  spec.global_size = global_size;
+  spec.replicas = replicas;
+  return spec;
+}
+
+ParameterLayout LayoutOrThrow(const ModelConfig& config, const std::string& name, int tp_size, int tp_rank) {
+  absl::StatusOr<ParameterLayout> layout = LayoutOfParameter(config, name, tp_size, tp_rank);
+  TORCH_CHECK(layout.ok(), std::string(layout.status().message()));
+  return *std::move(layout);
+}
+
+// An uninitialised tensor of this rank's shape for the parameter `name`.
+torch::Tensor EmptyLocal(const ModelConfig& config, const std::string& name,
+                         const TensorParallelContext& tp) {
+  return torch::empty(LocalShape(LayoutOrThrow(config, name, tp.size, tp.rank)));
+}
+
+TensorParallelContext MakeContext(const ModelShardOptions& options) {
+  TensorParallelContext context;
+  if (options.tp != nullptr && options.tp->size() > 1) {
+    context.group = options.tp;
+    context.size = options.tp->size();
+    context.rank = options.tp->rank();
+    context.sequence_parallel = options.sequence_parallel;
+  }
+  return context;
+}
+
+// Sums the gradients of `params` over `group` in place, as one flat collective. Undefined
+// gradients become zeros first, so every rank contributes the same sizes.
+absl::Status SumGradients(const std::vector<torch::Tensor>& params, parallel::Communicator& group) {
+  if (params.empty()) return absl::OkStatus();
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> flat;
+  for (const torch::Tensor& p : params) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    flat.push_back(p.grad().reshape({-1}));
+  }
+  torch::Tensor buffer = torch::cat(flat);
+  TS_RETURN_IF_ERROR(group.AllReduce(buffer, parallel::ReduceOp::kSum));
+  int64_t offset = 0;
+  for (const torch::Tensor& p : params) {
+    const int64_t n = p.numel();
+    p.grad().copy_(buffer.narrow(0, offset, n).view_as(p));
+    offset += n;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateShardOptions(const ModelConfig& config, int64_t max_seq_len,
+                                  const ModelShardOptions& options) {
+  const ModelShardOptions& o = options;
+  if (o.first_layer < 0 || o.first_layer > config.n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("model chunk: first_layer = ", o.first_layer,
+                                                   " is outside [0, n_layers = ", config.n_layers, "]"));
+  }
+  if (o.num_layers < -1 || o.first_layer + std::max<int64_t>(o.num_layers, 0) > config.n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model chunk: layers [", o.first_layer, ", ", o.first_layer + o.num_layers,
+        ") do not fit in n_layers = ", config.n_layers, " (num_layers = -1 takes all remaining)"));
+  }
+  const int64_t count = o.num_layers < 0 ? config.n_layers - o.first_layer : o.num_layers;
+  if (count == 0 && !o.has_embedding && !o.has_head) {
+    return absl::InvalidArgumentError(
+        "model chunk: no layers, no embedding and no head: the chunk holds nothing");
+  }
+  const int64_t tp = o.tp == nullptr ? 1 : o.tp->size();
+  if (tp <= 1) return absl::OkStatus();
+  if (config.n_heads % tp != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor parallelism splits the query heads over the ranks: model.n_heads = ", config.n_heads,
+        " is not a multiple of tp = ", tp));
+  }
+  if (config.n_kv_heads % tp != 0 && tp % config.n_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor parallelism needs model.n_kv_heads = ", config.n_kv_heads, " to be a multiple of tp = ", tp,
+        " (kv heads split over the ranks) or a divisor of it (each kv head replicated on tp / n_kv_heads "
+        "ranks)"));
+  }
+  if (config.ffn_dim % tp != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor parallelism splits the MLP's hidden features: model.ffn_dim = ", config.ffn_dim,
+                     " is not a multiple of tp = ", tp));
+  }
+  if (o.sequence_parallel && max_seq_len % tp != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sequence parallelism splits each sequence over the ranks: seq_len = ", max_seq_len,
+                     " is not a multiple of tp = ", tp));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ParameterLayout> LayoutOfParameter(const ModelConfig& config, const std::string& name,
+                                                  int tp_size, int tp_rank) {
+  const size_t dot = name.rfind('.');
+  const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+  const int n = tp_size, r = tp_rank;
+  const int64_t hd = config.head_dim(), q = config.n_heads * hd, kv = config.n_kv_heads * hd;
+  if (leaf == "tok_embeddings" || leaf == "output") {
+    return ParameterLayout{parallel::VocabShard(config.vocab_size, n, r), {config.vocab_size, config.dim}};
+  }
+  if (leaf == "norm" || leaf == "attention_norm" || leaf == "ffn_norm") {
+    return ParameterLayout{Spec(-1, 1, 0, config.dim), {config.dim}};
+  }
+  if (leaf == "wq") return ParameterLayout{Spec(0, n, r, q), {q, config.dim}};
+  if (leaf == "wk" || leaf == "wv") {
+    if (config.n_kv_heads % n == 0) return ParameterLayout{Spec(0, n, r, kv), {kv, config.dim}};
+    // Fewer kv heads than ranks: rank r's query heads all use kv head r / (n / n_kv_heads),
+    // which n / n_kv_heads consecutive ranks hold.
+    const int replicas = n / static_cast<int>(config.n_kv_heads);
+    return ParameterLayout{Spec(0, static_cast<int>(config.n_kv_heads), r / replicas, kv, replicas),
+                           {kv, config.dim}};
+  }
+  if (leaf == "wo") return ParameterLayout{Spec(1, n, r, q), {config.dim, q}};
+  if (leaf == "w_gate" || leaf == "w_up")
+    return ParameterLayout{Spec(0, n, r, config.ffn_dim), {config.ffn_dim, config.dim}};
+  if (leaf == "w_down") return ParameterLayout{Spec(1, n, r, config.ffn_dim), {config.dim, config.ffn_dim}};
+  return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a parameter of the model"));
+}
+
+std::vector<int64_t> LocalShape(const ParameterLayout& layout) {
+  std::vector<int64_t> shape = layout.global_shape;
+  if (layout.shard.dim >= 0) shape[layout.shard.dim] = layout.shard.block_size();
+  return shape;
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& config, const TensorParallelContext& tp)
+    : tp_(tp), n_heads_(config.n_heads / tp.size), head_dim_(config.head_dim()) {
+  wq = register_parameter("wq", EmptyLocal(config, "wq", tp));
+  wk = register_parameter("wk", EmptyLocal(config, "wk", tp));
+  wv = register_parameter("wv", EmptyLocal(config, "wv", tp));
+  wo = register_parameter("wo", EmptyLocal(config, "wo", tp));
+  n_kv_heads_ = wk.size(0) / head_dim_;
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::RotaryTables& rotary) {
+  // One matrix product for q, k and v: a wider GEMM runs closer to peak than three narrow ones;
+  // concatenating the fp32 weights copies 3 x dim^2 / tp floats, small beside the activations.
+  // Under sequence parallelism it gathers the whole sequence first.
+  torch::Tensor fused =
+      parallel::ColumnParallelLinear(x, torch::cat({wq, wk, wv}), tp_.group, tp_.sequence_parallel);
+  const int64_t batch = fused.size(0), seq = fused.size(1);
+  std::vector<torch::Tensor> qkv =
+      fused.split_with_sizes({n_heads_ * head_dim_, n_kv_heads_ * head_dim_, n_kv_heads_ * head_dim_}, -1);
+  torch::Tensor q = qkv[0].view({batch, seq, n_heads_, head_dim_});
+  torch::Tensor k = qkv[1].view({batch, seq, n_kv_heads_, head_dim_});
+  torch::Tensor v = qkv[2].view({batch, seq, n_kv_heads_, head_dim_});
+  q = kernels::ApplyRotary(q, rotary).transpose(1, 2);  // [B, H, T, hd]
+  k = kernels::ApplyRotary(k, rotary).transpose(1, 2);
+  v = v.transpose(1, 2);
+  if (n_kv_heads_ != n_heads_) {
+    // Each kv head serves n_heads / n_kv_heads consecutive query heads (on this rank too: its
+    // query heads are consecutive and their kv heads are the ones it holds). Expanding here
+    // (rather than enable_gqa) keeps the fused flash-attention path on every backend.
+    const int64_t group = n_heads_ / n_kv_heads_;
+    k = k.unsqueeze(2)
+            .expand({batch, n_kv_heads_, group, seq, head_dim_})
+            .reshape({batch, n_heads_, seq, head_dim_});
+    v = v.unsqueeze(2)
+            .expand({batch, n_kv_heads_, group, seq, head_dim_})
+            .reshape({batch, n_heads_, seq, head_dim_});
+  }
+  torch::Tensor y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                                     /*is_causal=*/true);
+  y = y.transpose(1, 2).reshape({batch, seq, n_heads_ * head_dim_});
+  return parallel::RowParallelLinear(y, wo, tp_.group, tp_.sequence_parallel);
+}
+
+FeedForwardImpl::FeedForwardImpl(const ModelConfig& config, const TensorParallelContext& tp) : tp_(tp) {
+  w_gate = register_parameter("w_gate", EmptyLocal(config, "w_gate", tp));
+  w_up = register_parameter("w_up", EmptyLocal(config, "w_up", tp));
+  w_down = register_parameter("w_down", EmptyLocal(config, "w_down", tp));
+}
+
+torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
+  // gate and up in one matrix product, as for q/k/v; each rank's gate|up rows are its blocks of
+  // both, so SwiGLU pairs them locally.
+  torch::Tensor gate_up =
+      parallel::ColumnParallelLinear(x, torch::cat({w_gate, w_up}), tp_.group, tp_.sequence_parallel);
+  return parallel::RowParallelLinear(kernels::Swiglu(gate_up), w_down, tp_.group, tp_.sequence_parallel);
+}
+
+BlockImpl::BlockImpl(const ModelConfig& config, const TensorParallelContext& tp)
+    : norm_eps_(config.norm_eps) {
+  attention_norm = register_parameter("attention_norm", torch::ones({config.dim}));
+  ffn_norm = register_parameter("ffn_norm", torch::ones({config.dim}));
+  attention = register_module("attention", Attention(config, tp));
+  feed_forward = register_module("feed_forward", FeedForward(config, tp));
+}
+
+torch::Tensor BlockImpl::forward(const torch::Tensor& h, const kernels::RotaryTables& rotary,
+                                 torch::ScalarType compute_dtype) {
+  torch::Tensor x =
+      h + attention->forward(kernels::RmsNorm(h, attention_norm, norm_eps_, compute_dtype), rotary);
+  return x + feed_forward->forward(kernels::RmsNorm(x, ffn_norm, norm_eps_, compute_dtype));
+}
+
+TransformerImpl::TransformerImpl(const ModelConfig& config, int64_t max_seq_len,
+                                 const ModelShardOptions& options)
+    : config_(config), options_(options), tp_(MakeContext(options)), first_layer_(options.first_layer) {
+  const absl::Status valid = ValidateShardOptions(config, max_seq_len, options);
+  TORCH_CHECK(valid.ok(), std::string(valid.message()));
+  if (options.has_embedding)
+    tok_embeddings = register_parameter("tok_embeddings", EmptyLocal(config, "tok_embeddings", tp_));
+  // Blocks are registered under their global index ("layers.7." on the chunk holding layer 7),
+  // so names, initialisation and checkpoints are the same whatever the pipeline split.
+  auto list = register_module("layers", std::make_shared<torch::nn::Module>());
+  const int64_t count = options.num_layers < 0 ? config.n_layers - first_layer_ : options.num_layers;
+  for (int64_t i = first_layer_; i < first_layer_ + count; ++i) {
+    layers.push_back(Block(config, tp_));
+    list->register_module(std::to_string(i), layers.back());
+  }
+  if (options.has_head) {
+    norm = register_parameter("norm", torch::ones({config.dim}));
+    // Tied embeddings on a chunk without the embedding: the head is a copy (tied_copy_of).
+    if (!config.tie_embeddings || !options.has_embedding) {
+      output = register_parameter("output", EmptyLocal(config, "output", tp_));
+    }
+  }
+  kernels::RotaryTables tables =
+      kernels::MakeRotaryTables(max_seq_len, config.head_dim(), config.rope_theta, torch::kCPU);
+  // Buffers follow the module across .to(device); rotary_ shares their storage.
+  rotary_.cos = register_buffer("rotary_cos", tables.cos);
+  rotary_.sin = register_buffer("rotary_sin", tables.sin);
+
+  // Replicated kv heads need their gradients summed over the ranks sharing them: a
+  // sub-communicator per kv head, split once here (collective over the TP group; every rank of
+  // the group holds the same layers, so all of them take this branch).
+  if (tp_.size > 1 && count > 0 && config.n_kv_heads % tp_.size != 0) {
+    const parallel::ShardSpec kv = LayoutOrThrow(config, "wk", tp_.size, tp_.rank).shard;
+    auto group = options.tp->Split(kv.index, tp_.rank, absl::StrCat(options.tp->name(), ".kv_replicas"));
+    TORCH_CHECK(group.ok(), "splitting the kv-head replica groups off ", options.tp->name(), ": ",
+                group.status().ToString());
+    kv_replica_group_ = std::move(*group);
+  }
+}
+
+std::vector<ParameterInfo> TransformerImpl::ParameterInfos() const {
+  std::vector<ParameterInfo> infos;
+  for (const auto& item : named_parameters()) {
+    ParameterLayout layout = LayoutOrThrow(config_, item.key(), tp_.size, tp_.rank);
+    ParameterInfo info;
+    info.name = item.key();
+    info.tensor = item.value();
+    info.shard = layout.shard;
+    info.global_shape = std::move(layout.global_shape);
+    if (info.name == "output" && config_.tie_embeddings) info.tied_copy_of = "tok_embeddings";
+    infos.push_back(std::move(info));
+  }
+  return infos;
+}
+
+void TransformerImpl::InitializeWeights(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  const double std = config_.init_std;
+  // Residual-branch outputs are scaled down so the residual stream's variance does not grow
+  // with depth (GPT-2 / Megatron convention).
+  const double out_std = std / std::sqrt(2.0 * static_cast<double>(config_.n_layers));
+  for (ParameterInfo& info : ParameterInfos()) {
+    const std::string& name = info.name;
+    torch::Tensor& param = info.tensor;
+    const bool is_norm = name.find("norm") != std::string::npos;
+    if (is_norm) {
+      param.fill_(1.0);
+      continue;
+    }
+    const bool is_out_proj = name.ends_with(".wo") || name.ends_with(".w_down");
+    // The whole logical tensor, drawn as a single process draws it; this rank keeps its block.
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(
+        ParameterSeed(seed, info.is_tied_copy() ? info.tied_copy_of : name));
+    torch::Tensor values = at::normal(0.0, is_out_proj ? out_std : std, info.global_shape, generator,
+                                      torch::TensorOptions().dtype(torch::kFloat));
+    const parallel::ShardSpec& s = info.shard;
+    if (s.dim < 0 || (s.parts == 1 && s.block_size() == s.global_size)) {
+      param.copy_(values);
+      continue;
+    }
+    param.zero_();  // padding rows stay zero
+    const int64_t rows = s.valid_size();
+    if (rows > 0) param.narrow(s.dim, 0, rows).copy_(values.narrow(s.dim, s.begin(), rows));
+  }
+}
+
+int64_t TransformerImpl::VocabBegin() const {
+  return parallel::VocabShard(config_.vocab_size, tp_.size, tp_.rank).begin();
+}
+
+torch::Tensor TransformerImpl::StageForward(const torch::Tensor& input) {
+  int64_t seq = 0;
+  torch::Tensor h;
+  if (options_.has_embedding) {
+    TORCH_CHECK(input.dim() == 2 && input.scalar_type() == torch::kLong,
+                "a chunk with the embedding takes int64 tokens [batch, seq], got ", input.scalar_type(), " ",
+                input.sizes());
+    seq = input.size(1);
+  } else {
+    TORCH_CHECK(input.dim() == 3 && input.size(2) == config_.dim,
+                "a chunk without the embedding takes the residual stream [batch, seq, ", config_.dim,
+                "], got ", input.sizes());
+    seq = input.size(1) * (tp_.sequence_parallel ? tp_.size : 1);
+  }
+  TORCH_CHECK(seq <= rotary_.cos.size(0), "sequence of ", seq, " tokens exceeds the model's maximum ",
+              rotary_.cos.size(0));
+  TORCH_CHECK(!tp_.sequence_parallel || seq % tp_.size == 0, "sequence parallelism splits each sequence of ",
+              seq, " tokens over tp = ", tp_.size, " ranks: the length must be a multiple of ", tp_.size);
+  if (options_.has_embedding) {
+    // The residual stream in the weights' dtype (fp32); this rank's sequence block under SP.
+    h = parallel::VocabParallelEmbedding(input, tok_embeddings, VocabBegin(), tp_.group,
+                                         tp_.sequence_parallel);
+  } else {
+    h = input;
+  }
+  for (Block& block : layers) h = block->forward(h, rotary_, compute_dtype_);
+  return h;
+}
+
+torch::Tensor TransformerImpl::Hidden(const torch::Tensor& input) {
+  TORCH_CHECK(options_.has_head, "this model chunk (layers ", first_layer_, "..", first_layer_ + num_layers(),
+              ") has no head: use StageForward");
+  return kernels::RmsNorm(StageForward(input), norm, config_.norm_eps, compute_dtype_);
+}
+
+torch::Tensor TransformerImpl::LocalLogits(const torch::Tensor& input) {
+  // Column-parallel over the (padded) vocabulary; under SP it gathers the whole sequence.
+  return parallel::ColumnParallelLinear(Hidden(input), HeadWeight(), tp_.group, tp_.sequence_parallel);
+}
+
+torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {
+  torch::Tensor logits = LocalLogits(input);
+  if (tp_.size == 1) return AtLeastFloat(logits);
+  return AtLeastFloat(parallel::GatherFromLastDim(logits, tp_.group)).narrow(-1, 0, config_.vocab_size);
+}
+
+torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch::Tensor& targets) {
+  torch::Tensor logits = LocalLogits(input);
+  if (tp_.size == 1) {
+    return torch::nn::functional::cross_entropy(AtLeastFloat(logits.view({-1, logits.size(-1)})),
+                                                targets.reshape({-1}));
+  }
+  return parallel::VocabParallelCrossEntropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}),
+                                             VocabBegin(), config_.vocab_size, tp_.group)
+      .mean();
+}
+
+torch::Tensor TransformerImpl::Loss(const torch::Tensor& input, const torch::Tensor& targets) {
+  return StageLoss(input, targets);
+}
+
+absl::Status TransformerImpl::SyncTensorParallelGrads() {
+  if (tp_.size == 1) return absl::OkStatus();
+  std::vector<torch::Tensor> norms, kv;
+  for (const ParameterInfo& info : ParameterInfos()) {
+    if (tp_.sequence_parallel && info.shard.dim < 0) norms.push_back(info.tensor);  // the RMSNorm weights
+    if (info.shard.replicas > 1) kv.push_back(info.tensor);                         // replicated wk, wv
+  }
+  TS_RETURN_IF_ERROR(SumGradients(norms, *options_.tp));
+  if (kv_replica_group_ != nullptr) TS_RETURN_IF_ERROR(SumGradients(kv, *kv_replica_group_));
+  return absl::OkStatus();
+}
+
+int64_t ParameterCount(const ModelConfig& c) {
+  const int64_t hd = c.head_dim();
+  const int64_t attention = c.dim * (c.n_heads * hd) * 2 + c.dim * (c.n_kv_heads * hd) * 2;
+  const int64_t mlp = 3 * c.dim * c.ffn_dim;
+  const int64_t block = attention + mlp + 2 * c.dim;
+  const int64_t embeddings = c.vocab_size * c.dim * (c.tie_embeddings ? 1 : 2);
+  return c.n_layers * block + embeddings + c.dim;
+}
+
+int64_t MatmulParameterCount(const ModelConfig& c) {
+  const int64_t hd = c.head_dim();
+  const int64_t attention = c.dim * (c.n_heads * hd) * 2 + c.dim * (c.n_kv_heads * hd) * 2;
+  return c.n_layers * (attention + 3 * c.dim * c.ffn_dim) + c.vocab_size * c.dim;
+}
+
+}  // namespace tessera

@@ -1,0 +1,222 @@
+// The Llama 3 architecture as a LibTorch module: token embedding, pre-norm blocks (RMSNorm,
+// grouped-query attention with rotary embeddings and a causal mask, SwiGLU MLP), final RMSNorm
+// and an output head that may share the embedding. Weights are always fp32 (the master copy);
+// the forward pass computes in `compute_dtype` (fp32 or bf16).
+//
+// Tensor parallelism (Megatron style, parallel/tensor_parallel): given a TP communicator each
+// rank holds a shard of every matrix (query heads, key/value heads, MLP columns, vocabulary
+// rows) under the parameter's logical name, and ParameterInfos() says which slice of the
+// logical tensor it is. Optional sequence parallelism splits the residual stream along the
+// sequence. A model may also be one pipeline chunk: a range of layers (named by their global
+// index), with or without the embedding and the head. Without a TP communicator the whole model
+// behaves, and computes, exactly as a single-process model. docs/architecture.md has the design.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "config/config.h"
+#include "kernels/rotary.h"
+#include "parallel/comm/communicator.h"
+#include "parallel/tensor_parallel/shard_spec.h"
+
+namespace tessera {
+
+// What part of the model this rank builds and how it is split.
+struct ModelShardOptions {
+  // The tensor-parallel group (not owned; must outlive the model and every graph built on it).
+  // nullptr or a group of one: no tensor parallelism.
+  parallel::Communicator* tp = nullptr;
+  // Split the residual stream along the sequence over the TP group (norms, residual adds and
+  // the embedding output on [batch, seq/tp, dim]); needs seq_len % tp == 0.
+  bool sequence_parallel = false;
+  // The pipeline chunk: layers [first_layer, first_layer + num_layers) of the config's n_layers;
+  // num_layers = -1: all remaining layers.
+  int64_t first_layer = 0;
+  int64_t num_layers = -1;
+  bool has_embedding = true;  // the chunk starts with tok_embeddings (its input is tokens)
+  bool has_head = true;       // the chunk ends with the final norm, the head and the loss
+};
+
+// Checks the options against the config: the layer range, n_heads % tp == 0, n_kv_heads % tp
+// == 0 or tp % n_kv_heads == 0, ffn_dim % tp == 0, and under sequence parallelism max_seq_len %
+// tp == 0; the message names the numbers. The constructor throws this message (c10::Error);
+// callers that want a Status call this first.
+absl::Status ValidateShardOptions(const ModelConfig& config, int64_t max_seq_len,
+                                  const ModelShardOptions& options);
+
+// How one parameter, named by its logical name, is laid out over a TP group of `tp_size`:
+// the ShardSpec of rank `tp_rank` and the logical (unpadded, unsharded) shape.
+struct ParameterLayout {
+  parallel::ShardSpec shard;
+  std::vector<int64_t> global_shape;
+};
+// `name` is a logical name (or its last component: "wq", "norm", ...); others are an error.
+absl::StatusOr<ParameterLayout> LayoutOfParameter(const ModelConfig& config, const std::string& name,
+                                                  int tp_size, int tp_rank);
+// The shape this rank holds: global_shape with the split dimension replaced by the (padded)
+// block size.
+std::vector<int64_t> LocalShape(const ParameterLayout& layout);
+
+// One parameter this rank holds.
+struct ParameterInfo {
+  std::string name;                   // logical name: "layers.7.attention.wq", "output", ...
+  torch::Tensor tensor;               // this rank's shard (the registered parameter)
+  parallel::ShardSpec shard;          // which block of the logical tensor it is
+  std::vector<int64_t> global_shape;  // the logical shape (vocab rows unpadded)
+  // Non-empty for the head of a chunk that has the head but not the embedding when embeddings
+  // are tied: "output" is then a copy of "tok_embeddings" (initialised identically, never saved
+  // on its own); the two copies' gradients must be summed over the embedding group.
+  std::string tied_copy_of;
+  bool is_tied_copy() const { return !tied_copy_of.empty(); }
+};
+
+// The tensor-parallel group as the blocks see it.
+struct TensorParallelContext {
+  parallel::Communicator* group = nullptr;  // nullptr when size == 1
+  int size = 1;
+  int rank = 0;
+  bool sequence_parallel = false;
+};
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  // Query heads split over the group; key/value heads split when n_kv_heads % size == 0, else
+  // this rank holds the one kv head its query heads use.
+  explicit AttentionImpl(const ModelConfig& config, const TensorParallelContext& tp = {});
+  // x: [batch, seq, dim] in the compute dtype ([batch, seq/tp, dim] under sequence parallelism).
+  // Returns the same shape.
+  torch::Tensor forward(const torch::Tensor& x, const kernels::RotaryTables& rotary);
+
+  torch::Tensor wq, wk, wv, wo;  // [out_features, in_features], this rank's blocks
+
+ private:
+  TensorParallelContext tp_;
+  int64_t n_heads_, n_kv_heads_, head_dim_;  // heads on this rank
+};
+TORCH_MODULE(Attention);
+
+class FeedForwardImpl : public torch::nn::Module {
+ public:
+  explicit FeedForwardImpl(const ModelConfig& config, const TensorParallelContext& tp = {});
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::Tensor w_gate, w_up, w_down;  // gate/up split by rows (column-parallel), down by columns
+
+ private:
+  TensorParallelContext tp_;
+};
+TORCH_MODULE(FeedForward);
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  explicit BlockImpl(const ModelConfig& config, const TensorParallelContext& tp = {});
+  // h: the residual stream [batch, seq, dim] ([batch, seq/tp, dim] under sequence
+  // parallelism), fp32.
+  torch::Tensor forward(const torch::Tensor& h, const kernels::RotaryTables& rotary,
+                        torch::ScalarType compute_dtype);
+
+  torch::Tensor attention_norm, ffn_norm;  // replicated
+  Attention attention{nullptr};
+  FeedForward feed_forward{nullptr};
+
+ private:
+  double norm_eps_;
+};
+TORCH_MODULE(Block);
+
+class TransformerImpl : public torch::nn::Module {
+ public:
+  // Builds the modules of this rank's chunk and shard; weights are set by InitializeWeights
+  // (call it once, after .to(device)). With a TP communicator of several ranks this is
+  // collective over it when kv heads are replicated (a sub-communicator is split off). Throws
+  // c10::Error with ValidateShardOptions' message when the options do not fit the config.
+  TransformerImpl(const ModelConfig& config, int64_t max_seq_len, const ModelShardOptions& options = {});
+
+  // The whole forward pass of a chunk with the head: input as for StageForward -> logits
+  // [batch, seq, vocab] in fp32, gathered over the TP group (tests; training uses Loss).
+  torch::Tensor forward(const torch::Tensor& input);
+  // Mean cross-entropy of predicting `targets` [batch, seq] (the same on every TP rank); softmax
+  // and mean in fp32, vocab-parallel when TP > 1. Same as StageLoss.
+  torch::Tensor Loss(const torch::Tensor& input, const torch::Tensor& targets);
+
+  // This chunk's part of the forward pass up to (not including) the final norm: input is int64
+  // tokens [batch, seq] when the chunk has the embedding, else the fp32 residual stream from the
+  // previous chunk, [batch, seq, dim] ([batch, seq/tp, dim] under sequence parallelism, this
+  // rank's sequence block). Returns the residual stream after the chunk's layers, in the same
+  // layout (what a pipeline stage sends on).
+  torch::Tensor StageForward(const torch::Tensor& input);
+  // For a chunk with the head: StageForward, the final norm, the head and the mean cross-entropy
+  // over all batch x seq target tokens.
+  torch::Tensor StageLoss(const torch::Tensor& input, const torch::Tensor& targets);
+
+  // The parameters this rank holds, in named_parameters() order, with their layout.
+  std::vector<ParameterInfo> ParameterInfos() const;
+
+  // Completes the gradients that tensor parallelism leaves partial; call after backward and
+  // before any data-parallel reduction, gradient norm or optimizer step. It touches only:
+  //  - under sequence parallelism (TP > 1): every RMSNorm weight this chunk holds
+  //    (layers.N.attention_norm, layers.N.ffn_norm, norm): each rank saw only its sequence
+  //    block, so the gradients are summed over the TP group;
+  //  - when n_kv_heads < tp (ShardSpec.replicas > 1): layers.N.attention.wk and .wv, summed over
+  //    the ranks holding the same kv heads (each used them for its own query heads only).
+  // Gradients are summed in place (FlatAdamW's views stay valid); undefined ones count as zero.
+  // Every other gradient is already complete. All ranks of the TP group must call it, in the
+  // same order as their other collectives. A no-op without TP.
+  absl::Status SyncTensorParallelGrads();
+
+  void SetComputeDtype(torch::ScalarType dtype) { compute_dtype_ = dtype; }
+  torch::ScalarType compute_dtype() const { return compute_dtype_; }
+  const ModelConfig& config() const { return config_; }
+  const ModelShardOptions& shard_options() const { return options_; }
+  int tp_size() const { return tp_.size; }
+  int tp_rank() const { return tp_.rank; }
+  bool sequence_parallel() const { return tp_.sequence_parallel; }
+  int64_t first_layer() const { return first_layer_; }
+  int64_t num_layers() const { return static_cast<int64_t>(layers.size()); }
+
+  // Deterministic initialisation (docs/architecture.md): each logical parameter is drawn whole
+  // on the CPU from a generator seeded by (seed, logical name) and this rank keeps its block, so
+  // the weights depend neither on the device, the construction order nor the parallel layout.
+  // A tied copy of the embedding is drawn as "tok_embeddings". Padding rows are zero.
+  void InitializeWeights(uint64_t seed);
+
+  torch::Tensor tok_embeddings;  // [vocab_padded / tp, dim]; undefined without the embedding
+  torch::Tensor norm;            // [dim]; undefined without the head
+  // [vocab_padded / tp, dim]: the untied head, or a tied copy of the embedding on a chunk that
+  // has the head but not the embedding; undefined otherwise.
+  torch::Tensor output;
+  std::vector<Block> layers;  // this chunk's layers: layers[i] is global layer first_layer() + i
+
+ private:
+  // StageForward, then the final norm: [batch, seq (or seq/tp), dim] in the compute dtype.
+  torch::Tensor Hidden(const torch::Tensor& input);
+  // This rank's logits columns [batch, seq, vocab_padded / tp] (the full vocabulary at TP 1).
+  torch::Tensor LocalLogits(const torch::Tensor& input);
+  torch::Tensor HeadWeight() const { return output.defined() ? output : tok_embeddings; }
+  int64_t VocabBegin() const;
+
+  ModelConfig config_;
+  ModelShardOptions options_;
+  TensorParallelContext tp_;
+  int64_t first_layer_ = 0;
+  kernels::RotaryTables rotary_;
+  torch::ScalarType compute_dtype_ = torch::kFloat;
+  // The ranks of the TP group holding the same kv heads (only when kv heads are replicated).
+  std::unique_ptr<parallel::Communicator> kv_replica_group_;
+};
+TORCH_MODULE(Transformer);
+
+// Parameter counts of the closed formula, used by tests and MFU.
+int64_t ParameterCount(const ModelConfig& config);
+// Parameters that take part in matrix products per token (everything but the input embedding
+// lookup and the norms; the head counts even when tied).
+int64_t MatmulParameterCount(const ModelConfig& config);
+
+}  // namespace tessera

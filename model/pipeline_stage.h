@@ -1,0 +1,47 @@
+// The model as the pipeline executor sees it (parallel/pipeline/executor.h): this rank's model
+// chunks (one, or parallel.virtual_stages under the interleaved schedule), fed with this rank's
+// micro-batches of the current global batch. The first model chunk reads its tokens here, the
+// last returns the micro-batch's loss scaled by 1/micro-batches; everything in between passes
+// the fp32 residual stream ([micro_batch, seq_len, dim], or seq_len / tp under sequence
+// parallelism).
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "data/loader.h"
+#include "model/model.h"
+#include "parallel/pipeline/executor.h"
+
+namespace tessera {
+
+class ModelPipelineStage : public parallel::pipeline::PipelineStage {
+ public:
+  // `on_last_weight_gradients(chunk)` runs before the chunk's last gradient-accumulating
+  // backward of a step (the data-parallel reducer's MarkFinalBackward).
+  ModelPipelineStage(std::vector<Transformer> chunks, int64_t micro_batch, int64_t seq_len, int64_t dim,
+                     int sequence_parallel_ranks, torch::Device device,
+                     std::function<void(int)> on_last_weight_gradients);
+
+  // The batch the next RunStep trains on, in micro-batches of micro_batch rows.
+  void SetBatch(const data::LocalBatch* batch, int64_t num_microbatches);
+
+  at::Tensor Forward(int chunk, int mb, const at::Tensor& input) override;
+  std::vector<int64_t> ActivationShape(int chunk) const override;
+  at::ScalarType ActivationDtype() const override { return at::kFloat; }
+  std::vector<at::Tensor> ChunkParameters(int chunk) const override;
+  void BeforeLastWeightGradients(int chunk) override;
+
+  std::vector<Transformer>& chunks() { return chunks_; }
+
+ private:
+  std::vector<Transformer> chunks_;
+  int64_t micro_batch_, seq_len_, dim_;
+  int sequence_parallel_ranks_;
+  torch::Device device_;
+  std::function<void(int)> on_last_weight_gradients_;
+  const data::LocalBatch* batch_ = nullptr;
+  int64_t num_microbatches_ = 1;
+};
+
+}  // namespace tessera
