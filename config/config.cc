@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/status_macros.h"
+#include "core/strings.h"
 
 namespace tessera {
 namespace {
@@ -222,35 +223,10 @@ bool IsSectionPrefix(const std::string& prefix) {
   return false;
 }
 
-size_t EditDistance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
 std::string Suggestion(const std::string& key) {
-  const FieldSpec* best = nullptr;
-  size_t best_distance = 4;  // suggest only close matches
-  for (const FieldSpec& f : ConfigSchema()) {
-    size_t d = EditDistance(key, f.key);
-    const std::string leaf = f.key.substr(f.key.rfind('.') + 1);
-    const std::string key_leaf = key.substr(key.rfind('.') + 1);
-    if (leaf == key_leaf) d = std::min<size_t>(d, 1);  // right name, wrong section
-    if (d < best_distance) {
-      best_distance = d;
-      best = &f;
-    }
-  }
-  return best ? absl::StrCat(" (did you mean '", best->key, "'?)") : "";
+  std::vector<std::string> keys;
+  for (const FieldSpec& f : ConfigSchema()) keys.push_back(f.key);
+  return DidYouMean(key, keys, /*below=*/4, DottedKeyDistance);  // suggest only close matches
 }
 
 std::string TypeName(const FieldSpec& f) {
