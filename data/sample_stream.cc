@@ -12,17 +12,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "core/absl_string_view.h"
+#include "core/hash.h"
 #include "core/status_macros.h"
 
 namespace tessera::data {
 namespace {
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // Keys of the two permutations of an epoch.
 constexpr uint64_t kDocumentOrderTag = 0x646f63;  // "doc"
@@ -37,7 +31,7 @@ constexpr size_t kCachedEpochs = 2;
 
 uint64_t MixKey(std::initializer_list<uint64_t> values) {
   uint64_t h = 0x6a09e667f3bcc908ull;
-  for (uint64_t v : values) h = SplitMix64(h ^ SplitMix64(v));
+  for (uint64_t v : values) h = SplitMix64Hash(h ^ SplitMix64Hash(v));
   return h;
 }
 
@@ -60,7 +54,7 @@ uint64_t Permutation::operator()(uint64_t i) const {
   do {
     uint64_t left = x >> half_bits_, right = x & mask;
     for (int r = 0; r < 4; ++r) {
-      const uint64_t next = left ^ (SplitMix64(right ^ keys_[r]) & mask);
+      const uint64_t next = left ^ (SplitMix64Hash(right ^ keys_[r]) & mask);
       left = right;
       right = next;
     }
