@@ -118,21 +118,21 @@ class Parser {
         case 'u': {
           uint32_t cp = 0;
           TS_RETURN_IF_ERROR(Hex4(&cp));
-          if (cp >= 0xD800 && cp <= 0xDBFF) {
+          if (IsHighSurrogate(cp)) {
             uint32_t low = 0;
             if (pos_ + 1 < s_.size() && s_[pos_] == '\\' && s_[pos_ + 1] == 'u') {
               pos_ += 2;
               TS_RETURN_IF_ERROR(Hex4(&low));
-              if (low < 0xDC00 || low > 0xDFFF) {
+              if (!IsLowSurrogate(low)) {
                 pos_ -= 6;
                 return Error("a low surrogate \\uDC00-\\uDFFF after a high surrogate");
               }
-              cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+              cp = CombineSurrogates(cp, low);
             } else {
               return Error(
                   "a low surrogate escape after a high surrogate (a lone surrogate is not valid UTF-8)");
             }
-          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+          } else if (IsLowSurrogate(cp)) {
             pos_ -= 6;
             return Error("a character, not a lone low surrogate (it is not valid UTF-8)");
           }
