@@ -1,8 +1,9 @@
-// Edit distance and "did you mean" hints (strings.h).
+// Edit distance, "did you mean" hints and escaped excerpts (strings.h).
 #include "core/strings.h"
 
 #include <algorithm>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace tessera {
@@ -44,6 +45,12 @@ std::string DidYouMean(std::string_view name, const std::vector<std::string>& kn
     }
   }
   return best ? absl::StrCat(" (did you mean '", *best, "'?)") : "";
+}
+
+std::string EscapedExcerpt(std::string_view bytes, size_t max_bytes) {
+  std::string out(bytes.substr(0, max_bytes));
+  if (bytes.size() > max_bytes) out += "...";
+  return absl::CHexEscape(out);
 }
 
 }  // namespace tessera

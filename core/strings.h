@@ -1,6 +1,7 @@
-// Near-miss hints for names a user got wrong (config keys, sweep-file keys, choices): the edit
-// distance and the " (did you mean 'x'?)" suffix that such error messages end with, so that every
-// "unknown key" message suggests in the same way.
+// String helpers for error messages. Near-miss hints for names a user got wrong (config keys,
+// sweep-file keys, choices): the edit distance and the " (did you mean 'x'?)" suffix that such
+// messages end with, so that every "unknown key" message suggests in the same way; and a short,
+// printable excerpt of arbitrary bytes (a line of a data file, a token).
 #pragma once
 
 #include <cstddef>
@@ -22,5 +23,9 @@ size_t DottedKeyDistance(std::string_view a, std::string_view b);
 // `below`, else "". Among equally near names the first in `known` wins.
 std::string DidYouMean(std::string_view name, const std::vector<std::string>& known, size_t below,
                        size_t (*distance)(std::string_view, std::string_view) = EditDistance);
+
+// The first `max_bytes` bytes of `bytes`, with "..." when cut, C-escaped (\n, \xff) so that any
+// bytes print on one line.
+std::string EscapedExcerpt(std::string_view bytes, size_t max_bytes = 60);
 
 }  // namespace tessera

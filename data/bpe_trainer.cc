@@ -16,6 +16,8 @@
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "core/utf8.h"
+#include "data/split_pattern.h"
+#include "data/tiktoken_files.h"
 
 namespace tessera::data {
 namespace {
@@ -25,7 +27,7 @@ Pair MakePair(int32_t a, int32_t b) { return (static_cast<uint64_t>(a) << 32) | 
 int32_t Left(Pair p) { return static_cast<int32_t>(p >> 32); }
 int32_t Right(Pair p) { return static_cast<int32_t>(p & 0xFFFFFFFFu); }
 
-absl::StatusOr<std::unique_ptr<BpeTokenizer>> Splitter(const std::string& pattern, std::string* resolved) {
+absl::StatusOr<std::unique_ptr<SplitPattern>> Splitter(const std::string& pattern, std::string* resolved) {
   if (pattern == "cl100k_base" || pattern == "llama3") {
     *resolved = kCl100kPattern;
   } else if (pattern == "o200k_base") {
@@ -33,12 +35,7 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> Splitter(const std::string& patter
   } else {
     *resolved = pattern;
   }
-  std::vector<std::string> bytes(256);
-  for (int b = 0; b < 256; ++b) bytes[b] = std::string(1, static_cast<char>(b));
-  TokenizerSpec spec;
-  spec.name = "splitter";
-  spec.pattern = *resolved;
-  return BpeTokenizer::Create(std::move(bytes), std::move(spec), "the training pattern");
+  return SplitPattern::Compile(*resolved, "the training pattern");
 }
 
 struct Word {
@@ -199,7 +196,7 @@ absl::StatusOr<BpeTrainResult> TrainBpe(const std::vector<std::string>& document
     if (bad != std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat("document ", d, ": ", DescribeInvalidUtf8(doc, bad)));
     }
-    TS_RETURN_IF_ERROR(splitter->Split(doc, [&](std::string_view piece) { ++counts[std::string(piece)]; }));
+    TS_RETURN_IF_ERROR(splitter->ForEach(doc, [&](std::string_view piece) { ++counts[std::string(piece)]; }));
     bytes += static_cast<int64_t>(doc.size());
   }
   return TrainFromPieceCounts(std::move(counts), options, std::move(pattern), bytes);
@@ -244,7 +241,7 @@ absl::StatusOr<BpeTrainResult> TrainBpeFromFiles(const std::vector<std::string>&
               absl::InvalidArgumentError(absl::StrCat(chosen[i], ": ", DescribeInvalidUtf8(*text, bad)));
           break;
         }
-        status[t] = splitter->Split(*text, [&](std::string_view piece) { ++local[t][std::string(piece)]; });
+        status[t] = splitter->ForEach(*text, [&](std::string_view piece) { ++local[t][std::string(piece)]; });
         bytes[t] += static_cast<int64_t>(text->size());
       }
     });
@@ -269,11 +266,10 @@ absl::Status WriteTrainedTokenizer(const std::string& path, const BpeTrainResult
                                                    "metadata; use e.g. .tiktoken"));
   }
   TS_RETURN_IF_ERROR(WriteTiktokenRanks(path, result.tokens));
-  const std::string metadata =
-      p.has_extension() ? std::filesystem::path(p).replace_extension(".json").string() : path + ".json";
   TokenizerSpec spec = result.spec;
   spec.name = p.stem().string();
-  return WriteFileAtomic(metadata, TokenizerMetadataJson(spec, static_cast<int64_t>(result.tokens.size())));
+  return WriteFileAtomic(TokenizerMetadataPath(path),
+                         TokenizerMetadataJson(spec, static_cast<int64_t>(result.tokens.size())));
 }
 
 }  // namespace tessera::data

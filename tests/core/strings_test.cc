@@ -1,4 +1,5 @@
-// Tests of core/strings: edit distances and the "did you mean" hint of unknown-key messages.
+// Tests of core/strings: edit distances, the "did you mean" hint of unknown-key messages and
+// escaped excerpts.
 #include "core/strings.h"
 
 #include <string>
@@ -42,4 +43,13 @@ CATCH_TEST_CASE("did you mean names the nearest known name below the limit") {
   const std::vector<std::string> dotted = {"model.dim", "train.lr", "train.steps"};
   CATCH_CHECK(DidYouMean("optim.lr", dotted, 4, DottedKeyDistance) == " (did you mean 'train.lr'?)");
   CATCH_CHECK(DidYouMean("optim.lr", dotted, 4).empty());
+}
+
+CATCH_TEST_CASE("escaped excerpts keep any bytes on one line and mark a cut") {
+  CATCH_CHECK(tessera::EscapedExcerpt("") == "");
+  CATCH_CHECK(tessera::EscapedExcerpt("abc") == "abc");
+  CATCH_CHECK(tessera::EscapedExcerpt("a\nb\xff\"") == "a\\nb\\xff\\\"");
+  CATCH_CHECK(tessera::EscapedExcerpt("abcdef", 4) == "abcd...");
+  CATCH_CHECK(tessera::EscapedExcerpt("abcd", 4) == "abcd");
+  CATCH_CHECK(tessera::EscapedExcerpt(std::string(100, 'x')) == std::string(60, 'x') + "...");
 }
