@@ -12,8 +12,9 @@ namespace tessera {
 // `s` as a JSON string literal, quotes included (control characters, quote and backslash
 // escaped; other bytes, UTF-8 included, as they are).
 std::string JsonQuote(std::string_view s);
-// A double as JSON: the shortest text that reads back as the same double ("1e-05", "500000.0"
-// keeps a decimal point so Python reads a float); NaN and infinities, which JSON lacks, as null.
+// A double as JSON: the shortest text that reads back as the same double ("1e-05", "5e+05"),
+// with ".0" added to a whole number without an exponent ("3.0") so that Python reads a float;
+// NaN and infinities, which JSON lacks, as null.
 std::string JsonNumber(double v);
 // A double with `significant_digits` significant digits as printf's %.*g writes it ("0.0003",
 // "12", "1e-05"), and NaN and the infinities as NaN, Infinity and -Infinity, as Python's json
