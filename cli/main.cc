@@ -87,6 +87,14 @@ int Fail(const absl::Status& status, int code) {
   return code;
 }
 
+// A failure of a rank of a job: printed by rank 0 alone when every rank reached it alike
+// (OnEveryRank); the other ranks keep it in their log files.
+int FailOnRank(const parallel::ProcessGrid& grid, const absl::Status& status, int code) {
+  if (!IsOnEveryRank(status) || grid.rank() == 0) return Fail(status, code);
+  TS_LOG(INFO) << "error (every rank; rank 0 reports it): " << status.message();
+  return code;
+}
+
 // `tessera train`: one process, or one rank of a job started by mpirun / srun / torchrun.
 // Errors every rank sees alike (config, layout, data) end each rank with the same message and
 // exit code; an error of one rank alone goes through ProcessGrid::Abort, which ends the others.
@@ -114,17 +122,19 @@ int TrainCommand(const std::vector<std::string>& argv) {
   if ((*grid)->rank() == 0) TS_LOG(INFO) << (*grid)->Summary();
   auto trainer = Trainer::Create(*config, **grid);
   if (absl::Status s = AllRanksOk(**grid, trainer.status()); !s.ok()) {
-    return Fail(s, s.code() == absl::StatusCode::kInvalidArgument || s.code() == absl::StatusCode::kNotFound
-                       ? kExitUsage
-                       : kExitRuntimeError);
+    return FailOnRank(**grid, s,
+                      s.code() == absl::StatusCode::kInvalidArgument || s.code() == absl::StatusCode::kNotFound
+                          ? kExitUsage
+                          : kExitRuntimeError);
   }
   absl::Status status = (*trainer)->Run();
   if (!status.ok()) {
     const int code = ExitCodeOf(status, kExitRuntimeError);
     // A failed collective or a bad batch may be this rank's alone: make sure no peer waits.
-    // Divergence is decided alike on every rank (from all-reduced figures): each exits itself.
-    if ((*grid)->world_size() > 1 && code != kExitDiverged && code != kExitPreempted) (*grid)->Abort(status);
-    return Fail(status, code);
+    // Divergence and preemption are decided alike on every rank (from all-reduced figures):
+    // each exits itself, and rank 0 alone says why.
+    if ((*grid)->world_size() > 1 && !IsOnEveryRank(status)) (*grid)->Abort(status);
+    return FailOnRank(**grid, status, code);
   }
   TS_LOG(INFO) << "done: " << config->train.steps << " steps; metrics in " << config->train.run_dir
                << "/metrics.jsonl";
@@ -187,7 +197,7 @@ int TopologyCommand(const std::vector<std::string>& argv) {
     world = launch->world_size;
   }
   const ParallelConfig& p = config->parallel;
-  auto topology = parallel::Topology::Create(world, {p.tp, p.pp, p.dp}, p.order);
+  auto topology = parallel::Topology::Create(world, {p.tp, p.pp, p.dp}, EnumName(p.order));
   if (!topology.ok()) return Fail(topology.status(), kExitUsage);
   std::cout << topology->Table() << topology->GroupsReport();
   return 0;

@@ -184,6 +184,16 @@ absl::Status CheckRank(const Schedule& s, int64_t r) {
     auto it = position.find(KeyOf(kind, chunk, mb));
     return it == position.end() ? -1 : static_cast<int64_t>(it->second);
   };
+  if (s.forward_only) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      const ActionKind kind = list[i].kind;
+      if (kind != ActionKind::kForward && kind != ActionKind::kSendActivation &&
+          kind != ActionKind::kRecvActivation) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(At(s, r, i), ": a forward-only schedule has only F, SA and RA actions"));
+      }
+    }
+  }
   const int64_t last_chunk = s.pp * s.v - 1;
   for (int64_t c = 0; c < s.v; ++c) {
     const int64_t k = ModelChunk(r, c, s.pp);
@@ -195,6 +205,8 @@ absl::Status CheckRank(const Schedule& s, int64_t r) {
       if (f < 0)
         return absl::InvalidArgumentError(
             absl::StrCat(what, " is never forwarded (no '", Token(ActionKind::kForward, c, mb), "')"));
+      const int64_t back = b >= 0 ? b : in;  // the action that produces the input gradient
+      if (!s.forward_only) {
       if (b < 0 && in < 0 && w < 0) {
         return absl::InvalidArgumentError(absl::StrCat(what, " is never backwarded (no '",
                                                        Token(ActionKind::kBackward, c, mb), "', nor '",
@@ -210,12 +222,12 @@ absl::Status CheckRank(const Schedule& s, int64_t r) {
             absl::StrCat(what, in < 0 ? " has W but no I (the input gradient is never computed)"
                                       : " has I but no W (the weight gradient is never computed)"));
       }
-      const int64_t back = b >= 0 ? b : in;  // the action that produces the input gradient
       if (back < f)
         return absl::InvalidArgumentError(
             absl::StrCat(At(s, r, back), " comes before its forward, action ", f + 1));
       if (in >= 0 && w < in)
         return absl::InvalidArgumentError(absl::StrCat(At(s, r, w), " comes before its I, action ", in + 1));
+      }
       // Inputs: from the previous/next model chunk, received or (pp == 1) computed on this rank.
       if (k > 0) {
         const int64_t have =
@@ -227,7 +239,7 @@ absl::Status CheckRank(const Schedule& s, int64_t r) {
               "' must come before it"));
         }
       }
-      if (k < last_chunk) {
+      if (k < last_chunk && !s.forward_only) {
         int64_t have = find(ActionKind::kRecvGrad, c, mb);
         std::string need = Token(ActionKind::kRecvGrad, c, mb);
         if (s.pp == 1) {
@@ -348,11 +360,12 @@ absl::StatusOr<SimulationResult> Simulate(const Schedule& s, const ActionCosts& 
   for (int64_t r = 0; r < s.pp; ++r) {
     out.idle.push_back(out.makespan - out.busy[r]);
     idle_total += out.idle.back();
-    // Live from F until B, or until W when the backward is split (simulator.h).
+    // Live from F until B, or until W when the backward is split (simulator.h); forward-only,
+    // only during its F.
     int64_t live = 0, peak = 0;
     for (const Action& a : s.actions[r]) {
       if (a.kind == ActionKind::kForward) peak = std::max(peak, ++live);
-      if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kBackwardWeight) --live;
+      if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kBackwardWeight || s.forward_only) --live;
     }
     out.peak_live.push_back(peak);
   }

@@ -50,7 +50,7 @@ CATCH_TEST_CASE("config loads sections, includes a base and applies overrides in
   CATCH_CHECK(config->model.n_layers == 3);  // from --set
   CATCH_CHECK(config->train.lr == 0.005);    // --set wins over the file, which won over the base
   CATCH_CHECK(config->train.min_lr == 0.001);
-  CATCH_CHECK(config->train.precision == "bf16");
+  CATCH_CHECK(config->train.precision == tessera::Precision::kBf16);
   CATCH_CHECK((config->data.train == std::vector<tessera::CorpusEntry>{{"a/text", 1.0}, {"b", 0.25}}));
   CATCH_CHECK((config->data.val == std::vector<tessera::CorpusEntry>{{"c", 1.0}}));
 }
