@@ -122,10 +122,11 @@ int TrainCommand(const std::vector<std::string>& argv) {
   if ((*grid)->rank() == 0) TS_LOG(INFO) << (*grid)->Summary();
   auto trainer = Trainer::Create(*config, **grid);
   if (absl::Status s = AllRanksOk(**grid, trainer.status()); !s.ok()) {
-    return FailOnRank(**grid, s,
-                      s.code() == absl::StatusCode::kInvalidArgument || s.code() == absl::StatusCode::kNotFound
-                          ? kExitUsage
-                          : kExitRuntimeError);
+    return FailOnRank(
+        **grid, s,
+        s.code() == absl::StatusCode::kInvalidArgument || s.code() == absl::StatusCode::kNotFound
+            ? kExitUsage
+            : kExitRuntimeError);
   }
   absl::Status status = (*trainer)->Run();
   if (!status.ok()) {

@@ -132,10 +132,10 @@ std::vector<FieldSpec> BuildSchema() {
            "Apply weight decay to norm weights and embeddings too (off: only matrices of linear "
            "layers decay)."),
       Enum<Precision>("train.precision", TS_FIELD_REF(train.precision),
-             "fp32: compute in fp32. bf16: matrix products and attention in bf16, with fp32 master "
-             "weights, fp32 optimizer state and fp32 norm, softmax and loss reductions."),
+                      "fp32: compute in fp32. bf16: matrix products and attention in bf16, with fp32 master "
+                      "weights, fp32 optimizer state and fp32 norm, softmax and loss reductions."),
       Enum<DeviceChoice>("train.device", TS_FIELD_REF(train.device),
-             "auto: CUDA when the LibTorch build and the machine have it, else CPU."),
+                         "auto: CUDA when the LibTorch build and the machine have it, else CPU."),
       Int("train.seed", TS_FIELD_REF(train.seed), 0, 9.2e18, "Seed of initialisation and data sampling."),
       Int("train.threads", TS_FIELD_REF(train.threads), 0, 4096, "CPU threads for LibTorch; 0 = all cores."),
       Int("train.log_every", TS_FIELD_REF(train.log_every), 1, 1e12,
@@ -159,10 +159,11 @@ std::vector<FieldSpec> BuildSchema() {
             "always skipped). Active after 10 accepted steps."),
       Int("train.max_skips", TS_FIELD_REF(train.max_skips), 0, 1e9,
           "Skipped updates in a row after which the run is declared diverged (train.on_divergence)."),
-      Enum<DivergencePolicy>("train.on_divergence", TS_FIELD_REF(train.on_divergence),
-             "When more than train.max_skips updates in a row were skipped: stop ends the run with "
-             "exit code 4; rollback reloads the newest checkpoint and goes on with the data after "
-             "the offending batches (at most 3 times, then stop)."),
+      Enum<DivergencePolicy>(
+          "train.on_divergence", TS_FIELD_REF(train.on_divergence),
+          "When more than train.max_skips updates in a row were skipped: stop ends the run with "
+          "exit code 4; rollback reloads the newest checkpoint and goes on with the data after "
+          "the offending batches (at most 3 times, then stop)."),
       Bool("train.tensorboard", TS_FIELD_REF(train.tensorboard),
            "Write TensorBoard event files (every metrics.jsonl record's scalars) to the run directory."),
 
@@ -187,11 +188,11 @@ std::vector<FieldSpec> BuildSchema() {
                 "Data-parallel replicas; auto = world size / (tp x pp). The launcher's world size "
                 "must equal tp x pp x dp."),
       Enum<GridOrder>("parallel.order", TS_FIELD_REF(parallel.order),
-             "Rank layout, innermost first: with tp-dp-pp consecutive ranks form a TP group, then "
-             "DP varies, then the pipeline stage. `tessera topology` prints the table."),
+                      "Rank layout, innermost first: with tp-dp-pp consecutive ranks form a TP group, then "
+                      "DP varies, then the pipeline stage. `tessera topology` prints the table."),
       Enum<CommBackend>("parallel.backend", TS_FIELD_REF(parallel.backend),
-             "Communication: auto = nccl on CUDA, mpi on CPU with several processes (or under "
-             "mpirun), local for a single process."),
+                        "Communication: auto = nccl on CUDA, mpi on CPU with several processes (or under "
+                        "mpirun), local for a single process."),
       String("parallel.rendezvous", TS_FIELD_REF(parallel.rendezvous), {},
              "How NCCL's unique id reaches the ranks: auto (MPI under mpirun, else TCP at "
              "MASTER_ADDR:MASTER_PORT), mpi, tcp, or file:PATH on a filesystem all nodes share."),
@@ -205,12 +206,12 @@ std::vector<FieldSpec> BuildSchema() {
            "With tp > 1, also split the norm and residual regions along the sequence (Megatron "
            "sequence parallelism); train.seq_len must be divisible by parallel.tp."),
       Schedule("parallel.pp_schedule", TS_FIELD_REF(parallel.pp_schedule),
-             "Pipeline schedule: gpipe, 1f1b, interleaved (needs parallel.virtual_stages > 1), "
-             "zb-h1, or the path of a schedule file (docs/pipeline.md)."),
+               "Pipeline schedule: gpipe, 1f1b, interleaved (needs parallel.virtual_stages > 1), "
+               "zb-h1, or the path of a schedule file (docs/pipeline.md)."),
       IntList("parallel.pp_layers", TS_FIELD_REF(parallel.pp_layers),
-                 "Explicit layer counts per model chunk in model order (pp x virtual_stages "
-                 "integers summing to model.n_layers, e.g. [9, 8, 8, 7]); empty = balanced by FLOPs "
-                 "(the first stage also holds the embedding, the last the head and the loss)."),
+              "Explicit layer counts per model chunk in model order (pp x virtual_stages "
+              "integers summing to model.n_layers, e.g. [9, 8, 8, 7]); empty = balanced by FLOPs "
+              "(the first stage also holds the embedding, the last the head and the loss)."),
       Int("parallel.virtual_stages", TS_FIELD_REF(parallel.virtual_stages), 1, 1024,
           "Model chunks per pipeline rank (interleaved schedule)."),
       Int("parallel.zero", TS_FIELD_REF(parallel.zero), 0, 2,

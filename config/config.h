@@ -17,10 +17,10 @@ namespace tessera {
 // The closed choices of the schema, typed. Each key's YAML spelling is EnumNames<E>() (in enum
 // order) and EnumName(value); the schema reads and writes these words, so a config file, `--set`
 // and RUN_DIR/config.yaml spell them as before, and code compares enums, never strings.
-enum class Precision { kFp32, kBf16 };                    // train.precision
-enum class DeviceChoice { kAuto, kCpu, kCuda };           // train.device
-enum class DivergencePolicy { kStop, kRollback };         // train.on_divergence
-enum class CommBackend { kAuto, kLocal, kMpi, kNccl };    // parallel.backend
+enum class Precision { kFp32, kBf16 };                                          // train.precision
+enum class DeviceChoice { kAuto, kCpu, kCuda };                                 // train.device
+enum class DivergencePolicy { kStop, kRollback };                               // train.on_divergence
+enum class CommBackend { kAuto, kLocal, kMpi, kNccl };                          // parallel.backend
 enum class GridOrder { kTpDpPp, kTpPpDp, kDpTpPp, kDpPpTp, kPpTpDp, kPpDpTp };  // parallel.order
 // parallel.pp_schedule: a generated schedule by name, or kFile: a schedule file's path.
 enum class PipelineScheduleKind { kGpipe, k1F1B, kInterleaved, kZbH1, kFile };

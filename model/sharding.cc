@@ -70,8 +70,8 @@ parallel::pipeline::StageCosts PipelineStageCosts(const ModelConfig& config, int
   ModelConfig one_layer = config;
   one_layer.n_layers = 1;
   parallel::pipeline::StageCosts costs;
-  costs.layer = 6.0 * (MatmulParameterCount(one_layer) - config.vocab_size * config.dim) +
-                12.0 * seq_len * config.dim;
+  costs.layer =
+      6.0 * (MatmulParameterCount(one_layer) - config.vocab_size * config.dim) + 12.0 * seq_len * config.dim;
   costs.head = 6.0 * config.vocab_size * config.dim;
   costs.embedding = 0;
   return costs;
@@ -90,8 +90,9 @@ absl::StatusOr<parallel::pipeline::Partition> PlanPartition(const ModelConfig& c
   return split;
 }
 
-std::vector<ModelShardOptions> ChunkShardOptions(const parallel::pipeline::Partition& partition, int64_t pp_rank,
-                                                 parallel::Communicator* tp, bool sequence_parallel) {
+std::vector<ModelShardOptions> ChunkShardOptions(const parallel::pipeline::Partition& partition,
+                                                 int64_t pp_rank, parallel::Communicator* tp,
+                                                 bool sequence_parallel) {
   std::vector<ModelShardOptions> chunks;
   for (int64_t c = 0; c < partition.v; ++c) {
     ModelShardOptions shard;
@@ -152,8 +153,8 @@ ParameterRole RoleOf(const ParameterInfo& info, const ModelConfig& config, const
     role.norm_weight = 1.0 / info.shard.replicas;
   }
   role.tied_across_stages = config.tie_embeddings && context.pp > 1 && embedding_like;
-  role.late = (context.sequence_parallel && info.shard.dim < 0) || info.shard.replicas > 1 ||
-              role.tied_across_stages;
+  role.late =
+      (context.sequence_parallel && info.shard.dim < 0) || info.shard.replicas > 1 || role.tied_across_stages;
   return role;
 }
 

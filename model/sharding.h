@@ -60,8 +60,9 @@ absl::StatusOr<parallel::pipeline::Partition> PlanPartition(const ModelConfig& c
 
 // The model chunks pipeline rank `pp_rank` builds under `partition` (local chunk order), each
 // split over `tp` (nullptr: none).
-std::vector<ModelShardOptions> ChunkShardOptions(const parallel::pipeline::Partition& partition, int64_t pp_rank,
-                                                 parallel::Communicator* tp, bool sequence_parallel);
+std::vector<ModelShardOptions> ChunkShardOptions(const parallel::pipeline::Partition& partition,
+                                                 int64_t pp_rank, parallel::Communicator* tp,
+                                                 bool sequence_parallel);
 
 // How one parameter, named by its logical name, is laid out over a TP group of `tp_size`:
 // the ShardSpec of rank `tp_rank` and the logical (unpadded, unsharded) shape.

@@ -25,9 +25,9 @@ CheckpointPolicy::CheckpointPolicy(const Config& config, parallel::ProcessGrid& 
       dir_(config.checkpoint.dir.empty() ? config.train.run_dir + "/checkpoints" : config.checkpoint.dir) {}
 
 absl::StatusOr<std::unique_ptr<CheckpointPolicy>> CheckpointPolicy::Create(const Config& config,
-                                                                          parallel::ProcessGrid& grid,
-                                                                          torch::Device device,
-                                                                          CheckpointedParts parts) {
+                                                                           parallel::ProcessGrid& grid,
+                                                                           torch::Device device,
+                                                                           CheckpointedParts parts) {
   std::unique_ptr<CheckpointPolicy> policy(new CheckpointPolicy(config, grid, device, parts));
   TS_ASSIGN_OR_RETURN(policy->comm_, grid.world().Split(0, grid.rank(), "checkpoint"));
   checkpoint::WriterOptions options;
@@ -104,7 +104,8 @@ absl::StatusOr<ResumePoint> CheckpointPolicy::Resume(const data::SampleStream& t
   return point;
 }
 
-absl::StatusOr<LoopState> CheckpointPolicy::Load(const checkpoint::CheckpointReader& reader, bool* had_optimizer) {
+absl::StatusOr<LoopState> CheckpointPolicy::Load(const checkpoint::CheckpointReader& reader,
+                                                 bool* had_optimizer) {
   const checkpoint::Manifest& manifest = reader.manifest();
   TS_RETURN_IF_ERROR(CheckCheckpointModel(manifest, config_.model, reader.step_dir()));
   TS_RETURN_IF_ERROR(RestoreState(reader, *parts_.params, *parts_.reducer, *parts_.optimizer, had_optimizer));
@@ -121,10 +122,11 @@ absl::StatusOr<int64_t> CheckpointPolicy::RollBack(int64_t failed_step) {
   TS_RETURN_IF_ERROR(writer_->Wait());
   TS_ASSIGN_OR_RETURN(const int64_t step, AgreeOnLatest(/*report_skipped=*/false));
   if (step < 0) {
-    return OnEveryRank(WithExitCode(absl::AbortedError(absl::StrCat("training diverged at step ", failed_step,
-                                                                    " and there is no checkpoint in ", dir_,
-                                                                    " to roll back to (set checkpoint.every)")),
-                                    kExitDiverged));
+    return OnEveryRank(
+        WithExitCode(absl::AbortedError(absl::StrCat("training diverged at step ", failed_step,
+                                                     " and there is no checkpoint in ", dir_,
+                                                     " to roll back to (set checkpoint.every)")),
+                     kExitDiverged));
   }
   const std::string step_dir = checkpoint::StepDirPath(dir_, step);
   TS_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(step_dir));
@@ -174,7 +176,8 @@ absl::Status CheckpointPolicy::Save(int64_t steps_done, bool wait) {
                   static_cast<int32_t>(dims.dp),
                   static_cast<int32_t>(config_.parallel.zero),
                   static_cast<int32_t>(parts_.virtual_stages)};
-  TS_ASSIGN_OR_RETURN(state.tensors, CollectStateSlices(*parts_.params, *parts_.reducer, *parts_.optimizer, grid_));
+  TS_ASSIGN_OR_RETURN(state.tensors,
+                      CollectStateSlices(*parts_.params, *parts_.reducer, *parts_.optimizer, grid_));
   if (grid_.rank() == 0) {
     LoopState loop;
     loop.step = steps_done;

@@ -44,8 +44,10 @@ class CheckpointPolicy {
  public:
   // The writer over its own communicator (split off the world: asynchronous saves must not
   // interleave with training's collectives). Collective.
-  static absl::StatusOr<std::unique_ptr<CheckpointPolicy>> Create(const Config& config, parallel::ProcessGrid& grid,
-                                                                  torch::Device device, CheckpointedParts parts);
+  static absl::StatusOr<std::unique_ptr<CheckpointPolicy>> Create(const Config& config,
+                                                                  parallel::ProcessGrid& grid,
+                                                                  torch::Device device,
+                                                                  CheckpointedParts parts);
 
   // checkpoint.resume: auto (rank 0 verifies, checksums included, and chooses the newest valid
   // checkpoint; every rank opens that step), never, or a path (any layout). Loads this rank's
@@ -67,7 +69,8 @@ class CheckpointPolicy {
   absl::Status Finish() { return writer_->Wait(); }
 
  private:
-  CheckpointPolicy(const Config& config, parallel::ProcessGrid& grid, torch::Device device, CheckpointedParts parts);
+  CheckpointPolicy(const Config& config, parallel::ProcessGrid& grid, torch::Device device,
+                   CheckpointedParts parts);
   // Saves the state after `steps_done` steps (collective); waits for it when `wait`.
   absl::Status Save(int64_t steps_done, bool wait);
   // Loads this rank's slices and the optimizer's step count from `reader`; the loop's counters.

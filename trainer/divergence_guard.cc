@@ -43,7 +43,8 @@ bool DivergenceGuard::AcceptUpdate(int64_t step, StepMetrics* metrics) {
     if (logs_)
       TS_LOG(WARNING) << absl::StrFormat(
           "step %d: update skipped (loss %g, grad_norm %g%s); %d in a row", step + 1, loss, grad_norm,
-          recent_losses_.empty() ? "" : absl::StrFormat(", running mean %g", RecentMean()), consecutive_skips_);
+          recent_losses_.empty() ? "" : absl::StrFormat(", running mean %g", RecentMean()),
+          consecutive_skips_);
     return false;
   }
   consecutive_skips_ = 0;
@@ -65,7 +66,8 @@ DivergenceGuard::Verdict DivergenceGuard::AfterStep() {
 absl::Status DivergenceGuard::DivergedError(const StepMetrics& metrics, int64_t sample) const {
   return OnEveryRank(WithExitCode(
       absl::AbortedError(absl::StrFormat(
-          "training diverged: %d updates in a row skipped (last loss %g, grad_norm %g; train.max_skips = %d): "
+          "training diverged: %d updates in a row skipped (last loss %g, grad_norm %g; train.max_skips = "
+          "%d): "
           "lower train.lr (now %g), raise train.warmup_steps, or check the data around sample %d",
           consecutive_skips_, metrics.loss, metrics.grad_norm, train_.max_skips, train_.lr, sample)),
       kExitDiverged));

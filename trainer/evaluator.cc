@@ -12,7 +12,8 @@ namespace tessera {
 
 absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(const TrainConfig& train,
                                                              std::shared_ptr<const data::SampleStream> val,
-                                                             ModelPipelineStage& stage, parallel::ProcessGrid& grid,
+                                                             ModelPipelineStage& stage,
+                                                             parallel::ProcessGrid& grid,
                                                              int64_t virtual_stages, torch::Device device) {
   std::unique_ptr<Evaluator> evaluator(new Evaluator(train, std::move(val), stage, grid, device));
   if (!evaluator->val_) return evaluator;

@@ -27,7 +27,8 @@ class Evaluator {
   // and `grid` must outlive the evaluator.
   static absl::StatusOr<std::unique_ptr<Evaluator>> Create(const TrainConfig& train,
                                                            std::shared_ptr<const data::SampleStream> val,
-                                                           ModelPipelineStage& stage, parallel::ProcessGrid& grid,
+                                                           ModelPipelineStage& stage,
+                                                           parallel::ProcessGrid& grid,
                                                            int64_t virtual_stages, torch::Device device);
 
   // Whether step `step` (0-based) evaluates.
@@ -38,8 +39,8 @@ class Evaluator {
   absl::StatusOr<double> Evaluate();
 
  private:
-  Evaluator(const TrainConfig& train, std::shared_ptr<const data::SampleStream> val, ModelPipelineStage& stage,
-            parallel::ProcessGrid& grid, torch::Device device)
+  Evaluator(const TrainConfig& train, std::shared_ptr<const data::SampleStream> val,
+            ModelPipelineStage& stage, parallel::ProcessGrid& grid, torch::Device device)
       : train_(train), val_(std::move(val)), stage_(stage), grid_(grid), device_(device) {}
   // This DP rank's micro-batches, read once: micro-batch i holds held-out samples
   // [b * micro_batch, (b + 1) * micro_batch) for b = dp_rank + i * dp.
@@ -50,7 +51,7 @@ class Evaluator {
   ModelPipelineStage& stage_;
   parallel::ProcessGrid& grid_;
   torch::Device device_;
-  int64_t microbatches_ = 0;  // on this DP rank
+  int64_t microbatches_ = 0;                                        // on this DP rank
   std::unique_ptr<parallel::pipeline::PipelineExecutor> executor_;  // null when microbatches_ == 0
   data::LocalBatch batch_;
   bool batch_read_ = false;

@@ -26,7 +26,8 @@ absl::StatusOr<std::unique_ptr<MetricsSink>> MetricsSink::Open(const Config& con
   TS_RETURN_IF_ERROR(MakeDirs(dir));
   TS_RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.yaml", ConfigToYaml(config)));
   sink->jsonl_.open(dir + "/metrics.jsonl", std::ios::trunc);
-  if (!sink->jsonl_) return absl::PermissionDeniedError(absl::StrCat("cannot write '", dir, "/metrics.jsonl'"));
+  if (!sink->jsonl_)
+    return absl::PermissionDeniedError(absl::StrCat("cannot write '", dir, "/metrics.jsonl'"));
   if (config.train.tensorboard) {
     TS_ASSIGN_OR_RETURN(sink->tensorboard_, tensorboard::TensorBoardWriter::Open(dir));
   }
@@ -45,7 +46,8 @@ bool MetricsSink::AtInterval(const StepMetrics& m) const {
 std::string MetricsSink::ProgressText(const StepMetrics& m) const {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const int64_t done = m.step - first_step_;
-  const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(m.total_steps - m.step) : 0;
+  const double eta =
+      done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(m.total_steps - m.step) : 0;
   return absl::StrCat(" | elapsed ", DurationText(elapsed), " | eta ", DurationText(eta));
 }
 

@@ -33,7 +33,9 @@ class MetricsSink {
   bool AtInterval(const StepMetrics& m) const;
   // Whether a step's record is logged: AtInterval, the first step, and every step with an
   // evaluation.
-  bool ShouldLog(const StepMetrics& m) const { return AtInterval(m) || m.step == 1 || m.eval_loss.has_value(); }
+  bool ShouldLog(const StepMetrics& m) const {
+    return AtInterval(m) || m.step == 1 || m.eval_loss.has_value();
+  }
   // Logs `m` if ShouldLog: metrics.jsonl, the console, TensorBoard.
   absl::Status MaybeLog(const StepMetrics& m);
   // The record of a step that ended in divergence (before stopping or rolling back): its

@@ -94,7 +94,8 @@ absl::Status Trainer::Run() {
     const Clock::time_point start = Clock::now();
     TS_RETURN_IF_ERROR(profiler_->Run(step, [&] { return TrainStep(step, &metrics); }));
     MeasureStep(step, start, &metrics);
-    if (const DivergenceGuard::Verdict verdict = guard_->AfterStep(); verdict != DivergenceGuard::Verdict::kGoOn) {
+    if (const DivergenceGuard::Verdict verdict = guard_->AfterStep();
+        verdict != DivergenceGuard::Verdict::kGoOn) {
       metrics_->RecordDiverged(metrics);
       if (verdict == DivergenceGuard::Verdict::kStop) {
         return guard_->DivergedError(metrics, loader_->samples_consumed() - t.global_batch);
@@ -155,17 +156,19 @@ void Trainer::MeasureStep(int64_t step, Clock::time_point start, StepMetrics* me
     // When each bucket's reduction was issued: with overlap, before backward ended.
     std::string trace;
     for (const parallel::BucketEvent& e : reducer_->last_events()) {
-      absl::StrAppend(&trace, trace.empty() ? "" : ", ", absl::StrFormat("#%d %.1f ms", e.bucket, e.issued_ms));
+      absl::StrAppend(&trace, trace.empty() ? "" : ", ",
+                      absl::StrFormat("#%d %.1f ms", e.bucket, e.issued_ms));
     }
     TS_LOG(DEBUG) << "gradient buckets issued at " << trace << " into a backward of "
                   << absl::StrFormat("%.1f ms", reducer_->last_backward_ms());
   }
   metrics->step_time_s = std::chrono::duration<double>(Clock::now() - start).count();
-  metrics->tokens_per_s = static_cast<double>(config_.train.global_batch * config_.train.seq_len) / metrics->step_time_s;
+  metrics->tokens_per_s =
+      static_cast<double>(config_.train.global_batch * config_.train.seq_len) / metrics->step_time_s;
   // MFU per device: the job's FLOP rate over the world's peak.
-  metrics->mfu = peak_tflops_ > 0 ? flops_per_token_ * metrics->tokens_per_s /
-                                        (grid_.world_size() * peak_tflops_ * 1e12)
-                                  : 0;
+  metrics->mfu = peak_tflops_ > 0
+                     ? flops_per_token_ * metrics->tokens_per_s / (grid_.world_size() * peak_tflops_ * 1e12)
+                     : 0;
   metrics->memory_mb = MemoryInUseMb(device_);
 }
 
@@ -239,8 +242,9 @@ absl::Status Trainer::CheckBatchLayout() {
   const int64_t dp = grid_.topology().dims().dp;
   if (t.global_batch % (t.micro_batch * dp) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "train.global_batch = ", t.global_batch, " is not divisible by train.micro_batch x dp = ", t.micro_batch,
-        " x ", dp, " = ", t.micro_batch * dp, ": each data-parallel rank needs whole micro-batches of the same count"));
+        "train.global_batch = ", t.global_batch,
+        " is not divisible by train.micro_batch x dp = ", t.micro_batch, " x ", dp, " = ", t.micro_batch * dp,
+        ": each data-parallel rank needs whole micro-batches of the same count"));
   }
   local_batch_ = t.global_batch / dp;
   return absl::OkStatus();
@@ -272,13 +276,15 @@ absl::Status Trainer::SetupModel() {
   const ParallelConfig& pc = config_.parallel;
   const parallel::ParallelDims dims = grid_.topology().dims();
   const int64_t microbatches = local_batch_ / t.micro_batch;
-  TS_ASSIGN_OR_RETURN(partition_, PlanPartition(config_.model, t.seq_len, dims.pp, pc.virtual_stages, pc.pp_layers));
+  TS_ASSIGN_OR_RETURN(partition_,
+                      PlanPartition(config_.model, t.seq_len, dims.pp, pc.virtual_stages, pc.pp_layers));
   TS_ASSIGN_OR_RETURN(parallel::pipeline::Schedule schedule, TrainingSchedule(microbatches));
   TS_ASSIGN_OR_RETURN(std::vector<Transformer> chunks, BuildChunks());
   TS_RETURN_IF_ERROR(SetupReducer(chunks));
-  stage_ = std::make_unique<ModelPipelineStage>(std::move(chunks), t.micro_batch, t.seq_len, config_.model.dim,
-                                                sequence_parallel() ? static_cast<int>(dims.tp) : 1, device_,
-                                                [this](int chunk) { reducer_->MarkFinalBackward(chunk); });
+  stage_ =
+      std::make_unique<ModelPipelineStage>(std::move(chunks), t.micro_batch, t.seq_len, config_.model.dim,
+                                           sequence_parallel() ? static_cast<int>(dims.tp) : 1, device_,
+                                           [this](int chunk) { reducer_->MarkFinalBackward(chunk); });
   TS_ASSIGN_OR_RETURN(executor_, parallel::pipeline::PipelineExecutor::Create(
                                      std::move(schedule), grid_.pp(), *stage_, device_,
                                      parallel::pipeline::ExecutorOptions{/*synchronize_timing=*/false}));
@@ -315,8 +321,8 @@ absl::StatusOr<parallel::pipeline::Schedule> Trainer::TrainingSchedule(int64_t m
   auto parsed = parallel::pipeline::ParseSchedule(*text);
   if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", parsed.status().message()));
   if (parsed->pp != pp || parsed->v != pc.virtual_stages || parsed->microbatches != microbatches) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": the schedule is for pp ", parsed->pp, ", ", parsed->v,
-                                                   " virtual stage(s), ", parsed->microbatches,
+    return absl::InvalidArgumentError(absl::StrCat(path, ": the schedule is for pp ", parsed->pp, ", ",
+                                                   parsed->v, " virtual stage(s), ", parsed->microbatches,
                                                    " micro-batches; this run has pp ", pp, ", ",
                                                    pc.virtual_stages, ", ", microbatches));
   }
@@ -328,7 +334,8 @@ absl::StatusOr<std::vector<Transformer>> Trainer::BuildChunks() const {
   const ModelConfig& m = config_.model;
   parallel::Communicator* tp = grid_.topology().dims().tp > 1 ? &grid_.tp() : nullptr;
   std::vector<Transformer> chunks;
-  for (const ModelShardOptions& shard : ChunkShardOptions(partition_, grid_.coords().pp, tp, sequence_parallel())) {
+  for (const ModelShardOptions& shard :
+       ChunkShardOptions(partition_, grid_.coords().pp, tp, sequence_parallel())) {
     TS_RETURN_IF_ERROR(ValidateShardOptions(m, t.seq_len, shard));
     Transformer chunk(m, t.seq_len, shard);
     chunk->to(device_);
@@ -343,7 +350,8 @@ absl::Status Trainer::SetupReducer(const std::vector<Transformer>& chunks) {
   const parallel::ParallelDims dims = grid_.topology().dims();
   std::vector<std::vector<ParameterInfo>> infos;
   for (const Transformer& chunk : chunks) infos.push_back(chunk->ParameterInfos());
-  const ShardingContext context{dims.tp, dims.pp, sequence_parallel(), config_.train.decay_norms_and_embeddings};
+  const ShardingContext context{dims.tp, dims.pp, sequence_parallel(),
+                                config_.train.decay_norms_and_embeddings};
   // Parameters in order of use in the forward pass (the reducer buckets them in reverse).
   std::vector<parallel::DataParallelParameter> params;
   for (const PlannedParameter& p : PlanParameters(infos, config_.model, context)) {
@@ -359,7 +367,8 @@ absl::Status Trainer::SetupReducer(const std::vector<Transformer>& chunks) {
 }
 
 absl::Status Trainer::SetupCheckpoints() {
-  CheckpointedParts parts{&rank_params_, reducer_.get(), optimizer_.get(), guard_.get(), nullptr, partition_.v};
+  CheckpointedParts parts{&rank_params_, reducer_.get(), optimizer_.get(),
+                          guard_.get(),  nullptr,        partition_.v};
   TS_ASSIGN_OR_RETURN(checkpoints_, CheckpointPolicy::Create(config_, grid_, device_, parts));
   TS_ASSIGN_OR_RETURN(const ResumePoint resumed, checkpoints_->Resume(*train_stream_));
   start_step_ = resumed.step;
@@ -405,17 +414,17 @@ void Trainer::LogSetup() const {
     TS_LOG(INFO) << "batch: " << t.global_batch << " x " << t.seq_len << " tokens per step; " << local_batch_
                  << " sequences per data-parallel rank in " << local_batch_ / t.micro_batch
                  << " micro-batch(es) of " << t.micro_batch;
-    TS_LOG(INFO) << absl::StrFormat("MFU basis: %.3g FLOP/token, peak %.3g TFLOP/s per rank", flops_per_token_,
-                                    peak_tflops_);
+    TS_LOG(INFO) << absl::StrFormat("MFU basis: %.3g FLOP/token, peak %.3g TFLOP/s per rank",
+                                    flops_per_token_, peak_tflops_);
     TS_LOG(INFO) << "run directory: " << t.run_dir;
   }
   // Per rank: what the sharded optimizer leaves here (ZeRO's figures, printed by every rank).
   TS_LOG(INFO) << "this rank holds " << local_parameters << " parameters ("
                << Mib(local_parameters * static_cast<int64_t>(sizeof(float))) << " of fp32 weights)";
-  TS_LOG(INFO) << "data parallel: " << reducer_->num_buckets() << " gradient bucket(s) of <= "
-               << config_.parallel.bucket_mb << " MiB, zero " << reducer_->zero() << "; optimizer state "
-               << Mib(optimizer_->StateBytes()) << ", gradients " << Mib(reducer_->PersistentGradBytes())
-               << " on this rank";
+  TS_LOG(INFO) << "data parallel: " << reducer_->num_buckets()
+               << " gradient bucket(s) of <= " << config_.parallel.bucket_mb << " MiB, zero "
+               << reducer_->zero() << "; optimizer state " << Mib(optimizer_->StateBytes()) << ", gradients "
+               << Mib(reducer_->PersistentGradBytes()) << " on this rank";
   if (reducer_->zero() > 0 && grid_.topology().dims().dp == 1 && is_logger()) {
     TS_LOG(INFO) << "parallel.zero = " << reducer_->zero() << " with dp = 1 shards nothing (a no-op)";
   }

@@ -88,7 +88,9 @@ class Trainer {
     return torch::TensorOptions().dtype(torch::kDouble).device(device_);
   }
   bool is_logger() const { return grid_.rank() == 0; }
-  bool sequence_parallel() const { return config_.parallel.sequence_parallel && grid_.topology().dims().tp > 1; }
+  bool sequence_parallel() const {
+    return config_.parallel.sequence_parallel && grid_.topology().dims().tp > 1;
+  }
 
   Config config_;
   parallel::ProcessGrid& grid_;
@@ -99,12 +101,12 @@ class Trainer {
   std::unique_ptr<ModelPipelineStage> stage_;
   std::unique_ptr<parallel::pipeline::PipelineExecutor> executor_;
   std::unique_ptr<parallel::GradReducer> reducer_;
-  RankParameters rank_params_;                         // in the reducer's order
-  std::vector<torch::Tensor> tied_embedding_copies_;   // this rank's copies of the tied embedding (pp > 1)
+  RankParameters rank_params_;                        // in the reducer's order
+  std::vector<torch::Tensor> tied_embedding_copies_;  // this rank's copies of the tied embedding (pp > 1)
   std::unique_ptr<FlatAdamW> optimizer_;
   LrSchedule schedule_{};
   int64_t local_batch_ = 0;  // rows of each global batch on this rank
-  int64_t start_step_ = 0;    // steps already done (resumed)
+  int64_t start_step_ = 0;   // steps already done (resumed)
   int64_t start_sample_ = 0;  // global samples already consumed (resumed)
   double flops_per_token_ = 0;
   double peak_tflops_ = 0;

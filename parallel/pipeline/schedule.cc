@@ -263,7 +263,8 @@ absl::StatusOr<Schedule> GPipeSchedule(int64_t pp, int64_t m) {
 absl::StatusOr<Schedule> ForwardOnlySchedule(int64_t pp, int64_t m, int64_t v) {
   if (absl::Status s = CheckSizes(pp, m); !s.ok()) return s;
   if (v < 1 || v >= kMaxIndex) {
-    return absl::InvalidArgumentError(absl::StrCat("virtual stages must be from 1 to ", kMaxIndex - 1, ", got ", v));
+    return absl::InvalidArgumentError(
+        absl::StrCat("virtual stages must be from 1 to ", kMaxIndex - 1, ", got ", v));
   }
   std::vector<Steps> steps(pp);
   for (int64_t r = 0; r < pp; ++r) {

@@ -207,26 +207,27 @@ absl::Status CheckRank(const Schedule& s, int64_t r) {
             absl::StrCat(what, " is never forwarded (no '", Token(ActionKind::kForward, c, mb), "')"));
       const int64_t back = b >= 0 ? b : in;  // the action that produces the input gradient
       if (!s.forward_only) {
-      if (b < 0 && in < 0 && w < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(what, " is never backwarded (no '",
-                                                       Token(ActionKind::kBackward, c, mb), "', nor '",
-                                                       Token(ActionKind::kBackwardInput, c, mb), "' and '",
-                                                       Token(ActionKind::kBackwardWeight, c, mb), "')"));
-      }
-      if (b >= 0 && (in >= 0 || w >= 0)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(what, " has both a full backward B and a split one (I/W)"));
-      }
-      if (b < 0 && (in < 0 || w < 0)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(what, in < 0 ? " has W but no I (the input gradient is never computed)"
-                                      : " has I but no W (the weight gradient is never computed)"));
-      }
-      if (back < f)
-        return absl::InvalidArgumentError(
-            absl::StrCat(At(s, r, back), " comes before its forward, action ", f + 1));
-      if (in >= 0 && w < in)
-        return absl::InvalidArgumentError(absl::StrCat(At(s, r, w), " comes before its I, action ", in + 1));
+        if (b < 0 && in < 0 && w < 0) {
+          return absl::InvalidArgumentError(absl::StrCat(what, " is never backwarded (no '",
+                                                         Token(ActionKind::kBackward, c, mb), "', nor '",
+                                                         Token(ActionKind::kBackwardInput, c, mb), "' and '",
+                                                         Token(ActionKind::kBackwardWeight, c, mb), "')"));
+        }
+        if (b >= 0 && (in >= 0 || w >= 0)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(what, " has both a full backward B and a split one (I/W)"));
+        }
+        if (b < 0 && (in < 0 || w < 0)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(what, in < 0 ? " has W but no I (the input gradient is never computed)"
+                                        : " has I but no W (the weight gradient is never computed)"));
+        }
+        if (back < f)
+          return absl::InvalidArgumentError(
+              absl::StrCat(At(s, r, back), " comes before its forward, action ", f + 1));
+        if (in >= 0 && w < in)
+          return absl::InvalidArgumentError(
+              absl::StrCat(At(s, r, w), " comes before its I, action ", in + 1));
       }
       // Inputs: from the previous/next model chunk, received or (pp == 1) computed on this rank.
       if (k > 0) {

@@ -11,8 +11,8 @@
 //
 // Liveness: the activation of a micro-batch on a chunk is live from the start of its F until the
 // end of its last backward action: B, or W when the backward is split (W still needs the stored
-// inputs of the layer); in a forward-only schedule, only during its F. The peak is counted in chunk activations (with v > 1 each holds 1/v of a
-// stage's layers) and follows from the list order alone.
+// inputs of the layer); in a forward-only schedule, only during its F. The peak is counted in chunk
+// activations (with v > 1 each holds 1/v of a stage's layers) and follows from the list order alone.
 #pragma once
 
 #include <cstdint>
