@@ -39,29 +39,4 @@ std::string MetricsConsoleLine(const StepMetrics& m) {
   return line;
 }
 
-double MemoryInUseMb(torch::Device device) {
-  if (device.is_cuda()) {
-    auto stats = at::accelerator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-    return static_cast<double>(stats.allocated_bytes[0].current) / (1024.0 * 1024.0);
-  }
-  std::ifstream statm("/proc/self/statm");
-  long pages_total = 0, pages_resident = 0;
-  statm >> pages_total >> pages_resident;
-  return static_cast<double>(pages_resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)) /
-         (1024.0 * 1024.0);
-}
-
-double PeakMemoryMb(torch::Device device) {
-  if (device.is_cuda()) {
-    auto stats = at::accelerator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-    return static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024.0);
-  }
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;  // kB
-  }
-  return 0;
-}
-
 }  // namespace tessera
