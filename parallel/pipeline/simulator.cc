@@ -366,7 +366,10 @@ absl::StatusOr<SimulationResult> Simulate(const Schedule& s, const ActionCosts& 
     int64_t live = 0, peak = 0;
     for (const Action& a : s.actions[r]) {
       if (a.kind == ActionKind::kForward) peak = std::max(peak, ++live);
-      if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kBackwardWeight || s.forward_only) --live;
+      if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kBackwardWeight ||
+          (a.kind == ActionKind::kForward && s.forward_only)) {
+        --live;
+      }
     }
     out.peak_live.push_back(peak);
   }
