@@ -47,6 +47,14 @@ FieldSpec IntOrWord(std::string key, void* (*ref)(Config&), double min, double m
   f.zero_word = std::move(word);
   return f;
 }
+// The position of `word` among `names`, or -1.
+int IndexOfName(std::span<const std::string_view> names, const std::string& word) {
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == word) return static_cast<int>(i);
+  }
+  return -1;
+}
+
 // A closed choice stored as the enum E, spelled EnumNames<E>().
 template <typename E>
 FieldSpec Enum(std::string key, void* (*ref)(Config&), std::string doc) {
@@ -55,14 +63,9 @@ FieldSpec Enum(std::string key, void* (*ref)(Config&), std::string doc) {
   FieldSpec f{std::move(key), FieldType::kEnum, std::move(doc), std::move(words), 0, 0, false, ref};
   f.enum_text = [](const void* field) { return EnumName(*static_cast<const E*>(field)); };
   f.enum_set = [](void* field, const std::string& word) {
-    const std::span<const std::string_view> names = EnumNames<E>();
-    for (size_t i = 0; i < names.size(); ++i) {
-      if (names[i] == word) {
-        *static_cast<E*>(field) = static_cast<E>(i);
-        return true;
-      }
-    }
-    return false;
+    const int i = IndexOfName(EnumNames<E>(), word);
+    if (i >= 0) *static_cast<E*>(field) = static_cast<E>(i);
+    return i >= 0;
   };
   return f;
 }
@@ -72,12 +75,10 @@ FieldSpec Schedule(std::string key, void* (*ref)(Config&), std::string doc) {
   FieldSpec f{std::move(key), FieldType::kEnum, std::move(doc), {}, 0, 0, false, ref};
   f.enum_text = [](const void* field) { return static_cast<const PipelineScheduleChoice*>(field)->Text(); };
   f.enum_set = [](void* field, const std::string& word) {
-    PipelineScheduleChoice choice{PipelineScheduleKind::kFile, word};
-    const std::span<const std::string_view> names = EnumNames<PipelineScheduleKind>();
-    for (size_t i = 0; i < names.size(); ++i) {
-      if (names[i] == word) choice = {static_cast<PipelineScheduleKind>(i), ""};
-    }
-    *static_cast<PipelineScheduleChoice*>(field) = choice;
+    const int i = IndexOfName(EnumNames<PipelineScheduleKind>(), word);
+    *static_cast<PipelineScheduleChoice*>(field) =
+        i >= 0 ? PipelineScheduleChoice{static_cast<PipelineScheduleKind>(i), ""}
+               : PipelineScheduleChoice{PipelineScheduleKind::kFile, word};
     return true;
   };
   return f;

@@ -139,7 +139,7 @@ CATCH_TEST_CASE("a value of the wrong type names the key, the value and the expe
   CATCH_CHECK(Contains(LoadError(kValid, {"train.lr"}), "expected KEY=VALUE"));
 }
 
-CATCH_TEST_CASE("closed choices are enums spelled as in YAML; pp_layers is a list of integers") {
+CATCH_TEST_CASE("closed choices are enums spelled as in YAML and pp_layers is a list of integers") {
   auto config = tessera::ConfigFromOverrides({"train.eval_every=0", "data.train=[x]", "train.precision=bf16",
                                               "train.device=cpu", "train.on_divergence=rollback",
                                               "parallel.backend=mpi", "parallel.order=dp-pp-tp",
