@@ -7,6 +7,9 @@
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
+#include <string>
+
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
@@ -52,6 +55,13 @@ bool DetectNativeBf16() {
 #endif
 }
 
+// TESSERA_BF16_MATMUL, or "" when unset or not one of the two names.
+std::string ForcedPathName() {
+  const char* value = std::getenv("TESSERA_BF16_MATMUL");
+  const std::string name = value ? value : "";
+  return name == "native" || name == "emulated" ? name : "";
+}
+
 }  // namespace
 
 bool CpuHasNativeBf16Matmul() {
@@ -59,11 +69,37 @@ bool CpuHasNativeBf16Matmul() {
   return native;
 }
 
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight) {
-  if (x.scalar_type() == torch::kBFloat16 && x.device().is_cpu() && !CpuHasNativeBf16Matmul()) {
+Bf16MatmulPath CpuBf16MatmulPath() {
+  static const Bf16MatmulPath path = [] {
+    const std::string forced = ForcedPathName();
+    if (!forced.empty()) return forced == "native" ? Bf16MatmulPath::kNative : Bf16MatmulPath::kEmulated;
+    return CpuHasNativeBf16Matmul() ? Bf16MatmulPath::kNative : Bf16MatmulPath::kEmulated;
+  }();
+  return path;
+}
+
+std::string DescribeCpuBf16MatmulPath() {
+  std::string text = CpuBf16MatmulPath() == Bf16MatmulPath::kNative
+                         ? "native (LibTorch's bf16 GEMM)"
+                         : "emulated (bf16-rounded operands on the fp32 GEMM)";
+  text += CpuHasNativeBf16Matmul() ? "; the CPU has AVX512-BF16/AMX" : "; the CPU has no bf16 units";
+  if (!ForcedPathName().empty()) {
+    text += "; forced by TESSERA_BF16_MATMUL";
+  } else if (const char* value = std::getenv("TESSERA_BF16_MATMUL"); value != nullptr && *value != '\0') {
+    text += std::string("; TESSERA_BF16_MATMUL='") + value + "' ignored: expected native or emulated";
+  }
+  return text;
+}
+
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight, Bf16MatmulPath path) {
+  if (x.scalar_type() == torch::kBFloat16 && x.device().is_cpu() && path == Bf16MatmulPath::kEmulated) {
     return EmulatedBf16Linear::apply(x, weight);
   }
   return torch::linear(x, weight.scalar_type() == x.scalar_type() ? weight : weight.to(x.scalar_type()));
+}
+
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight) {
+  return Linear(x, weight, CpuBf16MatmulPath());
 }
 
 }  // namespace tessera::kernels

@@ -2,18 +2,40 @@
 // weight. On CPUs without native bf16 matrix units (no AVX512-BF16 or AMX), LibTorch's bf16
 // GEMM falls back to a path 5-40x slower than fp32; there Tessera rounds the operands to bf16
 // and multiplies them with the fp32 GEMM, which is the arithmetic of a bf16 tensor core (bf16
-// inputs, fp32 accumulation) at fp32 speed.
+// inputs, fp32 accumulation) at fp32 speed. Where the CPU has bf16 units, LibTorch's own bf16
+// GEMM runs (the same inputs and accumulation; its weight gradient is rounded to bf16 before
+// the cast back to the fp32 master, where the emulated path keeps it in fp32).
 #pragma once
 
 #include <torch/types.h>
 
+#include <string>
+
 namespace tessera::kernels {
 
+// How a bf16 product runs on the CPU.
+enum class Bf16MatmulPath {
+  kNative,    // LibTorch's bf16 GEMM (oneDNN on AVX512-BF16 / AMX)
+  kEmulated,  // operands rounded to bf16, multiplied by the fp32 GEMM
+};
+
 // x: [..., in] (fp32 or bf16), weight: [out, in] fp32. Returns [..., out] in x's dtype; the
-// weight's gradient is fp32.
+// weight's gradient is fp32. A bf16 x on the CPU takes CpuBf16MatmulPath().
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight);
+// The same on an explicit path (tests run both on every machine; kNative is slow but exact
+// where the CPU lacks bf16 units).
+torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight, Bf16MatmulPath path);
 
 // Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 on x86-64).
 bool CpuHasNativeBf16Matmul();
+
+// The path bf16 products take in this process: kNative where the CPU has bf16 units, else
+// kEmulated; the environment variable TESSERA_BF16_MATMUL=native|emulated overrides it (to run
+// either path on any machine). Read once.
+Bf16MatmulPath CpuBf16MatmulPath();
+
+// "native (AVX512-BF16/AMX)" or "emulated (bf16-rounded operands on the fp32 GEMM)", plus
+// " (forced by TESSERA_BF16_MATMUL)" when the environment chose it: for the run's log.
+std::string DescribeCpuBf16MatmulPath();
 
 }  // namespace tessera::kernels

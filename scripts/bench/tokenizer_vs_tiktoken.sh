@@ -5,13 +5,13 @@
 #   scripts/bench/tokenizer_vs_tiktoken.sh [CORPUS_DIR]
 # CORPUS_DIR: a directory of UTF-8 text files, one document each (default: the training split
 # of the sample corpus, real English and code, built by scripts/make_sample_corpus.sh).
-# TESSERA_VOCAB_DIR: where cl100k_base.tiktoken / o200k_base.tiktoken are (default ../shared/vocab).
+# TESSERA_VOCAB_DIR: where cl100k_base.tiktoken / o200k_base.tiktoken are (default tests/data/vocab).
 # The last line is `tessera_mb_per_s=A tiktoken_mb_per_s=B ratio=A/B` for cl100k_base, one thread.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 CORPUS="${1:-}"
-VOCAB_DIR="${TESSERA_VOCAB_DIR:-$ROOT/../shared/vocab}"
+VOCAB_DIR="${TESSERA_VOCAB_DIR:-$ROOT/tests/data/vocab}"
 PY="$ROOT/.venv/bin/python"
 
 [[ -x build/tessera ]] || scripts/build.sh

@@ -18,7 +18,7 @@ sweep's run is preempted for real (SIGTERM to the sweep, passed on to the run: c
 2-rank run loses a rank to SIGKILL mid-training (outcome comm_timeout).
 
 Usage: sweep_test.py TESSERA   Environment: TESSERA_SAMPLE_DATA (default .cache/sample_data).
-Exits 77 (skipped) without the sample data (scripts/prepare_sample_data.sh makes it).
+Fails without the sample data (scripts/prepare_sample_data.sh makes it; scripts/test.sh runs it).
 """
 import csv
 import json
@@ -52,8 +52,8 @@ def tessera(args, cwd):
 
 def main():
     if not os.path.exists(os.path.join(DATA, "text.idx")):
-        print(f"SKIP: no sample data at {DATA} (scripts/prepare_sample_data.sh)")
-        return 77
+        print(f"FAIL: no sample data at {DATA}: run scripts/prepare_sample_data.sh (scripts/test.sh does)")
+        return 1
     work = tempfile.mkdtemp(prefix="tessera_sweep_test_")
     try:
         return run(work)

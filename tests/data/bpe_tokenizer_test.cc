@@ -1,9 +1,10 @@
 // Tests of data/bpe_tokenizer: merge order (lowest rank, leftmost), the long-piece path against
-// the short one, specials, decoding, rank-file errors, named tokenizers and, when ../shared/vocab
-// is present, real cl100k_base vectors including Meta's Llama 3 test sentence. Parity with
+// the short one, specials, decoding, rank-file errors, named tokenizers, and real
+// cl100k_base vectors (tests/data/vocab) including Meta's Llama 3 test sentence. Parity with
 // tiktoken on a large corpus is tests/data/tiktoken_parity_test.py.
 #include "data/bpe_tokenizer.h"
 
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -191,11 +192,8 @@ CATCH_TEST_CASE("split patterns use Unicode 16 categories whatever PCRE2's table
 }
 
 CATCH_TEST_CASE("real cl100k_base: published vectors and Meta's Llama 3 sentence") {
-  const std::string vocab = testing::SharedVocabDir();
-  if (vocab.empty()) {
-    CATCH_WARN("../shared/vocab not found; skipped");
-    return;
-  }
+  const std::string vocab = testing::VocabDir();
+  CATCH_REQUIRE(std::filesystem::exists(vocab + "/cl100k_base.tiktoken"));
   auto cl100k = LoadTokenizer("cl100k_base:" + vocab + "/cl100k_base.tiktoken");
   CATCH_REQUIRE(cl100k.ok());
   CATCH_CHECK(Encode(**cl100k, "hello") == std::vector<int32_t>{15339});

@@ -60,9 +60,8 @@ inline std::unique_ptr<BpeTokenizer> ToyTokenizer(const std::vector<std::string>
 }
 
 // ../shared/vocab beside the source tree, or "" when this checkout has none.
-inline std::string SharedVocabDir() {
-  const std::string dir = std::string(TESSERA_SOURCE_DIR) + "/../shared/vocab";
-  return std::filesystem::exists(dir + "/cl100k_base.tiktoken") ? dir : "";
-}
+// The real cl100k_base / o200k_base rank files and their metadata, kept in the repository
+// (tests/data/vocab, checksums in SHA256SUMS there).
+inline std::string VocabDir() { return std::string(TESSERA_SOURCE_DIR) + "/tests/data/vocab"; }
 
 }  // namespace tessera::data::testing

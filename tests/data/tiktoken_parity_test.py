@@ -1,5 +1,5 @@
 """Compares `tessera tokenize` with Python tiktoken on a varied corpus of over 1 MB and on every
-cl100k_base / o200k_base vector of ../shared/vocab/TestPlans.txt, and checks decode(encode(x)) == x
+cl100k_base / o200k_base vector of tests/data/vocab/TestPlans.txt, and checks decode(encode(x)) == x
 through `tessera detokenize`.
 
 Each encoding is checked twice: (a) as tiktoken's own package defines it (tiktoken_ext's pattern
@@ -119,8 +119,22 @@ def test_plan_vectors(vocab_dir, name):
     return samples
 
 
+def verify_checksums(vocab_dir):
+    """The rank files must be the official ones (tiktoken checks the same sha256 for its
+    encodings): a damaged or replaced file fails here, by name, before any comparison."""
+    import hashlib
+    with open(os.path.join(vocab_dir, "SHA256SUMS"), encoding="utf-8") as f:
+        for line in f:
+            expected, name = line.split()
+            with open(os.path.join(vocab_dir, name), "rb") as g:
+                actual = hashlib.sha256(g.read()).hexdigest()
+            if actual != expected:
+                sys.exit("%s/%s: sha256 %s, expected %s" % (vocab_dir, name, actual, expected))
+
+
 def main():
     binary, vocab_dir = sys.argv[1], sys.argv[2]
+    verify_checksums(vocab_dir)
     ensure_tiktoken()
     texts = tokenizer_corpus.documents()
     corpus_bytes = sum(len(t.encode("utf-8")) for t in texts)

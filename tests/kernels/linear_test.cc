@@ -1,8 +1,12 @@
-// Tests of kernels/linear: fp32 is torch::linear; the emulated bf16 path equals a product of
-// bf16-rounded operands accumulated in fp32, forward and backward.
+// Tests of kernels/linear: fp32 is torch::linear; both bf16 paths (emulated on the fp32 GEMM, and
+// LibTorch's native bf16 GEMM), forced explicitly on every machine, against fp64 references within
+// bounds derived from bf16's and fp32's rounding, forward and backward.
 #include "kernels/linear.h"
 
 #include <torch/torch.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "tests/catch_compat.h"
 
@@ -14,25 +18,81 @@ CATCH_TEST_CASE("fp32 Linear is x W^T with fp32 gradients") {
   CATCH_CHECK(torch::allclose(y, torch::matmul(x, w.t()), 1e-5, 1e-5));
 }
 
-CATCH_TEST_CASE("bf16 Linear rounds operands to bf16 and accumulates in fp32") {
+namespace {
+
+using tessera::kernels::Bf16MatmulPath;
+
+// |actual - ref| <= rel * |ref| + acc * bound elementwise, where `bound` is the exact sum of
+// |products| (fp64) each element accumulates: the form of a floating-point dot product's error.
+bool WithinBound(const torch::Tensor& actual, const torch::Tensor& ref, const torch::Tensor& bound, double rel,
+                 double acc) {
+  auto err = (actual.to(torch::kDouble) - ref).abs();
+  auto limit = rel * ref.abs() + acc * bound;
+  const bool ok = (err <= limit).all().item<bool>();
+  if (!ok) {
+    CATCH_WARN("max error " << err.max().item<double>() << ", worst error/limit "
+                            << (err / limit.clamp_min(1e-300)).max().item<double>());
+  }
+  return ok;
+}
+
+// Tolerances, derived from bf16's and fp32's rounding (unit roundoff u = 2^-9 for bf16's 8-bit
+// significand, 2^-24 for fp32):
+//  - every output that is rounded to bf16 at the end (y, grad_x, and grad_W on the native path)
+//    is within u_bf16 = 2^-9 of the exact value relative to it; we allow 2^-8 (a factor 2);
+//  - accumulating K products of bf16 values in fp32 adds at most K u_fp32 sum|products| (each
+//    product of two 8-bit significands is exact in fp32); K <= 64 here, K u_fp32 = 2^-18; we allow
+//    2^-16 (a factor 4).
+// Anything coarser (a product done in bf16, a lost term) breaks these by orders of magnitude.
+constexpr double kBf16Rounding = 1.0 / 256;  // 2^-8
+constexpr double kFp32Accumulation = 1.0 / 65536;  // 2^-16
+
+void CheckBf16Linear(Bf16MatmulPath path) {
   torch::manual_seed(9);
   auto x = torch::randn({2, 5, 64}).to(torch::kBFloat16).requires_grad_();
   auto w = torch::randn({32, 64}, torch::requires_grad());
-  auto y = tessera::kernels::Linear(x, w);
+  auto y = tessera::kernels::Linear(x, w, path);
   CATCH_CHECK(y.scalar_type() == torch::kBFloat16);
-  // The exact reference in fp64 from the bf16-rounded operands; the result differs from it by
-  // the final rounding to bf16 (relative 2^-9) plus fp32 accumulation error (negligible).
+  // fp64 references from the bf16-rounded operands, and the sums of |products| per element.
+  auto x64 = x.detach().to(torch::kDouble);
   auto w16 = w.detach().to(torch::kBFloat16).to(torch::kDouble);
-  auto ref = torch::matmul(x.detach().to(torch::kDouble), w16.t());
-  CATCH_CHECK(torch::allclose(y.to(torch::kDouble), ref, 4e-3, 1e-2));
+  CATCH_CHECK(WithinBound(y, torch::matmul(x64, w16.t()), torch::matmul(x64.abs(), w16.abs().t()), kBf16Rounding,
+                          kFp32Accumulation));
+
   auto g = torch::randn({2, 5, 32}).to(torch::kBFloat16);
   auto grads = torch::autograd::grad({y}, {x, w}, {g});
   CATCH_CHECK(grads[0].scalar_type() == torch::kBFloat16);
   CATCH_CHECK(grads[1].scalar_type() == torch::kFloat);
   auto g64 = g.to(torch::kDouble).reshape({-1, 32});
-  auto grad_w_ref = torch::mm(g64.t(), x.detach().to(torch::kDouble).reshape({-1, 64}));
-  // grad_w is accumulated in fp32 from bf16 values: only fp32 summation error over 10 rows.
-  CATCH_CHECK(torch::allclose(grads[1].to(torch::kDouble), grad_w_ref, 1e-5, 1e-4));
-  auto grad_x_ref = torch::matmul(g.to(torch::kDouble), w16);
-  CATCH_CHECK(torch::allclose(grads[0].to(torch::kDouble), grad_x_ref, 4e-3, 1e-2));
+  auto x2 = x64.reshape({-1, 64});
+  // grad_W = g^T x over 10 rows: kept in fp32 by the emulated path, rounded to bf16 by LibTorch's.
+  const double grad_w_rounding = path == Bf16MatmulPath::kNative ? kBf16Rounding : 0.0;
+  CATCH_CHECK(WithinBound(grads[1], torch::mm(g64.t(), x2), torch::mm(g64.abs().t(), x2.abs()), grad_w_rounding,
+                          kFp32Accumulation));
+  CATCH_CHECK(WithinBound(grads[0], torch::matmul(g.to(torch::kDouble), w16),
+                          torch::matmul(g.to(torch::kDouble).abs(), w16.abs()), kBf16Rounding, kFp32Accumulation));
+}
+
+}  // namespace
+
+// Both paths on every machine, whatever this CPU would pick (the native one is slow on CPUs
+// without bf16 units, but exact).
+CATCH_TEST_CASE("bf16 Linear, emulated path: bf16 operands, fp32 accumulation, fp32 weight gradient") {
+  CheckBf16Linear(Bf16MatmulPath::kEmulated);
+}
+
+CATCH_TEST_CASE("bf16 Linear, native path: LibTorch's bf16 GEMM within bf16 rounding") {
+  CheckBf16Linear(Bf16MatmulPath::kNative);
+}
+
+CATCH_TEST_CASE("the default bf16 path follows the CPU unless TESSERA_BF16_MATMUL forces one") {
+  const char* forced = std::getenv("TESSERA_BF16_MATMUL");
+  const std::string name = forced ? forced : "";
+  const Bf16MatmulPath expected = name == "native"     ? Bf16MatmulPath::kNative
+                                  : name == "emulated" ? Bf16MatmulPath::kEmulated
+                                  : tessera::kernels::CpuHasNativeBf16Matmul() ? Bf16MatmulPath::kNative
+                                                                                : Bf16MatmulPath::kEmulated;
+  CATCH_CHECK(tessera::kernels::CpuBf16MatmulPath() == expected);
+  CATCH_CHECK(tessera::kernels::DescribeCpuBf16MatmulPath().find(
+                  expected == Bf16MatmulPath::kNative ? "native" : "emulated") == 0);
 }
