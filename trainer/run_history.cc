@@ -58,7 +58,8 @@ absl::StatusOr<TrimCounts> TruncateMetricsJsonl(const std::string& path, int64_t
       continue;
     }
     ++counts.kept;
-    absl::StrAppend(&out, lines[i], "\n");
+    out.append(lines[i]);
+    out.push_back('\n');
   }
   // Unchanged (nothing dropped and the last line whole): leave the file alone.
   if (out == text) return counts;

@@ -6,6 +6,7 @@
 // requeued any number of times keeps each step once, with the value its final history had.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -20,13 +21,13 @@ struct TrimCounts {
 
 // keep[i] says whether the record with steps[i] stays.
 inline std::vector<bool> StepsToKeep(const std::vector<int64_t>& steps, int64_t last_step) {
-  std::vector<size_t> branch;  // indices of the current branch, steps strictly increasing
-  for (size_t i = 0; i < steps.size(); ++i) {
+  std::vector<std::size_t> branch;  // indices of the current branch, steps strictly increasing
+  for (std::size_t i = 0; i < steps.size(); ++i) {
     while (!branch.empty() && steps[branch.back()] >= steps[i]) branch.pop_back();
     branch.push_back(i);
   }
   std::vector<bool> keep(steps.size(), false);
-  for (size_t i : branch) keep[i] = steps[i] <= last_step;
+  for (std::size_t i : branch) keep[i] = steps[i] <= last_step;
   return keep;
 }
 
