@@ -149,6 +149,14 @@ absl::StatusOr<LaunchInfo> FromSlurm(const EnvLookup& env, const Source& src) {
   return info;
 }
 
+// srun's MPI plugin and whether its variables reached this process (CheckSrunMpiWireUp).
+void ReadSrunMpi(const EnvLookup& env, LaunchInfo* info) {
+  info->srun_step = true;
+  info->srun_mpi_type = env("SLURM_MPI_TYPE").value_or("");
+  info->has_pmix = env("PMIX_RANK").has_value() || env("PMIX_NAMESPACE").has_value();
+  info->has_pmi = env("PMI_FD").has_value() || env("PMI_RANK").has_value();
+}
+
 }  // namespace
 
 const char* LauncherName(Launcher launcher) {
@@ -388,12 +396,7 @@ absl::StatusOr<LaunchInfo> ParseLaunchEnvironment(const EnvLookup& env) {
   } else if (std::optional<std::string> job = env("TORCHELASTIC_RUN_ID")) {
     info.job_id = absl::StrCat("torchrun-", *job);
   }
-  info.srun_step = in_step;
-  if (in_step) {
-    info.srun_mpi_type = env("SLURM_MPI_TYPE").value_or("");
-    info.has_pmix = env("PMIX_RANK").has_value() || env("PMIX_NAMESPACE").has_value();
-    info.has_pmi = env("PMI_FD").has_value() || env("PMI_RANK").has_value();
-  }
+  if (in_step) ReadSrunMpi(env, &info);
   TS_ASSIGN_OR_RETURN(std::optional<int> restarts, IntVar(env, "SLURM_RESTART_COUNT"));
   info.restart_count = restarts.value_or(0);
   if (info.restart_count > 0) absl::StrAppend(&info.job_id, ".r", info.restart_count);
