@@ -150,8 +150,9 @@ class Watchdog {
   std::string DescribeActivity() const;
 
   // SIGTERM, SIGINT and SIGUSR1 set a flag that the watchdog thread acts on (see Options); a
-  // second SIGTERM or SIGINT exits at once. Process-wide: one watchdog at a time installs them;
-  // Stop() restores the previous handlers.
+  // second SIGTERM or SIGINT more than a second after the first exits at once (one within the
+  // second is the same request: Slurm sends its SIGTERM twice, milliseconds apart). Process-wide: one
+  // watchdog at a time installs them; Stop() restores the previous handlers.
   void InstallSignalHandlers();
   // The last signal received (SIGTERM, SIGINT, SIGUSR1), or 0.
   static int PendingSignal();

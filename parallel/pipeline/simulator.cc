@@ -395,8 +395,10 @@ class Simulation {
         if (a.kind == ActionKind::kForward) peak = std::max(peak, ++live);
         // Live from F until B, or until W when the backward is split (simulator.h); forward-only,
         // only during its F.
-        if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kBackwardWeight || s_.forward_only)
+        if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kBackwardWeight ||
+            (a.kind == ActionKind::kForward && s_.forward_only)) {
           --live;
+        }
       }
       out_.peak_live.push_back(peak);
     }
