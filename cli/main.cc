@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "cli/checkpoint_command.h"
 #include "cli/data_commands.h"
 #include "cli/logits_command.h"
 #include "cli/plot_command.h"
@@ -215,6 +216,7 @@ int Main(int argc, char** argv) {
   if (command == "export-hf") return checkpoint::ExportHfCommand(rest);
   if (command == "import-hf") return checkpoint::ImportHfCommand(rest);
   if (command == "logits") return checkpoint::LogitsCommand(rest);
+  if (command == "checkpoint") return CheckpointCommand(rest);
   if (command == "help" || command == "--help" || command == "-h") {
     std::fputs(kUsage, stdout);
     return 0;
