@@ -18,7 +18,7 @@ namespace {
 
 std::string JsonNumber(double v) {
   if (!std::isfinite(v)) return std::isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity");
-  return absl::StrFormat("%.9g", v);
+  return absl::StrFormat("%.17g", v);
 }
 
 }  // namespace
