@@ -33,5 +33,7 @@ Command ScheduleCommand();
 Command ExportHfCommand();
 Command ImportHfCommand();
 Command LogitsCommand();
+// Checkpoint digests and differences: checkpoint_command.cc.
+Command CheckpointToolsCommand();
 
 }  // namespace tessera::cli

@@ -17,8 +17,9 @@
 namespace tessera {
 
 std::string MetricsJsonLine(const StepMetrics& m) {
-  // 9 significant digits: a float32 loss reads back exactly; NaN and Infinity as Python writes them.
-  auto number = [](double v) { return JsonNumberAllowNan(v, 9); };
+  // 17 significant digits: every double reads back exactly (exact-resume checks compare them);
+  // NaN and Infinity as Python writes them.
+  auto number = [](double v) { return JsonNumberAllowNan(v, 17); };
   std::string line =
       absl::StrCat("{\"step\": ", m.step, ", \"loss\": ", number(m.loss), ", \"lr\": ", number(m.lr),
                    ", \"grad_norm\": ", number(m.grad_norm), ", \"tokens_per_s\": ", number(m.tokens_per_s),

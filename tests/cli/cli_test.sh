@@ -55,6 +55,12 @@ expect 2 "no training data: set data.train" -- train --set train.eval_every=0 --
 expect 0 "  lr: 0.25" -- config --set train.lr=0.25 --set "data.train=$dir/doc" --set train.eval_every=0
 expect 0 "train: [{prefix: \"a\", weight: 0.7}, {prefix: \"b\", weight: 0.3}]" -- config --set "data.train=[{prefix: a, weight: 0.7}, {prefix: b, weight: 0.3}]" --set train.eval_every=0
 expect 0 "| \`train.lr\` |" -- config --markdown
+expect 2 "expected 'digest' or 'diff'" -- checkpoint
+expect 2 "unknown action 'dif'" -- checkpoint dif a b
+expect 2 "diff takes 2 checkpoint path(s), got 1" -- checkpoint diff "$dir"
+expect 2 "--step expects a step number, got 'last'" -- checkpoint digest "$dir" --step last
+expect 2 "checkpoint path '$dir/nothing' does not exist" -- checkpoint digest "$dir/nothing"
+expect 2 "has no manifest.pb" -- checkpoint diff "$dir" "$dir" --step 3
 
 # `tessera help` lists every command, each at the start of a line of the list.
 help_text=$("$TESSERA" help)
