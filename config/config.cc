@@ -90,6 +90,8 @@ FieldSpec CorpusList(std::string key, void* (*ref)(Config&), std::string doc) {
   return FieldSpec{std::move(key), FieldType::kCorpusList, std::move(doc), {}, 0, 0, false, ref};
 }
 
+// Long: the table of every key, one entry (key, type, range, documentation) after another; read
+// top to bottom, it is the schema, and splitting it would only scatter it.
 std::vector<FieldSpec> BuildSchema() {
   return {
       Int("model.dim", TS_FIELD_REF(model.dim), 1, 1 << 20, "Hidden size (model width)."),
@@ -292,6 +294,8 @@ std::string NodeText(const YAML::Node& node) {
 }
 
 // Sets one field from a YAML node. `where` prefixes the message ("config.yaml:12", "--set ...").
+// Long: one short case per field type, side by side so that every type's parsing and errors read
+// alike.
 absl::Status SetField(Config& config, const FieldSpec& f, const YAML::Node& node, const std::string& where) {
   auto type_error = [&]() {
     return absl::InvalidArgumentError(

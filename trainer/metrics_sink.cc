@@ -9,6 +9,7 @@
 #include "core/logging.h"
 #include "core/status_macros.h"
 #include "trainer/metrics_tensorboard.h"
+#include "trainer/run_history.h"
 
 namespace tessera {
 
@@ -25,18 +26,23 @@ absl::StatusOr<std::unique_ptr<MetricsSink>> MetricsSink::Open(const Config& con
   const std::string& dir = config.train.run_dir;
   TS_RETURN_IF_ERROR(MakeDirs(dir));
   TS_RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.yaml", ConfigToYaml(config)));
-  sink->jsonl_.open(dir + "/metrics.jsonl", std::ios::trunc);
-  if (!sink->jsonl_)
-    return absl::PermissionDeniedError(absl::StrCat("cannot write '", dir, "/metrics.jsonl'"));
-  if (config.train.tensorboard) {
-    TS_ASSIGN_OR_RETURN(sink->tensorboard_, tensorboard::TensorBoardWriter::Open(dir));
-  }
+  sink->run_dir_ = dir;
   return sink;
 }
 
-void MetricsSink::Start(int64_t first_step) {
+absl::Status MetricsSink::Start(int64_t first_step) {
   first_step_ = first_step;
   start_ = std::chrono::steady_clock::now();
+  if (!is_logger_) return absl::OkStatus();
+  TS_ASSIGN_OR_RETURN(const std::string kept, TruncateRunHistory(run_dir_, first_step));
+  if (first_step > 0) TS_LOG(INFO) << "run history: " << kept;
+  jsonl_.open(run_dir_ + "/metrics.jsonl", std::ios::app);
+  if (!jsonl_)
+    return absl::PermissionDeniedError(absl::StrCat("cannot write '", run_dir_, "/metrics.jsonl'"));
+  if (train_.tensorboard) {
+    TS_ASSIGN_OR_RETURN(tensorboard_, tensorboard::TensorBoardWriter::Open(run_dir_));
+  }
+  return absl::OkStatus();
 }
 
 bool MetricsSink::AtInterval(const StepMetrics& m) const {

@@ -21,14 +21,16 @@ std::string DurationText(double seconds);
 
 class MetricsSink {
  public:
-  // On the logging rank: creates the run directory, writes the effective config to
-  // RUN_DIR/config.yaml, starts RUN_DIR/metrics.jsonl afresh and opens the TensorBoard writer
-  // (train.tensorboard).
+  // On the logging rank: creates the run directory and writes the effective config to
+  // RUN_DIR/config.yaml (the logs open in Start, once the first step is known).
   static absl::StatusOr<std::unique_ptr<MetricsSink>> Open(const Config& config, bool is_logger);
 
-  // The loop starts at step `first_step` (0-based; later than 0 after a resume): the clock of
-  // the elapsed time and the ETA starts now.
-  void Start(int64_t first_step);
+  // The loop starts at step `first_step` (0-based; later than 0 after a resume). On the logging
+  // rank, metrics.jsonl and the TensorBoard events keep their records up to that step and drop
+  // the later ones (trainer/run_history.h: a resumed or requeued run continues one history, with
+  // no step twice), then new records are appended. The clock of the elapsed time and the ETA
+  // starts now.
+  absl::Status Start(int64_t first_step);
   // Every train.log_every-th step and the last one.
   bool AtInterval(const StepMetrics& m) const;
   // Whether a step's record is logged: AtInterval, the first step, and every step with an
@@ -50,6 +52,7 @@ class MetricsSink {
   std::string ProgressText(const StepMetrics& m) const;
 
   TrainConfig train_;
+  std::string run_dir_;
   bool is_logger_;
   std::ofstream jsonl_;
   std::unique_ptr<tensorboard::TensorBoardWriter> tensorboard_;

@@ -7,6 +7,8 @@
 // divergence guard, metrics, checkpoints, profiling) are the components in trainer/.
 #include "trainer/trainer.h"
 
+#include "kernels/linear.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -86,7 +88,7 @@ absl::Status Trainer::Run() {
     TS_LOG(INFO) << "the checkpoint is at step " << start_step_ << " of train.steps = " << t.steps
                  << ": nothing to do";
   }
-  metrics_->Start(start_step_);
+  TS_RETURN_IF_ERROR(metrics_->Start(start_step_));
   for (int64_t step = start_step_; step < t.steps; ++step) {
     StepMetrics metrics;
     metrics.step = step + 1;
@@ -393,6 +395,9 @@ void Trainer::LogSetup() const {
   const ModelConfig& m = config_.model;
   TS_LOG(INFO) << "device " << device_.str() << ", " << at::get_num_threads() << " threads, precision "
                << EnumName(t.precision);
+  if (device_.is_cpu() && t.precision == Precision::kBf16) {
+    TS_LOG(INFO) << "bf16 matrix products: " << kernels::DescribeCpuBf16MatmulPath();
+  }
   int64_t local_parameters = 0;
   for (const ParameterInfo& info : rank_params_.infos) local_parameters += info.tensor.numel();
   if (is_logger()) {
