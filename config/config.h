@@ -167,7 +167,7 @@ struct FieldSpec {
   // The allowed words of a string or enum key; empty = any (an enum key then stores a word that
   // is not one of its names as a path: parallel.pp_schedule).
   std::vector<std::string> choices;
-  double min = 0;                    // inclusive numeric range, when has_range
+  double min = 0;  // inclusive numeric range, when has_range
   double max = 0;
   bool has_range = false;
   void* (*ref)(Config&);

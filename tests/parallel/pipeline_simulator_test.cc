@@ -238,7 +238,8 @@ CATCH_TEST_CASE("liveness counts F until B, or until W when the backward is spli
   CATCH_CHECK(result->peak_live == std::vector<int64_t>{11, 9, 7, 5});
 }
 
-CATCH_TEST_CASE("forward-only schedules for evaluation are complete and deadlock-free with one activation live") {
+CATCH_TEST_CASE(
+    "forward-only schedules for evaluation are complete and deadlock-free with one activation live") {
   for (int64_t pp : {1, 2, 3, 4}) {
     for (int64_t v : {1, 2, 3}) {
       for (int64_t m : {1, 2, 5}) {
