@@ -120,7 +120,20 @@ void Watchdog::Stop() {
   }
   thread_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  if (handlers_installed_) {
+  if (handlers_installed_ && g_pending_signal.load() != 0) {
+    // The process is on its way out because of a signal (a trainer that saved and exits 75). A
+    // launcher's follow-up SIGTERM (srun --kill-on-bad-exit, mpirun, once the first rank has
+    // exited 75) must not turn that exit into a death by signal: ignore them from here on.
+    struct sigaction ignore;
+    std::memset(&ignore, 0, sizeof(ignore));
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGTERM, &ignore, nullptr);
+    sigaction(SIGINT, &ignore, nullptr);
+    sigaction(SIGUSR1, &ignore, nullptr);
+    g_handlers_owned.store(false);
+    handlers_installed_ = false;
+  } else if (handlers_installed_) {
     sigaction(SIGTERM, &g_previous_term, nullptr);
     sigaction(SIGINT, &g_previous_int, nullptr);
     sigaction(SIGUSR1, &g_previous_usr1, nullptr);
