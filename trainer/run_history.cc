@@ -70,7 +70,7 @@ absl::StatusOr<TrimCounts> TruncateMetricsJsonl(const std::string& path, int64_t
 absl::StatusOr<std::string> TruncateRunHistory(const std::string& run_dir, int64_t last_step) {
   TS_ASSIGN_OR_RETURN(const TrimCounts metrics, TruncateMetricsJsonl(run_dir + "/metrics.jsonl", last_step));
   TS_ASSIGN_OR_RETURN(const TrimCounts events, tensorboard::TruncateEventFiles(run_dir, last_step));
-  std::string line = absl::StrCat("run history up to step ", last_step, ": metrics.jsonl kept ", metrics.kept,
+  std::string line = absl::StrCat("cut back to step ", last_step, ": metrics.jsonl kept ", metrics.kept,
                                   " records, dropped ", metrics.dropped);
   if (metrics.unreadable > 0) absl::StrAppend(&line, " (and ", metrics.unreadable, " unreadable)");
   absl::StrAppend(&line, "; TensorBoard kept ", events.kept, " events, dropped ", events.dropped);

@@ -20,7 +20,7 @@ namespace tessera {
 absl::StatusOr<TrimCounts> TruncateMetricsJsonl(const std::string& path, int64_t last_step);
 
 // Both logs of `run_dir`: RUN_DIR/metrics.jsonl and RUN_DIR/events.out.tfevents.*. Returns a
-// line for the log ("kept 40 metrics records up to step 40, dropped 7; ...").
+// line for the log ("cut back to step 40: metrics.jsonl kept 40 records, dropped 7; ...").
 absl::StatusOr<std::string> TruncateRunHistory(const std::string& run_dir, int64_t last_step);
 
 }  // namespace tessera

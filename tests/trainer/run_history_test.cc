@@ -114,7 +114,7 @@ CATCH_TEST_CASE("TruncateRunHistory cuts both logs of a run directory and says w
   auto line = TruncateRunHistory(dir.string(), 2);
   CATCH_REQUIRE(line.ok());
   CATCH_CHECK(*line ==
-              "run history up to step 2: metrics.jsonl kept 2 records, dropped 1; TensorBoard kept 2 events, "
+              "cut back to step 2: metrics.jsonl kept 2 records, dropped 1; TensorBoard kept 2 events, "
               "dropped 1");
   CATCH_CHECK(Read(dir / "metrics.jsonl") == Lines({{1, 9.5}, {2, 9.25}}));
   fs::remove_all(dir);
