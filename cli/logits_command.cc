@@ -1,8 +1,12 @@
-// The logits command (logits_command.h): resolve the checkpoint, build the model of its saved
-// config for the longest sequence, load the weights, one forward pass per sequence. Floats are
-// printed in their shortest round-trip form, so a reader gets the exact fp32 values.
-#include "cli/logits_command.h"
-
+// `tessera logits CHECKPOINT --tokens 1,2,3 [--tokens ...]`: runs the checkpoint's model (one
+// process, fp32) on token sequences and prints the logits as JSON lines, one per sequence:
+//   {"tokens": [1, 2, 3], "logits": [[...vocab floats...], ...one row per position]}
+// A debugging aid: compare a checkpoint with another implementation (tests/interop/
+// hf_interop_test.py compares it with transformers), or two checkpoints with each other.
+//
+// It resolves the checkpoint, builds the model of its saved config for the longest sequence,
+// loads the weights and runs one forward pass per sequence. Floats are printed in their shortest
+// round-trip form, so a reader gets the exact fp32 values.
 #include <torch/torch.h>
 
 #include <charconv>
@@ -15,16 +19,24 @@
 #include "absl/strings/str_split.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/checkpoint_reader.h"
+#include "cli/commands.h"
+#include "core/exit_codes.h"
 #include "core/status_macros.h"
 #include "interop/model_weights.h"
 #include "model/model.h"
 
-namespace tessera::checkpoint {
+namespace tessera::cli {
 namespace {
 
-constexpr char kUsage[] =
-    "usage: tessera logits CHECKPOINT --tokens ID,ID,... [--tokens ...]\n"
-    "  prints one JSON line per sequence: {\"tokens\": [...], \"logits\": [[...], ...]} (fp32)\n";
+using checkpoint::CheckpointReader;
+using checkpoint::FoundCheckpoint;
+using checkpoint::kManifestFileName;
+using checkpoint::LoadModelWeights;
+using checkpoint::ModelConfigFromManifest;
+using checkpoint::ResolveCheckpoint;
+using checkpoint::Verify;
+
+constexpr char kName[] = "logits";
 
 std::string Float(float v) {
   char buffer[32];
@@ -68,46 +80,48 @@ absl::Status Run(const std::string& checkpoint, const std::vector<std::vector<in
   return absl::OkStatus();
 }
 
-}  // namespace
-
-int LogitsCommand(const std::vector<std::string>& args) {
-  std::string checkpoint;
+// The sequences of every --tokens 1,2,3.
+absl::StatusOr<std::vector<std::vector<int64_t>>> Sequences(const Args& args) {
   std::vector<std::vector<int64_t>> sequences;
-  auto usage = [](const std::string& message) {
-    std::fprintf(stderr, "tessera logits: error: %s\n%s", message.c_str(), kUsage);
-    return 2;
-  };
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--tokens") {
-      if (i + 1 >= args.size()) return usage("--tokens needs a list such as 1,2,3");
-      std::vector<int64_t> ids;
-      for (absl::string_view piece : absl::StrSplit(args[++i], ',')) {
-        int64_t id;
-        if (!absl::SimpleAtoi(piece, &id))
-          return usage(absl::StrCat("--tokens: '", std::string(piece), "' is not an integer"));
-        ids.push_back(id);
+  for (const std::string& list : args.GetAll("tokens")) {
+    std::vector<int64_t> ids;
+    for (absl::string_view piece : absl::StrSplit(list, ',')) {
+      int64_t id;
+      if (!absl::SimpleAtoi(piece, &id)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--tokens: '", std::string(piece), "' is not an integer"));
       }
-      sequences.push_back(std::move(ids));
-    } else if (a == "-h" || a == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (a.rfind("-", 0) == 0) {
-      return usage(absl::StrCat("unknown option '", a, "'"));
-    } else if (checkpoint.empty()) {
-      checkpoint = a;
-    } else {
-      return usage(absl::StrCat("unexpected argument '", a, "'"));
+      ids.push_back(id);
     }
+    sequences.push_back(std::move(ids));
   }
-  if (checkpoint.empty()) return usage("no checkpoint given");
-  if (sequences.empty()) return usage("no --tokens given");
-  absl::Status status = Run(checkpoint, sequences);
-  if (!status.ok()) {
-    std::fprintf(stderr, "tessera logits: error: %s\n", std::string(status.message()).c_str());
-    return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  return 0;
+  return sequences;
 }
 
-}  // namespace tessera::checkpoint
+int PrintLogits(const Args& args) {
+  auto sequences = Sequences(args);
+  if (!sequences.ok()) return ReportUsageError(kName, sequences.status());
+  if (args.positional().empty())
+    return ReportUsageError(kName, absl::InvalidArgumentError("no checkpoint given"));
+  if (sequences->empty()) return ReportUsageError(kName, absl::InvalidArgumentError("no --tokens given"));
+  absl::Status status = Run(args.positional()[0], *sequences);
+  if (!status.ok()) {
+    return ReportError(kName, status,
+                       status.code() == absl::StatusCode::kInvalidArgument ? kExitUsage : kExitRuntimeError);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+Command LogitsCommand() {
+  return {
+      .name = kName,
+      .usage = "logits CHECKPOINT --tokens ID,ID,... [--tokens ...]",
+      .summary = "print a checkpoint's fp32 logits as JSON (debugging)",
+      .details = "  prints one JSON line per sequence: {\"tokens\": [...], \"logits\": [[...], ...]} (fp32)",
+      .args = {.flags = {Flag::Value("tokens", "a list such as 1,2,3")}, .max_positionals = 1},
+      .run = PrintLogits};
+}
+
+}  // namespace tessera::cli

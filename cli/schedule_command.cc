@@ -1,9 +1,8 @@
-// `tessera schedule` (see schedule_command.h): argument parsing and printing only; the schedule,
-// its checks and its timing live in schedule.cc and simulator.cc.
-#include "cli/schedule_command.h"
-
+// `tessera schedule`: generates a pipeline schedule (or reads one from a file), simulates it and
+// prints the per-rank timeline with its bubble fraction and peak live activations. Exit codes: 0
+// success, 2 bad arguments or a schedule file that does not parse, is incomplete or deadlocks.
+// The schedule, its checks and its timing live in parallel/pipeline/ (schedule.h, simulator.h).
 #include <cmath>
-#include <cstdio>
 #include <iostream>
 #include <map>
 #include <numeric>
@@ -13,19 +12,19 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "cli/commands.h"
+#include "core/exit_codes.h"
 #include "core/file_util.h"
+#include "core/status_macros.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/simulator.h"
 
-namespace tessera::parallel::pipeline {
+namespace tessera::cli {
 namespace {
 
-constexpr int kExitUsage = 2;
+namespace pl = parallel::pipeline;
 
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "tessera: error: %s\n", std::string(status.message()).c_str());
-  return kExitUsage;
-}
+constexpr char kName[] = "schedule";
 
 struct Options {
   int64_t pp = 0, microbatches = 0, v = 0;  // 0: not given
@@ -33,50 +32,20 @@ struct Options {
   bool print_actions = false;
 };
 
-absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
+absl::StatusOr<Options> OptionsOf(const Args& args) {
   Options o;
-  const std::map<std::string, bool> takes_value = {
-      {"pp", true},   {"microbatches", true}, {"virtual-stages", true}, {"schedule", true},
-      {"file", true}, {"costs", true},        {"print-actions", false}};
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i].rfind("--", 0) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("schedule: unexpected argument '", args[i], "'"));
-    }
-    std::string name = args[i].substr(2), value;
-    bool has_value = false;
-    if (size_t eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1), name = name.substr(0, eq), has_value = true;
-    }
-    auto it = takes_value.find(name);
-    if (it == takes_value.end())
-      return absl::InvalidArgumentError(absl::StrCat("schedule: unknown option '--", name, "'"));
-    if (!it->second) {
-      if (has_value) return absl::InvalidArgumentError(absl::StrCat("schedule: --", name, " takes no value"));
-      o.print_actions = true;
-      continue;
-    }
-    if (!has_value) {
-      if (i + 1 == args.size())
-        return absl::InvalidArgumentError(absl::StrCat("schedule: --", name, " needs a value"));
-      value = args[++i];
-    }
-    if (name == "schedule") o.schedule = value;
-    if (name == "file") o.file = value;
-    if (name == "costs") o.costs = value;
-    int64_t* number = name == "pp"               ? &o.pp
-                      : name == "microbatches"   ? &o.microbatches
-                      : name == "virtual-stages" ? &o.v
-                                                 : nullptr;
-    if (number != nullptr && (!absl::SimpleAtoi(value, number) || *number < 1)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("schedule: --", name, " expects a positive integer, got '", value, "'"));
-    }
-  }
+  TS_ASSIGN_OR_RETURN(o.pp, args.GetInt("pp", 0, {.min = 1}));
+  TS_ASSIGN_OR_RETURN(o.microbatches, args.GetInt("microbatches", 0, {.min = 1}));
+  TS_ASSIGN_OR_RETURN(o.v, args.GetInt("virtual-stages", 0, {.min = 1}));
+  o.schedule = args.Get("schedule");
+  o.file = args.Get("file");
+  o.costs = args.Get("costs");
+  o.print_actions = args.Has("print-actions");
   return o;
 }
 
 // "F=1,B=2,comm=0.1": the costs named replace those of `costs`.
-absl::Status ParseCosts(const std::string& text, ActionCosts* costs) {
+absl::Status ParseCosts(const std::string& text, pl::ActionCosts* costs) {
   const std::map<std::string, double*> keys = {{"F", &costs->forward},
                                                {"B", &costs->backward},
                                                {"I", &costs->backward_input},
@@ -87,13 +56,43 @@ absl::Status ParseCosts(const std::string& text, ActionCosts* costs) {
     auto it = keys.find(kv.first);
     double value;
     if (it == keys.end() || !absl::SimpleAtod(kv.second, &value) || !(value >= 0) || !std::isfinite(value)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("schedule: --costs item '", item,
-                       "' must be KEY=VALUE with KEY one of F, B, I, W, comm and VALUE >= 0"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--costs item '", item, "' must be KEY=VALUE with KEY one of F, B, I, W, comm and VALUE >= 0"));
     }
     *it->second = value;
   }
   return absl::OkStatus();
+}
+
+// The schedule of --file, which must agree with --pp, --microbatches and --virtual-stages where
+// they are given.
+absl::StatusOr<pl::Schedule> ScheduleFromFile(const Options& o) {
+  if (!o.schedule.empty()) return absl::InvalidArgumentError("give --schedule or --file, not both");
+  TS_ASSIGN_OR_RETURN(std::string text, ReadFileToString(o.file));
+  auto parsed = pl::ParseSchedule(text);
+  if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(o.file, ": ", parsed.status().message()));
+  pl::Schedule schedule = *std::move(parsed);
+  if (schedule.name.empty()) schedule.name = o.file;
+  const std::pair<const char*, int64_t> given[] = {
+      {"pp", o.pp}, {"microbatches", o.microbatches}, {"virtual-stages", o.v}};
+  const int64_t have[] = {schedule.pp, schedule.microbatches, schedule.v};
+  for (int k = 0; k < 3; ++k) {
+    if (given[k].second != 0 && given[k].second != have[k]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", given[k].first, " ", given[k].second, " but ", o.file, " has ", have[k]));
+    }
+  }
+  return schedule;
+}
+
+absl::StatusOr<pl::Schedule> ScheduleOf(const Options& o) {
+  if (!o.file.empty()) return ScheduleFromFile(o);
+  if (o.pp == 0 || o.microbatches == 0) {
+    return absl::InvalidArgumentError("--pp and --microbatches are required (or --file)");
+  }
+  const std::string name = o.schedule.empty() ? "1f1b" : o.schedule;
+  const int64_t v = o.v != 0 ? o.v : name == "interleaved" ? 2 : 1;
+  return pl::MakeSchedule(name, o.pp, o.microbatches, v);
 }
 
 // The textbook bubble fraction of a generated schedule at the default costs, as "formula = a/b";
@@ -111,58 +110,15 @@ std::string ClosedForm(const std::string& name, int64_t p, int64_t m, int64_t v,
   return absl::StrFormat("%s = %d/%d = %.6f", formula, (p - 1) / (g ? g : 1), den / (g ? g : 1), *value);
 }
 
-}  // namespace
-
-int ScheduleCommand(const std::vector<std::string>& args) {
-  auto options = ParseOptions(args);
-  if (!options.ok()) return Fail(options.status());
-  const Options& o = *options;
-  Schedule schedule;
-  if (!o.file.empty()) {
-    if (!o.schedule.empty())
-      return Fail(absl::InvalidArgumentError("schedule: give --schedule or --file, not both"));
-    auto text = ReadFileToString(o.file);
-    if (!text.ok()) return Fail(text.status());
-    auto parsed = ParseSchedule(*text);
-    if (!parsed.ok())
-      return Fail(absl::InvalidArgumentError(absl::StrCat(o.file, ": ", parsed.status().message())));
-    schedule = std::move(*parsed);
-    if (schedule.name.empty()) schedule.name = o.file;
-    const std::pair<const char*, int64_t> given[] = {
-        {"pp", o.pp}, {"microbatches", o.microbatches}, {"virtual-stages", o.v}};
-    const int64_t have[] = {schedule.pp, schedule.microbatches, schedule.v};
-    for (int k = 0; k < 3; ++k) {
-      if (given[k].second != 0 && given[k].second != have[k]) {
-        return Fail(absl::InvalidArgumentError(absl::StrCat(
-            "schedule: --", given[k].first, " ", given[k].second, " but ", o.file, " has ", have[k])));
-      }
-    }
-  } else {
-    if (o.pp == 0 || o.microbatches == 0) {
-      return Fail(absl::InvalidArgumentError("schedule: --pp and --microbatches are required (or --file)"));
-    }
-    const std::string name = o.schedule.empty() ? "1f1b" : o.schedule;
-    const int64_t v = o.v != 0 ? o.v : name == "interleaved" ? 2 : 1;
-    auto made = MakeSchedule(name, o.pp, o.microbatches, v);
-    if (!made.ok()) return Fail(made.status());
-    schedule = std::move(*made);
-  }
-
-  ActionCosts costs = ActionCosts::PerChunk(schedule.v);
-  if (absl::Status s = ParseCosts(o.costs, &costs); !s.ok()) return Fail(s);
-  auto result = Simulate(schedule, costs);
-  if (!result.ok()) {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat(o.file.empty() ? "" : o.file + ": ", result.status().message())));
-  }
-
+// The costs, the actions (with --print-actions), the timeline and the statistics.
+std::string Report(const Options& o, const pl::Schedule& schedule, const pl::ActionCosts& costs,
+                   const pl::SimulationResult& r) {
   std::string out = absl::StrFormat("schedule %s: pp %d, virtual stages %d, micro-batches %d\n",
                                     schedule.name, schedule.pp, schedule.v, schedule.microbatches);
   absl::StrAppendFormat(&out, "costs per chunk: F %g, B %g, I %g, W %g, comm %g\n", costs.forward,
                         costs.backward, costs.backward_input, costs.backward_weight, costs.comm);
-  if (o.print_actions) absl::StrAppend(&out, "\n", FormatSchedule(schedule));
-  absl::StrAppend(&out, "\n", RenderTimeline(schedule, *result), "\n");
-  const SimulationResult& r = *result;
+  if (o.print_actions) absl::StrAppend(&out, "\n", pl::FormatSchedule(schedule));
+  absl::StrAppend(&out, "\n", pl::RenderTimeline(schedule, r), "\n");
   double idle = 0;
   for (double x : r.idle) idle += x;
   absl::StrAppendFormat(&out, "makespan %g\n", r.makespan);
@@ -181,8 +137,41 @@ int ScheduleCommand(const std::vector<std::string>& args) {
   for (int64_t k = 0; k < schedule.pp; ++k) {
     absl::StrAppendFormat(&out, "%4d %8g %8g  %d\n", k, r.busy[k], r.idle[k], r.peak_live[k]);
   }
-  std::cout << out;
-  return 0;
+  return out;
 }
 
-}  // namespace tessera::parallel::pipeline
+int Simulate(const Args& args) {
+  auto options = OptionsOf(args);
+  if (!options.ok()) return ReportError(kName, options.status(), kExitUsage);
+  auto schedule = ScheduleOf(*options);
+  if (!schedule.ok()) return ReportError(kName, schedule.status(), kExitUsage);
+  pl::ActionCosts costs = pl::ActionCosts::PerChunk(schedule->v);
+  if (absl::Status s = ParseCosts(options->costs, &costs); !s.ok()) return ReportError(kName, s, kExitUsage);
+  auto result = pl::Simulate(*schedule, costs);
+  if (!result.ok()) {
+    return ReportError(kName,
+                       absl::InvalidArgumentError(absl::StrCat(
+                           options->file.empty() ? "" : options->file + ": ", result.status().message())),
+                       kExitUsage);
+  }
+  std::cout << Report(*options, *schedule, costs, *result);
+  return kExitOk;
+}
+
+}  // namespace
+
+Command ScheduleCommand() {
+  return {
+      .name = kName,
+      .usage =
+          "schedule --pp P --microbatches M [--schedule gpipe|1f1b|interleaved|zb-h1] [--virtual-stages V] "
+          "[--file SCHEDULE.txt] [--costs F=1,B=2,I=1,W=1,comm=0] [--print-actions]",
+      .summary = "simulate a pipeline schedule: timeline and bubble",
+      .args = {.flags = {Flag::Value("pp"), Flag::Value("microbatches"), Flag::Value("virtual-stages"),
+                         Flag::Value("schedule"), Flag::Value("file"), Flag::Value("costs"),
+                         Flag::Bool("print-actions")},
+               .max_positionals = 0},
+      .run = Simulate};
+}
+
+}  // namespace tessera::cli

@@ -1,7 +1,8 @@
-// `tessera sweep` (sweep_command.h): argument parsing, and one function per mode: the dry run's
-// table and commands, the local run, the Slurm script (and sbatch), the report, and recording
-// the outcome of a run that something else started.
-#include "cli/sweep_command.h"
+// `tessera sweep`: runs, schedules and reports a hyper-parameter sweep (docs/sweeps.md), one
+// function per mode: the dry run's table and commands, the local run, the Slurm script (and
+// sbatch), the report, and recording the outcome of a run that something else started (the
+// generated sbatch script calls `tessera sweep --record-outcome`). The sweep files, their
+// expansion, the runners and the outcomes live in tools/sweep/.
 
 #include <spawn.h>
 #include <sys/wait.h>
@@ -14,12 +15,13 @@
 #include <filesystem>
 #include <optional>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "cli/commands.h"
 #include "config/config.h"
 #include "core/exit_codes.h"
 #include "core/file_util.h"
+#include "core/status_macros.h"
 #include "tools/sweep/expansion.h"
 #include "tools/sweep/local_runner.h"
 #include "tools/sweep/outcome.h"
@@ -30,8 +32,36 @@
 
 extern char** environ;
 
-namespace tessera::sweep {
+namespace tessera::cli {
 namespace {
+
+using ::tessera::sweep::Classification;
+using ::tessera::sweep::ClassifyOutcome;
+using ::tessera::sweep::ExpandSweep;
+using ::tessera::sweep::FormatCommand;
+using ::tessera::sweep::FormatReportCsv;
+using ::tessera::sweep::FormatReportTable;
+using ::tessera::sweep::IsoTimeUtc;
+using ::tessera::sweep::LaunchSettings;
+using ::tessera::sweep::LaunchSettingsFromEnvironment;
+using ::tessera::sweep::LocalRunCommand;
+using ::tessera::sweep::OutcomeName;
+using ::tessera::sweep::OutcomeRecord;
+using ::tessera::sweep::OverridesSummary;
+using ::tessera::sweep::ReadOutcomeFile;
+using ::tessera::sweep::ReadSweepFile;
+using ::tessera::sweep::RunAssignments;
+using ::tessera::sweep::RunReport;
+using ::tessera::sweep::RunSweepLocally;
+using ::tessera::sweep::SlurmArrayScript;
+using ::tessera::sweep::SlurmScriptSettings;
+using ::tessera::sweep::SummarizeRun;
+using ::tessera::sweep::SweepRun;
+using ::tessera::sweep::SweepSpec;
+using ::tessera::sweep::WriteOutcomeFile;
+using ::tessera::sweep::WriteSlurmArrayScript;
+
+constexpr char kName[] = "sweep";
 
 struct SweepArgs {
   std::string sweep_file;
@@ -49,59 +79,29 @@ struct SweepArgs {
   std::optional<int64_t> record_end;
 };
 
-int Fail(const std::string& message, int code) {
-  std::fprintf(stderr, "tessera: error: sweep: %s\n", message.c_str());
-  return code;
+// An integer flag's value, or nullopt when it was not given.
+absl::StatusOr<std::optional<int64_t>> OptionalInt(const Args& args, const std::string& name) {
+  if (!args.Has(name)) return std::nullopt;
+  TS_ASSIGN_OR_RETURN(int64_t v, args.GetInt(name, 0));
+  return v;
 }
 
-absl::StatusOr<SweepArgs> ParseArgs(const std::vector<std::string>& args) {
+// The modes and their options, checked for combinations that contradict each other.
+absl::StatusOr<SweepArgs> SweepArgsOf(const Args& args) {
   SweepArgs out;
-  auto value_of = [&](size_t& i) -> absl::StatusOr<std::string> {
-    if (i + 1 >= args.size()) return absl::InvalidArgumentError(absl::StrCat(args[i], " needs a value"));
-    return args[++i];
-  };
-  auto integer_of = [&](size_t& i) -> absl::StatusOr<int64_t> {
-    const std::string flag = args[i];
-    auto text = value_of(i);
-    if (!text.ok()) return text.status();
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(*text, &v)) {
-      return absl::InvalidArgumentError(absl::StrCat(flag, " expects an integer, got '", *text, "'"));
-    }
-    return v;
-  };
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    absl::Status s;
-    if (a == "--dry-run") {
-      out.dry_run = true;
-    } else if (a == "--slurm") {
-      out.slurm = true;
-    } else if (a == "--submit") {
-      out.submit = true;
-    } else if (a == "--report") {
-      out.report = true;
-    } else if (a == "--csv" || a == "--jobs-dir" || a == "--record-outcome" || a == "--name") {
-      auto v = value_of(i);
-      if (!v.ok()) return v.status();
-      (a == "--csv"        ? out.csv
-       : a == "--jobs-dir" ? out.jobs_dir
-       : a == "--name"     ? out.record_name
-                           : out.record_run_dir) = *v;
-    } else if (a == "--exit-code" || a == "--start" || a == "--end") {
-      auto v = integer_of(i);
-      if (!v.ok()) return v.status();
-      if (a == "--exit-code") out.record_exit_code = static_cast<int>(*v);
-      if (a == "--start") out.record_start = *v;
-      if (a == "--end") out.record_end = *v;
-    } else if (a.rfind("-", 0) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown option '", a, "'"));
-    } else if (out.sweep_file.empty()) {
-      out.sweep_file = a;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", a, "' (one sweep file)"));
-    }
-  }
+  out.sweep_file = args.positional().empty() ? "" : args.positional()[0];
+  out.dry_run = args.Has("dry-run");
+  out.slurm = args.Has("slurm");
+  out.submit = args.Has("submit");
+  out.report = args.Has("report");
+  out.csv = args.Get("csv");
+  out.jobs_dir = args.Get("jobs-dir");
+  out.record_run_dir = args.Get("record-outcome");
+  out.record_name = args.Get("name");
+  TS_ASSIGN_OR_RETURN(std::optional<int64_t> exit_code, OptionalInt(args, "exit-code"));
+  if (exit_code) out.record_exit_code = static_cast<int>(*exit_code);
+  TS_ASSIGN_OR_RETURN(out.record_start, OptionalInt(args, "start"));
+  TS_ASSIGN_OR_RETURN(out.record_end, OptionalInt(args, "end"));
   if (!out.record_run_dir.empty()) {
     if (!out.record_exit_code) return absl::InvalidArgumentError("--record-outcome needs --exit-code N");
     return out;
@@ -128,7 +128,7 @@ int RecordOutcome(const SweepArgs& args) {
   OutcomeRecord record{name,     *args.record_exit_code,          c.outcome,
                        c.reason, args.record_start.value_or(now), args.record_end.value_or(now)};
   if (absl::Status s = WriteOutcomeFile(args.record_run_dir, record); !s.ok()) {
-    return Fail(std::string(s.message()), kExitRuntimeError);
+    return ReportError(kName, s, kExitRuntimeError);
   }
   std::printf("%s: %s (exit %d)%s%s\n", name.c_str(), OutcomeName(c.outcome), record.exit_code,
               c.reason.empty() ? "" : ": ", c.reason.c_str());
@@ -180,7 +180,7 @@ int Slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs, const SweepA
     return kExitOk;
   }
   auto path = WriteSlurmArrayScript(spec, runs, settings);
-  if (!path.ok()) return Fail(std::string(path.status().message()), kExitRuntimeError);
+  if (!path.ok()) return ReportError(kName, path.status(), kExitRuntimeError);
   std::printf("wrote %s: a job array of %zu runs, %lld node(s) x %lld task(s) each\n", path->c_str(),
               runs.size(), static_cast<long long>(spec.slurm.nodes),
               static_cast<long long>(spec.slurm.ntasks_per_node));
@@ -196,14 +196,16 @@ int Slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs, const SweepA
   argv.push_back(nullptr);
   pid_t pid = 0;
   if (int rc = posix_spawnp(&pid, "sbatch", nullptr, nullptr, argv.data(), environ); rc != 0) {
-    return Fail(absl::StrCat("could not run sbatch: ", std::strerror(rc), " (is Slurm installed here?)"),
-                kExitRuntimeError);
+    return ReportError(kName,
+                       absl::InternalError(absl::StrCat("could not run sbatch: ", std::strerror(rc),
+                                                        " (is Slurm installed here?)")),
+                       kExitRuntimeError);
   }
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    return Fail("sbatch failed (its message is above)", kExitRuntimeError);
+    return ReportError(kName, absl::InternalError("sbatch failed (its message is above)"), kExitRuntimeError);
   return kExitOk;
 }
 
@@ -213,28 +215,26 @@ int Report(const std::vector<SweepRun>& runs, const SweepArgs& args) {
   std::fputs(FormatReportTable(rows).c_str(), stdout);
   if (!args.csv.empty()) {
     if (absl::Status s = WriteFileAtomic(args.csv, FormatReportCsv(rows)); !s.ok()) {
-      return Fail(std::string(s.message()), kExitRuntimeError);
+      return ReportError(kName, s, kExitRuntimeError);
     }
     std::printf("wrote %s\n", args.csv.c_str());
   }
   return kExitOk;
 }
 
-}  // namespace
-
-int SweepCommand(const std::vector<std::string>& argv) {
-  auto args = ParseArgs(argv);
-  if (!args.ok()) return Fail(std::string(args.status().message()), kExitUsage);
+int RunSweep(const Args& argv) {
+  auto args = SweepArgsOf(argv);
+  if (!args.ok()) return ReportUsageError(kName, args.status());
   if (!args->record_run_dir.empty()) return RecordOutcome(*args);
   auto spec = ReadSweepFile(args->sweep_file);
-  if (!spec.ok()) return Fail(std::string(spec.status().message()), kExitUsage);
+  if (!spec.ok()) return ReportError(kName, spec.status(), kExitUsage);
   auto runs = ExpandSweep(*spec);
-  if (!runs.ok()) return Fail(std::string(runs.status().message()), kExitUsage);
+  if (!runs.ok()) return ReportError(kName, runs.status(), kExitUsage);
   if (args->report) return Report(*runs, *args);
   if (args->slurm) return Slurm(*spec, *runs, *args);
   if (args->dry_run) return DryRun(*spec, *runs);
   auto summary = RunSweepLocally(*spec, *runs, LaunchSettingsFromEnvironment(), stdout);
-  if (!summary.ok()) return Fail(std::string(summary.status().message()), kExitRuntimeError);
+  if (!summary.ok()) return ReportError(kName, summary.status(), kExitRuntimeError);
   if (summary->interrupted) return kExitPreempted;
   if (summary->not_completed > 0) {
     std::printf("some runs did not complete: tessera sweep %s --report\n", spec->path.c_str());
@@ -243,4 +243,29 @@ int SweepCommand(const std::vector<std::string>& argv) {
   return kExitOk;
 }
 
-}  // namespace tessera::sweep
+}  // namespace
+
+Command SweepCommand() {
+  return {
+      .name = kName,
+      .usage = "sweep SWEEP.yaml [--dry-run] [--slurm [--submit] [--jobs-dir DIR]] [--report [--csv FILE]]",
+      .summary =
+          "run a sweep of trainings one after another (or as\na Slurm job array), resume it, report its "
+          "outcomes\n(docs/sweeps.md)",
+      .details =
+          "  sweep --record-outcome RUN_DIR --exit-code N [--start UNIX] [--end UNIX] [--name RUN]\n"
+          "       classifies a finished run and writes RUN_DIR/outcome.json (the generated sbatch\n"
+          "       script calls it)\n"
+          "exit codes: 0 every run completed (now or earlier), 1 some did not (or a file could not be\n"
+          "written, or sbatch failed), 75 stopped by a signal (rerun to resume), 2 bad arguments or\n"
+          "sweep file",
+      .args = {.flags = {Flag::Bool("dry-run"), Flag::Bool("slurm"), Flag::Bool("submit"),
+                         Flag::Bool("report"), Flag::Value("csv"), Flag::Value("jobs-dir"),
+                         Flag::Value("record-outcome"), Flag::Value("name"), Flag::Value("exit-code"),
+                         Flag::Value("start"), Flag::Value("end")},
+               .max_positionals = 1,
+               .extra_positional_note = "(one sweep file)"},
+      .run = RunSweep};
+}
+
+}  // namespace tessera::cli

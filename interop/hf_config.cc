@@ -12,7 +12,6 @@
 namespace tessera::checkpoint {
 namespace {
 
-
 absl::StatusOr<int64_t> Int(const JsonValue& root, const char* key, const std::string& source, bool required,
                             int64_t fallback = 0) {
   const JsonValue* v = root.Find(key);

@@ -6,7 +6,6 @@
 #include <ATen/ATen.h>
 
 #include <cctype>
-#include <cstdio>
 #include <filesystem>
 #include <map>
 
@@ -30,11 +29,6 @@ namespace tessera::checkpoint {
 namespace fs = std::filesystem;
 
 namespace {
-
-constexpr char kUsage[] =
-    "usage: tessera export-hf CHECKPOINT --out DIR [--dtype bf16|fp32|fp16] [--max-shard-size 5GB] "
-    "[--tokenizer FILE]\n"
-    "  CHECKPOINT: a step directory, or a checkpoint directory (its newest valid checkpoint)\n";
 
 const char* TorchDtypeName(DType d) {
   return d == DType::kBFloat16 ? "bfloat16" : d == DType::kFloat16 ? "float16" : "float32";
@@ -217,62 +211,6 @@ absl::StatusOr<std::vector<std::string>> ExportHf(const HfExportOptions& options
                << absl::StrJoin(written, ", ") << " (" << plan.total_bytes / 1e6 << " MB of "
                << DTypeName(options.dtype) << " weights)";
   return written;
-}
-
-int ExportHfCommand(const std::vector<std::string>& args) {
-  HfExportOptions options;
-  auto usage = [](const std::string& message) {
-    std::fprintf(stderr, "tessera export-hf: error: %s\n%s", message.c_str(), kUsage);
-    return 2;
-  };
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    auto value = [&](std::string* out) {
-      if (i + 1 >= args.size()) return false;
-      *out = args[++i];
-      return true;
-    };
-    std::string v;
-    if (a == "--out") {
-      if (!value(&options.out_dir)) return usage("--out needs a directory");
-    } else if (a == "--dtype") {
-      if (!value(&v)) return usage("--dtype needs bf16, fp32 or fp16");
-      if (v == "bf16" || v == "bfloat16") {
-        options.dtype = DType::kBFloat16;
-      } else if (v == "fp16" || v == "float16") {
-        options.dtype = DType::kFloat16;
-      } else if (v == "fp32" || v == "float32") {
-        options.dtype = DType::kFloat32;
-      } else {
-        return usage(absl::StrCat("--dtype '", v, "': expected bf16, fp32 or fp16"));
-      }
-    } else if (a == "--max-shard-size") {
-      if (!value(&v)) return usage("--max-shard-size needs a size such as 5GB");
-      auto bytes = ParseByteSize(v);
-      if (!bytes.ok()) return usage(std::string(bytes.status().message()));
-      options.max_shard_bytes = *bytes;
-    } else if (a == "--tokenizer") {
-      if (!value(&options.tokenizer)) return usage("--tokenizer needs a file");
-    } else if (a == "-h" || a == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (a.rfind("-", 0) == 0) {
-      return usage(absl::StrCat("unknown option '", a, "'"));
-    } else if (options.checkpoint.empty()) {
-      options.checkpoint = a;
-    } else {
-      return usage(absl::StrCat("unexpected argument '", a, "'"));
-    }
-  }
-  if (options.checkpoint.empty()) return usage("no checkpoint given");
-  if (options.out_dir.empty()) return usage("--out DIR is required");
-  auto written = ExportHf(options);
-  if (!written.ok()) {
-    std::fprintf(stderr, "tessera export-hf: error: %s\n", std::string(written.status().message()).c_str());
-    const absl::StatusCode code = written.status().code();
-    return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ? 2 : 1;
-  }
-  return 0;
 }
 
 }  // namespace tessera::checkpoint

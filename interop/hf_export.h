@@ -1,6 +1,6 @@
-// `tessera export-hf`: a Tessera checkpoint to a Hugging Face LlamaForCausalLM directory
-// (config.json, model.safetensors or model-0000k-of-0000n.safetensors + index, the tokenizer
-// file). Tensors are read whole from the checkpoint, whatever layout wrote it, one at a time, so
+// Exports a Tessera checkpoint as a Hugging Face LlamaForCausalLM directory (`tessera
+// export-hf`): config.json, model.safetensors or model-0000k-of-0000n.safetensors + index, the
+// tokenizer file. Tensors are read whole from the checkpoint, whatever layout wrote it, one at a time, so
 // memory stays at one tensor. docs/checkpoints.md has the name mapping.
 #pragma once
 
@@ -27,9 +27,5 @@ absl::StatusOr<std::vector<std::string>> ExportHf(const HfExportOptions& options
 // "5GB" = 5e9 bytes (KB, MB, GB, TB: powers of 1000; KiB, MiB, GiB, TiB: of 1024; "123" or "123B"
 // bytes), as transformers' max_shard_size.
 absl::StatusOr<uint64_t> ParseByteSize(const std::string& text);
-
-// tessera export-hf CHECKPOINT --out DIR [--dtype bf16|fp32|fp16] [--max-shard-size 5GB]
-//                   [--tokenizer FILE]
-int ExportHfCommand(const std::vector<std::string>& args);
 
 }  // namespace tessera::checkpoint

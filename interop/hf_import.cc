@@ -5,7 +5,6 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -31,8 +30,6 @@ namespace tessera::checkpoint {
 namespace fs = std::filesystem;
 
 namespace {
-
-constexpr char kUsage[] = "usage: tessera import-hf HF_DIR --out CHECKPOINT_DIR [--tokenizer FILE]\n";
 
 // The safetensors files of the model: those the index names, or model.safetensors.
 absl::StatusOr<std::vector<std::string>> WeightFiles(const std::string& dir) {
@@ -145,43 +142,6 @@ absl::StatusOr<std::string> ImportHf(const HfImportOptions& options) {
   CheckpointWriter writer(writer_options, *comm);
   TS_RETURN_IF_ERROR(writer.Save(std::move(state)));
   return StepDirPath(options.out_dir, 0);
-}
-
-int ImportHfCommand(const std::vector<std::string>& args) {
-  HfImportOptions options;
-  auto usage = [](const std::string& message) {
-    std::fprintf(stderr, "tessera import-hf: error: %s\n%s", message.c_str(), kUsage);
-    return 2;
-  };
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--out") {
-      if (i + 1 >= args.size()) return usage("--out needs a directory");
-      options.out_dir = args[++i];
-    } else if (a == "--tokenizer") {
-      if (i + 1 >= args.size()) return usage("--tokenizer needs a file");
-      options.tokenizer = args[++i];
-    } else if (a == "-h" || a == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (a.rfind("-", 0) == 0) {
-      return usage(absl::StrCat("unknown option '", a, "'"));
-    } else if (options.hf_dir.empty()) {
-      options.hf_dir = a;
-    } else {
-      return usage(absl::StrCat("unexpected argument '", a, "'"));
-    }
-  }
-  if (options.hf_dir.empty()) return usage("no Hugging Face model directory given");
-  if (options.out_dir.empty()) return usage("--out CHECKPOINT_DIR is required");
-  auto step_dir = ImportHf(options);
-  if (!step_dir.ok()) {
-    std::fprintf(stderr, "tessera import-hf: error: %s\n", std::string(step_dir.status().message()).c_str());
-    const absl::StatusCode code = step_dir.status().code();
-    return code == absl::StatusCode::kInvalidArgument || code == absl::StatusCode::kNotFound ? 2 : 1;
-  }
-  TS_LOG(INFO) << "imported " << options.hf_dir << " to " << *step_dir;
-  return 0;
 }
 
 }  // namespace tessera::checkpoint

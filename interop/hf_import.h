@@ -1,5 +1,5 @@
-// `tessera import-hf`: a Hugging Face LlamaForCausalLM directory (config.json and safetensors
-// weights, single file or sharded with an index) to a single-rank Tessera checkpoint at step 0,
+// Imports a Hugging Face LlamaForCausalLM directory (`tessera import-hf`: config.json and
+// safetensors weights, single file or sharded with an index) to a single-rank Tessera checkpoint at step 0,
 // whose saved config holds the model shape (model.* keys) so a run can start from it. Weights
 // become fp32 master weights; the original config.json (and a tokenizer file, if given) are
 // stored as blobs ("hf/config.json", "tokenizer/NAME") so export-hf can restore token ids and
@@ -21,8 +21,5 @@ struct HfImportOptions {
 
 // Returns the step directory written.
 absl::StatusOr<std::string> ImportHf(const HfImportOptions& options);
-
-// tessera import-hf HF_DIR --out CHECKPOINT_DIR [--tokenizer FILE]
-int ImportHfCommand(const std::vector<std::string>& args);
 
 }  // namespace tessera::checkpoint

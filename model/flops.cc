@@ -24,7 +24,9 @@ double PeakTflops(torch::Device device, torch::ScalarType dtype) {
   }
   // CPU: time a square matmul the way the model multiplies at this dtype (bf16 without native
   // bf16 units runs on the fp32 GEMM, see kernels/linear.h); the best of a few repetitions.
-  if (dtype == torch::kBFloat16 && !kernels::CpuHasNativeBf16Matmul()) dtype = torch::kFloat;
+  if (dtype == torch::kBFloat16 && kernels::CpuBf16MatmulPath() == kernels::Bf16MatmulPath::kEmulated) {
+    dtype = torch::kFloat;
+  }
   torch::NoGradGuard no_grad;
   const int64_t n = 1024;
   auto options = torch::TensorOptions().dtype(dtype);

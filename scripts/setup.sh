@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Tessera needs to build and test, idempotently, on Debian 12 or 13:
 # Debian packages (compiler tools, OpenMPI, Abseil, Protobuf, yaml-cpp, Catch2, ccache, gnuplot
-# for `tessera plot`) and a
+# for `tessera plot`, Slurm and munge for the one-node cluster of tests/slurm) and a
 # project virtualenv .venv holding LibTorch (pip package torch) and the Python test peers.
 # Safe to run again: each step checks whether it is already done.
 set -euo pipefail
@@ -16,6 +16,7 @@ APT_PACKAGES=(
   libabsl-dev libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev catch2 libpcre2-dev
   gnuplot-nox
+  slurm-wlm munge
 )
 
 missing=()

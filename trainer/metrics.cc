@@ -17,8 +17,9 @@
 namespace tessera {
 
 std::string MetricsJsonLine(const StepMetrics& m) {
-  // 9 significant digits: a float32 loss reads back exactly; NaN and Infinity as Python writes them.
-  auto number = [](double v) { return JsonNumberAllowNan(v, 9); };
+  // 17 significant digits: every double reads back exactly (exact-resume checks compare them);
+  // NaN and Infinity as Python writes them.
+  auto number = [](double v) { return JsonNumberAllowNan(v, 17); };
   std::string line =
       absl::StrCat("{\"step\": ", m.step, ", \"loss\": ", number(m.loss), ", \"lr\": ", number(m.lr),
                    ", \"grad_norm\": ", number(m.grad_norm), ", \"tokens_per_s\": ", number(m.tokens_per_s),
@@ -37,31 +38,6 @@ std::string MetricsConsoleLine(const StepMetrics& m) {
       m.grad_norm, m.tokens_per_s, 100.0 * m.mfu, m.memory_mb, m.step_time_s);
   if (m.eval_loss) absl::StrAppend(&line, absl::StrFormat(" | eval_loss %.4f", *m.eval_loss));
   return line;
-}
-
-double MemoryInUseMb(torch::Device device) {
-  if (device.is_cuda()) {
-    auto stats = at::accelerator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-    return static_cast<double>(stats.allocated_bytes[0].current) / (1024.0 * 1024.0);
-  }
-  std::ifstream statm("/proc/self/statm");
-  long pages_total = 0, pages_resident = 0;
-  statm >> pages_total >> pages_resident;
-  return static_cast<double>(pages_resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)) /
-         (1024.0 * 1024.0);
-}
-
-double PeakMemoryMb(torch::Device device) {
-  if (device.is_cuda()) {
-    auto stats = at::accelerator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-    return static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024.0);
-  }
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;  // kB
-  }
-  return 0;
 }
 
 }  // namespace tessera

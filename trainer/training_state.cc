@@ -106,8 +106,7 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
   const std::string& where = reader.step_dir();
   for (const ParameterInfo& info : params.infos) {
     auto block = checkpoint::ReadShardSpecBlock(reader, LogicalName(info), info.shard);
-    if (!block.ok())
-      return Annotate(block.status(), absl::StrCat(where, ": "));
+    if (!block.ok()) return Annotate(block.status(), absl::StrCat(where, ": "));
     if (block->sizes() != info.tensor.sizes()) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": tensor ", LogicalName(info), " block of shape ", block->sizes().vec().size(),
@@ -126,8 +125,7 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
     for (auto [prefix, flat] :
          {std::pair<const char*, at::Tensor*>{kExpAvg, &exp_avg}, {kExpAvgSq, &exp_avg_sq}}) {
       auto block = checkpoint::ReadShardSpecBlock(reader, prefix + LogicalName(info), info.shard);
-      if (!block.ok())
-        return Annotate(block.status(), absl::StrCat(where, ": "));
+      if (!block.ok()) return Annotate(block.status(), absl::StrCat(where, ": "));
       flat->narrow(0, offset, info.tensor.numel()).copy_(block->reshape({-1}));
     }
   }

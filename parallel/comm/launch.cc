@@ -149,6 +149,14 @@ absl::StatusOr<LaunchInfo> FromSlurm(const EnvLookup& env, const Source& src) {
   return info;
 }
 
+// srun's MPI plugin and whether its variables reached this process (CheckSrunMpiWireUp).
+void ReadSrunMpi(const EnvLookup& env, LaunchInfo* info) {
+  info->srun_step = true;
+  info->srun_mpi_type = env("SLURM_MPI_TYPE").value_or("");
+  info->has_pmix = env("PMIX_RANK").has_value() || env("PMIX_NAMESPACE").has_value();
+  info->has_pmi = env("PMI_FD").has_value() || env("PMI_RANK").has_value();
+}
+
 }  // namespace
 
 const char* LauncherName(Launcher launcher) {
@@ -413,8 +421,38 @@ absl::StatusOr<LaunchInfo> ParseLaunchEnvironment(const EnvLookup& env) {
     info.node_rank = 0;
     info.num_nodes = 1;
   }
+  if (in_step) ReadSrunMpi(env, &info);
   TS_RETURN_IF_ERROR(ReadRendezvousAndJob(env, &info));
   return info;
+}
+
+absl::Status CheckSrunMpiWireUp(const LaunchInfo& launch) {
+  // An MPI launcher's own variables (mpirun's, PMI's) make the launcher kOpenMpi or kPmi: only
+  // a step that srun started with none of them is in question.
+  if (launch.launcher != Launcher::kSlurm || !launch.srun_step || launch.has_pmix || launch.has_pmi) {
+    return absl::OkStatus();
+  }
+  const std::string plugin = launch.srun_mpi_type.empty()
+                                 ? std::string("SLURM_MPI_TYPE is unset")
+                                 : absl::StrCat("SLURM_MPI_TYPE=", launch.srun_mpi_type);
+  return absl::InvalidArgumentError(
+      absl::StrCat("srun started these ", launch.world_size, " tasks without an MPI plugin (", plugin,
+                   ", no PMIX_RANK or PMI_RANK), so MPI cannot join them and MPI_Init would abort: start the "
+                   "step with `srun --mpi=pmix` (Open MPI built with PMIx, as Debian's and most are; "
+                   "`srun --mpi=list` shows the plugins of this cluster; MPICH or Intel MPI: --mpi=pmi2), or "
+                   "set TESSERA_SRUN_MPI=pmix for scripts/launch/slurm_train.sbatch. A CUDA run needs no MPI "
+                   "(parallel.rendezvous: tcp)"));
+}
+
+std::string SrunMpiWarning(const LaunchInfo& launch, const std::string& mpi_library) {
+  if (!launch.srun_step || !launch.has_pmi || launch.has_pmix) return "";
+  if (mpi_library.rfind("Open MPI", 0) != 0) return "";
+  return absl::StrCat(
+      "srun started this step with PMI-2 (", launch.srun_mpi_type.empty() ? "PMI_FD" : launch.srun_mpi_type,
+      ") but the MPI library is ", mpi_library,
+      ", which joins PMI-2 only when built --with-pmi: if MPI_Init now fails with \"OMPI was not "
+      "built with SLURM's PMI support\", start the step with `srun --mpi=pmix` (or "
+      "TESSERA_SRUN_MPI=pmix for scripts/launch/slurm_train.sbatch)");
 }
 
 absl::StatusOr<LaunchInfo> ParseLaunchEnvironment(const std::map<std::string, std::string>& env) {

@@ -43,6 +43,13 @@ struct LaunchInfo {
   // The variables rank and world size came from, for messages ("OMPI_COMM_WORLD_SIZE").
   std::string rank_variable;
   std::string size_variable;
+  // Inside an srun step (SLURM_STEP_ID set), whatever the launcher: the MPI plugin srun was given
+  // (SLURM_MPI_TYPE, "" when unset) and whether the plugin's variables are there: PMIx's
+  // (srun --mpi=pmix: PMIX_RANK, PMIX_NAMESPACE) or PMI's (--mpi=pmi2: PMI_FD, PMI_RANK).
+  bool srun_step = false;
+  std::string srun_mpi_type;
+  bool has_pmix = false;
+  bool has_pmi = false;
 
   // True when the processes were started by an MPI launcher, so MPI_Init can join them.
   bool launched_by_mpi() const { return launcher == Launcher::kOpenMpi || launcher == Launcher::kPmi; }
@@ -62,6 +69,17 @@ absl::StatusOr<LaunchInfo> ParseLaunchEnvironment(const EnvLookup& env);
 absl::StatusOr<LaunchInfo> ParseLaunchEnvironment(const std::map<std::string, std::string>& env);
 // The process's own environment.
 absl::StatusOr<LaunchInfo> LaunchInfoFromEnvironment();
+
+// Whether MPI_Init can join the processes of `launch`, decided before it is called. A process
+// that srun started learns its MPI rank from srun's MPI plugin; without the plugin's variables
+// (plain srun where the cluster's MpiDefault is none) Open MPI aborts inside MPI_Init with a
+// message about how it was built. That case returns InvalidArgument naming the srun option to
+// use; every other launch is OK.
+absl::Status CheckSrunMpiWireUp(const LaunchInfo& launch);
+// A warning, or "", for the combination that may still fail inside MPI_Init: PMI-2 variables
+// without PMIx ones (srun --mpi=pmi2) and Open MPI as `mpi_library` (MpiRuntime::LibraryVersion),
+// which speaks PMI-2 only when built --with-pmi (Debian's is not; Open MPI 5 never does).
+std::string SrunMpiWarning(const LaunchInfo& launch, const std::string& mpi_library);
 
 // "node[01-04,07],gpu5" -> node01 node02 node03 node04 node07 gpu5. Zero padding follows the
 // range's first number; several bracket groups in one name expand as a product, leftmost slowest.

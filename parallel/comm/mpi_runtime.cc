@@ -10,6 +10,7 @@
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -316,7 +317,8 @@ std::string MpiRuntime::LibraryVersion() {
   char text[MPI_MAX_LIBRARY_VERSION_STRING];
   int len = 0;
   if (MPI_Get_library_version(text, &len) != MPI_SUCCESS) return "MPI (unknown version)";
-  std::string version(text, len);
+  // The length MPI reports counts the terminating NUL (Open MPI's does): take the C string.
+  std::string version(text, strnlen(text, std::min<size_t>(std::max(len, 0), sizeof(text))));
   return version.substr(0, version.find_first_of("\r\n"));
 }
 

@@ -33,6 +33,11 @@ absl::StatusOr<std::shared_ptr<Runtime>> Runtime::Create(const LaunchInfo& launc
   const bool use_mpi = o.mpi == RuntimeOptions::Mpi::kRequired ||
                        (o.mpi == RuntimeOptions::Mpi::kAuto && launch.launched_by_mpi());
   if (use_mpi) {
+    // Open MPI aborts inside MPI_Init when srun gave it no way to join the step: say so first.
+    TS_RETURN_IF_ERROR(CheckSrunMpiWireUp(launch));
+    if (const std::string warning = SrunMpiWarning(launch, MpiRuntime::LibraryVersion()); !warning.empty()) {
+      TS_LOG(WARNING) << warning;
+    }
     TS_ASSIGN_OR_RETURN(runtime->mpi_, MpiRuntime::Initialize(launch, runtime->watchdog_.get()));
     if (runtime->launch_.local_rank < 0 || runtime->launch_.local_size < 0 ||
         runtime->launch_.node_rank < 0 || runtime->launch_.num_nodes < 0) {

@@ -4,6 +4,7 @@
 #include "parallel/comm/watchdog.h"
 
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,18 +19,34 @@
 namespace tessera::parallel {
 namespace {
 
+// Slurm delivers one stop request as two SIGTERMs a few milliseconds apart (at a time limit, a
+// requeue or a cancel, slurmd signals each step once for the event and once to terminate it): a
+// repeat within this window is the same request, not a user insisting.
+constexpr int64_t kRepeatWindowNs = 1'000'000'000;
+
 // Written by the signal handler, read by the watchdog thread.
 std::atomic<int> g_pending_signal{0};
-std::atomic<int> g_signal_count{0};  // SIGTERM and SIGINT received
+std::atomic<int64_t> g_first_stop_ns{0};  // CLOCK_MONOTONIC of the first SIGTERM/SIGINT; 0: none
 struct sigaction g_previous_term, g_previous_int, g_previous_usr1;
 std::atomic<bool> g_handlers_owned{false};
+
+int64_t MonotonicNs() {
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe
+  return static_cast<int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
 
 void OnSignal(int sig) {
   // SIGUSR1 asks for a save; it never replaces a pending request to stop.
   if (sig == SIGUSR1 && g_pending_signal.load() != 0) return;
   g_pending_signal.store(sig);
-  // A second SIGTERM or SIGINT means the user (or launcher) insists: leave at once.
-  if (sig != SIGUSR1 && g_signal_count.fetch_add(1) >= 1) _exit(128 + sig);
+  if (sig == SIGUSR1) return;
+  // A second SIGTERM or SIGINT, past the repeat window, means the user (or launcher) insists:
+  // leave at once.
+  const int64_t now = std::max<int64_t>(MonotonicNs(), 1);
+  int64_t first = 0;
+  if (g_first_stop_ns.compare_exchange_strong(first, now)) return;
+  if (now - first > kRepeatWindowNs) _exit(128 + sig);
 }
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -103,7 +120,20 @@ void Watchdog::Stop() {
   }
   thread_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  if (handlers_installed_) {
+  if (handlers_installed_ && g_pending_signal.load() != 0) {
+    // The process is on its way out because of a signal (a trainer that saved and exits 75). A
+    // launcher's follow-up SIGTERM (srun --kill-on-bad-exit, mpirun, once the first rank has
+    // exited 75) must not turn that exit into a death by signal: ignore them from here on.
+    struct sigaction ignore;
+    std::memset(&ignore, 0, sizeof(ignore));
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGTERM, &ignore, nullptr);
+    sigaction(SIGINT, &ignore, nullptr);
+    sigaction(SIGUSR1, &ignore, nullptr);
+    g_handlers_owned.store(false);
+    handlers_installed_ = false;
+  } else if (handlers_installed_) {
     sigaction(SIGTERM, &g_previous_term, nullptr);
     sigaction(SIGINT, &g_previous_int, nullptr);
     sigaction(SIGUSR1, &g_previous_usr1, nullptr);
@@ -129,7 +159,7 @@ int Watchdog::PendingSignal() { return g_pending_signal.load(); }
 
 void Watchdog::ClearPendingSignalForTest() {
   g_pending_signal.store(0);
-  g_signal_count.store(0);
+  g_first_stop_ns.store(0);
 }
 
 std::shared_ptr<GroupProgress> Watchdog::RegisterGroup(const std::string& name, std::vector<int> world_ranks,

@@ -150,8 +150,11 @@ class Watchdog {
   std::string DescribeActivity() const;
 
   // SIGTERM, SIGINT and SIGUSR1 set a flag that the watchdog thread acts on (see Options); a
-  // second SIGTERM or SIGINT exits at once. Process-wide: one watchdog at a time installs them;
-  // Stop() restores the previous handlers.
+  // second SIGTERM or SIGINT more than a second after the first exits at once (one within the
+  // second is the same request: Slurm sends its SIGTERM twice, milliseconds apart).
+  // Process-wide: one watchdog at a time installs them; Stop() restores the previous handlers,
+  // except after a signal: the process is then leaving because of it, and SIGTERM, SIGINT and
+  // SIGUSR1 stay ignored so that its exit code (75 after a save) stands.
   void InstallSignalHandlers();
   // The last signal received (SIGTERM, SIGINT, SIGUSR1), or 0.
   static int PendingSignal();

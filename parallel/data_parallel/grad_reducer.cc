@@ -13,8 +13,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/logging.h"
 #include "core/status_macros.h"
 
 namespace tessera::parallel {
@@ -41,12 +44,28 @@ struct GradReducer::Bucket {
   at::Tensor Region(const at::Tensor& flat) const { return flat.narrow(0, begin, padded); }
 };
 
+namespace {
+
+// TESSERA_FAULT_REDUCER_DROP_TAIL (grad_reducer.h): how many elements the planted fault leaves
+// unreduced; 0 when unset.
+int64_t FaultDropTailFromEnvironment() {
+  const char* fault = std::getenv("TESSERA_FAULT_REDUCER_DROP_TAIL");
+  int64_t elements = 0;
+  if (fault == nullptr || !absl::SimpleAtoi(fault, &elements) || elements <= 0) return 0;
+  TS_LOG(WARNING) << "TESSERA_FAULT_REDUCER_DROP_TAIL=" << elements << ": the last " << elements
+                  << " element(s) of the first gradient bucket are NOT reduced (a planted bug for tests)";
+  return elements;
+}
+
+}  // namespace
+
 // A reduction in flight, with what must happen when it completes (zero 2: add into the shard).
 struct GradReducer::Pending {
   std::unique_ptr<Work> work;
-  at::Tensor accumulate_into;  // zero 2: the bucket's shard of shard_grads_
-  at::Tensor result;           // zero 2: the reduce-scatter's output
-  at::Tensor keep_alive;       // zero 2: the bucket's gathered gradients, until sent
+  at::Tensor accumulate_into;         // zero 2: the bucket's shard of shard_grads_
+  at::Tensor result;                  // zero 2: the reduce-scatter's output
+  at::Tensor keep_alive;              // zero 2: the bucket's gathered gradients, until sent
+  at::Tensor fault_from, fault_into;  // the planted fault: copied over the result when it lands
 };
 
 GradReducer::GradReducer(Communicator& dp, DataParallelOptions options) : dp_(dp), options_(options) {}
@@ -116,6 +135,7 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
   const at::TensorOptions float_options = params.front().tensor.options().dtype(at::kFloat);
   std::unique_ptr<GradReducer> r(new GradReducer(dp, options));
   r->params_ = std::move(params);
+  r->fault_drop_tail_ = FaultDropTailFromEnvironment();
   size_t late_group = 0;
   std::vector<std::vector<int>> groups = BucketGroups(r->params_, options.bucket_mb, &late_group);
   const auto [total, shard_total] = r->LayOutBuckets(groups, late_group);
@@ -278,11 +298,15 @@ absl::Status GradReducer::Launch(int index) {
   events_.push_back({index, b.padded * static_cast<int64_t>(sizeof(float)), issued_ms});
   auto pending = std::make_unique<Pending>();
   const int64_t shard = b.padded / dp_.size();
+  const int64_t mine = dp_.rank() * shard;
   if (options_.zero == 0) {
+    if (index == 0 && fault_drop_tail_ > 0)
+      PlantFault(b, b.Region(flat_grads_), b.Region(flat_grads_), 0, *pending);
     TS_ASSIGN_OR_RETURN(pending->work, dp_.AllReduceAsync(b.Region(flat_grads_), ReduceOp::kAvg));
   } else if (options_.zero == 1) {
-    TS_ASSIGN_OR_RETURN(pending->work, dp_.ReduceScatterAsync(shard_grads_.narrow(0, b.shard_begin, shard),
-                                                              b.Region(flat_grads_), ReduceOp::kAvg));
+    at::Tensor into = shard_grads_.narrow(0, b.shard_begin, shard);
+    if (index == 0 && fault_drop_tail_ > 0) PlantFault(b, b.Region(flat_grads_), into, mine, *pending);
+    TS_ASSIGN_OR_RETURN(pending->work, dp_.ReduceScatterAsync(into, b.Region(flat_grads_), ReduceOp::kAvg));
   } else {
     // Gather this bucket's gradients into one buffer and free the parameters' own.
     at::Tensor gathered = torch::zeros({b.padded}, flat_params_.options());
@@ -296,10 +320,20 @@ absl::Status GradReducer::Launch(int index) {
     pending->result = torch::empty({shard}, flat_params_.options());
     pending->accumulate_into = shard_grads_.narrow(0, b.shard_begin, shard);
     pending->keep_alive = gathered;
+    if (index == 0 && fault_drop_tail_ > 0) PlantFault(b, gathered, pending->result, mine, *pending);
     TS_ASSIGN_OR_RETURN(pending->work, dp_.ReduceScatterAsync(pending->result, gathered, ReduceOp::kAvg));
   }
   in_flight_.push_back(std::move(pending));
   return absl::OkStatus();
+}
+
+void GradReducer::PlantFault(const Bucket& bucket, const at::Tensor& unreduced, const at::Tensor& reduced,
+                             int64_t reduced_first, Pending& pending) const {
+  const int64_t lo = std::max(bucket.numel - fault_drop_tail_, reduced_first);
+  const int64_t hi = std::min(bucket.numel, reduced_first + reduced.numel());
+  if (lo >= hi) return;  // the tail lies in another rank's shard
+  pending.fault_from = unreduced.narrow(0, lo, hi - lo).clone();
+  pending.fault_into = reduced.narrow(0, lo - reduced_first, hi - lo);
 }
 
 absl::Status GradReducer::FinishBackward(const std::function<absl::Status()>& late_fixup) {
@@ -321,6 +355,7 @@ absl::Status GradReducer::FinishBackward(const std::function<absl::Status()>& la
   for (auto& p : in_flight_) {
     absl::Status s = p->work->Wait();
     if (!s.ok() && status.ok()) status = s;
+    if (s.ok() && p->fault_into.defined()) p->fault_into.copy_(p->fault_from);
     if (s.ok() && p->accumulate_into.defined()) p->accumulate_into.add_(p->result);
   }
   in_flight_.clear();

@@ -32,6 +32,11 @@
 //
 // All ranks of the DP group must construct the reducer with the same bucket layout (the same
 // parameter shapes in the same order) and drive it through the same calls in the same order.
+//
+// Fault injection, for tests only: with TESSERA_FAULT_REDUCER_DROP_TAIL=K in the environment, the
+// last K parameter elements of the first bucket keep this rank's own gradient instead of the
+// reduced one (as if the reduction had skipped them), a deliberately planted bug that the
+// reducer's unit test and the layout-parity suites must catch. A warning says when it is on.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -144,6 +149,11 @@ class GradReducer {
   void AssignOwnedRanges();
   void InstallHooks();
   absl::Status Launch(int bucket);
+  // The planted fault: before bucket 0's reduction is issued, saves its tail of `unreduced` (the
+  // bucket's local gradients) to be copied over `reduced` (the result for the bucket's elements
+  // [reduced_first, reduced_first + reduced.numel())) once it completes.
+  void PlantFault(const Bucket& bucket, const at::Tensor& unreduced, const at::Tensor& reduced,
+                  int64_t reduced_first, Pending& pending) const;
 
   Communicator& dp_;
   DataParallelOptions options_;
@@ -163,6 +173,7 @@ class GradReducer {
   bool backward_started_ = false;
   double backward_ms_ = 0;
   std::vector<std::unique_ptr<Pending>> in_flight_;  // in launch order
+  int64_t fault_drop_tail_ = 0;                      // TESSERA_FAULT_REDUCER_DROP_TAIL (see the file comment)
   std::vector<c10::intrusive_ptr<torch::autograd::Node>> accumulators_;
 };
 

@@ -58,7 +58,7 @@ absl::StatusOr<Action> ParseActionToken(const std::string& token) {
 
 bool Schedule::operator==(const Schedule& other) const {
   return name == other.name && pp == other.pp && v == other.v && microbatches == other.microbatches &&
-         actions == other.actions;
+         actions == other.actions && forward_only == other.forward_only;
 }
 
 std::string Schedule::RankLabel(int64_t rank) const {
@@ -287,6 +287,23 @@ absl::StatusOr<Schedule> GPipeSchedule(int64_t pp, int64_t m) {
     for (int64_t i = 0; i < m; ++i) steps[r].push_back({Act(ActionKind::kBackward, 0, i)});
   }
   return Assemble("gpipe", pp, 1, m, steps);
+}
+
+absl::StatusOr<Schedule> ForwardOnlySchedule(int64_t pp, int64_t m, int64_t v) {
+  if (absl::Status s = CheckSizes(pp, m); !s.ok()) return s;
+  if (v < 1 || v >= kMaxIndex) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("virtual stages must be from 1 to ", kMaxIndex - 1, ", got ", v));
+  }
+  std::vector<Steps> steps(pp);
+  for (int64_t r = 0; r < pp; ++r) {
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t c = 0; c < v; ++c) steps[r].push_back({Act(ActionKind::kForward, c, i)});
+    }
+  }
+  Schedule schedule = Assemble("forward-only", pp, v, m, steps);
+  schedule.forward_only = true;
+  return schedule;
 }
 
 absl::StatusOr<Schedule> OneFOneBSchedule(int64_t pp, int64_t m) {

@@ -180,6 +180,28 @@ int64_t Find(const Positions& position, ActionKind kind, int64_t chunk, int64_t 
   return it == position.end() ? -1 : static_cast<int64_t>(it->second);
 }
 
+// Forward-only schedules (evaluation): the input of micro-batch `mb` of chunk `c`, forwarded at
+// action `f`, is there first, and its activation is sent after it exists.
+absl::Status CheckForwardInputs(const Schedule& s, int64_t r, int64_t c, int64_t mb, int64_t f,
+                                const Positions& position) {
+  auto find = [&](ActionKind kind, int64_t chunk, int64_t m) { return Find(position, kind, chunk, m); };
+  if (ModelChunk(r, c, s.pp) > 0) {
+    const int64_t have =
+        s.pp > 1 ? find(ActionKind::kRecvActivation, c, mb) : find(ActionKind::kForward, c - 1, mb);
+    if (have < 0 || have > f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          At(s, r, f), " needs its input first: '",
+          s.pp > 1 ? Token(ActionKind::kRecvActivation, c, mb) : Token(ActionKind::kForward, c - 1, mb),
+          "' must come before it"));
+    }
+  }
+  if (int64_t sa = find(ActionKind::kSendActivation, c, mb); sa >= 0 && sa < f) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(At(s, r, sa), " sends before its forward, action ", f + 1));
+  }
+  return absl::OkStatus();
+}
+
 // Micro-batch `mb` of the rank's chunk `c`: forwarded and backwarded once, its inputs there
 // before they are used and its outputs sent after they exist.
 absl::Status CheckMicroBatch(const Schedule& s, int64_t r, int64_t c, int64_t mb, const Positions& position) {
@@ -192,6 +214,7 @@ absl::Status CheckMicroBatch(const Schedule& s, int64_t r, int64_t c, int64_t mb
   if (f < 0)
     return absl::InvalidArgumentError(
         absl::StrCat(what, " is never forwarded (no '", Token(ActionKind::kForward, c, mb), "')"));
+  if (s.forward_only) return CheckForwardInputs(s, r, c, mb, f, position);
   if (b < 0 && in < 0 && w < 0) {
     return absl::InvalidArgumentError(absl::StrCat(what, " is never backwarded (no '",
                                                    Token(ActionKind::kBackward, c, mb), "', nor '",
@@ -257,6 +280,16 @@ absl::Status CheckRank(const Schedule& s, int64_t r) {
     auto [it, fresh] = position.emplace(KeyOf(list[i]), i);
     if (!fresh) {
       return absl::InvalidArgumentError(absl::StrCat(At(s, r, i), " repeats action ", it->second + 1));
+    }
+  }
+  if (s.forward_only) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      const ActionKind kind = list[i].kind;
+      if (kind != ActionKind::kForward && kind != ActionKind::kSendActivation &&
+          kind != ActionKind::kRecvActivation) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(At(s, r, i), ": a forward-only schedule has only F, SA and RA actions"));
+      }
     }
   }
   for (int64_t c = 0; c < s.v; ++c) {
@@ -357,11 +390,15 @@ class Simulation {
     for (int64_t r = 0; r < s_.pp; ++r) {
       out_.idle.push_back(out_.makespan - out_.busy[r]);
       idle_total += out_.idle.back();
-      // Live from F until B, or until W when the backward is split (simulator.h).
       int64_t live = 0, peak = 0;
       for (const Action& a : s_.actions[r]) {
         if (a.kind == ActionKind::kForward) peak = std::max(peak, ++live);
-        if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kBackwardWeight) --live;
+        // Live from F until B, or until W when the backward is split (simulator.h); forward-only,
+        // only during its F.
+        if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kBackwardWeight ||
+            (a.kind == ActionKind::kForward && s_.forward_only)) {
+          --live;
+        }
       }
       out_.peak_live.push_back(peak);
     }

@@ -121,4 +121,26 @@ inline TensorSlice RowsSlice(const std::string& name, const at::Tensor& full, in
   return BoxSlice(name, full.sizes().vec(), offset, full.narrow(dim, begin, end - begin).contiguous());
 }
 
+// The tensors "w" [6, 4], its moment "optim.exp_avg/w" (2 w) and "n" [5] as one rank saves them.
+inline std::vector<RankSlices> OneRankLayout(const at::Tensor& w, const at::Tensor& n) {
+  std::vector<RankSlices> ranks(1);
+  ranks[0].tensors = {WholeTensor("w", w), WholeTensor("optim.exp_avg/w", w * 2), WholeTensor("n", n)};
+  return ranks;
+}
+
+// The same tensors as three ranks save them: "w" in row blocks, the moment in uneven flat
+// ranges (ZeRO), "n" replicated on every rank.
+inline std::vector<RankSlices> ThreeRankLayout(const at::Tensor& w, const at::Tensor& n) {
+  std::vector<RankSlices> ranks(3);
+  const int64_t rows[] = {0, 2, 3, 6}, cuts[] = {0, 7, 8, 24};
+  const at::Tensor moment = (w * 2).reshape({-1});
+  for (int r = 0; r < 3; ++r) {
+    ranks[r].tensors.push_back(RowsSlice("w", w, 0, rows[r], rows[r + 1]));
+    ranks[r].tensors.push_back(
+        FlatSlice("optim.exp_avg/w", {6, 4}, cuts[r], moment.slice(0, cuts[r], cuts[r + 1]).contiguous()));
+    ranks[r].tensors.push_back(WholeTensor("n", n));
+  }
+  return ranks;
+}
+
 }  // namespace tessera::checkpoint::testing

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end checks of the `tessera` command line: bad configs and arguments stop with exit
 # code 2 and a message naming the key, file or value, before anything is allocated; `config`
-# prints the effective config; `help` prints usage.
+# prints the effective config; `help` lists every command, and an unknown command exits 2.
 # Usage: cli_test.sh PATH/TO/tessera
 set -uo pipefail
 TESSERA="$1"
@@ -31,7 +31,16 @@ echo "some text" > "$dir/doc.txt"
 
 expect 2 "usage: tessera <command>" -- 
 expect 2 "unknown command 'trian'" -- trian
+expect 2 "unknown command 'trian' (did you mean 'train'?)" -- trian
+expect 2 "unknown command 'frobnicate'" -- frobnicate
 expect 0 "commands:" -- help
+expect 0 "commands:" -- --help
+expect 2 "tessera tokenizer: error: needs a sub-command" -- tokenizer
+expect 2 "unknown sub-command 'trian'" -- tokenizer trian
+expect 0 "usage: tessera tokenizer train --vocab-size N" -- help tokenizer train
+expect 0 "usage: tessera export-hf CHECKPOINT --out DIR" -- export-hf --help
+expect 2 "tessera export-hf: error: --out needs a directory" -- export-hf ckpt --out
+expect 2 "tessera dataset dump: error: --count expects a non-negative integer, got 'x'" -- dataset dump "$dir/doc" --count x
 expect 2 "typo.yaml:7: unknown key 'train.lrr' (did you mean 'train.lr'?)" -- train "$dir/typo.yaml"
 expect 2 "model.dim = 64 is not divisible by model.n_heads = 5" -- train "$dir/heads.yaml"
 expect 2 "config file '$dir/missing.yaml' does not exist" -- train "$dir/missing.yaml"
@@ -46,6 +55,25 @@ expect 2 "no training data: set data.train" -- train --set train.eval_every=0 --
 expect 0 "  lr: 0.25" -- config --set train.lr=0.25 --set "data.train=$dir/doc" --set train.eval_every=0
 expect 0 "train: [{prefix: \"a\", weight: 0.7}, {prefix: \"b\", weight: 0.3}]" -- config --set "data.train=[{prefix: a, weight: 0.7}, {prefix: b, weight: 0.3}]" --set train.eval_every=0
 expect 0 "| \`train.lr\` |" -- config --markdown
+expect 2 "expected 'digest' or 'diff'" -- checkpoint
+expect 2 "unknown action 'dif'" -- checkpoint dif a b
+expect 2 "diff takes 2 checkpoint path(s), got 1" -- checkpoint diff "$dir"
+expect 2 "--step expects a step number, got 'last'" -- checkpoint digest "$dir" --step last
+expect 2 "checkpoint path '$dir/nothing' does not exist" -- checkpoint digest "$dir/nothing"
+expect 2 "has no manifest.pb" -- checkpoint diff "$dir" "$dir" --step 3
+
+# `tessera help` lists every command, each at the start of a line of the list.
+help_text=$("$TESSERA" help)
+for name in train config validate sweep topology tokenize detokenize "tokenizer train" "tokenizer bench" \
+            "tokenizer info" preprocess "dataset info" "dataset dump" plot schedule export-hf import-hf \
+            logits help; do
+  if [[ "$help_text" != *$'\n'"  $name "* ]]; then
+    echo "FAIL: tessera help does not list '$name'"
+    failures=$((failures + 1))
+  else
+    passes=$((passes + 1))
+  fi
+done
 
 echo "$passes passed, $failures failed"
 [[ $failures -eq 0 ]]

@@ -24,8 +24,8 @@ using tessera::kernels::Bf16MatmulPath;
 
 // |actual - ref| <= rel * |ref| + acc * bound elementwise, where `bound` is the exact sum of
 // |products| (fp64) each element accumulates: the form of a floating-point dot product's error.
-bool WithinBound(const torch::Tensor& actual, const torch::Tensor& ref, const torch::Tensor& bound, double rel,
-                 double acc) {
+bool WithinBound(const torch::Tensor& actual, const torch::Tensor& ref, const torch::Tensor& bound,
+                 double rel, double acc) {
   auto err = (actual.to(torch::kDouble) - ref).abs();
   auto limit = rel * ref.abs() + acc * bound;
   const bool ok = (err <= limit).all().item<bool>();
@@ -44,7 +44,7 @@ bool WithinBound(const torch::Tensor& actual, const torch::Tensor& ref, const to
 //    product of two 8-bit significands is exact in fp32); K <= 64 here, K u_fp32 = 2^-18; we allow
 //    2^-16 (a factor 4).
 // Anything coarser (a product done in bf16, a lost term) breaks these by orders of magnitude.
-constexpr double kBf16Rounding = 1.0 / 256;  // 2^-8
+constexpr double kBf16Rounding = 1.0 / 256;        // 2^-8
 constexpr double kFp32Accumulation = 1.0 / 65536;  // 2^-16
 
 void CheckBf16Linear(Bf16MatmulPath path) {
@@ -56,8 +56,8 @@ void CheckBf16Linear(Bf16MatmulPath path) {
   // fp64 references from the bf16-rounded operands, and the sums of |products| per element.
   auto x64 = x.detach().to(torch::kDouble);
   auto w16 = w.detach().to(torch::kBFloat16).to(torch::kDouble);
-  CATCH_CHECK(WithinBound(y, torch::matmul(x64, w16.t()), torch::matmul(x64.abs(), w16.abs().t()), kBf16Rounding,
-                          kFp32Accumulation));
+  CATCH_CHECK(WithinBound(y, torch::matmul(x64, w16.t()), torch::matmul(x64.abs(), w16.abs().t()),
+                          kBf16Rounding, kFp32Accumulation));
 
   auto g = torch::randn({2, 5, 32}).to(torch::kBFloat16);
   auto grads = torch::autograd::grad({y}, {x, w}, {g});
@@ -67,10 +67,11 @@ void CheckBf16Linear(Bf16MatmulPath path) {
   auto x2 = x64.reshape({-1, 64});
   // grad_W = g^T x over 10 rows: kept in fp32 by the emulated path, rounded to bf16 by LibTorch's.
   const double grad_w_rounding = path == Bf16MatmulPath::kNative ? kBf16Rounding : 0.0;
-  CATCH_CHECK(WithinBound(grads[1], torch::mm(g64.t(), x2), torch::mm(g64.abs().t(), x2.abs()), grad_w_rounding,
-                          kFp32Accumulation));
+  CATCH_CHECK(WithinBound(grads[1], torch::mm(g64.t(), x2), torch::mm(g64.abs().t(), x2.abs()),
+                          grad_w_rounding, kFp32Accumulation));
   CATCH_CHECK(WithinBound(grads[0], torch::matmul(g.to(torch::kDouble), w16),
-                          torch::matmul(g.to(torch::kDouble).abs(), w16.abs()), kBf16Rounding, kFp32Accumulation));
+                          torch::matmul(g.to(torch::kDouble).abs(), w16.abs()), kBf16Rounding,
+                          kFp32Accumulation));
 }
 
 }  // namespace
@@ -88,10 +89,10 @@ CATCH_TEST_CASE("bf16 Linear, native path: LibTorch's bf16 GEMM within bf16 roun
 CATCH_TEST_CASE("the default bf16 path follows the CPU unless TESSERA_BF16_MATMUL forces one") {
   const char* forced = std::getenv("TESSERA_BF16_MATMUL");
   const std::string name = forced ? forced : "";
-  const Bf16MatmulPath expected = name == "native"     ? Bf16MatmulPath::kNative
-                                  : name == "emulated" ? Bf16MatmulPath::kEmulated
+  const Bf16MatmulPath expected = name == "native"                             ? Bf16MatmulPath::kNative
+                                  : name == "emulated"                         ? Bf16MatmulPath::kEmulated
                                   : tessera::kernels::CpuHasNativeBf16Matmul() ? Bf16MatmulPath::kNative
-                                                                                : Bf16MatmulPath::kEmulated;
+                                                                               : Bf16MatmulPath::kEmulated;
   CATCH_CHECK(tessera::kernels::CpuBf16MatmulPath() == expected);
   CATCH_CHECK(tessera::kernels::DescribeCpuBf16MatmulPath().find(
                   expected == Bf16MatmulPath::kNative ? "native" : "emulated") == 0);

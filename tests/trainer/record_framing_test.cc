@@ -42,3 +42,38 @@ CATCH_TEST_CASE("record framing appends after existing bytes") {
   CATCH_CHECK(Hex(out.substr(6)) ==
               "0500000000000000eab2043e68656c6c6fbb1f1c19000000000000000029039807d8ea82a2");
 }
+
+CATCH_TEST_CASE("records read back as written; a torn or corrupted record is told apart") {
+  using tessera::tensorboard::FramedRead;
+  using tessera::tensorboard::ReadFramedRecord;
+  std::string file;
+  AppendFramedRecord("hello", &file);
+  AppendFramedRecord("", &file);
+  AppendFramedRecord("world!", &file);
+  size_t offset = 0;
+  std::string_view payload;
+  CATCH_CHECK(ReadFramedRecord(file, &offset, &payload) == FramedRead::kRecord);
+  CATCH_CHECK(payload == "hello");
+  CATCH_CHECK(ReadFramedRecord(file, &offset, &payload) == FramedRead::kRecord);
+  CATCH_CHECK(payload.empty());
+  CATCH_CHECK(ReadFramedRecord(file, &offset, &payload) == FramedRead::kRecord);
+  CATCH_CHECK(payload == "world!");
+  CATCH_CHECK(offset == file.size());
+  CATCH_CHECK(ReadFramedRecord(file, &offset, &payload) == FramedRead::kEnd);
+
+  // Cut anywhere inside the last record: torn, and the offset stays at the record's start.
+  const size_t last = FramedRecordSize(5) + FramedRecordSize(0);
+  for (size_t cut = last + 1; cut < file.size(); ++cut) {
+    size_t at = last;
+    CATCH_CHECK(ReadFramedRecord(std::string_view(file).substr(0, cut), &at, &payload) == FramedRead::kTorn);
+    CATCH_CHECK(at == last);
+  }
+  // A flipped bit in the length, its checksum, the data or the data's checksum.
+  for (size_t byte : {size_t{0}, size_t{9}, size_t{13}, FramedRecordSize(5) - 1}) {
+    std::string bad = file;
+    bad[byte] = static_cast<char>(bad[byte] ^ 0x10);
+    size_t at = 0;
+    CATCH_CHECK(ReadFramedRecord(bad, &at, &payload) == FramedRead::kCorrupt);
+    CATCH_CHECK(at == 0);
+  }
+}

@@ -3,12 +3,17 @@
 
   * exact resume: in every parallel mode, a run of N steps and the same run stopped at step k and
     resumed from its checkpoint give bit-identical losses and gradient norms for steps k+1..N
-    (same layout, same arithmetic: nothing may differ at all);
+    (same layout, same arithmetic: nothing may differ at all), and end in bit-identical state:
+    both save a checkpoint after step N, and the digest of every parameter and AdamW moment
+    (`tessera checkpoint digest`: a 64-bit hash of each whole tensor's bytes) must be equal;
   * resharding: a checkpoint saved with TP2 x PP2 x DP2 continues under other layouts (1 rank,
     TP4 x DP2, PP4 x DP2) within the layout-parity tolerance of the uninterrupted run;
   * preemption: SIGTERM to a 2-rank run makes every rank save a complete checkpoint and exit
     with 75 (requeue); rerunning the same command resumes and reaches the uninterrupted run's
-    final loss exactly.
+    final loss and final state (every tensor's digest) exactly.
+
+metrics.jsonl holds every number in its shortest round-trip form, so the loss and gradient-norm
+comparisons below are comparisons of the doubles themselves.
 
 Usage: resume_test.py TESSERA MPIEXEC SUITE   (SUITE: exact | reshard | signal)
 """
@@ -27,7 +32,7 @@ STEPS = 12
 BASE = ["model.dim=64", "model.n_layers=8", "model.n_heads=4", "model.n_kv_heads=2", "model.ffn_dim=160",
         "model.vocab_size=4224", "train.seq_len=32", "train.global_batch=8", f"train.steps={STEPS}",
         "train.warmup_steps=3", "train.lr=3e-3", "train.min_lr=3e-4", "train.log_every=1", "train.eval_every=0",
-        "train.threads=1", "train.peak_tflops=1", "checkpoint.keep=0",
+        "train.threads=1", "train.peak_tflops=1", "checkpoint.keep=0", "checkpoint.at_end=true",
         f"data.train=[{{prefix: {DATA}/text, weight: 0.6}}, {{prefix: {DATA}/code, weight: 0.4}}]"]
 # As in layout_parity_test.py: fp32 reassociation across layouts, amplified by AdamW over steps.
 LOSS_ATOL, GRAD_NORM_RTOL = 2e-4, 3e-3
@@ -76,6 +81,34 @@ def compare(name, full, resumed, first_step, exact):
         failures.append(name)
 
 
+def digests(run_dir):
+    """{tensor name: (dtype, shape, digest)} of the checkpoint saved after step STEPS."""
+    args = [TESSERA, "checkpoint", "digest", os.path.join(run_dir, "checkpoints"), "--step", str(STEPS), "--json"]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        print(f"`{' '.join(args)}` exited {p.returncode}: {p.stderr[-2000:]}")
+        return None
+    return {t["name"]: (t["dtype"], tuple(t["shape"]), t["digest"]) for t in json.loads(p.stdout)["tensors"]}
+
+
+def compare_state(name, full_dir, resumed_dir):
+    """Every parameter and AdamW moment at the end of both runs: bit-identical."""
+    a, b = digests(full_dir), digests(resumed_dir)
+    if a is None or b is None:
+        failures.append(name)
+        print(f"FAIL {name}: no final checkpoint to compare")
+        return
+    differing = sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))
+    moments = sum(1 for n in a if n.startswith("optim."))
+    ok = not differing and moments > 0 and len(a) > moments
+    print(f"  {'ok  ' if ok else 'FAIL'} {name}: final state, {len(a) - moments} parameters and {moments} "
+          f"AdamW moments: {len(differing)} digest(s) differ")
+    if not ok:
+        failures.append(name)
+        for n in differing[:10]:
+            print(f"    {n}: {a.get(n, 'missing')} vs {b.get(n, 'missing')}")
+
+
 LAYOUTS = {
     "single": (1, ["train.micro_batch=4"]),
     "dp2-zero0": (2, ["train.micro_batch=2"]),
@@ -110,6 +143,7 @@ def main():
                 if train(name + " (resumed)", ranks, part_dir, layout + [f"checkpoint.resume={ckpt}"]) is None:
                     continue
                 compare(f"{name}: resume at step 5", metrics(full_dir), metrics(part_dir), 6, exact=True)
+                compare_state(f"{name}: resume at step 5", full_dir, part_dir)
             # An asynchronous save of the same state writes the same tensors: resuming from it is
             # just as exact.
             ranks, layout = LAYOUTS["dp2-zero1"]
@@ -119,6 +153,7 @@ def main():
                 resumed = os.path.join(tmp, "async-resumed")
                 if train("async (resumed)", ranks, resumed, layout + [f"checkpoint.resume={ckpt}"]) is not None:
                     compare("async save, resume at step 5", metrics(async_dir), metrics(resumed), 6, exact=True)
+                    compare_state("async save, resume at step 5", async_dir, resumed)
         elif SUITE == "reshard":
             reference = os.path.join(tmp, "reference")
             if train("reference", 1, reference, LAYOUTS["single"][1]) is None:
@@ -152,7 +187,7 @@ def main():
             # Longer sequences: ~1 s steps, so the signal lands mid-run.
             layout = layout + ["train.seq_len=256"]
             full = os.path.join(tmp, "full")
-            if train("uninterrupted", ranks, full, layout + ["checkpoint.at_end=false"]) is None:
+            if train("uninterrupted", ranks, full, layout) is None:
                 sys.exit(1)
             run_dir = os.path.join(tmp, "preempted")
             args = command(ranks, run_dir, layout)
@@ -188,6 +223,7 @@ def main():
                           f"uninterrupted run's final loss ({metrics(run_dir)[STEPS]['loss']} vs {metrics(full)[STEPS]['loss']})")
                     if not ok:
                         failures.append("signal resume")
+                    compare_state("rerun after the signal", full, run_dir)
         else:
             sys.exit(f"unknown suite {SUITE}")
     if failures:

@@ -5,7 +5,7 @@
     the step is counted and logged as skipped, the weights are untouched, training goes on and
     the later losses are finite;
   * NaN gradients at more steps in a row than train.max_skips end every rank with exit code 4
-    (diverged) and a message that names the count and what to do;
+    (diverged) and a message that names the count and what to do, printed once (by rank 0);
   * with train.on_divergence: rollback, the run reloads its last checkpoint instead, skips the
     data that diverged, and completes;
   * the run's TensorBoard event files hold exactly the scalars of its metrics.jsonl (read by the
@@ -86,6 +86,8 @@ with tempfile.TemporaryDirectory(prefix="tessera_outcomes_") as tmp:
     p = train(run, ["train.max_skips=2"], {"TESSERA_FAULT_NAN_GRAD_STEPS": "2,3,4"})
     check(p.returncode == 4, f"NaN steps beyond max_skips: exit 4 (got {p.returncode})")
     check("training diverged: 3 updates in a row skipped" in p.stderr, "the divergence message names the count")
+    check(p.stderr.count("tessera: error: training diverged") == 1,
+          "the divergence, which every rank decides alike, is reported once (by rank 0)")
 
     # The rollback policy: two poisoned steps in a row beyond max_skips 1 reload the step-4
     # checkpoint and go on with the data after the offending batches.

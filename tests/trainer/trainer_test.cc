@@ -1,7 +1,7 @@
 // Tests of trainer/trainer as one process: a fixed batch is overfit to near-zero loss, the
 // default config's loss falls well below its start on the sample data, the run directory holds
 // the effective config and metrics, and bad data is reported before the model is built.
-// (Multi-rank runs are compared with this single-process run in tests/trainer/parity_test.sh.)
+// (Multi-rank runs are compared with this single-process run in tests/trainer/layout_parity_test.py.)
 #include "trainer/trainer.h"
 
 #include <torch/torch.h>

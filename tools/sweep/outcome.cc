@@ -116,7 +116,7 @@ std::string LastLineWith(const std::string& text, std::initializer_list<const ch
   return "";
 }
 
-// "tessera: error: X" -> "X"; other lines unchanged.
+// "tessera train: error: X" -> "X"; other lines unchanged.
 std::string WithoutErrorPrefix(std::string line) {
   const size_t at = line.find("error: ");
   if (at != std::string::npos) line = line.substr(at + 7);

@@ -7,11 +7,13 @@
 
 #include "tests/catch_compat.h"
 
+using tessera::parallel::CheckSrunMpiWireUp;
 using tessera::parallel::ExpandSlurmNodeList;
 using tessera::parallel::ExpandSlurmTasksPerNode;
 using tessera::parallel::Launcher;
 using tessera::parallel::LaunchInfo;
 using tessera::parallel::ParseLaunchEnvironment;
+using tessera::parallel::SrunMpiWarning;
 using Env = std::map<std::string, std::string>;
 using Names = std::vector<std::string>;
 
@@ -116,6 +118,67 @@ CATCH_TEST_CASE("Slurm srun task: rank, local rank, node and node list") {
   CATCH_CHECK_FALSE(info->launched_by_mpi());
   CATCH_CHECK(info->Describe() ==
               "Slurm: rank 5 of 7 (local 1 of 2, node 2 of 4 'node03'), job slurm-12345.2.r1, restart 1");
+}
+
+CATCH_TEST_CASE("an srun step without an MPI plugin is refused before MPI_Init, naming --mpi=pmix") {
+  // What srun sets for each --mpi plugin (Slurm 22.05, seen on a real step): none sets nothing,
+  // pmi2 sets PMI_FD, PMI_JOBID, PMI_RANK, PMI_SIZE, pmix sets PMIX_RANK, PMIX_NAMESPACE, ...
+  const Env step = {{"SLURM_PROCID", "1"},
+                    {"SLURM_NTASKS", "2"},
+                    {"SLURM_STEP_ID", "0"},
+                    {"SLURM_LOCALID", "1"},
+                    {"SLURM_NODEID", "0"},
+                    {"SLURM_JOB_ID", "40"},
+                    {"SLURM_STEP_TASKS_PER_NODE", "2"}};
+  auto plain = ParseLaunchEnvironment(step);
+  CATCH_REQUIRE(plain.ok());
+  CATCH_CHECK(plain->srun_step);
+  CATCH_CHECK_FALSE(plain->has_pmix);
+  const absl::Status refused = CheckSrunMpiWireUp(*plain);
+  CATCH_CHECK(refused.code() == absl::StatusCode::kInvalidArgument);  // exit code 2
+  CATCH_CHECK(Contains(refused, "srun started these 2 tasks without an MPI plugin (SLURM_MPI_TYPE is unset"));
+  CATCH_CHECK(Contains(refused, "srun --mpi=pmix"));
+  CATCH_CHECK(Contains(refused, "TESSERA_SRUN_MPI=pmix"));
+
+  Env none = step;
+  none["SLURM_MPI_TYPE"] = "none";
+  CATCH_CHECK(Contains(CheckSrunMpiWireUp(*ParseLaunchEnvironment(none)), "(SLURM_MPI_TYPE=none,"));
+
+  Env pmix = step;
+  pmix["SLURM_MPI_TYPE"] = "pmix";
+  pmix["PMIX_RANK"] = "1";
+  pmix["PMIX_NAMESPACE"] = "slurm.pmix.40.0";
+  auto with_pmix = ParseLaunchEnvironment(pmix);
+  CATCH_REQUIRE(with_pmix.ok());
+  CATCH_CHECK(with_pmix->launcher == Launcher::kSlurm);
+  CATCH_CHECK(with_pmix->has_pmix);
+  CATCH_CHECK(CheckSrunMpiWireUp(*with_pmix).ok());
+  CATCH_CHECK(SrunMpiWarning(*with_pmix, "Open MPI v4.1.4, package: Debian OpenMPI").empty());
+
+  Env pmi2 = step;
+  pmi2["SLURM_MPI_TYPE"] = "pmi2";
+  pmi2["PMI_FD"] = "11";
+  pmi2["PMI_RANK"] = "1";
+  pmi2["PMI_SIZE"] = "2";
+  auto with_pmi2 = ParseLaunchEnvironment(pmi2);
+  CATCH_REQUIRE(with_pmi2.ok());
+  CATCH_CHECK(with_pmi2->launcher == Launcher::kPmi);
+  CATCH_CHECK(CheckSrunMpiWireUp(*with_pmi2).ok());
+  // Open MPI may not speak PMI-2: a warning before MPI_Init; MPICH does.
+  const std::string warning = SrunMpiWarning(*with_pmi2, "Open MPI v4.1.4, package: Debian OpenMPI");
+  CATCH_CHECK(warning.find("srun --mpi=pmix") != std::string::npos);
+  CATCH_CHECK(SrunMpiWarning(*with_pmi2, "MPICH Version: 4.0.2").empty());
+
+  // mpirun inside an allocation: its ranks carry the step variables of mpirun's daemons.
+  Env mpirun = step;
+  mpirun["OMPI_COMM_WORLD_RANK"] = "1";
+  mpirun["OMPI_COMM_WORLD_SIZE"] = "2";
+  CATCH_CHECK(CheckSrunMpiWireUp(*ParseLaunchEnvironment(mpirun)).ok());
+  // No launcher, and the batch script itself: nothing to check.
+  CATCH_CHECK(CheckSrunMpiWireUp(*ParseLaunchEnvironment(Env{})).ok());
+  CATCH_CHECK(CheckSrunMpiWireUp(*ParseLaunchEnvironment(Env{
+                                     {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "8"}, {"SLURM_JOB_ID", "7"}}))
+                  .ok());
 }
 
 CATCH_TEST_CASE("Slurm's batch script (no step) is not an srun task") {

@@ -4,8 +4,12 @@
 #include "parallel/comm/watchdog.h"
 
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -219,4 +223,69 @@ CATCH_TEST_CASE(
   CATCH_CHECK(Has(report, "all_reduce #1 (int64[1], sum) of group world"));
   watchdog.Stop();
   Watchdog::ClearPendingSignalForTest();
+}
+
+namespace {
+
+// Runs `body` in a child process with the watchdog's handlers installed over the default ones
+// (not started: only the handlers are under test) and returns its exit code, or 128 + the
+// signal that ended it.
+int ExitCodeOfChild(const std::function<void(Watchdog&)>& body) {
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    for (int sig : {SIGTERM, SIGINT, SIGUSR1}) signal(sig, SIG_DFL);
+    Watchdog::Options o;
+    o.exit_on_signal = false;
+    Watchdog watchdog(o);
+    watchdog.InstallSignalHandlers();
+    body(watchdog);
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("two SIGTERMs milliseconds apart are one request; another a second later exits at once") {
+  // Slurm's time limit and requeue: slurmd signals the step twice, about 10 ms apart.
+  CATCH_CHECK(ExitCodeOfChild([](Watchdog&) {
+                raise(SIGTERM);
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                raise(SIGTERM);
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+              }) == 0);
+  // A user who insists, or a launcher that follows up.
+  CATCH_CHECK(ExitCodeOfChild([](Watchdog&) {
+                raise(SIGTERM);
+                std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+                raise(SIGTERM);
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+              }) == 143);
+  // SIGUSR1 (a save request) never counts towards it.
+  CATCH_CHECK(ExitCodeOfChild([](Watchdog&) {
+                raise(SIGUSR1);
+                std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+                raise(SIGTERM);
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+              }) == 0);
+}
+
+CATCH_TEST_CASE("after a signal, Stop() leaves SIGTERM ignored so that the exit code stands") {
+  // srun --kill-on-bad-exit sends SIGTERM to the other ranks as soon as one exits 75.
+  CATCH_CHECK(ExitCodeOfChild([](Watchdog& watchdog) {
+                raise(SIGUSR1);
+                watchdog.Stop();
+                raise(SIGTERM);
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                _exit(75);
+              }) == 75);
+  // Without a signal, Stop() gives the previous (default) handlers back.
+  CATCH_CHECK(ExitCodeOfChild([](Watchdog& watchdog) {
+                watchdog.Stop();
+                raise(SIGTERM);
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+              }) == 143);
 }

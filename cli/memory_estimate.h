@@ -1,0 +1,63 @@
+// The arithmetic behind `tessera validate`'s size and memory figures: parameters per rank under
+// tensor and pipeline parallelism, and a per-rank memory estimate per pipeline stage.
+//
+// The memory estimate per rank, in bytes, for the parameters P this rank holds:
+//   weights 4 P (fp32 master weights), gradients 4 P (/ dp under parallel.zero 2), AdamW moments
+//   8 P (/ dp under parallel.zero >= 1), activations per layer and micro-batch after Korthikanti
+//   et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", 16-bit
+//   activations, no recomputation): s b h (34 + 5 a s / h); with tensor parallelism t,
+//   s b h (10 + 24 / t + 5 a s / (h t)); with sequence parallelism too, s b h (34 + 5 a s / h) / t.
+//   fp32 runs store 4-byte activations: twice that. Times the layers on the rank and the
+//   micro-batches in flight at the schedule's peak (1 without pipeline parallelism; the
+//   simulated peak otherwise: pp on the first stage for 1F1B), plus the last stage's fp32 logits
+//   for one micro-batch. The 5 a s / h term is the s x s attention scores; a fused (flash)
+//   attention kernel, which LibTorch's scaled_dot_product_attention picks for bf16 on recent
+//   GPUs, never stores them, so the estimate is given with and without it. Communication
+//   buffers, the allocator's fragmentation and the CUDA context are not counted.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "parallel/pipeline/partition.h"
+
+namespace tessera::cli {
+
+// Parameters of one transformer layer on one of `tp` tensor-parallel ranks. Query heads and the
+// MLP's hidden features split over the ranks; with fewer key/value heads than ranks each rank
+// holds one (replicated); the two RMSNorm weights are replicated.
+struct LayerShare {
+  int64_t matmul = 0;
+  int64_t norms = 0;
+  int64_t total() const { return matmul + norms; }
+};
+LayerShare LayerPerRank(const ModelConfig& m, int64_t tp);
+
+// Vocabulary rows per rank of the vocab-parallel embedding and head (padded to a multiple of tp).
+int64_t VocabRowsPerRank(const ModelConfig& m, int64_t tp);
+
+// Activation bytes of one layer for one micro-batch (the formula above).
+double LayerActivationBytes(const Config& c, int64_t tp, bool fused_attention);
+
+// What each tp x dp rank of one pipeline stage holds, in bytes.
+struct StageRow {
+  int64_t stage = 0;
+  std::string layers_text;  // "[0, 4) +emb", "6 in 2 chunks +head"
+  int64_t layers = 0;
+  bool embedding = false;
+  bool head = false;
+  int64_t params = 0;
+  int64_t in_flight = 1;  // chunk activations at the schedule's peak
+  double weights = 0, grads = 0, adam = 0, act = 0, act_fused = 0;
+  double total() const { return weights + grads + adam + act; }
+  double total_fused() const { return weights + grads + adam + act_fused; }
+};
+
+// One row per pipeline stage, for the layers `partition` gives it and `peak_in_flight[stage]`
+// micro-batches in flight, with `dp` data-parallel ranks sharing the optimizer state.
+std::vector<StageRow> StageMemory(const Config& c, const parallel::pipeline::Partition& partition,
+                                  const std::vector<int64_t>& peak_in_flight, int64_t dp);
+
+}  // namespace tessera::cli
