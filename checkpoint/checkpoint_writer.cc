@@ -90,6 +90,61 @@ absl::StatusOr<std::vector<std::string>> GatherToRoot(parallel::Communicator& co
   return out;
 }
 
+// The rank reports, parsed; an error when one does not parse or some rank failed (then the
+// first failure's code and message, and how many more failed).
+absl::StatusOr<std::vector<RankReport>> ParseReports(const std::vector<std::string>& reports, int64_t step,
+                                                     const std::string& dir) {
+  std::vector<RankReport> parsed;
+  std::string first_error;
+  absl::StatusCode first_code = absl::StatusCode::kDataLoss;
+  int failed = 0;
+  for (size_t r = 0; r < reports.size(); ++r) {
+    TS_ASSIGN_OR_RETURN(RankReport p, ParseRankReport(reports[r], static_cast<int>(r)));
+    if (!p.error.empty() && failed++ == 0) {
+      first_error = absl::StrCat("rank ", r, ": ", p.error);
+      if (p.error_code != 0) first_code = static_cast<absl::StatusCode>(p.error_code);
+    }
+    parsed.push_back(std::move(p));
+  }
+  if (failed > 0) {
+    return absl::Status(
+        first_code,
+        absl::StrCat("checkpoint step ", step, " in '", dir, "' was not committed: ", first_error,
+                     failed > 1 ? absl::StrCat(" (and ", failed - 1, " more ranks failed)") : ""));
+  }
+  return parsed;
+}
+
+// The manifest of `state` before the rank reports are merged into it.
+Manifest NewManifest(const SaveState& state, int world_size) {
+  Manifest m;
+  m.step = state.step;
+  m.consumed_samples = state.consumed_samples;
+  m.data_position = state.data_position;
+  m.config_yaml = state.config_yaml;
+  m.layout = state.layout;
+  m.layout.world_size = world_size;
+  m.created_unix_time =
+      state.created_unix_time != 0 ? state.created_unix_time : static_cast<int64_t>(std::time(nullptr));
+  m.writer = absl::StrCat("tessera ", parallel::TesseraRevision());
+  return m;
+}
+
+// Housekeeping after a commit: failures here cost disk space, not the checkpoint, so they are
+// logged only.
+void CleanUpAfterCommit(const std::string& step_dir, const Manifest& m, const std::string& dir, int keep,
+                        int64_t step) {
+  if (absl::Status s = RemoveUnreferencedFiles(step_dir, m); !s.ok()) {
+    TS_LOG(WARNING) << "checkpoint cleanup: " << s.message();
+  }
+  auto removed = ApplyRetention(dir, keep, step);
+  if (!removed.ok()) {
+    TS_LOG(WARNING) << "checkpoint retention: " << removed.status().message();
+  } else {
+    for (const std::string& path : *removed) TS_LOG(INFO) << "removed old checkpoint " << path;
+  }
+}
+
 }  // namespace
 
 struct CheckpointWriter::Staged {
@@ -117,7 +172,7 @@ absl::Status CheckpointWriter::Wait() {
 absl::Status CheckpointWriter::Save(SaveState state) {
   if (absl::Status previous = Wait(); !previous.ok()) {
     return Annotate(previous, absl::StrCat("the previous checkpoint save (step ", async_step_,
-                                              ") failed; step ", state.step, " was not started: "));
+                                           ") failed; step ", state.step, " was not started: "));
   }
   auto staged = std::make_shared<Staged>();
   staged->step_dir = StepDirPath(options_.dir, state.step);
@@ -170,6 +225,24 @@ absl::Status CheckpointWriter::WriteLocal(const Staged& staged, RankReport& repo
   return absl::OkStatus();
 }
 
+// Rank 0: merges the reports into the manifest and writes it, which commits the checkpoint.
+absl::Status CheckpointWriter::Commit(const Staged& staged, const std::vector<std::string>& reports,
+                                      const std::string& manifest_path, uint64_t* total_bytes) {
+  const SaveState& state = staged.state;
+  TS_ASSIGN_OR_RETURN(std::vector<RankReport> parsed, ParseReports(reports, state.step, options_.dir));
+  Manifest m = NewManifest(state, comm_.size());
+  absl::Status outcome = MergeRankReports(parsed, m, manifest_path);
+  if (outcome.ok()) {
+    outcome = WriteFileDurable(manifest_path, SerializeManifest(m), [&] { Hook("manifest_before_rename"); });
+  }
+  if (!outcome.ok())
+    return Annotate(outcome, absl::StrCat("checkpoint step ", state.step, " was not committed: "));
+  Hook("committed");
+  for (const ShardFileEntry& f : m.files) *total_bytes += f.length;
+  CleanUpAfterCommit(staged.step_dir, m, options_.dir, options_.keep, state.step);
+  return absl::OkStatus();
+}
+
 absl::Status CheckpointWriter::Run(const Staged& staged) {
   const auto start = std::chrono::steady_clock::now();
   const SaveState& state = staged.state;
@@ -206,64 +279,7 @@ absl::Status CheckpointWriter::Run(const Staged& staged) {
   // 4. Rank 0 commits, unless some rank failed.
   absl::Status outcome;
   uint64_t total_bytes = 0;
-  if (comm_.rank() == 0) {
-    std::vector<RankReport> parsed;
-    std::string first_error;
-    absl::StatusCode first_code = absl::StatusCode::kDataLoss;
-    int failed = 0;
-    for (size_t r = 0; r < reports.size() && outcome.ok(); ++r) {
-      auto p = ParseRankReport(reports[r], static_cast<int>(r));
-      if (!p.ok()) {
-        outcome = p.status();
-        break;
-      }
-      if (!p->error.empty() && failed++ == 0) {
-        first_error = absl::StrCat("rank ", r, ": ", p->error);
-        if (p->error_code != 0) first_code = static_cast<absl::StatusCode>(p->error_code);
-      }
-      parsed.push_back(std::move(*p));
-    }
-    if (outcome.ok() && failed > 0) {
-      outcome = absl::Status(
-          first_code,
-          absl::StrCat("checkpoint step ", state.step, " in '", options_.dir,
-                       "' was not committed: ", first_error,
-                       failed > 1 ? absl::StrCat(" (and ", failed - 1, " more ranks failed)") : ""));
-    }
-    if (outcome.ok()) {
-      Manifest m;
-      m.step = state.step;
-      m.consumed_samples = state.consumed_samples;
-      m.data_position = state.data_position;
-      m.config_yaml = state.config_yaml;
-      m.layout = state.layout;
-      m.layout.world_size = comm_.size();
-      m.created_unix_time =
-          state.created_unix_time != 0 ? state.created_unix_time : static_cast<int64_t>(std::time(nullptr));
-      m.writer = absl::StrCat("tessera ", parallel::TesseraRevision());
-      outcome = MergeRankReports(parsed, m, manifest_path);
-      if (outcome.ok()) {
-        outcome =
-            WriteFileDurable(manifest_path, SerializeManifest(m), [&] { Hook("manifest_before_rename"); });
-      }
-      if (!outcome.ok()) {
-        outcome = Annotate(outcome, absl::StrCat("checkpoint step ", state.step, " was not committed: "));
-      } else {
-        Hook("committed");
-        for (const ShardFileEntry& f : m.files) total_bytes += f.length;
-        // Housekeeping after the commit: failures here cost disk space, not the checkpoint.
-        if (absl::Status s = RemoveUnreferencedFiles(staged.step_dir, m); !s.ok()) {
-          TS_LOG(WARNING) << "checkpoint cleanup: " << s.message();
-        }
-        auto removed = ApplyRetention(options_.dir, options_.keep, state.step);
-        if (!removed.ok()) {
-          TS_LOG(WARNING) << "checkpoint retention: " << removed.status().message();
-        } else {
-          for (const std::string& path : *removed) TS_LOG(INFO) << "removed old checkpoint " << path;
-        }
-      }
-    }
-  }
+  if (comm_.rank() == 0) outcome = Commit(staged, reports, manifest_path, &total_bytes);
 
   // 5. Every rank returns rank 0's outcome.
   absl::Status result;

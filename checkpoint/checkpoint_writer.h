@@ -99,6 +99,8 @@ class CheckpointWriter {
   struct Staged;
   absl::Status Run(const Staged& staged);
   absl::Status WriteLocal(const Staged& staged, RankReport& report);
+  absl::Status Commit(const Staged& staged, const std::vector<std::string>& reports,
+                      const std::string& manifest_path, uint64_t* total_bytes);
   void Hook(const std::string& point) const {
     if (options_.fault_hook) options_.fault_hook(point);
   }

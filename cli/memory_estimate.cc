@@ -30,7 +30,7 @@ double LayerActivationBytes(const Config& c, int64_t tp, bool fused_attention) {
     per_sbh = 10.0 + 24.0 / t + scores / t;
   }
   const double bytes = s * b * h * per_sbh;
-  return c.train.precision == "fp32" ? 2.0 * bytes : bytes;
+  return c.train.precision == Precision::kFp32 ? 2.0 * bytes : bytes;
 }
 
 namespace {

@@ -28,6 +28,14 @@ absl::Status RunTrainer(Trainer& trainer) {
   }
 }
 
+// A failure of a rank of a job: printed by rank 0 alone when every rank reached it alike
+// (OnEveryRank); the other ranks keep it in their log files.
+int ReportOnRank(const parallel::ProcessGrid& grid, const absl::Status& status, int code) {
+  if (!IsOnEveryRank(status) || grid.rank() == 0) return ReportError(kName, status, code);
+  TS_LOG(INFO) << "error (every rank; rank 0 reports it): " << status.message();
+  return code;
+}
+
 int Train(const Args& args) {
   auto config = LoadConfigFromArgs(args);
   if (!config.ok()) return ReportError(kName, config.status(), kExitUsage);
@@ -51,15 +59,16 @@ int Train(const Args& args) {
   if ((*grid)->rank() == 0) TS_LOG(INFO) << (*grid)->Summary();
   auto trainer = Trainer::Create(*config, **grid);
   if (absl::Status s = AllRanksOk(**grid, trainer.status()); !s.ok()) {
-    return ReportError(kName, s, InputOrRuntimeExitCode(s));
+    return ReportOnRank(**grid, s, InputOrRuntimeExitCode(s));
   }
   absl::Status status = RunTrainer(**trainer);
   if (!status.ok()) {
     const int code = ExitCodeOf(status, kExitRuntimeError);
     // A failed collective or a bad batch may be this rank's alone: make sure no peer waits.
-    // Divergence is decided alike on every rank (from all-reduced figures): each exits itself.
-    if ((*grid)->world_size() > 1 && code != kExitDiverged && code != kExitPreempted) (*grid)->Abort(status);
-    return ReportError(kName, status, code);
+    // Divergence and preemption are decided alike on every rank (from all-reduced figures):
+    // each exits itself, and rank 0 alone says why.
+    if ((*grid)->world_size() > 1 && !IsOnEveryRank(status)) (*grid)->Abort(status);
+    return ReportOnRank(**grid, status, code);
   }
   TS_LOG(INFO) << "done: " << config->train.steps << " steps; metrics in " << config->train.run_dir
                << "/metrics.jsonl";

@@ -79,8 +79,8 @@ int Invalid(const absl::Status& s) {
 // parallel.pp_schedule names (which must match pp, virtual_stages and the micro-batch count).
 absl::StatusOr<pl::Schedule> ScheduleOf(const Config& c, int64_t microbatches) {
   const ParallelConfig& p = c.parallel;
-  const std::string& name = p.pp_schedule;
-  if (name == "gpipe" || name == "1f1b" || name == "interleaved" || name == "zb-h1") {
+  const std::string name = p.pp_schedule.Text();
+  if (p.pp_schedule.kind != PipelineScheduleKind::kFile) {
     auto s = pl::MakeSchedule(name, p.pp, microbatches, p.virtual_stages);
     if (!s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -139,9 +139,9 @@ absl::StatusOr<Layout> CheckLayout(const Config& c, int64_t world_arg) {
         p.dp == 0 ? " (no --world and parallel.dp auto: assuming dp 1)" : " (tp x pp x dp; no --world)";
   }
   TS_ASSIGN_OR_RETURN(parallel::Topology topology,
-                      parallel::Topology::Create(world, {p.tp, p.pp, p.dp}, p.order));
+                      parallel::Topology::Create(world, {p.tp, p.pp, p.dp}, EnumName(p.order)));
   const int64_t dp = topology.dims().dp;
-  if (world > 1 && p.backend == "local") {
+  if (world > 1 && p.backend == CommBackend::kLocal) {
     return absl::InvalidArgumentError(
         absl::StrCat("parallel.backend = local runs one process, but the world has ", world, " ranks"));
   }
@@ -171,7 +171,7 @@ void PrintTraining(const Config& c, const Layout& layout) {
       Grouped(tokens_per_step).c_str(),
       Short(static_cast<double>(tokens_per_step) * static_cast<double>(tr.steps)).c_str(),
       static_cast<long long>(tr.steps), static_cast<long long>(tr.micro_batch),
-      static_cast<long long>(layout.microbatches), tr.precision.c_str(), static_cast<long long>(p.zero),
+      static_cast<long long>(layout.microbatches), EnumName(tr.precision).c_str(), static_cast<long long>(p.zero),
       p.sequence_parallel && p.tp > 1 ? ", sequence parallel" : "");
   std::printf("        lr %g (warm-up %lld steps, cosine to %g), weight decay %g, grad clip %g\n", tr.lr,
               static_cast<long long>(tr.warmup_steps), tr.min_lr, tr.weight_decay, tr.grad_clip);
@@ -201,7 +201,7 @@ void PrintLayout(const ParallelConfig& p, const Layout& layout) {
       "  every rank: tessera topology --world %lld --set parallel.tp=%lld --set parallel.pp=%lld --set "
       "parallel.order=%s\n",
       static_cast<long long>(layout.world), static_cast<long long>(p.tp), static_cast<long long>(p.pp),
-      p.order.c_str());
+      EnumName(p.order).c_str());
 }
 
 // The partition of the layers over the pipeline stages, and per stage the micro-batches in
@@ -239,7 +239,7 @@ absl::StatusOr<Pipeline> CheckPipeline(const Config& c, int64_t microbatches) {
   std::printf(
       "pipeline: %s, %lld stages x %lld chunk(s), %lld micro-batches per step: bubble %.1f%% (simulated, "
       "backward = 2 x forward, free communication); micro-batches in flight at the peak, per stage: %s\n",
-      p.pp_schedule.c_str(), static_cast<long long>(p.pp), static_cast<long long>(p.virtual_stages),
+      p.pp_schedule.Text().c_str(), static_cast<long long>(p.pp), static_cast<long long>(p.virtual_stages),
       static_cast<long long>(microbatches), 100.0 * sim->bubble_fraction,
       absl::StrJoin(sim->peak_live, " ").c_str());
   if (p.virtual_stages > 1) {

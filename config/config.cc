@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/status_macros.h"
+#include "core/strings.h"
 
 namespace tessera {
 namespace {
@@ -46,8 +47,43 @@ FieldSpec IntOrWord(std::string key, void* (*ref)(Config&), double min, double m
   f.zero_word = std::move(word);
   return f;
 }
-FieldSpec StringList(std::string key, void* (*ref)(Config&), std::string doc) {
-  return FieldSpec{std::move(key), FieldType::kStringList, std::move(doc), {}, 0, 0, false, ref};
+// A closed choice stored as the enum E, spelled EnumNames<E>().
+template <typename E>
+FieldSpec Enum(std::string key, void* (*ref)(Config&), std::string doc) {
+  std::vector<std::string> words;
+  for (std::string_view name : EnumNames<E>()) words.emplace_back(name);
+  FieldSpec f{std::move(key), FieldType::kEnum, std::move(doc), std::move(words), 0, 0, false, ref};
+  f.enum_text = [](const void* field) { return EnumName(*static_cast<const E*>(field)); };
+  f.enum_set = [](void* field, const std::string& word) {
+    const std::span<const std::string_view> names = EnumNames<E>();
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == word) {
+        *static_cast<E*>(field) = static_cast<E>(i);
+        return true;
+      }
+    }
+    return false;
+  };
+  return f;
+}
+// parallel.pp_schedule: a generated schedule's name, or else the path of a schedule file (so
+// the words are open, and the key reads as a string).
+FieldSpec Schedule(std::string key, void* (*ref)(Config&), std::string doc) {
+  FieldSpec f{std::move(key), FieldType::kEnum, std::move(doc), {}, 0, 0, false, ref};
+  f.enum_text = [](const void* field) { return static_cast<const PipelineScheduleChoice*>(field)->Text(); };
+  f.enum_set = [](void* field, const std::string& word) {
+    PipelineScheduleChoice choice{PipelineScheduleKind::kFile, word};
+    const std::span<const std::string_view> names = EnumNames<PipelineScheduleKind>();
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == word) choice = {static_cast<PipelineScheduleKind>(i), ""};
+    }
+    *static_cast<PipelineScheduleChoice*>(field) = choice;
+    return true;
+  };
+  return f;
+}
+FieldSpec IntList(std::string key, void* (*ref)(Config&), std::string doc) {
+  return FieldSpec{std::move(key), FieldType::kIntList, std::move(doc), {}, 0, 0, false, ref};
 }
 FieldSpec CorpusList(std::string key, void* (*ref)(Config&), std::string doc) {
   return FieldSpec{std::move(key), FieldType::kCorpusList, std::move(doc), {}, 0, 0, false, ref};
@@ -96,11 +132,11 @@ std::vector<FieldSpec> BuildSchema() {
       Bool("train.decay_norms_and_embeddings", TS_FIELD_REF(train.decay_norms_and_embeddings),
            "Apply weight decay to norm weights and embeddings too (off: only matrices of linear "
            "layers decay)."),
-      String("train.precision", TS_FIELD_REF(train.precision), {"fp32", "bf16"},
-             "fp32: compute in fp32. bf16: matrix products and attention in bf16, with fp32 master "
-             "weights, fp32 optimizer state and fp32 norm, softmax and loss reductions."),
-      String("train.device", TS_FIELD_REF(train.device), {"auto", "cpu", "cuda"},
-             "auto: CUDA when the LibTorch build and the machine have it, else CPU."),
+      Enum<Precision>("train.precision", TS_FIELD_REF(train.precision),
+                      "fp32: compute in fp32. bf16: matrix products and attention in bf16, with fp32 master "
+                      "weights, fp32 optimizer state and fp32 norm, softmax and loss reductions."),
+      Enum<DeviceChoice>("train.device", TS_FIELD_REF(train.device),
+                         "auto: CUDA when the LibTorch build and the machine have it, else CPU."),
       Int("train.seed", TS_FIELD_REF(train.seed), 0, 9.2e18, "Seed of initialisation and data sampling."),
       Int("train.threads", TS_FIELD_REF(train.threads), 0, 4096, "CPU threads for LibTorch; 0 = all cores."),
       Int("train.log_every", TS_FIELD_REF(train.log_every), 1, 1e12,
@@ -124,10 +160,11 @@ std::vector<FieldSpec> BuildSchema() {
             "always skipped). Active after 10 accepted steps."),
       Int("train.max_skips", TS_FIELD_REF(train.max_skips), 0, 1e9,
           "Skipped updates in a row after which the run is declared diverged (train.on_divergence)."),
-      String("train.on_divergence", TS_FIELD_REF(train.on_divergence), {"stop", "rollback"},
-             "When more than train.max_skips updates in a row were skipped: stop ends the run with "
-             "exit code 4; rollback reloads the newest checkpoint and goes on with the data after "
-             "the offending batches (at most 3 times, then stop)."),
+      Enum<DivergencePolicy>(
+          "train.on_divergence", TS_FIELD_REF(train.on_divergence),
+          "When more than train.max_skips updates in a row were skipped: stop ends the run with "
+          "exit code 4; rollback reloads the newest checkpoint and goes on with the data after "
+          "the offending batches (at most 3 times, then stop)."),
       Bool("train.tensorboard", TS_FIELD_REF(train.tensorboard),
            "Write TensorBoard event files (every metrics.jsonl record's scalars) to the run directory."),
 
@@ -151,13 +188,12 @@ std::vector<FieldSpec> BuildSchema() {
       IntOrWord("parallel.dp", TS_FIELD_REF(parallel.dp), 0, 1 << 20, "auto",
                 "Data-parallel replicas; auto = world size / (tp x pp). The launcher's world size "
                 "must equal tp x pp x dp."),
-      String("parallel.order", TS_FIELD_REF(parallel.order),
-             {"tp-dp-pp", "tp-pp-dp", "dp-tp-pp", "dp-pp-tp", "pp-tp-dp", "pp-dp-tp"},
-             "Rank layout, innermost first: with tp-dp-pp consecutive ranks form a TP group, then "
-             "DP varies, then the pipeline stage. `tessera topology` prints the table."),
-      String("parallel.backend", TS_FIELD_REF(parallel.backend), {"auto", "local", "mpi", "nccl"},
-             "Communication: auto = nccl on CUDA, mpi on CPU with several processes (or under "
-             "mpirun), local for a single process."),
+      Enum<GridOrder>("parallel.order", TS_FIELD_REF(parallel.order),
+                      "Rank layout, innermost first: with tp-dp-pp consecutive ranks form a TP group, then "
+                      "DP varies, then the pipeline stage. `tessera topology` prints the table."),
+      Enum<CommBackend>("parallel.backend", TS_FIELD_REF(parallel.backend),
+                        "Communication: auto = nccl on CUDA, mpi on CPU with several processes (or under "
+                        "mpirun), local for a single process."),
       String("parallel.rendezvous", TS_FIELD_REF(parallel.rendezvous), {},
              "How NCCL's unique id reaches the ranks: auto (MPI under mpirun, else TCP at "
              "MASTER_ADDR:MASTER_PORT), mpi, tcp, or file:PATH on a filesystem all nodes share."),
@@ -170,13 +206,13 @@ std::vector<FieldSpec> BuildSchema() {
       Bool("parallel.sequence_parallel", TS_FIELD_REF(parallel.sequence_parallel),
            "With tp > 1, also split the norm and residual regions along the sequence (Megatron "
            "sequence parallelism); train.seq_len must be divisible by parallel.tp."),
-      String("parallel.pp_schedule", TS_FIELD_REF(parallel.pp_schedule), {},
-             "Pipeline schedule: gpipe, 1f1b, interleaved (needs parallel.virtual_stages > 1), "
-             "zb-h1, or the path of a schedule file (docs/pipeline.md)."),
-      StringList("parallel.pp_layers", TS_FIELD_REF(parallel.pp_layers),
-                 "Explicit layer counts per model chunk in model order (pp x virtual_stages "
-                 "integers summing to model.n_layers, e.g. [9, 8, 8, 7]); empty = balanced by FLOPs "
-                 "(the first stage also holds the embedding, the last the head and the loss)."),
+      Schedule("parallel.pp_schedule", TS_FIELD_REF(parallel.pp_schedule),
+               "Pipeline schedule: gpipe, 1f1b, interleaved (needs parallel.virtual_stages > 1), "
+               "zb-h1, or the path of a schedule file (docs/pipeline.md)."),
+      IntList("parallel.pp_layers", TS_FIELD_REF(parallel.pp_layers),
+              "Explicit layer counts per model chunk in model order (pp x virtual_stages "
+              "integers summing to model.n_layers, e.g. [9, 8, 8, 7]); empty = balanced by FLOPs "
+              "(the first stage also holds the embedding, the last the head and the loss)."),
       Int("parallel.virtual_stages", TS_FIELD_REF(parallel.virtual_stages), 1, 1024,
           "Model chunks per pipeline rank (interleaved schedule)."),
       Int("parallel.zero", TS_FIELD_REF(parallel.zero), 0, 2,
@@ -222,35 +258,10 @@ bool IsSectionPrefix(const std::string& prefix) {
   return false;
 }
 
-size_t EditDistance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
 std::string Suggestion(const std::string& key) {
-  const FieldSpec* best = nullptr;
-  size_t best_distance = 4;  // suggest only close matches
-  for (const FieldSpec& f : ConfigSchema()) {
-    size_t d = EditDistance(key, f.key);
-    const std::string leaf = f.key.substr(f.key.rfind('.') + 1);
-    const std::string key_leaf = key.substr(key.rfind('.') + 1);
-    if (leaf == key_leaf) d = std::min<size_t>(d, 1);  // right name, wrong section
-    if (d < best_distance) {
-      best_distance = d;
-      best = &f;
-    }
-  }
-  return best ? absl::StrCat(" (did you mean '", best->key, "'?)") : "";
+  std::vector<std::string> keys;
+  for (const FieldSpec& f : ConfigSchema()) keys.push_back(f.key);
+  return DidYouMean(key, keys, /*below=*/4, DottedKeyDistance);  // suggest only close matches
 }
 
 std::string TypeName(const FieldSpec& f) {
@@ -262,9 +273,10 @@ std::string TypeName(const FieldSpec& f) {
     case FieldType::kBool:
       return "boolean (true or false)";
     case FieldType::kString:
+    case FieldType::kEnum:
       return f.choices.empty() ? "string" : absl::StrCat("one of ", absl::StrJoin(f.choices, " | "));
-    case FieldType::kStringList:
-      return "list of strings";
+    case FieldType::kIntList:
+      return "list of integers";
     case FieldType::kCorpusList:
       return "list of PREFIX or {prefix, weight}";
   }
@@ -326,19 +338,33 @@ absl::Status SetField(Config& config, const FieldSpec& f, const YAML::Node& node
         *static_cast<std::string*>(target) = value;
         break;
       }
-      case FieldType::kStringList: {
-        std::vector<std::string> values;
+      case FieldType::kEnum: {
+        if (!node.IsScalar() && !node.IsNull()) return type_error();
+        const std::string value = node.IsNull() ? "" : node.Scalar();
+        if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(), value) == f.choices.end()) {
+          return type_error();
+        }
+        if (!f.enum_set(target, value)) return type_error();
+        break;
+      }
+      case FieldType::kIntList: {
+        std::vector<int64_t> values;
+        auto parse_item = [&](const YAML::Node& item) {
+          int64_t value;
+          if (!item.IsScalar() || !YAML::convert<int64_t>::decode(item, value)) return false;
+          values.push_back(value);
+          return true;
+        };
         if (node.IsScalar()) {
-          values.push_back(node.Scalar());
+          if (!parse_item(node)) return type_error();
         } else if (node.IsSequence()) {
           for (const YAML::Node& item : node) {
-            if (!item.IsScalar()) return type_error();
-            values.push_back(item.Scalar());
+            if (!parse_item(item)) return type_error();
           }
         } else if (!node.IsNull()) {
           return type_error();
         }
-        *static_cast<std::vector<std::string>*>(target) = values;
+        *static_cast<std::vector<int64_t>*>(target) = values;
         break;
       }
       case FieldType::kCorpusList: {
@@ -487,15 +513,13 @@ std::string FieldValueText(Config& config, const FieldSpec& f) {
       out << YAML::DoubleQuoted << *static_cast<std::string*>(target);
       return out.c_str();
     }
-    case FieldType::kStringList: {
-      std::vector<std::string> quoted;
-      for (const std::string& s : *static_cast<std::vector<std::string>*>(target)) {
-        YAML::Emitter out;
-        out << YAML::DoubleQuoted << s;
-        quoted.push_back(out.c_str());
-      }
-      return absl::StrCat("[", absl::StrJoin(quoted, ", "), "]");
+    case FieldType::kEnum: {
+      YAML::Emitter out;
+      out << YAML::DoubleQuoted << f.enum_text(target);
+      return out.c_str();
     }
+    case FieldType::kIntList:
+      return absl::StrCat("[", absl::StrJoin(*static_cast<std::vector<int64_t>*>(target), ", "), "]");
     case FieldType::kCorpusList: {
       std::vector<std::string> items;
       for (const CorpusEntry& e : *static_cast<std::vector<CorpusEntry>*>(target)) {
@@ -514,6 +538,38 @@ absl::Status Invalid(const std::string& source, const std::string& message) {
 }
 
 }  // namespace
+
+template <>
+std::span<const std::string_view> EnumNames<Precision>() {
+  static constexpr std::string_view kNames[] = {"fp32", "bf16"};
+  return kNames;
+}
+template <>
+std::span<const std::string_view> EnumNames<DeviceChoice>() {
+  static constexpr std::string_view kNames[] = {"auto", "cpu", "cuda"};
+  return kNames;
+}
+template <>
+std::span<const std::string_view> EnumNames<DivergencePolicy>() {
+  static constexpr std::string_view kNames[] = {"stop", "rollback"};
+  return kNames;
+}
+template <>
+std::span<const std::string_view> EnumNames<CommBackend>() {
+  static constexpr std::string_view kNames[] = {"auto", "local", "mpi", "nccl"};
+  return kNames;
+}
+template <>
+std::span<const std::string_view> EnumNames<GridOrder>() {
+  static constexpr std::string_view kNames[] = {"tp-dp-pp", "tp-pp-dp", "dp-tp-pp",
+                                                "dp-pp-tp", "pp-tp-dp", "pp-dp-tp"};
+  return kNames;
+}
+template <>
+std::span<const std::string_view> EnumNames<PipelineScheduleKind>() {
+  static constexpr std::string_view kNames[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
+  return kNames;
+}
 
 const std::vector<FieldSpec>& ConfigSchema() {
   static const std::vector<FieldSpec>* schema = new std::vector<FieldSpec>(BuildSchema());
@@ -623,7 +679,7 @@ absl::Status ValidateParallelConfig(const Config& config) {
     return Invalid(config.source,
                    absl::StrCat("parallel.rendezvous = '", r, "': expected auto, mpi, tcp or file:PATH"));
   }
-  if (p.backend == "local" && p.tp * p.pp * std::max<int64_t>(p.dp, 1) > 1) {
+  if (p.backend == CommBackend::kLocal && p.tp * p.pp * std::max<int64_t>(p.dp, 1) > 1) {
     return Invalid(config.source,
                    absl::StrCat("parallel.backend = local runs one process, but tp x pp x dp = ", p.tp, " x ",
                                 p.pp, " x ", p.dp == 0 ? "auto" : std::to_string(p.dp), " asks for more"));

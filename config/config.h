@@ -3,13 +3,59 @@
 // validation, the effective-config dump and docs/config.md. Unknown keys are errors.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 
 namespace tessera {
+
+// The closed choices of the schema, typed. Each key's YAML spelling is EnumNames<E>() (in enum
+// order) and EnumName(value); the schema reads and writes these words, so a config file, `--set`
+// and RUN_DIR/config.yaml spell them as before, and code compares enums, never strings.
+enum class Precision { kFp32, kBf16 };                                          // train.precision
+enum class DeviceChoice { kAuto, kCpu, kCuda };                                 // train.device
+enum class DivergencePolicy { kStop, kRollback };                               // train.on_divergence
+enum class CommBackend { kAuto, kLocal, kMpi, kNccl };                          // parallel.backend
+enum class GridOrder { kTpDpPp, kTpPpDp, kDpTpPp, kDpPpTp, kPpTpDp, kPpDpTp };  // parallel.order
+// parallel.pp_schedule: a generated schedule by name, or kFile: a schedule file's path.
+enum class PipelineScheduleKind { kGpipe, k1F1B, kInterleaved, kZbH1, kFile };
+
+template <typename E>
+std::span<const std::string_view> EnumNames();
+template <>
+std::span<const std::string_view> EnumNames<Precision>();
+template <>
+std::span<const std::string_view> EnumNames<DeviceChoice>();
+template <>
+std::span<const std::string_view> EnumNames<DivergencePolicy>();
+template <>
+std::span<const std::string_view> EnumNames<CommBackend>();
+template <>
+std::span<const std::string_view> EnumNames<GridOrder>();
+// The four generated schedules' names; kFile has none (its text is the path).
+template <>
+std::span<const std::string_view> EnumNames<PipelineScheduleKind>();
+
+template <typename E>
+std::string EnumName(E value) {
+  const std::span<const std::string_view> names = EnumNames<E>();
+  const size_t i = static_cast<size_t>(value);
+  return i < names.size() ? std::string(names[i]) : std::string();
+}
+
+// parallel.pp_schedule as written: "1f1b", ..., or the path of a schedule file.
+struct PipelineScheduleChoice {
+  PipelineScheduleKind kind = PipelineScheduleKind::k1F1B;
+  std::string file;  // kind == kFile: the path
+
+  // The YAML text: the schedule's name, or the file's path.
+  std::string Text() const { return kind == PipelineScheduleKind::kFile ? file : EnumName(kind); }
+};
 
 struct ModelConfig {
   int64_t dim = 256;
@@ -40,8 +86,8 @@ struct TrainConfig {
   double adam_eps = 1e-8;
   double grad_clip = 1.0;
   bool decay_norms_and_embeddings = false;
-  std::string precision = "fp32";
-  std::string device = "auto";
+  Precision precision = Precision::kFp32;
+  DeviceChoice device = DeviceChoice::kAuto;
   int64_t seed = 1234;
   int64_t threads = 0;
   int64_t log_every = 10;
@@ -52,7 +98,7 @@ struct TrainConfig {
   int64_t profile_step = 0;
   double spike_factor = 3.0;
   int64_t max_skips = 5;
-  std::string on_divergence = "stop";
+  DivergencePolicy on_divergence = DivergencePolicy::kStop;
   bool tensorboard = true;
 };
 
@@ -76,14 +122,14 @@ struct ParallelConfig {
   int64_t tp = 1;
   int64_t pp = 1;
   int64_t dp = 0;  // 0 = auto: world size / (tp x pp); written "auto"
-  std::string order = "tp-dp-pp";
-  std::string backend = "auto";
+  GridOrder order = GridOrder::kTpDpPp;
+  CommBackend backend = CommBackend::kAuto;
   std::string rendezvous = "auto";
   double comm_timeout_s = 300;
   double startup_timeout_s = 900;
   bool sequence_parallel = false;
-  std::string pp_schedule = "1f1b";
-  std::vector<std::string> pp_layers;  // explicit layer counts per model chunk; empty = balanced
+  PipelineScheduleChoice pp_schedule;
+  std::vector<int64_t> pp_layers;  // explicit layer counts per model chunk; empty = balanced
   int64_t virtual_stages = 1;
   int64_t zero = 0;
   double bucket_mb = 25;
@@ -109,22 +155,27 @@ struct Config {
   std::string source;
 };
 
-enum class FieldType { kInt, kFloat, kBool, kString, kStringList, kCorpusList };
+enum class FieldType { kInt, kFloat, kBool, kString, kEnum, kIntList, kCorpusList };
 
 // One key of the schema. `ref` returns the address of the field inside a Config; its C++ type
-// follows `type` (int64_t, double, bool, std::string, std::vector<std::string>,
-// std::vector<CorpusEntry>).
+// follows `type` (int64_t, double, bool, std::string, an enum of the choices above or
+// PipelineScheduleChoice, std::vector<int64_t>, std::vector<CorpusEntry>).
 struct FieldSpec {
   std::string key;
   FieldType type;
   std::string doc;
-  std::vector<std::string> choices;  // allowed values of a string key; empty = any
+  // The allowed words of a string or enum key; empty = any (an enum key then stores a word that
+  // is not one of its names as a path: parallel.pp_schedule).
+  std::vector<std::string> choices;
   double min = 0;                    // inclusive numeric range, when has_range
   double max = 0;
   bool has_range = false;
   void* (*ref)(Config&);
   // An integer key whose 0 reads and writes as this word (parallel.dp: "auto"); empty = none.
   std::string zero_word = {};
+  // kEnum: the field's text, and setting it from a word (false: not a word it takes).
+  std::string (*enum_text)(const void* field) = nullptr;
+  bool (*enum_set)(void* field, const std::string& word) = nullptr;
 };
 
 const std::vector<FieldSpec>& ConfigSchema();

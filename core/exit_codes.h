@@ -26,6 +26,18 @@ inline absl::Status WithExitCode(absl::Status status, int code) {
   return status;
 }
 
+// A failure every rank of a job reached alike (decided from all-reduced figures, or agreed by a
+// collective): `tessera` prints it once, from rank 0, instead of once per rank.
+inline constexpr char kOnEveryRankPayload[] = "tessera.dev/on_every_rank";
+
+inline absl::Status OnEveryRank(absl::Status status) {
+  status.SetPayload(kOnEveryRankPayload, absl::Cord("1"));
+  return status;
+}
+inline bool IsOnEveryRank(const absl::Status& status) {
+  return status.GetPayload(kOnEveryRankPayload).has_value();
+}
+
 // The exit code a status asks for, or `fallback` when it names none.
 inline int ExitCodeOf(const absl::Status& status, int fallback) {
   if (status.ok()) return kExitOk;

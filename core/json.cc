@@ -115,30 +115,9 @@ class Parser {
         case 't':
           plain = '\t';
           break;
-        case 'u': {
-          uint32_t cp = 0;
-          TS_RETURN_IF_ERROR(Hex4(&cp));
-          if (cp >= 0xD800 && cp <= 0xDBFF) {
-            uint32_t low = 0;
-            if (pos_ + 1 < s_.size() && s_[pos_] == '\\' && s_[pos_ + 1] == 'u') {
-              pos_ += 2;
-              TS_RETURN_IF_ERROR(Hex4(&low));
-              if (low < 0xDC00 || low > 0xDFFF) {
-                pos_ -= 6;
-                return Error("a low surrogate \\uDC00-\\uDFFF after a high surrogate");
-              }
-              cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-            } else {
-              return Error(
-                  "a low surrogate escape after a high surrogate (a lone surrogate is not valid UTF-8)");
-            }
-          } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            pos_ -= 6;
-            return Error("a character, not a lone low surrogate (it is not valid UTF-8)");
-          }
-          if (out) AppendUtf8(cp, out);
+        case 'u':
+          TS_RETURN_IF_ERROR(UnicodeEscape(out));
           continue;
-        }
         default:
           --pos_;
           return Error("one of the escapes \\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX");
@@ -148,6 +127,32 @@ class Parser {
   }
 
  private:
+  // The rest of a \uXXXX escape (after the "\u"), a surrogate pair taken as one; appends the
+  // code point's UTF-8 to *out unless out is null.
+  absl::Status UnicodeEscape(std::string* out) {
+    uint32_t cp = 0;
+    TS_RETURN_IF_ERROR(Hex4(&cp));
+    if (IsHighSurrogate(cp)) {
+      uint32_t low = 0;
+      if (pos_ + 1 < s_.size() && s_[pos_] == '\\' && s_[pos_ + 1] == 'u') {
+        pos_ += 2;
+        TS_RETURN_IF_ERROR(Hex4(&low));
+        if (!IsLowSurrogate(low)) {
+          pos_ -= 6;
+          return Error("a low surrogate \\uDC00-\\uDFFF after a high surrogate");
+        }
+        cp = CombineSurrogates(cp, low);
+      } else {
+        return Error("a low surrogate escape after a high surrogate (a lone surrogate is not valid UTF-8)");
+      }
+    } else if (IsLowSurrogate(cp)) {
+      pos_ -= 6;
+      return Error("a character, not a lone low surrogate (it is not valid UTF-8)");
+    }
+    if (out) AppendUtf8(cp, out);
+    return absl::OkStatus();
+  }
+
   absl::Status Hex4(uint32_t* cp) {
     uint32_t v = 0;
     for (int k = 0; k < 4; ++k) {

@@ -47,4 +47,10 @@ std::string JsonNumber(double v) {
   return s;
 }
 
+std::string JsonNumberAllowNan(double v, int significant_digits) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+  return absl::StrFormat("%.*g", significant_digits, v);
+}
+
 }  // namespace tessera

@@ -1,8 +1,6 @@
-// UTF-8 validation with an ASCII fast path: corpora are mostly ASCII, so eight bytes at a time
-// are checked for the high bit before falling back to the byte-wise state machine.
+// UTF-8 validation with an ASCII fast path (SkipAscii) before the byte-wise state machine, and
+// encoding.
 #include "core/utf8.h"
-
-#include <cstring>
 
 #include "absl/strings/str_format.h"
 
@@ -12,20 +10,10 @@ size_t FindInvalidUtf8(std::string_view text) {
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
   const size_t n = text.size();
   size_t i = 0;
-  while (i < n) {
-    if (i + 8 <= n) {
-      uint64_t word;
-      std::memcpy(&word, s + i, 8);
-      if ((word & 0x8080808080808080ull) == 0) {
-        i += 8;
-        continue;
-      }
-    }
+  while (true) {
+    i = SkipAscii(text, i);
+    if (i == n) break;
     const unsigned char c = s[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
     size_t len;
     uint32_t lo = 0x80, hi = 0xBF;  // allowed range of the second byte
     if (c >= 0xC2 && c <= 0xDF) {
@@ -44,7 +32,7 @@ size_t FindInvalidUtf8(std::string_view text) {
     if (i + len > n) return i;
     if (s[i + 1] < lo || s[i + 1] > hi) return i;
     for (size_t k = 2; k < len; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) return i;
+      if (!IsUtf8Continuation(s[i + k])) return i;
     }
     i += len;
   }

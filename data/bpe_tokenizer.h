@@ -1,8 +1,9 @@
 // Byte-level BPE tokenizer that reads tiktoken-format rank files (Llama 3's tokenizer.model,
 // cl100k_base, o200k_base, or one trained by `tessera tokenizer train`) and produces exactly the
-// ids tiktoken does: the text is split with the encoding's pattern (PCRE2, JIT-compiled), and
-// each piece is merged by lowest rank, leftmost first. Special tokens are matched only where the
-// caller allows them. No LibTorch: this builds into the small tessera_text library.
+// ids tiktoken does: the text is split with the encoding's pattern (split_pattern.h), and each
+// piece is merged by lowest rank, leftmost first. Special tokens are matched only where the
+// caller allows them. LoadTokenizer builds one from a description ("llama3:PATH", a rank file).
+// No LibTorch: this builds into the small tessera_data library.
 #pragma once
 
 #include <cstdint>
@@ -11,45 +12,16 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "data/encodings.h"
 
 namespace tessera::data {
 
-// Everything about an encoding except its rank file: the split pattern and the special tokens.
-struct TokenizerSpec {
-  std::string name;
-  // Split pattern in PCRE2/tiktoken syntax. `\s` and `\S` are rewritten to Unicode White_Space
-  // before compiling (see bpe_tokenizer.cc for why).
-  std::string pattern;
-  std::vector<std::pair<std::string, int32_t>> specials;
-  // The special token that ends a document (preprocess appends it); empty when none is known.
-  std::string eod;
-  // The special token that begins a text, if the encoding has one (Llama 3); empty otherwise.
-  std::string bos;
-  // Number of ranks the named encoding's file has (0 = any); a mismatch is reported.
-  int64_t expected_ranks = 0;
-};
-
-// The split pattern of cl100k_base, which Llama 3 uses too.
-extern const char kCl100kPattern[];
-// The split pattern of o200k_base.
-extern const char kO200kPattern[];
-
-// Specs of the encodings Tessera knows by name: "cl100k_base", "o200k_base", "llama3".
-absl::StatusOr<TokenizerSpec> NamedTokenizerSpec(std::string_view name);
-// Names accepted by NamedTokenizerSpec, for messages.
-std::vector<std::string> KnownTokenizerNames();
-
-// Reads a tiktoken rank file: one `base64(bytes) rank` per line. Ranks must be exactly 0..N-1
-// (each once) and tokens distinct; errors name the file and the line.
-absl::StatusOr<std::vector<std::string>> LoadTiktokenRanks(const std::string& path);
-// Writes one atomically (temporary file + rename).
-absl::Status WriteTiktokenRanks(const std::string& path, const std::vector<std::string>& tokens);
+class SplitPattern;
 
 class BpeTokenizer {
  public:
@@ -85,18 +57,20 @@ class BpeTokenizer {
   }
   std::optional<int32_t> Rank(std::string_view bytes) const;
 
-  // Splits `text` (valid UTF-8, not checked) with the pattern, calling `piece` for each match.
-  // Exposed for the BPE trainer, which counts pieces.
+  // Splits `text` (valid UTF-8, not checked) with the pattern, calling `piece` for each match:
+  // the pieces that encoding merges within.
   template <typename F>
   absl::Status Split(std::string_view text, F&& piece) const;
 
  private:
-  struct Regex;
   struct Scratch;
   BpeTokenizer() = default;
+  absl::Status SetRanks(const std::vector<std::string>& tokens, const std::string& source);
+  absl::Status SetSpecials(const TokenizerSpec& spec, const std::string& source);
   absl::Status ForEachMatch(std::string_view text, void (*fn)(void*, std::string_view), void* arg) const;
   Scratch* ThreadScratch() const;
   void EncodePiece(std::string_view piece, std::vector<int32_t>* out, Scratch* cache) const;
+  void MergeScan(std::string_view piece, std::vector<int32_t>* out) const;
   void MergeSlow(std::string_view piece, std::vector<int32_t>* out) const;
   absl::Status EncodeChecked(std::string_view text, std::vector<int32_t>* out) const;
 
@@ -123,8 +97,8 @@ class BpeTokenizer {
   absl::flat_hash_map<int32_t, std::string> special_text_;
   std::vector<size_t> special_lengths_;  // distinct lengths, longest first
   int32_t vocab_size_ = 0;
-  std::unique_ptr<Regex> regex_;
-  uint64_t serial_ = 0;  // identifies this tokenizer in per-thread scratch caches
+  std::unique_ptr<SplitPattern> pattern_;
+  uint64_t serial_ = 0;  // identifies this tokenizer in per-thread piece caches
 };
 
 template <typename F>
@@ -139,15 +113,13 @@ absl::Status BpeTokenizer::Split(std::string_view text, F&& piece) const {
 //   "NAME:PATH"  a named encoding (cl100k_base, o200k_base, llama3) with its rank file;
 //   "PATH"       a rank file; its pattern and specials come from a metadata file beside it
 //                (PATH with .tiktoken/.model replaced by .json, or PATH.json, in the format of
-//                tiktoken's {"pat_str", "special_tokens"}), else the cl100k pattern with Llama 3's
-//                specials for a 128000-rank file and `<|endoftext|>` = N otherwise.
+//                tiktoken's {"pat_str", "special_tokens"}; tiktoken_files.h), else the cl100k
+//                pattern with Llama 3's specials for a 128000-rank file and `<|endoftext|>` = N
+//                otherwise.
 // A bare NAME is an error that explains the rank file is data the user supplies.
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> LoadTokenizer(std::string_view description);
 // Same with the name (or file) and the rank file given separately; `rank_file` may be empty.
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> LoadTokenizer(std::string_view name_or_file,
                                                             std::string_view rank_file);
-
-// The metadata file written beside a rank file by the trainer and read by LoadTokenizer.
-std::string TokenizerMetadataJson(const TokenizerSpec& spec, int64_t num_ranks);
 
 }  // namespace tessera::data

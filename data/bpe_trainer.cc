@@ -16,6 +16,8 @@
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "core/utf8.h"
+#include "data/split_pattern.h"
+#include "data/tiktoken_files.h"
 
 namespace tessera::data {
 namespace {
@@ -25,7 +27,7 @@ Pair MakePair(int32_t a, int32_t b) { return (static_cast<uint64_t>(a) << 32) | 
 int32_t Left(Pair p) { return static_cast<int32_t>(p >> 32); }
 int32_t Right(Pair p) { return static_cast<int32_t>(p & 0xFFFFFFFFu); }
 
-absl::StatusOr<std::unique_ptr<BpeTokenizer>> Splitter(const std::string& pattern, std::string* resolved) {
+absl::StatusOr<std::unique_ptr<SplitPattern>> Splitter(const std::string& pattern, std::string* resolved) {
   if (pattern == "cl100k_base" || pattern == "llama3") {
     *resolved = kCl100kPattern;
   } else if (pattern == "o200k_base") {
@@ -33,12 +35,7 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> Splitter(const std::string& patter
   } else {
     *resolved = pattern;
   }
-  std::vector<std::string> bytes(256);
-  for (int b = 0; b < 256; ++b) bytes[b] = std::string(1, static_cast<char>(b));
-  TokenizerSpec spec;
-  spec.name = "splitter";
-  spec.pattern = *resolved;
-  return BpeTokenizer::Create(std::move(bytes), std::move(spec), "the training pattern");
+  return SplitPattern::Compile(*resolved, "the training pattern");
 }
 
 struct Word {
@@ -55,13 +52,9 @@ struct HeapEntry {
   }
 };
 
-absl::StatusOr<BpeTrainResult> TrainFromPieceCounts(absl::flat_hash_map<std::string, int64_t> piece_counts,
-                                                    const BpeTrainerOptions& options, std::string pattern,
-                                                    int64_t bytes) {
-  BpeTrainResult result;
-  result.bytes = bytes;
-  result.unique_pieces = static_cast<int64_t>(piece_counts.size());
-  // Words in byte order so that every index below is independent of hash-map iteration order.
+// Distinct pieces as words of byte symbols, in byte order so that every index below is
+// independent of hash-map iteration order.
+std::vector<Word> WordsInByteOrder(absl::flat_hash_map<std::string, int64_t> piece_counts) {
   std::vector<std::pair<std::string, int64_t>> sorted(piece_counts.begin(), piece_counts.end());
   piece_counts.clear();
   std::sort(sorted.begin(), sorted.end());
@@ -73,41 +66,132 @@ absl::StatusOr<BpeTrainResult> TrainFromPieceCounts(absl::flat_hash_map<std::str
     for (unsigned char c : piece) w.symbols.push_back(c);
     words.push_back(std::move(w));
   }
-  sorted.clear();
+  return words;
+}
 
+// Live pair counts, the words each pair occurs in (each word once, in word order), and a
+// max-heap of counts whose stale entries are re-checked against the live counts when popped.
+struct PairIndex {
+  absl::flat_hash_map<Pair, int64_t> count;
+  absl::flat_hash_map<Pair, std::vector<int32_t>> words;
+  std::priority_queue<HeapEntry> heap;
+};
+
+PairIndex IndexPairs(const std::vector<Word>& words) {
+  PairIndex index;
+  for (size_t w = 0; w < words.size(); ++w) {
+    const auto& s = words[w].symbols;
+    for (size_t i = 0; i + 1 < s.size(); ++i) {
+      const Pair p = MakePair(s[i], s[i + 1]);
+      index.count[p] += words[w].count;
+      auto& list = index.words[p];
+      if (list.empty() || list.back() != static_cast<int32_t>(w)) list.push_back(static_cast<int32_t>(w));
+    }
+  }
+  for (const auto& [p, c] : index.count) index.heap.push({c, p});
+  return index;
+}
+
+// Pops the most frequent live pair into *best; false when no pair is left.
+bool PopBestPair(PairIndex& index, Pair* best) {
+  while (!index.heap.empty()) {
+    const HeapEntry top = index.heap.top();
+    index.heap.pop();
+    auto live = index.count.find(top.pair);
+    const int64_t current = live == index.count.end() ? 0 : live->second;
+    if (current != top.count) {
+      if (current > 0) index.heap.push({current, top.pair});
+      continue;
+    }
+    if (current <= 0) continue;
+    *best = top.pair;
+    return true;
+  }
+  return false;
+}
+
+// Replaces each occurrence of `pair` by `target` in the words that hold it (`stamp` marks the
+// words done in merge number `merge_no`), indexes the new pairs with `target`, and returns how
+// each pair's count changes.
+absl::flat_hash_map<Pair, int64_t> MergeInWords(Pair pair, int32_t target, uint32_t merge_no,
+                                                std::vector<Word>& words, std::vector<uint32_t>& stamp,
+                                                PairIndex& index) {
+  const int32_t a = Left(pair), b = Right(pair);
+  std::vector<int32_t> affected = std::move(index.words[pair]);
+  index.words.erase(pair);
+  absl::flat_hash_map<Pair, int64_t> delta;
+  for (int32_t w : affected) {
+    if (stamp[w] == merge_no) continue;
+    stamp[w] = merge_no;
+    Word& word = words[w];
+    auto& s = word.symbols;
+    bool has = false;
+    for (size_t i = 0; i + 1 < s.size(); ++i) {
+      if (s[i] == a && s[i + 1] == b) {
+        has = true;
+        break;
+      }
+    }
+    if (!has) continue;
+    for (size_t i = 0; i + 1 < s.size(); ++i) delta[MakePair(s[i], s[i + 1])] -= word.count;
+    std::vector<int32_t> next;
+    next.reserve(s.size());
+    for (size_t i = 0; i < s.size();) {
+      if (i + 1 < s.size() && s[i] == a && s[i + 1] == b) {
+        next.push_back(target);
+        i += 2;
+      } else {
+        next.push_back(s[i]);
+        ++i;
+      }
+    }
+    s = std::move(next);
+    for (size_t i = 0; i + 1 < s.size(); ++i) {
+      const Pair p = MakePair(s[i], s[i + 1]);
+      delta[p] += word.count;
+      if (s[i] == target || s[i + 1] == target) {
+        auto& list = index.words[p];
+        if (list.empty() || list.back() != w) list.push_back(w);
+      }
+    }
+  }
+  return delta;
+}
+
+// Applies the changes in pair order so that heap contents do not depend on hash order.
+void ApplyCountChanges(const absl::flat_hash_map<Pair, int64_t>& delta, PairIndex& index) {
+  std::vector<std::pair<Pair, int64_t>> changes(delta.begin(), delta.end());
+  std::sort(changes.begin(), changes.end());
+  for (const auto& [p, d] : changes) {
+    if (d == 0) continue;
+    int64_t& c = index.count[p];
+    c += d;
+    if (c <= 0) {
+      index.count.erase(p);
+    } else if (d > 0) {
+      index.heap.push({c, p});
+    }
+  }
+}
+
+absl::StatusOr<BpeTrainResult> TrainFromPieceCounts(absl::flat_hash_map<std::string, int64_t> piece_counts,
+                                                    const BpeTrainerOptions& options, std::string pattern,
+                                                    int64_t bytes) {
+  BpeTrainResult result;
+  result.bytes = bytes;
+  result.unique_pieces = static_cast<int64_t>(piece_counts.size());
+  std::vector<Word> words = WordsInByteOrder(std::move(piece_counts));
   result.tokens.resize(256);
   for (int b = 0; b < 256; ++b) result.tokens[b] = std::string(1, static_cast<char>(b));
   absl::flat_hash_map<std::string, int32_t> rank_of;
   for (int b = 0; b < 256; ++b) rank_of[result.tokens[b]] = b;
 
-  absl::flat_hash_map<Pair, int64_t> pair_count;
-  absl::flat_hash_map<Pair, std::vector<int32_t>> pair_words;
-  for (size_t w = 0; w < words.size(); ++w) {
-    const auto& s = words[w].symbols;
-    for (size_t i = 0; i + 1 < s.size(); ++i) {
-      const Pair p = MakePair(s[i], s[i + 1]);
-      pair_count[p] += words[w].count;
-      auto& list = pair_words[p];
-      if (list.empty() || list.back() != static_cast<int32_t>(w)) list.push_back(static_cast<int32_t>(w));
-    }
-  }
-  std::priority_queue<HeapEntry> heap;
-  for (const auto& [p, c] : pair_count) heap.push({c, p});
-
+  PairIndex index = IndexPairs(words);
   std::vector<uint32_t> stamp(words.size(), 0);
   uint32_t merge_no = 0;
-  while (static_cast<int64_t>(result.tokens.size()) < options.vocab_size && !heap.empty()) {
-    const HeapEntry top = heap.top();
-    heap.pop();
-    auto live = pair_count.find(top.pair);
-    const int64_t current = live == pair_count.end() ? 0 : live->second;
-    if (current != top.count) {
-      if (current > 0) heap.push({current, top.pair});
-      continue;
-    }
-    if (current <= 0) continue;
-    const int32_t a = Left(top.pair), b = Right(top.pair);
-    const std::string merged = result.tokens[a] + result.tokens[b];
+  Pair best;
+  while (static_cast<int64_t>(result.tokens.size()) < options.vocab_size && PopBestPair(index, &best)) {
+    const std::string merged = result.tokens[Left(best)] + result.tokens[Right(best)];
     int32_t target;
     if (auto it = rank_of.find(merged); it != rank_of.end()) {
       target = it->second;  // the same bytes were already made from another split
@@ -117,57 +201,7 @@ absl::StatusOr<BpeTrainResult> TrainFromPieceCounts(absl::flat_hash_map<std::str
       rank_of.emplace(merged, target);
     }
     ++merge_no;
-    std::vector<int32_t> affected = std::move(pair_words[top.pair]);
-    pair_words.erase(top.pair);
-    absl::flat_hash_map<Pair, int64_t> delta;
-    for (int32_t w : affected) {
-      if (stamp[w] == merge_no) continue;
-      stamp[w] = merge_no;
-      Word& word = words[w];
-      auto& s = word.symbols;
-      bool has = false;
-      for (size_t i = 0; i + 1 < s.size(); ++i) {
-        if (s[i] == a && s[i + 1] == b) {
-          has = true;
-          break;
-        }
-      }
-      if (!has) continue;
-      for (size_t i = 0; i + 1 < s.size(); ++i) delta[MakePair(s[i], s[i + 1])] -= word.count;
-      std::vector<int32_t> next;
-      next.reserve(s.size());
-      for (size_t i = 0; i < s.size();) {
-        if (i + 1 < s.size() && s[i] == a && s[i + 1] == b) {
-          next.push_back(target);
-          i += 2;
-        } else {
-          next.push_back(s[i]);
-          ++i;
-        }
-      }
-      s = std::move(next);
-      for (size_t i = 0; i + 1 < s.size(); ++i) {
-        const Pair p = MakePair(s[i], s[i + 1]);
-        delta[p] += word.count;
-        if (s[i] == target || s[i + 1] == target) {
-          auto& list = pair_words[p];
-          if (list.empty() || list.back() != w) list.push_back(w);
-        }
-      }
-    }
-    // Apply the changes in pair order so that heap contents do not depend on hash order.
-    std::vector<std::pair<Pair, int64_t>> changes(delta.begin(), delta.end());
-    std::sort(changes.begin(), changes.end());
-    for (const auto& [p, d] : changes) {
-      if (d == 0) continue;
-      int64_t& c = pair_count[p];
-      c += d;
-      if (c <= 0) {
-        pair_count.erase(p);
-      } else if (d > 0) {
-        heap.push({c, p});
-      }
-    }
+    ApplyCountChanges(MergeInWords(best, target, merge_no, words, stamp, index), index);
   }
   const int32_t n = static_cast<int32_t>(result.tokens.size());
   result.spec.name = "trained";
@@ -199,7 +233,7 @@ absl::StatusOr<BpeTrainResult> TrainBpe(const std::vector<std::string>& document
     if (bad != std::string::npos) {
       return absl::InvalidArgumentError(absl::StrCat("document ", d, ": ", DescribeInvalidUtf8(doc, bad)));
     }
-    TS_RETURN_IF_ERROR(splitter->Split(doc, [&](std::string_view piece) { ++counts[std::string(piece)]; }));
+    TS_RETURN_IF_ERROR(splitter->ForEach(doc, [&](std::string_view piece) { ++counts[std::string(piece)]; }));
     bytes += static_cast<int64_t>(doc.size());
   }
   return TrainFromPieceCounts(std::move(counts), options, std::move(pattern), bytes);
@@ -244,7 +278,7 @@ absl::StatusOr<BpeTrainResult> TrainBpeFromFiles(const std::vector<std::string>&
               absl::InvalidArgumentError(absl::StrCat(chosen[i], ": ", DescribeInvalidUtf8(*text, bad)));
           break;
         }
-        status[t] = splitter->Split(*text, [&](std::string_view piece) { ++local[t][std::string(piece)]; });
+        status[t] = splitter->ForEach(*text, [&](std::string_view piece) { ++local[t][std::string(piece)]; });
         bytes[t] += static_cast<int64_t>(text->size());
       }
     });
@@ -269,11 +303,10 @@ absl::Status WriteTrainedTokenizer(const std::string& path, const BpeTrainResult
                                                    "metadata; use e.g. .tiktoken"));
   }
   TS_RETURN_IF_ERROR(WriteTiktokenRanks(path, result.tokens));
-  const std::string metadata =
-      p.has_extension() ? std::filesystem::path(p).replace_extension(".json").string() : path + ".json";
   TokenizerSpec spec = result.spec;
   spec.name = p.stem().string();
-  return WriteFileAtomic(metadata, TokenizerMetadataJson(spec, static_cast<int64_t>(result.tokens.size())));
+  return WriteFileAtomic(TokenizerMetadataPath(path),
+                         TokenizerMetadataJson(spec, static_cast<int64_t>(result.tokens.size())));
 }
 
 }  // namespace tessera::data

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "data/bpe_tokenizer.h"
+#include "data/encodings.h"
 
 namespace tessera::data {
 

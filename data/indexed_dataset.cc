@@ -103,36 +103,43 @@ TokenDType TokenDTypeForVocab(int64_t vocab_size) {
 // ---------------------------------------------------------------------------------------------
 // Reader
 
-absl::StatusOr<std::unique_ptr<IndexedDataset>> IndexedDataset::Open(const std::string& prefix) {
-  std::unique_ptr<IndexedDataset> ds(new IndexedDataset());
-  ds->prefix_ = prefix;
-  const std::string idx_path = prefix + ".idx", bin_path = prefix + ".bin";
-  TS_RETURN_IF_ERROR(MapFile(idx_path, &ds->idx_, &ds->idx_size_));
-  TS_RETURN_IF_ERROR(MapFile(bin_path, &ds->bin_, &ds->bin_size_));
-  const unsigned char* idx = ds->idx_;
-  const size_t n = ds->idx_size_;
-  auto bad = [&](const std::string& what) { return absl::DataLossError(absl::StrCat(idx_path, ": ", what)); };
+namespace {
+
+absl::Status IndexError(const std::string& idx_path, const std::string& what) {
+  return absl::DataLossError(absl::StrCat(idx_path, ": ", what));
+}
+
+// The fields of an .idx header, checked against the file's length `n`.
+struct IndexHeader {
+  uint8_t dtype_code = 0;
+  uint64_t sequences = 0;
+  uint64_t doc_entries = 0;  // document count + 1
+};
+
+absl::StatusOr<IndexHeader> ReadIndexHeader(const unsigned char* idx, size_t n, const std::string& idx_path) {
   if (n < static_cast<size_t>(kIndexHeaderBytes)) {
-    return bad(absl::StrCat("file has ", n, " bytes, shorter than the ", kIndexHeaderBytes,
-                            "-byte header of a Megatron indexed dataset"));
+    return IndexError(idx_path, absl::StrCat("file has ", n, " bytes, shorter than the ", kIndexHeaderBytes,
+                                             "-byte header of a Megatron indexed dataset"));
   }
   if (std::memcmp(idx, kIndexMagic, 9) != 0) {
-    return bad("byte offset 0: magic is not MMIDIDX\\x00\\x00 (not a Megatron indexed dataset index)");
+    return IndexError(idx_path,
+                      "byte offset 0: magic is not MMIDIDX\\x00\\x00 (not a Megatron indexed dataset index)");
   }
   const uint64_t version = Load<uint64_t>(idx + 9);
-  if (version != 1) return bad(absl::StrCat("byte offset 9: version ", version, ", expected 1"));
+  if (version != 1)
+    return IndexError(idx_path, absl::StrCat("byte offset 9: version ", version, ", expected 1"));
   const uint8_t code = idx[17];
   if (TokenDTypeSize(code) == 0) {
-    return bad(absl::StrCat(
-        "byte offset 17: unknown dtype code ", static_cast<int>(code),
-        " (expected 1-8: uint8 1, int8 2, int16 3, int32 4, int64 5, float64 6, float32 7, uint16 8)"));
+    return IndexError(
+        idx_path,
+        absl::StrCat(
+            "byte offset 17: unknown dtype code ", static_cast<int>(code),
+            " (expected 1-8: uint8 1, int8 2, int16 3, int32 4, int64 5, float64 6, float32 7, uint16 8)"));
   }
   if (!IsTokenDType(code)) {
-    return bad(absl::StrCat("byte offset 17: dtype ", TokenDTypeName(code),
-                            " is not an integer type; token datasets need integer tokens"));
+    return IndexError(idx_path, absl::StrCat("byte offset 17: dtype ", TokenDTypeName(code),
+                                             " is not an integer type; token datasets need integer tokens"));
   }
-  ds->dtype_ = static_cast<TokenDType>(code);
-  ds->item_size_ = TokenDTypeSize(code);
   const uint64_t s = Load<uint64_t>(idx + 18);
   const uint64_t d = Load<uint64_t>(idx + 26);
   // Compare in 128-bit arithmetic so that absurd counts cannot overflow into a match.
@@ -140,53 +147,91 @@ absl::StatusOr<std::unique_ptr<IndexedDataset>> IndexedDataset::Open(const std::
                                      static_cast<unsigned __int128>(s) * 12 +
                                      static_cast<unsigned __int128>(d) * 8;
   if (expected != n) {
-    return bad(absl::StrCat("sequence count ", s, " (byte offset 18) and document count + 1 = ", d,
-                            " (byte offset 26) need a file of 34 + 12*", s, " + 8*", d, " bytes, but it has ",
-                            n));
+    return IndexError(
+        idx_path,
+        absl::StrCat("sequence count ", s, " (byte offset 18) and document count + 1 = ", d,
+                     " (byte offset 26) need a file of 34 + 12*", s, " + 8*", d, " bytes, but it has ", n));
   }
-  if (d < 1) return bad("byte offset 26: document count + 1 is 0, expected at least 1");
-  ds->num_sequences_ = static_cast<int64_t>(s);
-  ds->num_doc_entries_ = static_cast<int64_t>(d);
+  if (d < 1) return IndexError(idx_path, "byte offset 26: document count + 1 is 0, expected at least 1");
+  return IndexHeader{code, s, d};
+}
+
+// Checks that every sequence starts where the previous one ends in the .bin; sets *total_tokens
+// and *bin_bytes (what the sequences need).
+absl::Status CheckSequences(const unsigned char* idx, uint64_t s, size_t item_size,
+                            const std::string& idx_path, int64_t* total_tokens, int64_t* bin_bytes) {
   const unsigned char* sizes = idx + kIndexHeaderBytes;
   const unsigned char* pointers = sizes + 4 * s;
-  const unsigned char* docs = pointers + 8 * s;
   int64_t expected_pointer = 0;
   for (uint64_t i = 0; i < s; ++i) {
     const int32_t len = Load<int32_t>(sizes + 4 * i);
     if (len < 0) {
-      return bad(absl::StrCat("byte offset ", kIndexHeaderBytes + 4 * i, ": sequence ", i,
-                              " has negative length ", len));
+      return IndexError(idx_path, absl::StrCat("byte offset ", kIndexHeaderBytes + 4 * i, ": sequence ", i,
+                                               " has negative length ", len));
     }
     const int64_t ptr = Load<int64_t>(pointers + 8 * i);
     if (ptr != expected_pointer) {
-      return bad(absl::StrCat("byte offset ", kIndexHeaderBytes + 4 * s + 8 * i, ": sequence ", i,
-                              " starts at .bin byte ", ptr, ", expected ", expected_pointer,
-                              " (the previous sequences' lengths times ", ds->item_size_, ")"));
+      return IndexError(idx_path,
+                        absl::StrCat("byte offset ", kIndexHeaderBytes + 4 * s + 8 * i, ": sequence ", i,
+                                     " starts at .bin byte ", ptr, ", expected ", expected_pointer,
+                                     " (the previous sequences' lengths times ", item_size, ")"));
     }
-    expected_pointer += static_cast<int64_t>(len) * static_cast<int64_t>(ds->item_size_);
-    ds->total_tokens_ += len;
+    expected_pointer += static_cast<int64_t>(len) * static_cast<int64_t>(item_size);
+    *total_tokens += len;
   }
-  if (static_cast<uint64_t>(expected_pointer) != ds->bin_size_) {
-    return absl::DataLossError(absl::StrCat(bin_path, ": has ", ds->bin_size_, " bytes but ", idx_path,
-                                            " describes ", s, " sequences of ", ds->total_tokens_, " ",
-                                            TokenDTypeName(code), " tokens = ", expected_pointer,
-                                            " bytes (truncated .bin, or .idx and .bin from different runs)"));
-  }
+  *bin_bytes = expected_pointer;
+  return absl::OkStatus();
+}
+
+// Checks the document index: starts at 0, never decreases, ends at the sequence count.
+absl::Status CheckDocumentIndex(const unsigned char* idx, uint64_t s, uint64_t d,
+                                const std::string& idx_path) {
+  const unsigned char* docs = idx + kIndexHeaderBytes + 12 * s;
   int64_t previous = 0;
   for (uint64_t k = 0; k < d; ++k) {
     const int64_t v = Load<int64_t>(docs + 8 * k);
     const uint64_t at = kIndexHeaderBytes + 12 * s + 8 * k;
-    if (k == 0 && v != 0)
-      return bad(absl::StrCat("byte offset ", at, ": first document index is ", v, ", expected 0"));
+    if (k == 0 && v != 0) {
+      return IndexError(idx_path,
+                        absl::StrCat("byte offset ", at, ": first document index is ", v, ", expected 0"));
+    }
     if (v < previous || v > static_cast<int64_t>(s)) {
-      return bad(absl::StrCat("byte offset ", at, ": document index ", k, " is ", v,
-                              ", expected a non-decreasing value in [", previous, ", ", s, "]"));
+      return IndexError(idx_path,
+                        absl::StrCat("byte offset ", at, ": document index ", k, " is ", v,
+                                     ", expected a non-decreasing value in [", previous, ", ", s, "]"));
     }
     previous = v;
   }
   if (previous != static_cast<int64_t>(s)) {
-    return bad(absl::StrCat("last document index is ", previous, ", expected the sequence count ", s));
+    return IndexError(idx_path,
+                      absl::StrCat("last document index is ", previous, ", expected the sequence count ", s));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<IndexedDataset>> IndexedDataset::Open(const std::string& prefix) {
+  std::unique_ptr<IndexedDataset> ds(new IndexedDataset());
+  ds->prefix_ = prefix;
+  const std::string idx_path = prefix + ".idx", bin_path = prefix + ".bin";
+  TS_RETURN_IF_ERROR(MapFile(idx_path, &ds->idx_, &ds->idx_size_));
+  TS_RETURN_IF_ERROR(MapFile(bin_path, &ds->bin_, &ds->bin_size_));
+  TS_ASSIGN_OR_RETURN(const IndexHeader header, ReadIndexHeader(ds->idx_, ds->idx_size_, idx_path));
+  ds->dtype_ = static_cast<TokenDType>(header.dtype_code);
+  ds->item_size_ = TokenDTypeSize(header.dtype_code);
+  ds->num_sequences_ = static_cast<int64_t>(header.sequences);
+  ds->num_doc_entries_ = static_cast<int64_t>(header.doc_entries);
+  int64_t bin_bytes = 0;
+  TS_RETURN_IF_ERROR(
+      CheckSequences(ds->idx_, header.sequences, ds->item_size_, idx_path, &ds->total_tokens_, &bin_bytes));
+  if (static_cast<uint64_t>(bin_bytes) != ds->bin_size_) {
+    return absl::DataLossError(absl::StrCat(
+        bin_path, ": has ", ds->bin_size_, " bytes but ", idx_path, " describes ", header.sequences,
+        " sequences of ", ds->total_tokens_, " ", TokenDTypeName(header.dtype_code), " tokens = ", bin_bytes,
+        " bytes (truncated .bin, or .idx and .bin from different runs)"));
+  }
+  TS_RETURN_IF_ERROR(CheckDocumentIndex(ds->idx_, header.sequences, header.doc_entries, idx_path));
   return ds;
 }
 

@@ -12,17 +12,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "core/absl_string_view.h"
+#include "core/hash.h"
 #include "core/status_macros.h"
 
 namespace tessera::data {
 namespace {
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // Keys of the two permutations of an epoch.
 constexpr uint64_t kDocumentOrderTag = 0x646f63;  // "doc"
@@ -37,7 +31,7 @@ constexpr size_t kCachedEpochs = 2;
 
 uint64_t MixKey(std::initializer_list<uint64_t> values) {
   uint64_t h = 0x6a09e667f3bcc908ull;
-  for (uint64_t v : values) h = SplitMix64(h ^ SplitMix64(v));
+  for (uint64_t v : values) h = SplitMix64Hash(h ^ SplitMix64Hash(v));
   return h;
 }
 
@@ -60,7 +54,7 @@ uint64_t Permutation::operator()(uint64_t i) const {
   do {
     uint64_t left = x >> half_bits_, right = x & mask;
     for (int r = 0; r < 4; ++r) {
-      const uint64_t next = left ^ (SplitMix64(right ^ keys_[r]) & mask);
+      const uint64_t next = left ^ (SplitMix64Hash(right ^ keys_[r]) & mask);
       left = right;
       right = next;
     }
@@ -130,15 +124,11 @@ absl::StatusOr<std::shared_ptr<const SampleStream>> SampleStream::Open(const Sam
   return Create(std::move(corpora), std::move(weights), options);
 }
 
-absl::StatusOr<std::shared_ptr<const SampleStream>> SampleStream::Create(
-    std::vector<std::shared_ptr<const DocumentCorpus>> corpora, std::vector<double> weights,
-    const SampleStreamOptions& options) {
-  if (corpora.empty() || corpora.size() != weights.size()) {
-    return absl::InvalidArgumentError("a sample stream needs one weight per corpus and at least one corpus");
-  }
-  if (corpora.size() > 65535) return absl::InvalidArgumentError("at most 65535 corpora can be blended");
-  if (options.seq_len < 1)
-    return absl::InvalidArgumentError(absl::StrCat("seq_len must be >= 1, got ", options.seq_len));
+namespace {
+
+// The sum of the weights, after checking that each is finite and >= 0 and one is positive.
+absl::StatusOr<double> WeightTotal(const std::vector<std::shared_ptr<const DocumentCorpus>>& corpora,
+                                   const std::vector<double>& weights) {
   double total = 0;
   for (size_t d = 0; d < weights.size(); ++d) {
     if (!std::isfinite(weights[d]) || weights[d] < 0) {
@@ -149,6 +139,75 @@ absl::StatusOr<std::shared_ptr<const SampleStream>> SampleStream::Create(
   }
   if (!(total > 0))
     return absl::InvalidArgumentError("all corpus weights are zero: at least one must be positive");
+  return total;
+}
+
+// Slots per corpus in a block of `block` slots for normalized `weights`: largest remainder of
+// w * block, and at least one for every positive weight.
+std::vector<int64_t> BlendSlotCounts(const std::vector<double>& weights, int64_t block) {
+  const size_t n = weights.size();
+  std::vector<int64_t> slots(n, 0);
+  std::vector<std::pair<double, size_t>> remainders;
+  int64_t assigned = 0;
+  for (size_t d = 0; d < n; ++d) {
+    const double exact = weights[d] * static_cast<double>(block);
+    slots[d] = static_cast<int64_t>(std::floor(exact));
+    if (weights[d] > 0 && slots[d] == 0) slots[d] = 1;
+    assigned += slots[d];
+    remainders.emplace_back(-(exact - std::floor(exact)), d);  // largest remainder first, then lowest d
+  }
+  std::sort(remainders.begin(), remainders.end());
+  for (size_t k = 0; assigned < block; k = (k + 1) % n) {
+    if (weights[remainders[k].second] > 0) {
+      ++slots[remainders[k].second];
+      ++assigned;
+    }
+  }
+  while (assigned > block) {  // only when many tiny weights were raised to one slot
+    const size_t d = static_cast<size_t>(std::max_element(slots.begin(), slots.end()) - slots.begin());
+    --slots[d];
+    --assigned;
+  }
+  return slots;
+}
+
+// Orders the slots of a block: corpus d's k-th slot sits at (k + 1/2) / slots[d] of the block,
+// all merged by that position (ties: lower corpus first). Gives each slot's corpus and its k.
+void InterleaveSlots(const std::vector<int64_t>& counts, int64_t block, std::vector<uint16_t>* slot_corpus,
+                     std::vector<uint32_t>* slot_rank) {
+  struct Slot {
+    int64_t num, den;  // position (2k+1) / (2 slots)
+    uint32_t corpus, rank;
+  };
+  std::vector<Slot> slots;
+  slots.reserve(block);
+  for (size_t d = 0; d < counts.size(); ++d) {
+    for (int64_t k = 0; k < counts[d]; ++k) {
+      slots.push_back({2 * k + 1, 2 * counts[d], static_cast<uint32_t>(d), static_cast<uint32_t>(k)});
+    }
+  }
+  std::sort(slots.begin(), slots.end(), [](const Slot& a, const Slot& b) {
+    const int64_t l = a.num * b.den, r = b.num * a.den;
+    return l != r ? l < r : a.corpus < b.corpus;
+  });
+  for (const Slot& slot : slots) {
+    slot_corpus->push_back(static_cast<uint16_t>(slot.corpus));
+    slot_rank->push_back(slot.rank);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const SampleStream>> SampleStream::Create(
+    std::vector<std::shared_ptr<const DocumentCorpus>> corpora, std::vector<double> weights,
+    const SampleStreamOptions& options) {
+  if (corpora.empty() || corpora.size() != weights.size()) {
+    return absl::InvalidArgumentError("a sample stream needs one weight per corpus and at least one corpus");
+  }
+  if (corpora.size() > 65535) return absl::InvalidArgumentError("at most 65535 corpora can be blended");
+  if (options.seq_len < 1)
+    return absl::InvalidArgumentError(absl::StrCat("seq_len must be >= 1, got ", options.seq_len));
+  TS_ASSIGN_OR_RETURN(const double total, WeightTotal(corpora, weights));
 
   auto s = std::shared_ptr<SampleStream>(new SampleStream());
   s->corpora_ = std::move(corpora);
@@ -158,52 +217,9 @@ absl::StatusOr<std::shared_ptr<const SampleStream>> SampleStream::Create(
   s->vocab_size_ = options.vocab_size;
   const size_t n = s->corpora_.size();
   for (double w : weights) s->weights_.push_back(w / total);
-
-  // Slots per corpus: largest remainder of w * 2^16, and at least one for every positive weight.
   const int64_t block = int64_t{1} << kBlendSlotsLog2;
-  s->slots_.assign(n, 0);
-  std::vector<std::pair<double, size_t>> remainders;
-  int64_t assigned = 0;
-  for (size_t d = 0; d < n; ++d) {
-    const double exact = s->weights_[d] * static_cast<double>(block);
-    s->slots_[d] = static_cast<int64_t>(std::floor(exact));
-    if (s->weights_[d] > 0 && s->slots_[d] == 0) s->slots_[d] = 1;
-    assigned += s->slots_[d];
-    remainders.emplace_back(-(exact - std::floor(exact)), d);  // largest remainder first, then lowest d
-  }
-  std::sort(remainders.begin(), remainders.end());
-  for (size_t k = 0; assigned < block; k = (k + 1) % n) {
-    if (s->weights_[remainders[k].second] > 0) {
-      ++s->slots_[remainders[k].second];
-      ++assigned;
-    }
-  }
-  while (assigned > block) {  // only when many tiny weights were raised to one slot
-    const size_t d =
-        static_cast<size_t>(std::max_element(s->slots_.begin(), s->slots_.end()) - s->slots_.begin());
-    --s->slots_[d];
-    --assigned;
-  }
-  // Corpus d's k-th slot sits at (k + 1/2) / slots_d of the block; merge all by that position.
-  struct Slot {
-    int64_t num, den;  // position (2k+1) / (2 slots)
-    uint32_t corpus, rank;
-  };
-  std::vector<Slot> slots;
-  slots.reserve(block);
-  for (size_t d = 0; d < n; ++d) {
-    for (int64_t k = 0; k < s->slots_[d]; ++k) {
-      slots.push_back({2 * k + 1, 2 * s->slots_[d], static_cast<uint32_t>(d), static_cast<uint32_t>(k)});
-    }
-  }
-  std::sort(slots.begin(), slots.end(), [](const Slot& a, const Slot& b) {
-    const int64_t l = a.num * b.den, r = b.num * a.den;
-    return l != r ? l < r : a.corpus < b.corpus;
-  });
-  for (const Slot& slot : slots) {
-    s->slot_corpus_.push_back(static_cast<uint16_t>(slot.corpus));
-    s->slot_rank_.push_back(slot.rank);
-  }
+  s->slots_ = BlendSlotCounts(s->weights_, block);
+  InterleaveSlots(s->slots_, block, &s->slot_corpus_, &s->slot_rank_);
 
   uint64_t fp = MixKey({0x7465737365726121ull, options.seed, static_cast<uint64_t>(options.seq_len),
                         static_cast<uint64_t>(options.shuffle), n});

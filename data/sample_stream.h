@@ -43,7 +43,7 @@ class Permutation {
   uint64_t keys_[4];
 };
 
-// Mixes values into a 64-bit key (SplitMix64 finalizer chain).
+// Mixes values into a 64-bit key (a chain of SplitMix64 hashes, core/hash.h).
 uint64_t MixKey(std::initializer_list<uint64_t> values);
 
 // The documents of one corpus: one .idx/.bin pair or several shards, in shard order.

@@ -60,6 +60,74 @@ absl::StatusOr<DType> DTypeFromSafetensors(const std::string& name) {
                    "' (supported: F32, BF16, F16, F64, I64, I32, I16, I8, U8, BOOL)"));
 }
 
+namespace {
+
+// One tensor's entry of the header; errors say what is wrong with it.
+absl::StatusOr<SafetensorsTensor> ParseTensorEntry(const std::string& name, const JsonValue& v,
+                                                   uint64_t data_len) {
+  auto invalid = [](const std::string& why) { return absl::InvalidArgumentError(why); };
+  const std::string what = absl::StrCat("tensor '", name, "'");
+  if (v.type != JsonValue::Type::kObject) return invalid(absl::StrCat(what, " is not an object"));
+  const JsonValue* dtype = v.Find("dtype");
+  const JsonValue* shape = v.Find("shape");
+  const JsonValue* offsets = v.Find("data_offsets");
+  if (!dtype || dtype->type != JsonValue::Type::kString || !shape || shape->type != JsonValue::Type::kArray ||
+      !offsets || offsets->type != JsonValue::Type::kArray || offsets->array.size() != 2) {
+    return invalid(absl::StrCat(
+        what, " needs \"dtype\" (string), \"shape\" (array) and \"data_offsets\" ([begin, end])"));
+  }
+  SafetensorsTensor t;
+  t.name = name;
+  auto dt = DTypeFromSafetensors(dtype->string);
+  if (!dt.ok()) return invalid(absl::StrCat(what, ": ", dt.status().message()));
+  t.dtype = *dt;
+  uint64_t numel = 1;
+  for (const JsonValue& d : shape->array) {
+    auto n = NonNegativeInteger(d, absl::StrCat(what, ": a shape entry"));
+    if (!n.ok()) return invalid(std::string(n.status().message()));
+    t.shape.push_back(static_cast<int64_t>(*n));
+    numel *= *n;
+  }
+  auto begin = NonNegativeInteger(offsets->array[0], absl::StrCat(what, ": data_offsets[0]"));
+  auto end = NonNegativeInteger(offsets->array[1], absl::StrCat(what, ": data_offsets[1]"));
+  if (!begin.ok()) return invalid(std::string(begin.status().message()));
+  if (!end.ok()) return invalid(std::string(end.status().message()));
+  t.begin = *begin;
+  t.end = *end;
+  if (t.end < t.begin || t.end > data_len) {
+    return invalid(absl::StrCat(what, " has data_offsets [", t.begin, ", ", t.end, "] outside the ", data_len,
+                                " data bytes (truncated file?)"));
+  }
+  if (t.end - t.begin != numel * DTypeSize(t.dtype)) {
+    return invalid(absl::StrCat(what, " has ", t.end - t.begin, " bytes; ", numel, " ", dtype->string,
+                                " elements need ", numel * DTypeSize(t.dtype)));
+  }
+  return t;
+}
+
+// Sorts the tensors by offset and checks that they tile the data exactly.
+absl::Status CheckTiling(std::vector<SafetensorsTensor>& tensors, uint64_t data_len) {
+  std::sort(tensors.begin(), tensors.end(), [](const SafetensorsTensor& a, const SafetensorsTensor& b) {
+    return a.begin < b.begin || (a.begin == b.begin && a.end < b.end);
+  });
+  uint64_t expected = 0;
+  for (const SafetensorsTensor& t : tensors) {
+    if (t.begin != expected) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", t.name, "' starts at data byte ", t.begin, " but the previous tensor ends at ",
+          expected, " (tensors must tile the data without gaps or overlaps)"));
+    }
+    expected = t.end;
+  }
+  if (expected != data_len) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the tensors cover ", expected, " of the ", data_len, " data bytes"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 SafetensorsReader::~SafetensorsReader() {
   if (fd_ >= 0) ::close(fd_);
 }
@@ -101,60 +169,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(const
       }
       continue;
     }
-    const std::string what = absl::StrCat("tensor '", name, "'");
-    if (v.type != JsonValue::Type::kObject) return bad(absl::StrCat(what, " is not an object"));
-    const JsonValue* dtype = v.Find("dtype");
-    const JsonValue* shape = v.Find("shape");
-    const JsonValue* offsets = v.Find("data_offsets");
-    if (!dtype || dtype->type != JsonValue::Type::kString || !shape ||
-        shape->type != JsonValue::Type::kArray || !offsets || offsets->type != JsonValue::Type::kArray ||
-        offsets->array.size() != 2) {
-      return bad(absl::StrCat(
-          what, " needs \"dtype\" (string), \"shape\" (array) and \"data_offsets\" ([begin, end])"));
-    }
-    SafetensorsTensor t;
-    t.name = name;
-    auto dt = DTypeFromSafetensors(dtype->string);
-    if (!dt.ok()) return bad(absl::StrCat(what, ": ", dt.status().message()));
-    t.dtype = *dt;
-    uint64_t numel = 1;
-    for (const JsonValue& d : shape->array) {
-      auto n = NonNegativeInteger(d, absl::StrCat(what, ": a shape entry"));
-      if (!n.ok()) return bad(std::string(n.status().message()));
-      t.shape.push_back(static_cast<int64_t>(*n));
-      numel *= *n;
-    }
-    auto begin = NonNegativeInteger(offsets->array[0], absl::StrCat(what, ": data_offsets[0]"));
-    auto end = NonNegativeInteger(offsets->array[1], absl::StrCat(what, ": data_offsets[1]"));
-    if (!begin.ok()) return bad(std::string(begin.status().message()));
-    if (!end.ok()) return bad(std::string(end.status().message()));
-    t.begin = *begin;
-    t.end = *end;
-    if (t.end < t.begin || t.end > data_len) {
-      return bad(absl::StrCat(what, " has data_offsets [", t.begin, ", ", t.end, "] outside the ", data_len,
-                              " data bytes (truncated file?)"));
-    }
-    if (t.end - t.begin != numel * DTypeSize(t.dtype)) {
-      return bad(absl::StrCat(what, " has ", t.end - t.begin, " bytes; ", numel, " ", dtype->string,
-                              " elements need ", numel * DTypeSize(t.dtype)));
-    }
-    r->tensors_.push_back(std::move(t));
+    auto t = ParseTensorEntry(name, v, data_len);
+    if (!t.ok()) return bad(std::string(t.status().message()));
+    r->tensors_.push_back(*std::move(t));
   }
-  std::sort(r->tensors_.begin(), r->tensors_.end(),
-            [](const SafetensorsTensor& a, const SafetensorsTensor& b) {
-              return a.begin < b.begin || (a.begin == b.begin && a.end < b.end);
-            });
-  uint64_t expected = 0;
-  for (const SafetensorsTensor& t : r->tensors_) {
-    if (t.begin != expected) {
-      return bad(absl::StrCat("tensor '", t.name, "' starts at data byte ", t.begin,
-                              " but the previous tensor ends at ", expected,
-                              " (tensors must tile the data without gaps or overlaps)"));
-    }
-    expected = t.end;
-  }
-  if (expected != data_len) {
-    return bad(absl::StrCat("the tensors cover ", expected, " of the ", data_len, " data bytes"));
+  if (absl::Status tiled = CheckTiling(r->tensors_, data_len); !tiled.ok()) {
+    return bad(std::string(tiled.message()));
   }
   return r;
 }

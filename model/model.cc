@@ -43,16 +43,6 @@ uint64_t ParameterSeed(uint64_t seed, const std::string& name) {
   return h;
 }
 
-parallel::ShardSpec Spec(int dim, int parts, int index, int64_t global_size, int replicas = 1) {
-  parallel::ShardSpec spec;
-  spec.dim = dim;
-  spec.parts = parts;
-  spec.index = index;
-  spec.global_size = global_size;
-  spec.replicas = replicas;
-  return spec;
-}
-
 ParameterLayout LayoutOrThrow(const ModelConfig& config, const std::string& name, int tp_size, int tp_rank) {
   absl::StatusOr<ParameterLayout> layout = LayoutOfParameter(config, name, tp_size, tp_rank);
   TORCH_CHECK(layout.ok(), std::string(layout.status().message()));
@@ -98,83 +88,6 @@ absl::Status SumGradients(const std::vector<torch::Tensor>& params, parallel::Co
 }
 
 }  // namespace
-
-absl::Status ValidateShardOptions(const ModelConfig& config, int64_t max_seq_len,
-                                  const ModelShardOptions& options) {
-  const ModelShardOptions& o = options;
-  if (o.first_layer < 0 || o.first_layer > config.n_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("model chunk: first_layer = ", o.first_layer,
-                                                   " is outside [0, n_layers = ", config.n_layers, "]"));
-  }
-  if (o.num_layers < -1 || o.first_layer + std::max<int64_t>(o.num_layers, 0) > config.n_layers) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model chunk: layers [", o.first_layer, ", ", o.first_layer + o.num_layers,
-        ") do not fit in n_layers = ", config.n_layers, " (num_layers = -1 takes all remaining)"));
-  }
-  const int64_t count = o.num_layers < 0 ? config.n_layers - o.first_layer : o.num_layers;
-  if (count == 0 && !o.has_embedding && !o.has_head) {
-    return absl::InvalidArgumentError(
-        "model chunk: no layers, no embedding and no head: the chunk holds nothing");
-  }
-  const int64_t tp = o.tp == nullptr ? 1 : o.tp->size();
-  if (tp <= 1) return absl::OkStatus();
-  if (config.n_heads % tp != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor parallelism splits the query heads over the ranks: model.n_heads = ", config.n_heads,
-        " is not a multiple of tp = ", tp));
-  }
-  if (config.n_kv_heads % tp != 0 && tp % config.n_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor parallelism needs model.n_kv_heads = ", config.n_kv_heads, " to be a multiple of tp = ", tp,
-        " (kv heads split over the ranks) or a divisor of it (each kv head replicated on tp / n_kv_heads "
-        "ranks)"));
-  }
-  if (config.ffn_dim % tp != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor parallelism splits the MLP's hidden features: model.ffn_dim = ", config.ffn_dim,
-                     " is not a multiple of tp = ", tp));
-  }
-  if (o.sequence_parallel && max_seq_len % tp != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("sequence parallelism splits each sequence over the ranks: seq_len = ", max_seq_len,
-                     " is not a multiple of tp = ", tp));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<ParameterLayout> LayoutOfParameter(const ModelConfig& config, const std::string& name,
-                                                  int tp_size, int tp_rank) {
-  const size_t dot = name.rfind('.');
-  const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
-  const int n = tp_size, r = tp_rank;
-  const int64_t hd = config.head_dim(), q = config.n_heads * hd, kv = config.n_kv_heads * hd;
-  if (leaf == "tok_embeddings" || leaf == "output") {
-    return ParameterLayout{parallel::VocabShard(config.vocab_size, n, r), {config.vocab_size, config.dim}};
-  }
-  if (leaf == "norm" || leaf == "attention_norm" || leaf == "ffn_norm") {
-    return ParameterLayout{Spec(-1, 1, 0, config.dim), {config.dim}};
-  }
-  if (leaf == "wq") return ParameterLayout{Spec(0, n, r, q), {q, config.dim}};
-  if (leaf == "wk" || leaf == "wv") {
-    if (config.n_kv_heads % n == 0) return ParameterLayout{Spec(0, n, r, kv), {kv, config.dim}};
-    // Fewer kv heads than ranks: rank r's query heads all use kv head r / (n / n_kv_heads),
-    // which n / n_kv_heads consecutive ranks hold.
-    const int replicas = n / static_cast<int>(config.n_kv_heads);
-    return ParameterLayout{Spec(0, static_cast<int>(config.n_kv_heads), r / replicas, kv, replicas),
-                           {kv, config.dim}};
-  }
-  if (leaf == "wo") return ParameterLayout{Spec(1, n, r, q), {config.dim, q}};
-  if (leaf == "w_gate" || leaf == "w_up")
-    return ParameterLayout{Spec(0, n, r, config.ffn_dim), {config.ffn_dim, config.dim}};
-  if (leaf == "w_down") return ParameterLayout{Spec(1, n, r, config.ffn_dim), {config.dim, config.ffn_dim}};
-  return absl::InvalidArgumentError(absl::StrCat("'", name, "' is not a parameter of the model"));
-}
-
-std::vector<int64_t> LocalShape(const ParameterLayout& layout) {
-  std::vector<int64_t> shape = layout.global_shape;
-  if (layout.shard.dim >= 0) shape[layout.shard.dim] = layout.shard.block_size();
-  return shape;
-}
 
 AttentionImpl::AttentionImpl(const ModelConfig& config, const TensorParallelContext& tp)
     : tp_(tp), n_heads_(config.n_heads / tp.size), head_dim_(config.head_dim()) {

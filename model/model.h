@@ -9,7 +9,8 @@
 // logical tensor it is. Optional sequence parallelism splits the residual stream along the
 // sequence. A model may also be one pipeline chunk: a range of layers (named by their global
 // index), with or without the embedding and the head. Without a TP communicator the whole model
-// behaves, and computes, exactly as a single-process model. docs/architecture.md has the design.
+// behaves, and computes, exactly as a single-process model. docs/architecture.md has the design;
+// model/sharding.h has how the model is split (ModelShardOptions, ParameterLayout, ParameterInfo).
 #pragma once
 
 #include <torch/nn/module.h>
@@ -23,59 +24,10 @@
 #include "absl/status/statusor.h"
 #include "config/config.h"
 #include "kernels/rotary.h"
+#include "model/sharding.h"
 #include "parallel/comm/communicator.h"
-#include "parallel/tensor_parallel/shard_spec.h"
 
 namespace tessera {
-
-// What part of the model this rank builds and how it is split.
-struct ModelShardOptions {
-  // The tensor-parallel group (not owned; must outlive the model and every graph built on it).
-  // nullptr or a group of one: no tensor parallelism.
-  parallel::Communicator* tp = nullptr;
-  // Split the residual stream along the sequence over the TP group (norms, residual adds and
-  // the embedding output on [batch, seq/tp, dim]); needs seq_len % tp == 0.
-  bool sequence_parallel = false;
-  // The pipeline chunk: layers [first_layer, first_layer + num_layers) of the config's n_layers;
-  // num_layers = -1: all remaining layers.
-  int64_t first_layer = 0;
-  int64_t num_layers = -1;
-  bool has_embedding = true;  // the chunk starts with tok_embeddings (its input is tokens)
-  bool has_head = true;       // the chunk ends with the final norm, the head and the loss
-};
-
-// Checks the options against the config: the layer range, n_heads % tp == 0, n_kv_heads % tp
-// == 0 or tp % n_kv_heads == 0, ffn_dim % tp == 0, and under sequence parallelism max_seq_len %
-// tp == 0; the message names the numbers. The constructor throws this message (c10::Error);
-// callers that want a Status call this first.
-absl::Status ValidateShardOptions(const ModelConfig& config, int64_t max_seq_len,
-                                  const ModelShardOptions& options);
-
-// How one parameter, named by its logical name, is laid out over a TP group of `tp_size`:
-// the ShardSpec of rank `tp_rank` and the logical (unpadded, unsharded) shape.
-struct ParameterLayout {
-  parallel::ShardSpec shard;
-  std::vector<int64_t> global_shape;
-};
-// `name` is a logical name (or its last component: "wq", "norm", ...); others are an error.
-absl::StatusOr<ParameterLayout> LayoutOfParameter(const ModelConfig& config, const std::string& name,
-                                                  int tp_size, int tp_rank);
-// The shape this rank holds: global_shape with the split dimension replaced by the (padded)
-// block size.
-std::vector<int64_t> LocalShape(const ParameterLayout& layout);
-
-// One parameter this rank holds.
-struct ParameterInfo {
-  std::string name;                   // logical name: "layers.7.attention.wq", "output", ...
-  torch::Tensor tensor;               // this rank's shard (the registered parameter)
-  parallel::ShardSpec shard;          // which block of the logical tensor it is
-  std::vector<int64_t> global_shape;  // the logical shape (vocab rows unpadded)
-  // Non-empty for the head of a chunk that has the head but not the embedding when embeddings
-  // are tied: "output" is then a copy of "tok_embeddings" (initialised identically, never saved
-  // on its own); the two copies' gradients must be summed over the embedding group.
-  std::string tied_copy_of;
-  bool is_tied_copy() const { return !tied_copy_of.empty(); }
-};
 
 // The tensor-parallel group as the blocks see it.
 struct TensorParallelContext {

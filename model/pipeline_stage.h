@@ -23,7 +23,9 @@ class ModelPipelineStage : public parallel::pipeline::PipelineStage {
                      int sequence_parallel_ranks, torch::Device device,
                      std::function<void(int)> on_last_weight_gradients);
 
-  // The batch the next RunStep trains on, in micro-batches of micro_batch rows.
+  // The batch the next RunStep runs on, in micro-batches of micro_batch rows; each micro-batch's
+  // loss is scaled by 1/num_microbatches (training's mean over the step; evaluation passes 1 to
+  // get each micro-batch's own mean loss).
   void SetBatch(const data::LocalBatch* batch, int64_t num_microbatches);
 
   at::Tensor Forward(int chunk, int mb, const at::Tensor& input) override;

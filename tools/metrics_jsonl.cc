@@ -1,5 +1,5 @@
 // A small reader of flat JSON objects, written for metrics lines instead of reusing
-// data/json.h because metrics carry NaN and Infinity, which strict JSON (and that reader) rejects.
+// core/json.h because metrics carry NaN and Infinity, which strict JSON (and that reader) rejects.
 #include "tools/metrics_jsonl.h"
 
 #include <cctype>
@@ -112,12 +112,12 @@ class LineParser {
         case 'u': {
           uint32_t cp = 0;
           if (absl::Status s = ParseHex4(&cp); !s.ok()) return s;
-          if (cp >= 0xD800 && cp <= 0xDBFF && ConsumeWord("\\u")) {
+          if (IsHighSurrogate(cp) && ConsumeWord("\\u")) {
             uint32_t low = 0;
             if (absl::Status s = ParseHex4(&low); !s.ok()) return s;
-            if (low < 0xDC00 || low > 0xDFFF) return Error("invalid surrogate pair");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-          } else if (cp >= 0xD800 && cp <= 0xDFFF) {
+            if (!IsLowSurrogate(low)) return Error("invalid surrogate pair");
+            cp = CombineSurrogates(cp, low);
+          } else if (IsHighSurrogate(cp) || IsLowSurrogate(cp)) {
             return Error("lone surrogate in \\u escape");
           }
           AppendUtf8(cp, out);

@@ -14,8 +14,8 @@ inline parallel::GridOptions GridOptionsFromConfig(const Config& config, const s
   const ParallelConfig& p = config.parallel;
   parallel::GridOptions options;
   options.dims = {p.tp, p.pp, p.dp};  // dp 0 = auto
-  options.order = p.order;
-  options.backend = p.backend;
+  options.order = EnumName(p.order);
+  options.backend = EnumName(p.backend);
   options.device = device;
   options.rendezvous = p.rendezvous;
   options.comm_timeout_s = p.comm_timeout_s;

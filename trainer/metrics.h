@@ -1,12 +1,10 @@
-// Per-step training metrics: the record, its JSON line for metrics.jsonl, its console line, and
-// the process memory figures that go with it.
+// Per-step training metrics: the record, its JSON line for metrics.jsonl and its console line
+// (trainer/metrics_sink.h writes them; trainer/device.h measures the memory figures).
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
-
-#include <torch/types.h>
 
 namespace tessera {
 
@@ -27,10 +25,5 @@ struct StepMetrics {
 
 std::string MetricsJsonLine(const StepMetrics& m);
 std::string MetricsConsoleLine(const StepMetrics& m);
-// Memory in use now, MiB: CUDA allocator's allocated bytes for CUDA devices, else process RSS.
-double MemoryInUseMb(torch::Device device);
-// The peak so far, MiB: the CUDA allocator's peak allocated bytes, or the process's peak
-// resident set (VmHWM) on the CPU.
-double PeakMemoryMb(torch::Device device);
 
 }  // namespace tessera

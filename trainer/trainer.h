@@ -1,19 +1,17 @@
 // The training loop on one rank of the process grid: owns this rank's model chunks and the
-// pipeline executor that runs the schedule over them, the data-parallel gradient reducer, the optimizer (over
-// this rank's ZeRO shard), the loader of this rank's slice of each global batch, and (on rank 0) the run
-// directory's metrics. Create() validates everything that depends on the config, the layout and the data
-// before any model memory is allocated; Run() trains. A world of one process is the same code with identity
-// communicators.
+// pipeline executor that runs the schedule over them, the data-parallel gradient reducer, the
+// optimizer (over this rank's ZeRO shard), the loader of this rank's slice of each global batch,
+// and the loop's components, each deciding its own timing: the evaluator, the divergence guard,
+// the metrics sink, the checkpoint policy and the step profiler. Create() validates everything
+// that depends on the config, the layout and the data before any model memory is allocated;
+// Run() trains. A world of one process is the same code with identity communicators.
 #pragma once
 
-#include <deque>
-#include <fstream>
+#include <chrono>
 #include <memory>
-#include <set>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "checkpoint/checkpoint_writer.h"
 #include "config/config.h"
 #include "data/loader.h"
 #include "data/sample_stream.h"
@@ -23,20 +21,23 @@
 #include "parallel/pipeline/executor.h"
 #include "parallel/pipeline/partition.h"
 #include "parallel/process_grid.h"
+#include "trainer/checkpoint_policy.h"
+#include "trainer/device.h"
+#include "trainer/divergence_guard.h"
+#include "trainer/evaluator.h"
 #include "trainer/flat_adamw.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
-#include "trainer/tensorboard/tensorboard_writer.h"
+#include "trainer/metrics_sink.h"
+#include "trainer/step_profiler.h"
 #include "trainer/training_state.h"
 
 namespace tessera {
 
-// "cuda" or "cpu": what train.device ("auto", "cpu", "cuda") means on this machine and build.
-std::string ResolvedDeviceKind(const std::string& train_device);
-
 // Agreement after a step every rank takes alone (setup): an all-reduce over the world of whether
-// each rank succeeded. Returns `mine` where it failed here, an error naming the failed ranks'
-// count where it failed elsewhere, else OK. Collective over the world.
+// each rank succeeded. Returns `mine` where it failed here (marked OnEveryRank when every rank
+// failed with the same message: printed once), an error naming the failed ranks' count where it
+// failed elsewhere, else OK. Collective over the world.
 absl::Status AllRanksOk(parallel::ProcessGrid& grid, const absl::Status& mine);
 
 class Trainer {
@@ -48,7 +49,7 @@ class Trainer {
   absl::Status Run();
   // Mean loss over train.eval_batches micro-batches of held-out data (the same ones each time,
   // split over the data-parallel ranks). Collective.
-  absl::StatusOr<double> Evaluate();
+  absl::StatusOr<double> Evaluate() { return evaluator_->Evaluate(); }
 
   const std::vector<StepMetrics>& history() const { return history_; }
   // This rank's first model chunk (the whole model in a single process).
@@ -56,31 +57,29 @@ class Trainer {
   torch::Device device() const { return device_; }
 
  private:
+  using Clock = std::chrono::steady_clock;
+
   Trainer(const Config& config, parallel::ProcessGrid& grid, torch::Device device);
+  // Setup, in this order.
   absl::Status Setup();
+  absl::Status CheckBatchLayout();
   absl::Status SetupData();
   absl::Status SetupModel();
-  // The checkpoint writer, and the resume: finds the checkpoint to start from (any layout) and
-  // loads this rank's slices of it. Collective.
+  absl::StatusOr<parallel::pipeline::Schedule> TrainingSchedule(int64_t microbatches) const;
+  absl::StatusOr<std::vector<Transformer>> BuildChunks() const;
+  // The gradient reducer over the chunks' parameters, as the model's sharding plan says.
+  absl::Status SetupReducer(const std::vector<Transformer>& chunks);
   absl::Status SetupCheckpoints();
-  // Saves the state after `steps_done` steps (collective); waits for it when `wait`.
-  absl::Status SaveCheckpoint(int64_t steps_done, bool wait);
-  // Loads this rank's slices and the loop's counters (start_step_ and friends) from `reader`.
-  absl::Status LoadCheckpoint(const checkpoint::CheckpointReader& reader, bool* had_optimizer);
-  // train.on_divergence: rollback: reloads the newest checkpoint, keeps the data position (the
-  // batches since the checkpoint are skipped) and returns the checkpoint's step. Collective.
-  absl::StatusOr<int64_t> RollBack(int64_t failed_step);
-  static constexpr int kMaxRollbacks = 3;
-  // Forward-only pass of one held-out micro-batch through the pipeline; the loss on every rank.
-  absl::StatusOr<double> EvalMicroBatch(const data::LocalBatch& batch);
-  // One optimizer step over this rank's slice of a global batch; fills loss, grad_norm, lr and
-  // data_wait_s.
+  absl::Status SetupLoader();
+  void LogSetup() const;
+
+  // One optimizer step over this rank's slice of a global batch; fills loss, grad_norm, lr,
+  // skipped_steps and data_wait_s.
   absl::Status TrainStep(int64_t step, StepMetrics* metrics);
+  // The step's time, throughput, MFU and memory (and, after the first step, the end of start-up).
+  void MeasureStep(int64_t step, Clock::time_point start, StepMetrics* metrics);
   // Sums the gradients of the tied embedding's two copies (first and last pipeline stage).
   absl::Status SumTiedEmbeddingGrads();
-  // The loss-spike and NaN guard: whether this step's update is skipped (the same decision on
-  // every rank: loss and gradient norm are already all-reduced).
-  bool ShouldSkipUpdate(double loss, double grad_norm) const;
   // Under pipelining: the last step's measured bubble and peak live activations against the
   // simulator's prediction (rank 0 prints). Collective over the pipeline group.
   absl::Status LogPipelineBubble();
@@ -89,6 +88,9 @@ class Trainer {
     return torch::TensorOptions().dtype(torch::kDouble).device(device_);
   }
   bool is_logger() const { return grid_.rank() == 0; }
+  bool sequence_parallel() const {
+    return config_.parallel.sequence_parallel && grid_.topology().dims().tp > 1;
+  }
 
   Config config_;
   parallel::ProcessGrid& grid_;
@@ -99,25 +101,21 @@ class Trainer {
   std::unique_ptr<ModelPipelineStage> stage_;
   std::unique_ptr<parallel::pipeline::PipelineExecutor> executor_;
   std::unique_ptr<parallel::GradReducer> reducer_;
-  RankParameters rank_params_;                               // in the reducer's order
-  std::unique_ptr<parallel::Communicator> checkpoint_comm_;  // the writer's own (async saves)
-  std::unique_ptr<checkpoint::CheckpointWriter> checkpointer_;
-  std::string checkpoint_dir_;
-  int64_t start_step_ = 0;    // steps already done (resumed)
-  int64_t start_sample_ = 0;  // global samples already consumed (resumed)
+  RankParameters rank_params_;                        // in the reducer's order
+  std::vector<torch::Tensor> tied_embedding_copies_;  // this rank's copies of the tied embedding (pp > 1)
   std::unique_ptr<FlatAdamW> optimizer_;
   LrSchedule schedule_{};
   int64_t local_batch_ = 0;  // rows of each global batch on this rank
+  int64_t start_step_ = 0;   // steps already done (resumed)
+  int64_t start_sample_ = 0;  // global samples already consumed (resumed)
   double flops_per_token_ = 0;
   double peak_tflops_ = 0;
-  std::ofstream metrics_file_;
-  std::unique_ptr<tensorboard::TensorBoardWriter> tensorboard_;
-  std::deque<double> recent_losses_;  // of accepted steps, for the spike test
-  int64_t consecutive_skips_ = 0, skipped_total_ = 0;
-  int rollbacks_ = 0;
-  // TESSERA_FAULT_NAN_GRAD_STEPS: steps (1-based) whose gradients are poisoned with NaN, to
-  // exercise the guard end to end (tests).
-  std::set<int64_t> fault_nan_steps_;
+  // The loop's components.
+  std::unique_ptr<MetricsSink> metrics_;
+  std::unique_ptr<DivergenceGuard> guard_;
+  std::unique_ptr<CheckpointPolicy> checkpoints_;
+  std::unique_ptr<Evaluator> evaluator_;
+  std::unique_ptr<StepProfiler> profiler_;
   std::vector<StepMetrics> history_;
 };
 

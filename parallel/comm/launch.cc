@@ -279,6 +279,107 @@ absl::StatusOr<std::vector<int>> ExpandSlurmTasksPerNode(std::string_view spec_v
   return out;
 }
 
+namespace {
+
+// Every other launcher whose variables are present must agree with the chosen one.
+absl::Status CheckLaunchersAgree(const Source& chosen, const std::optional<Source>& ompi,
+                                 const std::optional<Source>& pmi, const std::optional<Source>& torchrun,
+                                 const std::optional<Source>& slurm) {
+  // Slurm's variables are skipped under an MPI launcher (mpirun inside an allocation inherits the batch
+  // step's, and mpirun's remote daemons are srun tasks with their own SLURM_PROCID), and under torchrun when
+  // the sizes differ (then srun started one torchrun per node, an outer layer).
+  for (const std::optional<Source>& other : {ompi, pmi, torchrun, slurm}) {
+    if (!other || other->launcher == chosen.launcher) continue;
+    if (other->launcher == Launcher::kSlurm &&
+        (chosen.launcher == Launcher::kOpenMpi || chosen.launcher == Launcher::kPmi ||
+         (chosen.launcher == Launcher::kTorchrun && other->size != chosen.size))) {
+      continue;
+    }
+    if (other->rank != chosen.rank || other->size != chosen.size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("conflicting launcher environment: ", chosen.rank_var, "=", chosen.rank, " ",
+                       chosen.size_var, "=", chosen.size, " (", LauncherName(chosen.launcher), ") but ",
+                       other->rank_var, "=", other->rank, " ", other->size_var, "=", other->size, " (",
+                       LauncherName(other->launcher), "); unset the stale variables"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The ranks and local layout from the variables of `chosen`, a launcher other than Slurm itself
+// (`slurm`, when present, gives the local layout under srun --mpi=pmi2).
+absl::StatusOr<LaunchInfo> FromLauncher(const EnvLookup& env, const Source& chosen,
+                                        const std::optional<Source>& slurm) {
+  LaunchInfo info;
+  info.launcher = chosen.launcher;
+  info.rank = chosen.rank;
+  info.world_size = chosen.size;
+  info.rank_variable = chosen.rank_var;
+  info.size_variable = chosen.size_var;
+  std::string local_var, local_size_var;
+  if (chosen.launcher == Launcher::kOpenMpi) {
+    local_var = "OMPI_COMM_WORLD_LOCAL_RANK";
+    local_size_var = "OMPI_COMM_WORLD_LOCAL_SIZE";
+  } else if (chosen.launcher == Launcher::kTorchrun) {
+    local_var = "LOCAL_RANK";
+    local_size_var = "LOCAL_WORLD_SIZE";
+    TS_ASSIGN_OR_RETURN(std::optional<int> group, IntVar(env, "GROUP_RANK"));
+    info.node_rank = group.value_or(-1);
+  } else if (slurm && slurm->rank == chosen.rank && slurm->size == chosen.size) {
+    // srun --mpi=pmi2 sets both PMI_* and SLURM_*; Slurm then knows the local rank.
+    local_var = "SLURM_LOCALID";
+    TS_ASSIGN_OR_RETURN(LaunchInfo s, FromSlurm(env, *slurm));
+    info.local_size = s.local_size;
+    info.node_rank = s.node_rank;
+    info.num_nodes = s.num_nodes;
+  }
+  if (!local_var.empty()) {
+    TS_ASSIGN_OR_RETURN(std::optional<int> local, IntVar(env, local_var));
+    info.local_rank = local.value_or(-1);
+  }
+  if (!local_size_var.empty()) {
+    TS_ASSIGN_OR_RETURN(std::optional<int> local_size, IntVar(env, local_size_var));
+    if (local_size) info.local_size = *local_size;
+  }
+  TS_RETURN_IF_ERROR(CheckLocal(info, local_var, local_size_var.empty() ? "the local size" : local_size_var));
+  if (chosen.launcher != Launcher::kSlurm) {
+    // The node list is still useful for messages; its task counts are the allocation's.
+    LaunchInfo layout;
+    if (ReadSlurmLayout(env, &layout).ok()) info.nodes = layout.nodes;
+  }
+  return info;
+}
+
+// The rendezvous address and port, and the job id (with the restart count) for messages and
+// file names.
+absl::Status ReadRendezvousAndJob(const EnvLookup& env, LaunchInfo* info) {
+  if (std::optional<std::string> addr = env("MASTER_ADDR")) info->master_addr = *addr;
+  TS_ASSIGN_OR_RETURN(std::optional<int> port, IntVar(env, "MASTER_PORT"));
+  if (port) {
+    if (*port < 1 || *port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("launcher variable MASTER_PORT=", *port, " is not a TCP port in [1, 65535]"));
+    }
+    info->master_port = *port;
+  }
+  if (std::optional<std::string> run = env("TESSERA_RUN_ID")) {
+    info->job_id = *run;
+  } else if (std::optional<std::string> job = env("SLURM_JOB_ID")) {
+    info->job_id = absl::StrCat("slurm-", *job);
+    if (std::optional<std::string> step = env("SLURM_STEP_ID")) absl::StrAppend(&info->job_id, ".", *step);
+  } else if (std::optional<std::string> job = env("OMPI_MCA_ess_base_jobid")) {
+    info->job_id = absl::StrCat("ompi-", *job);
+  } else if (std::optional<std::string> job = env("TORCHELASTIC_RUN_ID")) {
+    info->job_id = absl::StrCat("torchrun-", *job);
+  }
+  TS_ASSIGN_OR_RETURN(std::optional<int> restarts, IntVar(env, "SLURM_RESTART_COUNT"));
+  info->restart_count = restarts.value_or(0);
+  if (info->restart_count > 0) absl::StrAppend(&info->job_id, ".r", info->restart_count);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<LaunchInfo> ParseLaunchEnvironment(const EnvLookup& env) {
   TS_ASSIGN_OR_RETURN(std::optional<Source> ompi,
                       ReadPair(env, Launcher::kOpenMpi, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"));
@@ -299,98 +400,20 @@ absl::StatusOr<LaunchInfo> ParseLaunchEnvironment(const EnvLookup& env) {
   // torchrun-style variables come before Slurm's: torchrun sets them per worker, also when it
   // runs as one srun task per node.
   std::optional<Source> chosen = ompi ? ompi : pmi ? pmi : torchrun ? torchrun : slurm;
-  // Every other launcher whose variables are present must agree. Slurm's are skipped under an
-  // MPI launcher (mpirun inside an allocation inherits the batch step's, and mpirun's remote
-  // daemons are srun tasks with their own SLURM_PROCID), and under torchrun when the sizes
-  // differ (then srun started one torchrun per node, an outer layer).
-  if (chosen) {
-    for (const std::optional<Source>& other : {ompi, pmi, torchrun, slurm}) {
-      if (!other || other->launcher == chosen->launcher) continue;
-      if (other->launcher == Launcher::kSlurm &&
-          (chosen->launcher == Launcher::kOpenMpi || chosen->launcher == Launcher::kPmi ||
-           (chosen->launcher == Launcher::kTorchrun && other->size != chosen->size))) {
-        continue;
-      }
-      if (other->rank != chosen->rank || other->size != chosen->size) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("conflicting launcher environment: ", chosen->rank_var, "=", chosen->rank, " ",
-                         chosen->size_var, "=", chosen->size, " (", LauncherName(chosen->launcher), ") but ",
-                         other->rank_var, "=", other->rank, " ", other->size_var, "=", other->size, " (",
-                         LauncherName(other->launcher), "); unset the stale variables"));
-      }
-    }
-  }
+  if (chosen) TS_RETURN_IF_ERROR(CheckLaunchersAgree(*chosen, ompi, pmi, torchrun, slurm));
 
   LaunchInfo info;
   if (chosen && chosen->launcher == Launcher::kSlurm) {
     TS_ASSIGN_OR_RETURN(info, FromSlurm(env, *chosen));
   } else if (chosen) {
-    info.launcher = chosen->launcher;
-    info.rank = chosen->rank;
-    info.world_size = chosen->size;
-    info.rank_variable = chosen->rank_var;
-    info.size_variable = chosen->size_var;
-    std::string local_var, local_size_var;
-    if (chosen->launcher == Launcher::kOpenMpi) {
-      local_var = "OMPI_COMM_WORLD_LOCAL_RANK";
-      local_size_var = "OMPI_COMM_WORLD_LOCAL_SIZE";
-    } else if (chosen->launcher == Launcher::kTorchrun) {
-      local_var = "LOCAL_RANK";
-      local_size_var = "LOCAL_WORLD_SIZE";
-      TS_ASSIGN_OR_RETURN(std::optional<int> group, IntVar(env, "GROUP_RANK"));
-      info.node_rank = group.value_or(-1);
-    } else if (slurm && slurm->rank == chosen->rank && slurm->size == chosen->size) {
-      // srun --mpi=pmi2 sets both PMI_* and SLURM_*; Slurm then knows the local rank.
-      local_var = "SLURM_LOCALID";
-      TS_ASSIGN_OR_RETURN(LaunchInfo s, FromSlurm(env, *slurm));
-      info.local_size = s.local_size;
-      info.node_rank = s.node_rank;
-      info.num_nodes = s.num_nodes;
-    }
-    if (!local_var.empty()) {
-      TS_ASSIGN_OR_RETURN(std::optional<int> local, IntVar(env, local_var));
-      info.local_rank = local.value_or(-1);
-    }
-    if (!local_size_var.empty()) {
-      TS_ASSIGN_OR_RETURN(std::optional<int> local_size, IntVar(env, local_size_var));
-      if (local_size) info.local_size = *local_size;
-    }
-    TS_RETURN_IF_ERROR(
-        CheckLocal(info, local_var, local_size_var.empty() ? "the local size" : local_size_var));
-    if (chosen->launcher != Launcher::kSlurm) {
-      // The node list is still useful for messages; its task counts are the allocation's.
-      LaunchInfo layout;
-      if (ReadSlurmLayout(env, &layout).ok()) info.nodes = layout.nodes;
-    }
+    TS_ASSIGN_OR_RETURN(info, FromLauncher(env, *chosen, slurm));
   } else {
     info.local_rank = 0;
     info.local_size = 1;
     info.node_rank = 0;
     info.num_nodes = 1;
   }
-
-  if (std::optional<std::string> addr = env("MASTER_ADDR")) info.master_addr = *addr;
-  TS_ASSIGN_OR_RETURN(std::optional<int> port, IntVar(env, "MASTER_PORT"));
-  if (port) {
-    if (*port < 1 || *port > 65535) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("launcher variable MASTER_PORT=", *port, " is not a TCP port in [1, 65535]"));
-    }
-    info.master_port = *port;
-  }
-  if (std::optional<std::string> run = env("TESSERA_RUN_ID")) {
-    info.job_id = *run;
-  } else if (std::optional<std::string> job = env("SLURM_JOB_ID")) {
-    info.job_id = absl::StrCat("slurm-", *job);
-    if (std::optional<std::string> step = env("SLURM_STEP_ID")) absl::StrAppend(&info.job_id, ".", *step);
-  } else if (std::optional<std::string> job = env("OMPI_MCA_ess_base_jobid")) {
-    info.job_id = absl::StrCat("ompi-", *job);
-  } else if (std::optional<std::string> job = env("TORCHELASTIC_RUN_ID")) {
-    info.job_id = absl::StrCat("torchrun-", *job);
-  }
-  TS_ASSIGN_OR_RETURN(std::optional<int> restarts, IntVar(env, "SLURM_RESTART_COUNT"));
-  info.restart_count = restarts.value_or(0);
-  if (info.restart_count > 0) absl::StrAppend(&info.job_id, ".r", info.restart_count);
+  TS_RETURN_IF_ERROR(ReadRendezvousAndJob(env, &info));
   return info;
 }
 

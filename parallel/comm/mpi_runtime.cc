@@ -63,6 +63,36 @@ T* Leak(T value) {
   return new T(std::move(value));
 }
 
+// What the probed `members` of `op` answered (answers[i] when answered[i]): the lines of the
+// report, and which of them had not arrived.
+void DescribeAnswers(const OpRecord& op, const std::vector<int>& members,
+                     const std::vector<ControlMessage>& answers, const std::vector<bool>& answered,
+                     double budget_s, ProbeResult* result) {
+  const bool p2p = !op.p2p_peers.empty();
+  for (size_t i = 0; i < members.size(); ++i) {
+    const ControlMessage& a = answers[i];
+    if (!answered[i]) {
+      result->lines.push_back(absl::StrFormat(
+          "rank %d: did not answer within %.1f s (dead, stopped, or unable to run its watchdog)", members[i],
+          budget_s));
+      result->absent.push_back(members[i]);
+    } else if (p2p) {
+      // No sequence numbers to compare: say what the peer is doing.
+      result->lines.push_back(absl::StrFormat("rank %d: %s", members[i], a.text));
+      if (!a.in_flight) result->absent.push_back(members[i]);
+    } else if (!a.known) {
+      result->lines.push_back(absl::StrFormat("rank %d: has no group '%s' (a different layout?); it is %s",
+                                              members[i], op.group->name, a.text));
+      result->absent.push_back(members[i]);
+    } else if (a.issued < op.seq) {
+      result->lines.push_back(
+          absl::StrFormat("rank %d: not arrived: its last %s collective is #%d (#%d completed); it is %s",
+                          members[i], op.group->name, a.issued, a.completed, a.text));
+      result->absent.push_back(members[i]);
+    }
+  }
+}
+
 }  // namespace
 
 struct MpiRuntime::Impl {
@@ -200,28 +230,7 @@ struct MpiRuntime::Impl {
         if (send_requests[i] != MPI_REQUEST_NULL) MPI_Request_free(&send_requests[i]);
       }
     }
-    for (size_t i = 0; i < n; ++i) {
-      const ControlMessage& a = (*answers_in)[i];
-      if (!answered[i]) {
-        result.lines.push_back(absl::StrFormat(
-            "rank %d: did not answer within %.1f s (dead, stopped, or unable to run its watchdog)",
-            members[i], budget_s));
-        result.absent.push_back(members[i]);
-      } else if (p2p) {
-        // No sequence numbers to compare: say what the peer is doing.
-        result.lines.push_back(absl::StrFormat("rank %d: %s", members[i], a.text));
-        if (!a.in_flight) result.absent.push_back(members[i]);
-      } else if (!a.known) {
-        result.lines.push_back(absl::StrFormat("rank %d: has no group '%s' (a different layout?); it is %s",
-                                               members[i], op.group->name, a.text));
-        result.absent.push_back(members[i]);
-      } else if (a.issued < op.seq) {
-        result.lines.push_back(
-            absl::StrFormat("rank %d: not arrived: its last %s collective is #%d (#%d completed); it is %s",
-                            members[i], op.group->name, a.issued, a.completed, a.text));
-        result.absent.push_back(members[i]);
-      }
-    }
+    DescribeAnswers(op, members, *answers_in, answered, budget_s, &result);
     if (!p2p && op.group->world_ranks.size() - 1 > members.size()) {
       result.lines.push_back(absl::StrFormat("(asked only the first %d other members)", members.size()));
     }

@@ -143,8 +143,9 @@ std::string Frame(uint32_t status, const std::string& payload) {
 
 void SetNonBlocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
-absl::StatusOr<std::string> ServeTcp(int port, const RendezvousOptions& options, const std::string& blob) {
-  const std::string where = absl::StrCat("rank 0: rendezvous server on port ", port, " (MASTER_PORT)");
+// A non-blocking socket listening on `port` of every address (IPv6 and IPv4 when the host has
+// IPv6, else IPv4); errors start with `where`.
+absl::StatusOr<Fd> Listen(int port, const std::string& where) {
   Fd listener(socket(AF_INET6, SOCK_STREAM, 0));
   bool v6 = listener.get() >= 0;
   if (!v6) listener = Fd(socket(AF_INET, SOCK_STREAM, 0));
@@ -174,6 +175,12 @@ absl::StatusOr<std::string> ServeTcp(int port, const RendezvousOptions& options,
                                                "another MASTER_PORT)"));
   }
   SetNonBlocking(listener.get());
+  return listener;
+}
+
+absl::StatusOr<std::string> ServeTcp(int port, const RendezvousOptions& options, const std::string& blob) {
+  const std::string where = absl::StrCat("rank 0: rendezvous server on port ", port, " (MASTER_PORT)");
+  TS_ASSIGN_OR_RETURN(Fd listener, Listen(port, where));
   const auto deadline = DeadlineIn(options.timeout_s);
   std::set<uint32_t> served;
   std::vector<std::string> rejected;

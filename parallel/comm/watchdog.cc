@@ -296,87 +296,16 @@ void Watchdog::Fail(FailureKind kind, const OpRecord* op, const std::string& wha
   const int sig = PendingSignal();
   const int code = kind == FailureKind::kSignal && sig != 0 ? 128 + sig : options_.exit_code;
   std::string report;
-  auto emit = [&report](const std::string& line) {
+  const std::function<void(const std::string&)> emit = [&report](const std::string& line) {
     TS_LOG(ERROR) << line;
     absl::StrAppend(&report, line, "\n");
   };
   const std::string me = absl::StrCat("rank ", options_.world_rank);
   const double waited = op ? Seconds(Clock::now() - op->start) : 0;
-  switch (kind) {
-    case FailureKind::kTimeout:
-      emit(absl::StrFormat("%s: collective timed out: waited %.1f s in %s, past the %g s %s (%s)", me, waited,
-                           op->Describe(), op->timeout_s, op->startup ? "start-up timeout" : "timeout",
-                           op->startup ? "parallel.startup_timeout_s" : "parallel.comm_timeout_s"));
-      break;
-    case FailureKind::kBackendError:
-      emit(op ? absl::StrFormat("%s: communication failed after %.1f s in %s: %s", me, waited, op->Describe(),
-                                what)
-              : absl::StrFormat("%s: communication failed (%s): %s", me, DescribeActivity(), what));
-      break;
-    case FailureKind::kSignal:
-      emit(op ? absl::StrFormat(
-                    "%s: received %s while waiting %.1f s in %s: the launcher is stopping the job, "
-                    "usually because another rank exited (see the launcher's message)",
-                    me, strsignal(sig), waited, op->Describe())
-              : absl::StrFormat("%s: received %s outside any collective (%s); exiting", me, strsignal(sig),
-                                DescribeActivity()));
-      break;
-    case FailureKind::kPeerAbort:
-      emit(absl::StrFormat("%s: told to exit by a peer: %s; this rank was %s", me, what, DescribeActivity()));
-      break;
-    case FailureKind::kLocalError:
-      emit(absl::StrFormat("%s: fatal error: %s; ending the job", me, what));
-      break;
-  }
-  if (kind == FailureKind::kLocalError && options_.world_size > 1) {
-    Notifier notifier;
-    {
-      std::lock_guard<std::mutex> lock(hooks_mu_);
-      notifier = notifier_;
-    }
-    std::vector<int> others;
-    for (int r = 0; r < options_.world_size; ++r) {
-      if (r != options_.world_rank) others.push_back(r);
-    }
-    if (notifier) notifier(others, absl::StrCat("rank ", options_.world_rank, " failed: ", what));
-  }
+  emit(FailureHeadline(kind, op, what, sig, waited));
+  if (kind == FailureKind::kLocalError && options_.world_size > 1) NotifyPeersOfLocalError(what);
   if (op && kind != FailureKind::kPeerAbort && kind != FailureKind::kLocalError) {
-    Prober prober;
-    Notifier notifier;
-    {
-      std::lock_guard<std::mutex> lock(hooks_mu_);
-      prober = prober_;
-      notifier = notifier_;
-    }
-    const double budget =
-        kind == FailureKind::kSignal ? std::min(0.5, options_.probe_budget_s) : options_.probe_budget_s;
-    if (op->p2p_peers.empty() && op->group && op->group->world_ranks.size() <= 1) {
-      // Nobody else to wait for.
-    } else if (prober) {
-      ProbeResult result = prober(*op, budget);
-      if (!op->p2p_peers.empty()) {
-        emit(absl::StrCat(me, ": the peers of this send/recv:"));
-        for (const std::string& line : result.lines) emit(absl::StrCat(me, ":   ", line));
-      } else if (result.lines.empty()) {
-        emit(
-            absl::StrFormat("%s: every other rank of group %s answered and had arrived at #%d: "
-                            "the collective itself is stuck (network, or a stopped process)",
-                            me, op->group ? op->group->name : "-", op->seq));
-      } else {
-        emit(absl::StrFormat("%s: ranks of group %s that had not arrived at %s #%d:", me,
-                             op->group ? op->group->name : "-", op->op, op->seq));
-        for (const std::string& line : result.lines) emit(absl::StrCat(me, ":   ", line));
-      }
-      if (notifier && !result.absent.empty()) {
-        notifier(result.absent,
-                 absl::StrFormat("rank %d waited %.1f s for it in %s #%d of group %s", options_.world_rank,
-                                 waited, op->op, op->seq, op->group ? op->group->name : "-"));
-      }
-    } else {
-      emit(absl::StrCat(me,
-                        ": which ranks had not arrived is unknown (this backend has no side "
-                        "channel to ask them)"));
-    }
+    ReportAbsentRanks(kind, *op, waited, emit);
   }
   emit(absl::StrFormat("%s: exiting with code %d", me, code));
   if (options_.on_fatal) {
@@ -385,6 +314,91 @@ void Watchdog::Fail(FailureKind kind, const OpRecord* op, const std::string& wha
   }
   std::fflush(nullptr);
   _exit(code);
+}
+
+std::string Watchdog::FailureHeadline(FailureKind kind, const OpRecord* op, const std::string& what, int sig,
+                                      double waited) const {
+  const std::string me = absl::StrCat("rank ", options_.world_rank);
+  switch (kind) {
+    case FailureKind::kTimeout:
+      return absl::StrFormat("%s: collective timed out: waited %.1f s in %s, past the %g s %s (%s)", me,
+                             waited, op->Describe(), op->timeout_s,
+                             op->startup ? "start-up timeout" : "timeout",
+                             op->startup ? "parallel.startup_timeout_s" : "parallel.comm_timeout_s");
+    case FailureKind::kBackendError:
+      return op ? absl::StrFormat("%s: communication failed after %.1f s in %s: %s", me, waited,
+                                  op->Describe(), what)
+                : absl::StrFormat("%s: communication failed (%s): %s", me, DescribeActivity(), what);
+    case FailureKind::kSignal:
+      return op ? absl::StrFormat(
+                      "%s: received %s while waiting %.1f s in %s: the launcher is stopping the job, "
+                      "usually because another rank exited (see the launcher's message)",
+                      me, strsignal(sig), waited, op->Describe())
+                : absl::StrFormat("%s: received %s outside any collective (%s); exiting", me, strsignal(sig),
+                                  DescribeActivity());
+    case FailureKind::kPeerAbort:
+      return absl::StrFormat("%s: told to exit by a peer: %s; this rank was %s", me, what,
+                             DescribeActivity());
+    case FailureKind::kLocalError:
+      return absl::StrFormat("%s: fatal error: %s; ending the job", me, what);
+  }
+  return absl::StrFormat("%s: failure", me);
+}
+
+// Tells every other rank to exit, so that none waits for this one until its timeout.
+void Watchdog::NotifyPeersOfLocalError(const std::string& what) {
+  Notifier notifier;
+  {
+    std::lock_guard<std::mutex> lock(hooks_mu_);
+    notifier = notifier_;
+  }
+  std::vector<int> others;
+  for (int r = 0; r < options_.world_size; ++r) {
+    if (r != options_.world_rank) others.push_back(r);
+  }
+  if (notifier) notifier(others, absl::StrCat("rank ", options_.world_rank, " failed: ", what));
+}
+
+// Asks the ranks of the stuck collective (over the backend's side channel) which had not
+// arrived, reports them, and tells them why this rank gives up.
+void Watchdog::ReportAbsentRanks(FailureKind kind, const OpRecord& op, double waited,
+                                 const std::function<void(const std::string&)>& emit) {
+  const std::string me = absl::StrCat("rank ", options_.world_rank);
+  Prober prober;
+  Notifier notifier;
+  {
+    std::lock_guard<std::mutex> lock(hooks_mu_);
+    prober = prober_;
+    notifier = notifier_;
+  }
+  const double budget =
+      kind == FailureKind::kSignal ? std::min(0.5, options_.probe_budget_s) : options_.probe_budget_s;
+  if (op.p2p_peers.empty() && op.group && op.group->world_ranks.size() <= 1) return;  // nobody to wait for
+  if (!prober) {
+    emit(absl::StrCat(me,
+                      ": which ranks had not arrived is unknown (this backend has no side "
+                      "channel to ask them)"));
+    return;
+  }
+  ProbeResult result = prober(op, budget);
+  if (!op.p2p_peers.empty()) {
+    emit(absl::StrCat(me, ": the peers of this send/recv:"));
+    for (const std::string& line : result.lines) emit(absl::StrCat(me, ":   ", line));
+  } else if (result.lines.empty()) {
+    emit(
+        absl::StrFormat("%s: every other rank of group %s answered and had arrived at #%d: "
+                        "the collective itself is stuck (network, or a stopped process)",
+                        me, op.group ? op.group->name : "-", op.seq));
+  } else {
+    emit(absl::StrFormat("%s: ranks of group %s that had not arrived at %s #%d:", me,
+                         op.group ? op.group->name : "-", op.op, op.seq));
+    for (const std::string& line : result.lines) emit(absl::StrCat(me, ":   ", line));
+  }
+  if (notifier && !result.absent.empty()) {
+    notifier(result.absent,
+             absl::StrFormat("rank %d waited %.1f s for it in %s #%d of group %s", options_.world_rank,
+                             waited, op.op, op.seq, op.group ? op.group->name : "-"));
+  }
 }
 
 }  // namespace tessera::parallel

@@ -165,6 +165,13 @@ class Watchdog {
   void Loop();
   void Tick();
   void PruneLocked();
+  // Steps of Fail: its first line, the notice to peers of a local error, and the probe of who
+  // had not arrived at the collective `op`.
+  std::string FailureHeadline(FailureKind kind, const OpRecord* op, const std::string& what, int sig,
+                              double waited) const;
+  void NotifyPeersOfLocalError(const std::string& what);
+  void ReportAbsentRanks(FailureKind kind, const OpRecord& op, double waited,
+                         const std::function<void(const std::string&)>& emit);
 
   Options options_;
   std::atomic<bool> in_startup_{true};

@@ -52,9 +52,10 @@ struct GradReducer::Pending {
 GradReducer::GradReducer(Communicator& dp, DataParallelOptions options) : dp_(dp), options_(options) {}
 GradReducer::~GradReducer() = default;
 
-absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<DataParallelParameter> params,
-                                                                 Communicator& dp,
-                                                                 DataParallelOptions options) {
+namespace {
+
+absl::Status CheckReducerInputs(const std::vector<DataParallelParameter>& params,
+                                const DataParallelOptions& options) {
   if (options.zero < 0 || options.zero > 2) {
     return absl::InvalidArgumentError(absl::StrCat("parallel.zero = ", options.zero, ": expected 0, 1 or 2"));
   }
@@ -63,7 +64,6 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
         absl::StrCat("parallel.bucket_mb = ", options.bucket_mb, ": expected a bucket size > 0 MiB"));
   }
   if (params.empty()) return absl::InvalidArgumentError("data-parallel reducer: no parameters");
-  const at::TensorOptions float_options = params.front().tensor.options().dtype(at::kFloat);
   for (const DataParallelParameter& p : params) {
     if (p.tensor.scalar_type() != at::kFloat || !p.tensor.is_leaf() || !p.tensor.requires_grad()) {
       return absl::InvalidArgumentError(
@@ -75,17 +75,19 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
                                                      params.front().tensor.device().str()));
     }
   }
-  std::unique_ptr<GradReducer> r(new GradReducer(dp, options));
-  const int dp_size = dp.size();
-  const int dp_rank = dp.rank();
+  return absl::OkStatus();
+}
 
-  // Bucket order: the reverse of the order of use, late parameters in one last bucket.
+// The parameters of each bucket: the reverse of the order of use, cut after about bucket_mb,
+// and the late parameters in one last bucket (whose index goes to *late_group).
+std::vector<std::vector<int>> BucketGroups(const std::vector<DataParallelParameter>& params, double bucket_mb,
+                                           size_t* late_group) {
   std::vector<int> order;
   for (int i = static_cast<int>(params.size()) - 1; i >= 0; --i) {
     if (!params[i].late) order.push_back(i);
   }
   const int64_t bucket_elements =
-      std::max<int64_t>(1, static_cast<int64_t>(options.bucket_mb * 1048576.0 / sizeof(float)));
+      std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1048576.0 / sizeof(float)));
   std::vector<std::vector<int>> groups;
   int64_t in_group = 0;
   for (int i : order) {
@@ -100,96 +102,127 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
   for (int i = 0; i < static_cast<int>(params.size()); ++i) {
     if (params[i].late) late.push_back(i);
   }
-  const size_t late_group = groups.size();
+  *late_group = groups.size();
   if (!late.empty()) groups.push_back(late);
+  return groups;
+}
 
-  r->param_bucket_.assign(params.size(), -1);
-  r->param_offset_.assign(params.size(), 0);
-  int64_t offset = 0, shard_offset = 0;
-  for (size_t g = 0; g < groups.size(); ++g) {
-    auto bucket = std::make_unique<Bucket>();
-    bucket->late = g == late_group;
-    // Decayed parameters first, so that each owned range's decayed part is a prefix.
-    std::stable_partition(groups[g].begin(), groups[g].end(), [&](int i) { return params[i].decay; });
-    bucket->params = groups[g];
-    bucket->begin = offset;
-    for (int i : groups[g]) {
-      r->param_bucket_[i] = static_cast<int>(g);
-      r->param_offset_[i] = offset + bucket->numel;
-      bucket->numel += params[i].tensor.numel();
-      if (params[i].decay) bucket->decayed += params[i].tensor.numel();
-    }
-    bucket->padded = (bucket->numel + dp_size - 1) / dp_size * dp_size;
-    bucket->shard_begin = shard_offset;
-    offset += bucket->padded;
-    shard_offset += bucket->padded / dp_size;
-    r->buckets_.push_back(std::move(bucket));
-  }
+}  // namespace
 
-  torch::NoGradGuard no_grad;
-  r->flat_params_ = torch::zeros({offset}, float_options);
-  if (options.zero <= 1) r->flat_grads_ = torch::zeros({offset}, float_options);
-  if (options.zero >= 1) r->shard_grads_ = torch::zeros({shard_offset}, float_options);
-  for (size_t i = 0; i < params.size(); ++i) {
-    at::Tensor& t = params[i].tensor;
-    at::Tensor slot = r->flat_params_.narrow(0, r->param_offset_[i], t.numel()).view(t.sizes());
-    slot.copy_(t);
-    t.set_data(slot);
-    if (options.zero <= 1) {
-      t.mutable_grad() = r->flat_grads_.narrow(0, r->param_offset_[i], t.numel()).view(t.sizes());
-    } else {
-      t.mutable_grad().reset();
-    }
-  }
-
-  // What this rank's optimizer updates, and the runs of its DP shard for the gradient norm.
-  for (const auto& b : r->buckets_) {
-    const int64_t shard = b->padded / dp_size;
-    const int64_t mine = dp_rank * shard;
-    if (options.zero == 0) {
-      r->owned_.push_back({b->Region(r->flat_params_), b->Region(r->flat_grads_), b->decayed, b->begin});
-    } else {
-      r->owned_.push_back({b->Region(r->flat_params_).narrow(0, mine, shard),
-                           r->shard_grads_.narrow(0, b->shard_begin, shard),
-                           std::clamp<int64_t>(b->decayed - mine, 0, shard), b->begin + mine});
-    }
-    int64_t at = 0;
-    for (int i : b->params) {
-      const int64_t n = params[i].tensor.numel();
-      const int64_t lo = std::max(at, mine), hi = std::min(at + n, mine + shard);
-      at += n;
-      if (lo >= hi || params[i].norm_weight == 0) continue;
-      if (!b->norm_runs.empty() && b->norm_runs.back().weight == params[i].norm_weight &&
-          b->norm_runs.back().begin + b->norm_runs.back().length == lo) {
-        b->norm_runs.back().length += hi - lo;
-      } else {
-        b->norm_runs.push_back({lo, hi - lo, params[i].norm_weight});
-      }
-    }
-  }
-
+absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<DataParallelParameter> params,
+                                                                 Communicator& dp,
+                                                                 DataParallelOptions options) {
+  TS_RETURN_IF_ERROR(CheckReducerInputs(params, options));
+  const at::TensorOptions float_options = params.front().tensor.options().dtype(at::kFloat);
+  std::unique_ptr<GradReducer> r(new GradReducer(dp, options));
   r->params_ = std::move(params);
-  // Hooks after the accumulation of each gradient (the accumulator node's post hook sees .grad
-  // updated). The reducer keeps the accumulators alive; the parameters only hold weak references.
-  for (size_t i = 0; i < r->params_.size(); ++i) {
-    if (r->params_[i].late) continue;
-    c10::intrusive_ptr<torch::autograd::Node> accumulator =
-        torch::autograd::impl::grad_accumulator(r->params_[i].tensor);
-    GradReducer* self = r.get();
-    const int index = static_cast<int>(i);
-    accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-        [self, index](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
-          self->OnGradReady(index);
-          return outputs;
-        }));
-    r->accumulators_.push_back(std::move(accumulator));
-  }
+  size_t late_group = 0;
+  std::vector<std::vector<int>> groups = BucketGroups(r->params_, options.bucket_mb, &late_group);
+  const auto [total, shard_total] = r->LayOutBuckets(groups, late_group);
+  r->FlattenParameters(total, shard_total, float_options);
+  r->AssignOwnedRanges();
+  r->InstallHooks();
   int groups_count = 1;
   for (const DataParallelParameter& p : r->params_) groups_count = std::max(groups_count, p.group + 1);
   r->group_final_.assign(groups_count, 0);
   r->counted_.assign(r->params_.size(), 0);
   r->ZeroGrad();
   return r;
+}
+
+std::pair<int64_t, int64_t> GradReducer::LayOutBuckets(std::vector<std::vector<int>>& groups,
+                                                       size_t late_group) {
+  const int dp_size = dp_.size();
+  param_bucket_.assign(params_.size(), -1);
+  param_offset_.assign(params_.size(), 0);
+  int64_t offset = 0, shard_offset = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    auto bucket = std::make_unique<Bucket>();
+    bucket->late = g == late_group;
+    // Decayed parameters first, so that each owned range's decayed part is a prefix.
+    std::stable_partition(groups[g].begin(), groups[g].end(), [&](int i) { return params_[i].decay; });
+    bucket->params = groups[g];
+    bucket->begin = offset;
+    for (int i : groups[g]) {
+      param_bucket_[i] = static_cast<int>(g);
+      param_offset_[i] = offset + bucket->numel;
+      bucket->numel += params_[i].tensor.numel();
+      if (params_[i].decay) bucket->decayed += params_[i].tensor.numel();
+    }
+    bucket->padded = (bucket->numel + dp_size - 1) / dp_size * dp_size;
+    bucket->shard_begin = shard_offset;
+    offset += bucket->padded;
+    shard_offset += bucket->padded / dp_size;
+    buckets_.push_back(std::move(bucket));
+  }
+  return {offset, shard_offset};
+}
+
+void GradReducer::FlattenParameters(int64_t total, int64_t shard_total,
+                                    const at::TensorOptions& float_options) {
+  torch::NoGradGuard no_grad;
+  flat_params_ = torch::zeros({total}, float_options);
+  if (options_.zero <= 1) flat_grads_ = torch::zeros({total}, float_options);
+  if (options_.zero >= 1) shard_grads_ = torch::zeros({shard_total}, float_options);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& t = params_[i].tensor;
+    at::Tensor slot = flat_params_.narrow(0, param_offset_[i], t.numel()).view(t.sizes());
+    slot.copy_(t);
+    t.set_data(slot);
+    if (options_.zero <= 1) {
+      t.mutable_grad() = flat_grads_.narrow(0, param_offset_[i], t.numel()).view(t.sizes());
+    } else {
+      t.mutable_grad().reset();
+    }
+  }
+}
+
+// What this rank's optimizer updates, and the runs of its DP shard for the gradient norm.
+void GradReducer::AssignOwnedRanges() {
+  const int dp_size = dp_.size();
+  const int dp_rank = dp_.rank();
+  for (const auto& b : buckets_) {
+    const int64_t shard = b->padded / dp_size;
+    const int64_t mine = dp_rank * shard;
+    if (options_.zero == 0) {
+      owned_.push_back({b->Region(flat_params_), b->Region(flat_grads_), b->decayed, b->begin});
+    } else {
+      owned_.push_back({b->Region(flat_params_).narrow(0, mine, shard),
+                        shard_grads_.narrow(0, b->shard_begin, shard),
+                        std::clamp<int64_t>(b->decayed - mine, 0, shard), b->begin + mine});
+    }
+    int64_t at = 0;
+    for (int i : b->params) {
+      const int64_t n = params_[i].tensor.numel();
+      const int64_t lo = std::max(at, mine), hi = std::min(at + n, mine + shard);
+      at += n;
+      if (lo >= hi || params_[i].norm_weight == 0) continue;
+      if (!b->norm_runs.empty() && b->norm_runs.back().weight == params_[i].norm_weight &&
+          b->norm_runs.back().begin + b->norm_runs.back().length == lo) {
+        b->norm_runs.back().length += hi - lo;
+      } else {
+        b->norm_runs.push_back({lo, hi - lo, params_[i].norm_weight});
+      }
+    }
+  }
+}
+
+// Hooks after the accumulation of each gradient (the accumulator node's post hook sees .grad
+// updated). The reducer keeps the accumulators alive; the parameters only hold weak references.
+void GradReducer::InstallHooks() {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_[i].late) continue;
+    c10::intrusive_ptr<torch::autograd::Node> accumulator =
+        torch::autograd::impl::grad_accumulator(params_[i].tensor);
+    GradReducer* self = this;
+    const int index = static_cast<int>(i);
+    accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [self, index](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+          self->OnGradReady(index);
+          return outputs;
+        }));
+    accumulators_.push_back(std::move(accumulator));
+  }
 }
 
 void GradReducer::ZeroGrad() {

@@ -41,6 +41,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -137,6 +138,11 @@ class GradReducer {
   struct Bucket;
   struct Pending;
   GradReducer(Communicator& dp, DataParallelOptions options);
+  // Steps of Create. LayOutBuckets returns the sizes of the flat buffer and of this rank's shards.
+  std::pair<int64_t, int64_t> LayOutBuckets(std::vector<std::vector<int>>& groups, size_t late_group);
+  void FlattenParameters(int64_t total, int64_t shard_total, const at::TensorOptions& float_options);
+  void AssignOwnedRanges();
+  void InstallHooks();
   absl::Status Launch(int bucket);
 
   Communicator& dp_;

@@ -12,9 +12,11 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
+#include <new>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/exit_codes.h"
 #include "core/status_macros.h"
 
 namespace tessera::parallel::pipeline {
@@ -27,10 +29,16 @@ double Seconds(Clock::time_point from, Clock::time_point to) {
 }
 
 // LibTorch reports errors by exceptions; the executor's callers get a Status naming the action.
+// Running out of memory (device or host) is told by its type, and carries its exit code.
 template <typename Fn>
 absl::Status Guarded(const std::string& where, Fn&& fn) {
   try {
     return fn();
+  } catch (const c10::OutOfMemoryError& e) {
+    return WithExitCode(absl::ResourceExhaustedError(absl::StrCat(where, ": ", e.what_without_backtrace())),
+                        kExitOutOfMemory);
+  } catch (const std::bad_alloc& e) {
+    return WithExitCode(absl::ResourceExhaustedError(absl::StrCat(where, ": ", e.what())), kExitOutOfMemory);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat(where, ": ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
@@ -121,7 +129,8 @@ absl::StatusOr<double> PipelineExecutor::RunStep() {
 }
 
 absl::StatusOr<double> PipelineExecutor::RunActions() {
-  at::AutoGradMode grad_mode(true);
+  // Training records the graph for the backward; a forward-only schedule evaluates without one.
+  at::AutoGradMode grad_mode(!schedule_.forward_only);
   const std::vector<Action>& list = schedule_.actions[rank_];
   stats_.timeline.reserve(list.size());
   const Clock::time_point start = Clock::now();
@@ -182,7 +191,7 @@ absl::Status PipelineExecutor::Forward(const Action& a, const std::string& where
     input = std::move(it->second);
     inputs_.erase(it);
     // A leaf of this chunk's graph: B/I leave the gradient to send back in its .grad.
-    input.requires_grad_(true);
+    if (!schedule_.forward_only) input.requires_grad_(true);
   }
   at::Tensor output = stage_.Forward(static_cast<int>(a.chunk), static_cast<int>(a.microbatch), input);
   if (!output.defined())
@@ -204,6 +213,10 @@ absl::Status PipelineExecutor::Forward(const Action& a, const std::string& where
     }
     // Detached: the next chunk's graph starts at its own leaf (on this rank when pp == 1).
     (schedule_.pp == 1 ? inputs_[{a.chunk + 1, a.microbatch}] : activations_[key]) = output.detach();
+  }
+  if (schedule_.forward_only) {  // no backward: nothing to keep; one activation alive at a time
+    stats_.peak_live = std::max<int64_t>(stats_.peak_live, 1);
+    return absl::OkStatus();
   }
   saved_[key] = Saved{std::move(input), std::move(output), at::Tensor(), false};
   stats_.peak_live = std::max<int64_t>(stats_.peak_live, static_cast<int64_t>(saved_.size()));

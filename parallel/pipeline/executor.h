@@ -26,6 +26,11 @@
 //
 // A micro-batch's saved tensors are dropped as soon as its B (or W) ran, so the live count
 // follows the schedule; the peak is measured and equals the simulator's prediction.
+//
+// Forward-only (evaluation): a schedule of ForwardOnlySchedule (schedule.h) runs with autograd
+// off: F computes without a graph, received inputs are plain tensors, nothing is kept after an
+// F, and RunStep returns the sum of the last model chunk's outputs (the micro-batches' losses,
+// scaled as the stage scales them) as in training.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -48,7 +53,8 @@ namespace tessera::parallel::pipeline {
 
 // What one pipeline rank computes, chunk by chunk; the trainer implements it over its model
 // chunks (local chunk c is model chunk c * pp + rank, partition.h). Methods may throw LibTorch
-// exceptions: the executor turns them into a Status naming the action.
+// exceptions: the executor turns them into a Status naming the action (out of memory, LibTorch's
+// c10::OutOfMemoryError or std::bad_alloc, carries kExitOutOfMemory: core/exit_codes.h).
 class PipelineStage {
  public:
   virtual ~PipelineStage() = default;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "core/status_macros.h"
 #include "parallel/pipeline/partition.h"
 
 namespace tessera::parallel::pipeline {
@@ -57,7 +58,7 @@ absl::StatusOr<Action> ParseActionToken(const std::string& token) {
 
 bool Schedule::operator==(const Schedule& other) const {
   return name == other.name && pp == other.pp && v == other.v && microbatches == other.microbatches &&
-         actions == other.actions;
+         actions == other.actions && forward_only == other.forward_only;
 }
 
 std::string Schedule::RankLabel(int64_t rank) const {
@@ -103,12 +104,104 @@ std::string FormatSchedule(const Schedule& schedule) {
   return out;
 }
 
-absl::StatusOr<Schedule> ParseSchedule(const std::string& text) {
-  Schedule s;
-  // Directive values as given (0 = absent) and where, for the consistency errors below.
+namespace {
+
+// The directives of a schedule file as given (0 = absent), and where, for the consistency errors.
+struct Directives {
   int64_t pp = 0, v = 0, microbatches = 0;
   int64_t v_line = 0, microbatches_line = 0;
   bool has_name = false;
+};
+
+// One directive line ("name ...", "pp N", "virtual-stages N", "microbatches N").
+absl::Status ParseDirective(absl::string_view line, const std::string& where, int64_t line_no, Schedule& s,
+                            Directives& d) {
+  std::vector<std::string> words = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+  const std::string& key = words[0];
+  const std::string rest(absl::StripAsciiWhitespace(line.substr(key.size())));
+  if (key == "name") {
+    if (d.has_name) return absl::InvalidArgumentError(absl::StrCat(where, ": 'name' given twice"));
+    d.has_name = true;
+    s.name = rest;
+    return absl::OkStatus();
+  }
+  int64_t* target = key == "pp"               ? &d.pp
+                    : key == "virtual-stages" ? &d.v
+                    : key == "microbatches"   ? &d.microbatches
+                                              : nullptr;
+  if (target == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": unknown directive '", key,
+                     "' (expected name, pp, virtual-stages, microbatches, or a rank's actions such as 0F0)"));
+  }
+  if (*target != 0) return absl::InvalidArgumentError(absl::StrCat(where, ": '", key, "' given twice"));
+  if (!absl::SimpleAtoi(rest, target) || *target < 1 || *target >= kMaxIndex) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": '", key, "' expects an integer from 1 to ",
+                                                   kMaxIndex - 1, ", got '", rest, "'"));
+  }
+  if (key == "virtual-stages") d.v_line = line_no;
+  if (key == "microbatches") d.microbatches_line = line_no;
+  return absl::OkStatus();
+}
+
+// One rank's line of action tokens.
+absl::StatusOr<std::vector<Action>> ParseActionLine(absl::string_view line, const std::string& where,
+                                                    size_t rank) {
+  std::vector<Action> actions;
+  int64_t token_no = 0;
+  for (absl::string_view token : absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
+    ++token_no;
+    auto action = ParseActionToken(std::string(token));
+    if (!action.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, " (rank ", rank, "), token ", token_no, ": ", action.status().message()));
+    }
+    actions.push_back(*action);
+  }
+  return actions;
+}
+
+// Sets the sizes: pp from the action lines, v and micro-batches from the directives or else from
+// what the actions use; a directive bounds the actions.
+absl::Status SetSizes(Schedule& s, const Directives& d) {
+  if (s.actions.empty())
+    return absl::InvalidArgumentError("schedule has no action lines (one per pipeline rank)");
+  s.pp = static_cast<int64_t>(s.actions.size());
+  if (d.pp != 0 && d.pp != s.pp) {
+    return absl::InvalidArgumentError(absl::StrCat("directive 'pp ", d.pp, "' but the schedule has ", s.pp,
+                                                   " action lines (one per rank)"));
+  }
+  int64_t max_chunk = 0, max_mb = 0;
+  for (const auto& rank : s.actions) {
+    for (const Action& a : rank)
+      max_chunk = std::max(max_chunk, a.chunk), max_mb = std::max(max_mb, a.microbatch);
+  }
+  s.v = d.v != 0 ? d.v : max_chunk + 1;
+  s.microbatches = d.microbatches != 0 ? d.microbatches : max_mb + 1;
+  for (size_t r = 0; r < s.actions.size(); ++r) {
+    for (size_t i = 0; i < s.actions[r].size(); ++i) {
+      const Action& a = s.actions[r][i];
+      const std::string where = absl::StrCat("line ", s.source_lines[r], " (rank ", r, "), token ", i + 1,
+                                             " '", ActionToken(a), "'");
+      if (a.chunk >= s.v) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": chunk ", a.chunk, " but 'virtual-stages ",
+                                                       s.v, "' (line ", d.v_line, ")"));
+      }
+      if (a.microbatch >= s.microbatches) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": micro-batch ", a.microbatch,
+                                                       " but 'microbatches ", s.microbatches, "' (line ",
+                                                       d.microbatches_line, ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Schedule> ParseSchedule(const std::string& text) {
+  Schedule s;
+  Directives directives;
   int64_t line_no = 0;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_no;
@@ -117,78 +210,14 @@ absl::StatusOr<Schedule> ParseSchedule(const std::string& text) {
     if (line.empty()) continue;
     const std::string where = absl::StrCat("line ", line_no);
     if (std::isalpha(static_cast<unsigned char>(line[0]))) {
-      std::vector<std::string> words = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-      const std::string& key = words[0];
-      const std::string rest(absl::StripAsciiWhitespace(line.substr(key.size())));
-      if (key == "name") {
-        if (has_name) return absl::InvalidArgumentError(absl::StrCat(where, ": 'name' given twice"));
-        has_name = true;
-        s.name = rest;
-        continue;
-      }
-      int64_t* target = key == "pp"               ? &pp
-                        : key == "virtual-stages" ? &v
-                        : key == "microbatches"   ? &microbatches
-                                                  : nullptr;
-      if (target == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, ": unknown directive '", key,
-            "' (expected name, pp, virtual-stages, microbatches, or a rank's actions such as 0F0)"));
-      }
-      if (*target != 0) return absl::InvalidArgumentError(absl::StrCat(where, ": '", key, "' given twice"));
-      if (!absl::SimpleAtoi(rest, target) || *target < 1 || *target >= kMaxIndex) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": '", key, "' expects an integer from 1 to ",
-                                                       kMaxIndex - 1, ", got '", rest, "'"));
-      }
-      if (key == "virtual-stages") v_line = line_no;
-      if (key == "microbatches") microbatches_line = line_no;
+      TS_RETURN_IF_ERROR(ParseDirective(line, where, line_no, s, directives));
       continue;
     }
-    std::vector<Action> actions;
-    int64_t token_no = 0;
-    for (absl::string_view token : absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
-      ++token_no;
-      auto action = ParseActionToken(std::string(token));
-      if (!action.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(where, " (rank ", s.actions.size(), "), token ",
-                                                       token_no, ": ", action.status().message()));
-      }
-      actions.push_back(*action);
-    }
+    TS_ASSIGN_OR_RETURN(std::vector<Action> actions, ParseActionLine(line, where, s.actions.size()));
     s.actions.push_back(std::move(actions));
     s.source_lines.push_back(line_no);
   }
-  if (s.actions.empty())
-    return absl::InvalidArgumentError("schedule has no action lines (one per pipeline rank)");
-  s.pp = static_cast<int64_t>(s.actions.size());
-  if (pp != 0 && pp != s.pp) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("directive 'pp ", pp, "' but the schedule has ", s.pp, " action lines (one per rank)"));
-  }
-  // Sizes default to what the actions use; a directive bounds them.
-  int64_t max_chunk = 0, max_mb = 0;
-  for (const auto& rank : s.actions) {
-    for (const Action& a : rank)
-      max_chunk = std::max(max_chunk, a.chunk), max_mb = std::max(max_mb, a.microbatch);
-  }
-  s.v = v != 0 ? v : max_chunk + 1;
-  s.microbatches = microbatches != 0 ? microbatches : max_mb + 1;
-  for (size_t r = 0; r < s.actions.size(); ++r) {
-    for (size_t i = 0; i < s.actions[r].size(); ++i) {
-      const Action& a = s.actions[r][i];
-      const std::string where = absl::StrCat("line ", s.source_lines[r], " (rank ", r, "), token ", i + 1,
-                                             " '", ActionToken(a), "'");
-      if (a.chunk >= s.v) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(where, ": chunk ", a.chunk, " but 'virtual-stages ", s.v, "' (line ", v_line, ")"));
-      }
-      if (a.microbatch >= s.microbatches) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": micro-batch ", a.microbatch,
-                                                       " but 'microbatches ", s.microbatches, "' (line ",
-                                                       microbatches_line, ")"));
-      }
-    }
-  }
+  TS_RETURN_IF_ERROR(SetSizes(s, directives));
   return s;
 }
 
@@ -258,6 +287,23 @@ absl::StatusOr<Schedule> GPipeSchedule(int64_t pp, int64_t m) {
     for (int64_t i = 0; i < m; ++i) steps[r].push_back({Act(ActionKind::kBackward, 0, i)});
   }
   return Assemble("gpipe", pp, 1, m, steps);
+}
+
+absl::StatusOr<Schedule> ForwardOnlySchedule(int64_t pp, int64_t m, int64_t v) {
+  if (absl::Status s = CheckSizes(pp, m); !s.ok()) return s;
+  if (v < 1 || v >= kMaxIndex) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("virtual stages must be from 1 to ", kMaxIndex - 1, ", got ", v));
+  }
+  std::vector<Steps> steps(pp);
+  for (int64_t r = 0; r < pp; ++r) {
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t c = 0; c < v; ++c) steps[r].push_back({Act(ActionKind::kForward, c, i)});
+    }
+  }
+  Schedule schedule = Assemble("forward-only", pp, v, m, steps);
+  schedule.forward_only = true;
+  return schedule;
 }
 
 absl::StatusOr<Schedule> OneFOneBSchedule(int64_t pp, int64_t m) {

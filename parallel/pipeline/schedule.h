@@ -81,6 +81,9 @@ struct Schedule {
   int64_t v = 1;
   int64_t microbatches = 1;
   std::vector<std::vector<Action>> actions;  // actions[rank], in execution order
+  // Evaluation: only forwards (F, SA, RA), no backward; ForwardOnlySchedule makes one. Not part
+  // of the text form (FormatSchedule / ParseSchedule handle training schedules).
+  bool forward_only = false;
   // Where each rank's line was in the parsed text (1-based), for messages; empty if generated.
   std::vector<int64_t> source_lines;
 
@@ -115,6 +118,10 @@ absl::StatusOr<Schedule> InterleavedOneFOneBSchedule(int64_t pp, int64_t microba
 // ZB-H1 (Qi et al., "Zero Bubble Pipeline Parallelism"): 1F1B with B split into I and W, the
 // W's deferred into the cool-down; the same peak activation count as 1F1B on rank 0.
 absl::StatusOr<Schedule> ZeroBubbleH1Schedule(int64_t pp, int64_t microbatches);
+
+// Forward-only (evaluation): every micro-batch through every model chunk in model order, one
+// micro-batch after the other, with GPipe's transfers; any v. Named "forward-only".
+absl::StatusOr<Schedule> ForwardOnlySchedule(int64_t pp, int64_t microbatches, int64_t v);
 
 // By name: "gpipe", "1f1b", "interleaved", "zb-h1" (kScheduleNames). v must be 1 except for
 // interleaved.

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/status_macros.h"
 #include "parallel/pipeline/partition.h"
 
 namespace tessera::parallel::pipeline {
@@ -170,87 +171,130 @@ absl::StatusOr<Partners> MatchTransfers(const Schedule& s) {
   return partners;
 }
 
+// Where each action is in a rank's list.
+using Positions = std::map<ActionKey, size_t>;
+
+// The position of an action in the list, or -1.
+int64_t Find(const Positions& position, ActionKind kind, int64_t chunk, int64_t mb) {
+  auto it = position.find(KeyOf(kind, chunk, mb));
+  return it == position.end() ? -1 : static_cast<int64_t>(it->second);
+}
+
+// Forward-only schedules (evaluation): the input of micro-batch `mb` of chunk `c`, forwarded at
+// action `f`, is there first, and its activation is sent after it exists.
+absl::Status CheckForwardInputs(const Schedule& s, int64_t r, int64_t c, int64_t mb, int64_t f,
+                                const Positions& position) {
+  auto find = [&](ActionKind kind, int64_t chunk, int64_t m) { return Find(position, kind, chunk, m); };
+  if (ModelChunk(r, c, s.pp) > 0) {
+    const int64_t have =
+        s.pp > 1 ? find(ActionKind::kRecvActivation, c, mb) : find(ActionKind::kForward, c - 1, mb);
+    if (have < 0 || have > f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          At(s, r, f), " needs its input first: '",
+          s.pp > 1 ? Token(ActionKind::kRecvActivation, c, mb) : Token(ActionKind::kForward, c - 1, mb),
+          "' must come before it"));
+    }
+  }
+  if (int64_t sa = find(ActionKind::kSendActivation, c, mb); sa >= 0 && sa < f) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(At(s, r, sa), " sends before its forward, action ", f + 1));
+  }
+  return absl::OkStatus();
+}
+
+// Micro-batch `mb` of the rank's chunk `c`: forwarded and backwarded once, its inputs there
+// before they are used and its outputs sent after they exist.
+absl::Status CheckMicroBatch(const Schedule& s, int64_t r, int64_t c, int64_t mb, const Positions& position) {
+  auto find = [&](ActionKind kind, int64_t chunk, int64_t m) { return Find(position, kind, chunk, m); };
+  const int64_t k = ModelChunk(r, c, s.pp);
+  const int64_t last_chunk = s.pp * s.v - 1;
+  const std::string what = absl::StrCat(s.RankLabel(r), ": micro-batch ", mb, " of chunk ", c);
+  const int64_t f = find(ActionKind::kForward, c, mb), b = find(ActionKind::kBackward, c, mb),
+                in = find(ActionKind::kBackwardInput, c, mb), w = find(ActionKind::kBackwardWeight, c, mb);
+  if (f < 0)
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " is never forwarded (no '", Token(ActionKind::kForward, c, mb), "')"));
+  if (s.forward_only) return CheckForwardInputs(s, r, c, mb, f, position);
+  if (b < 0 && in < 0 && w < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " is never backwarded (no '",
+                                                   Token(ActionKind::kBackward, c, mb), "', nor '",
+                                                   Token(ActionKind::kBackwardInput, c, mb), "' and '",
+                                                   Token(ActionKind::kBackwardWeight, c, mb), "')"));
+  }
+  if (b >= 0 && (in >= 0 || w >= 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " has both a full backward B and a split one (I/W)"));
+  }
+  if (b < 0 && (in < 0 || w < 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, in < 0 ? " has W but no I (the input gradient is never computed)"
+                                  : " has I but no W (the weight gradient is never computed)"));
+  }
+  const int64_t back = b >= 0 ? b : in;  // the action that produces the input gradient
+  if (back < f)
+    return absl::InvalidArgumentError(
+        absl::StrCat(At(s, r, back), " comes before its forward, action ", f + 1));
+  if (in >= 0 && w < in)
+    return absl::InvalidArgumentError(absl::StrCat(At(s, r, w), " comes before its I, action ", in + 1));
+  // Inputs: from the previous/next model chunk, received or (pp == 1) computed on this rank.
+  if (k > 0) {
+    const int64_t have =
+        s.pp > 1 ? find(ActionKind::kRecvActivation, c, mb) : find(ActionKind::kForward, c - 1, mb);
+    if (have < 0 || have > f) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          At(s, r, f), " needs its input first: '",
+          s.pp > 1 ? Token(ActionKind::kRecvActivation, c, mb) : Token(ActionKind::kForward, c - 1, mb),
+          "' must come before it"));
+    }
+  }
+  if (k < last_chunk) {
+    int64_t have = find(ActionKind::kRecvGrad, c, mb);
+    std::string need = Token(ActionKind::kRecvGrad, c, mb);
+    if (s.pp == 1) {
+      have = std::max(find(ActionKind::kBackward, c + 1, mb), find(ActionKind::kBackwardInput, c + 1, mb));
+      need = absl::StrCat(Token(ActionKind::kBackward, c + 1, mb), "' or '",
+                          Token(ActionKind::kBackwardInput, c + 1, mb));
+    }
+    if (have < 0 || have > back) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(At(s, r, back), " needs its output gradient first: '", need, "' must come before it"));
+    }
+  }
+  // Outputs are sent after they exist.
+  if (int64_t sa = find(ActionKind::kSendActivation, c, mb); sa >= 0 && sa < f) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(At(s, r, sa), " sends before its forward, action ", f + 1));
+  }
+  if (int64_t sg = find(ActionKind::kSendGrad, c, mb); sg >= 0 && sg < back) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(At(s, r, sg), " sends before its backward, action ", back + 1));
+  }
+  return absl::OkStatus();
+}
+
 // Every (chunk, micro-batch) of the rank forwarded and backwarded once, and data before use.
 absl::Status CheckRank(const Schedule& s, int64_t r) {
   const std::vector<Action>& list = s.actions[r];
-  std::map<ActionKey, size_t> position;
+  Positions position;
   for (size_t i = 0; i < list.size(); ++i) {
     auto [it, fresh] = position.emplace(KeyOf(list[i]), i);
     if (!fresh) {
       return absl::InvalidArgumentError(absl::StrCat(At(s, r, i), " repeats action ", it->second + 1));
     }
   }
-  auto find = [&](ActionKind kind, int64_t chunk, int64_t mb) -> int64_t {
-    auto it = position.find(KeyOf(kind, chunk, mb));
-    return it == position.end() ? -1 : static_cast<int64_t>(it->second);
-  };
-  const int64_t last_chunk = s.pp * s.v - 1;
-  for (int64_t c = 0; c < s.v; ++c) {
-    const int64_t k = ModelChunk(r, c, s.pp);
-    for (int64_t mb = 0; mb < s.microbatches; ++mb) {
-      const std::string what = absl::StrCat(s.RankLabel(r), ": micro-batch ", mb, " of chunk ", c);
-      const int64_t f = find(ActionKind::kForward, c, mb), b = find(ActionKind::kBackward, c, mb),
-                    in = find(ActionKind::kBackwardInput, c, mb),
-                    w = find(ActionKind::kBackwardWeight, c, mb);
-      if (f < 0)
+  if (s.forward_only) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      const ActionKind kind = list[i].kind;
+      if (kind != ActionKind::kForward && kind != ActionKind::kSendActivation &&
+          kind != ActionKind::kRecvActivation) {
         return absl::InvalidArgumentError(
-            absl::StrCat(what, " is never forwarded (no '", Token(ActionKind::kForward, c, mb), "')"));
-      if (b < 0 && in < 0 && w < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(what, " is never backwarded (no '",
-                                                       Token(ActionKind::kBackward, c, mb), "', nor '",
-                                                       Token(ActionKind::kBackwardInput, c, mb), "' and '",
-                                                       Token(ActionKind::kBackwardWeight, c, mb), "')"));
-      }
-      if (b >= 0 && (in >= 0 || w >= 0)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(what, " has both a full backward B and a split one (I/W)"));
-      }
-      if (b < 0 && (in < 0 || w < 0)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(what, in < 0 ? " has W but no I (the input gradient is never computed)"
-                                      : " has I but no W (the weight gradient is never computed)"));
-      }
-      const int64_t back = b >= 0 ? b : in;  // the action that produces the input gradient
-      if (back < f)
-        return absl::InvalidArgumentError(
-            absl::StrCat(At(s, r, back), " comes before its forward, action ", f + 1));
-      if (in >= 0 && w < in)
-        return absl::InvalidArgumentError(absl::StrCat(At(s, r, w), " comes before its I, action ", in + 1));
-      // Inputs: from the previous/next model chunk, received or (pp == 1) computed on this rank.
-      if (k > 0) {
-        const int64_t have =
-            s.pp > 1 ? find(ActionKind::kRecvActivation, c, mb) : find(ActionKind::kForward, c - 1, mb);
-        if (have < 0 || have > f) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              At(s, r, f), " needs its input first: '",
-              s.pp > 1 ? Token(ActionKind::kRecvActivation, c, mb) : Token(ActionKind::kForward, c - 1, mb),
-              "' must come before it"));
-        }
-      }
-      if (k < last_chunk) {
-        int64_t have = find(ActionKind::kRecvGrad, c, mb);
-        std::string need = Token(ActionKind::kRecvGrad, c, mb);
-        if (s.pp == 1) {
-          have =
-              std::max(find(ActionKind::kBackward, c + 1, mb), find(ActionKind::kBackwardInput, c + 1, mb));
-          need = absl::StrCat(Token(ActionKind::kBackward, c + 1, mb), "' or '",
-                              Token(ActionKind::kBackwardInput, c + 1, mb));
-        }
-        if (have < 0 || have > back) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              At(s, r, back), " needs its output gradient first: '", need, "' must come before it"));
-        }
-      }
-      // Outputs are sent after they exist.
-      if (int64_t sa = find(ActionKind::kSendActivation, c, mb); sa >= 0 && sa < f) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(At(s, r, sa), " sends before its forward, action ", f + 1));
-      }
-      if (int64_t sg = find(ActionKind::kSendGrad, c, mb); sg >= 0 && sg < back) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(At(s, r, sg), " sends before its backward, action ", back + 1));
+            absl::StrCat(At(s, r, i), ": a forward-only schedule has only F, SA and RA actions"));
       }
     }
+  }
+  for (int64_t c = 0; c < s.v; ++c) {
+    for (int64_t mb = 0; mb < s.microbatches; ++mb)
+      TS_RETURN_IF_ERROR(CheckMicroBatch(s, r, c, mb, position));
   }
   return absl::OkStatus();
 }
@@ -269,6 +313,109 @@ absl::StatusOr<Partners> CheckAll(const Schedule& s) {
 
 absl::Status CheckSchedule(const Schedule& schedule) { return CheckAll(schedule).status(); }
 
+namespace {
+
+// The event simulation of a checked schedule: each rank runs as far as it can; an exchange (a
+// run of consecutive communication actions) waits until all its peers have posted. The times do
+// not depend on the order ranks are visited in: a post time is the rank's free time.
+class Simulation {
+ public:
+  Simulation(const Schedule& s, const ActionCosts& costs, const Partners& partners)
+      : s_(s), costs_(costs), partners_(partners), pos_(s.pp, 0), free_at_(s.pp, 0), posted_(s.pp) {
+    out_.busy.assign(s.pp, 0);
+    out_.timeline.resize(s.pp);
+    for (int64_t r = 0; r < s.pp; ++r) {
+      posted_[r].assign(s.actions[r].size(), -1);
+      out_.timeline[r].resize(s.actions[r].size());
+    }
+  }
+
+  // Runs rank r as far as it can; true when it moved or posted.
+  bool Advance(int64_t r) {
+    const std::vector<Action>& list = s_.actions[r];
+    bool progress = false;
+    while (pos_[r] < list.size()) {
+      const size_t i = pos_[r];
+      if (list[i].IsCompute()) {
+        const double d = costs_.Of(list[i].kind);
+        out_.timeline[r][i] = {list[i], free_at_[r], free_at_[r] + d};
+        free_at_[r] += d;
+        out_.busy[r] += d;
+        ++pos_[r];
+        progress = true;
+        continue;
+      }
+      size_t end = i;
+      while (end < list.size() && !list[end].IsCompute()) ++end;
+      if (posted_[r][i] < 0) {
+        for (size_t j = i; j < end; ++j) posted_[r][j] = free_at_[r];
+        progress = true;
+      }
+      bool ready = true;
+      for (size_t j = i; j < end && ready; ++j)
+        ready = posted_[partners_[r][j].first][partners_[r][j].second] >= 0;
+      if (!ready) break;
+      double finish = free_at_[r];
+      for (size_t j = i; j < end; ++j) {
+        const auto [pr, pj] = partners_[r][j];
+        const double t = std::max(posted_[r][j], posted_[pr][pj]) + costs_.comm;
+        out_.timeline[r][j] = {list[j], posted_[r][j], t};
+        finish = std::max(finish, t);
+      }
+      free_at_[r] = finish;
+      pos_[r] = end;
+      progress = true;
+    }
+    return progress;
+  }
+
+  bool Finished(int64_t r) const { return pos_[r] == s_.actions[r].size(); }
+
+  // Which exchange waits for which, when no rank can move.
+  absl::Status Deadlock() const {
+    std::vector<std::string> blocked;
+    for (int64_t r = 0; r < s_.pp; ++r) {
+      for (size_t j = pos_[r]; j < s_.actions[r].size() && !s_.actions[r][j].IsCompute(); ++j) {
+        const auto [pr, pj] = partners_[r][j];
+        if (posted_[pr][pj] < 0) blocked.push_back(absl::StrCat(At(s_, r, j), " waits for ", At(s_, pr, pj)));
+      }
+    }
+    return absl::FailedPreconditionError(absl::StrCat("deadlock: ", absl::StrJoin(blocked, "; ")));
+  }
+
+  // Makespan, idle times, the bubble and the peak of live activations, once every rank finished.
+  SimulationResult Result() {
+    for (int64_t r = 0; r < s_.pp; ++r) out_.makespan = std::max(out_.makespan, free_at_[r]);
+    double idle_total = 0;
+    for (int64_t r = 0; r < s_.pp; ++r) {
+      out_.idle.push_back(out_.makespan - out_.busy[r]);
+      idle_total += out_.idle.back();
+      int64_t live = 0, peak = 0;
+      for (const Action& a : s_.actions[r]) {
+        if (a.kind == ActionKind::kForward) peak = std::max(peak, ++live);
+        // Live from F until B, or until W when the backward is split (simulator.h); forward-only,
+        // only during its F.
+        if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kBackwardWeight || s_.forward_only)
+          --live;
+      }
+      out_.peak_live.push_back(peak);
+    }
+    out_.bubble_fraction = out_.makespan > 0 ? idle_total / (s_.pp * out_.makespan) : 0.0;
+    return std::move(out_);
+  }
+
+ private:
+  const Schedule& s_;
+  const ActionCosts& costs_;
+  const Partners& partners_;
+  SimulationResult out_;
+  std::vector<size_t> pos_;
+  std::vector<double> free_at_;
+  std::vector<std::vector<double>> posted_;  // post time of each communication action, -1 before
+};
+
+}  // namespace
+
 absl::StatusOr<SimulationResult> Simulate(const Schedule& s, const ActionCosts& costs) {
   for (double c : {costs.forward, costs.backward, costs.backward_input, costs.backward_weight, costs.comm}) {
     if (!(c >= 0) || !std::isfinite(c)) {
@@ -279,85 +426,17 @@ absl::StatusOr<SimulationResult> Simulate(const Schedule& s, const ActionCosts& 
   }
   auto partners = CheckAll(s);
   if (!partners.ok()) return partners.status();
-
-  SimulationResult out;
-  out.busy.assign(s.pp, 0);
-  out.timeline.resize(s.pp);
-  std::vector<size_t> pos(s.pp, 0);
-  std::vector<double> free_at(s.pp, 0);
-  std::vector<std::vector<double>> posted(s.pp);  // post time of each communication action, -1 before
-  for (int64_t r = 0; r < s.pp; ++r) {
-    posted[r].assign(s.actions[r].size(), -1);
-    out.timeline[r].resize(s.actions[r].size());
-  }
-  // Each rank runs as far as it can; an exchange waits until all its peers have posted. The
-  // times do not depend on the order ranks are visited in: a post time is the rank's free time.
+  Simulation sim(s, costs, *partners);
   while (true) {
     bool progress = false, done = true;
     for (int64_t r = 0; r < s.pp; ++r) {
-      const std::vector<Action>& list = s.actions[r];
-      while (pos[r] < list.size()) {
-        const size_t i = pos[r];
-        if (list[i].IsCompute()) {
-          const double d = costs.Of(list[i].kind);
-          out.timeline[r][i] = {list[i], free_at[r], free_at[r] + d};
-          free_at[r] += d;
-          out.busy[r] += d;
-          ++pos[r];
-          progress = true;
-          continue;
-        }
-        size_t end = i;
-        while (end < list.size() && !list[end].IsCompute()) ++end;
-        if (posted[r][i] < 0) {
-          for (size_t j = i; j < end; ++j) posted[r][j] = free_at[r];
-          progress = true;
-        }
-        bool ready = true;
-        for (size_t j = i; j < end && ready; ++j)
-          ready = posted[(*partners)[r][j].first][(*partners)[r][j].second] >= 0;
-        if (!ready) break;
-        double finish = free_at[r];
-        for (size_t j = i; j < end; ++j) {
-          const auto [pr, pj] = (*partners)[r][j];
-          const double t = std::max(posted[r][j], posted[pr][pj]) + costs.comm;
-          out.timeline[r][j] = {list[j], posted[r][j], t};
-          finish = std::max(finish, t);
-        }
-        free_at[r] = finish;
-        pos[r] = end;
-        progress = true;
-      }
-      done = done && pos[r] == list.size();
+      progress = sim.Advance(r) || progress;
+      done = done && sim.Finished(r);
     }
     if (done) break;
-    if (!progress) {
-      std::vector<std::string> blocked;
-      for (int64_t r = 0; r < s.pp; ++r) {
-        for (size_t j = pos[r]; j < s.actions[r].size() && !s.actions[r][j].IsCompute(); ++j) {
-          const auto [pr, pj] = (*partners)[r][j];
-          if (posted[pr][pj] < 0) blocked.push_back(absl::StrCat(At(s, r, j), " waits for ", At(s, pr, pj)));
-        }
-      }
-      return absl::FailedPreconditionError(absl::StrCat("deadlock: ", absl::StrJoin(blocked, "; ")));
-    }
+    if (!progress) return sim.Deadlock();
   }
-
-  for (int64_t r = 0; r < s.pp; ++r) out.makespan = std::max(out.makespan, free_at[r]);
-  double idle_total = 0;
-  for (int64_t r = 0; r < s.pp; ++r) {
-    out.idle.push_back(out.makespan - out.busy[r]);
-    idle_total += out.idle.back();
-    // Live from F until B, or until W when the backward is split (simulator.h).
-    int64_t live = 0, peak = 0;
-    for (const Action& a : s.actions[r]) {
-      if (a.kind == ActionKind::kForward) peak = std::max(peak, ++live);
-      if (a.kind == ActionKind::kBackward || a.kind == ActionKind::kBackwardWeight) --live;
-    }
-    out.peak_live.push_back(peak);
-  }
-  out.bubble_fraction = out.makespan > 0 ? idle_total / (s.pp * out.makespan) : 0.0;
-  return out;
+  return sim.Result();
 }
 
 std::string RenderTimeline(const Schedule& s, const SimulationResult& result) {

@@ -11,8 +11,8 @@
 //
 // Liveness: the activation of a micro-batch on a chunk is live from the start of its F until the
 // end of its last backward action: B, or W when the backward is split (W still needs the stored
-// inputs of the layer). The peak is counted in chunk activations (with v > 1 each holds 1/v of a
-// stage's layers) and follows from the list order alone.
+// inputs of the layer); in a forward-only schedule, only during its F. The peak is counted in chunk
+// activations (with v > 1 each holds 1/v of a stage's layers) and follows from the list order alone.
 #pragma once
 
 #include <cstdint>
@@ -55,7 +55,8 @@ struct SimulationResult {
 // The static checks, also for an executor before it runs a schedule: sizes; communication only
 // between ranks holding neighbouring model chunks; every send matched by a receive on its peer in
 // the same order, and the reverse; every micro-batch forwarded and backwarded (B, or I then W)
-// exactly once per chunk; data before use. Errors name the rank (and line, for a parsed schedule),
+// exactly once per chunk (a forward-only schedule: forwarded once, and nothing but F, SA and
+// RA); data before use. Errors name the rank (and line, for a parsed schedule),
 // the action's position (1-based) and token.
 absl::Status CheckSchedule(const Schedule& schedule);
 

@@ -50,7 +50,7 @@ CATCH_TEST_CASE("config loads sections, includes a base and applies overrides in
   CATCH_CHECK(config->model.n_layers == 3);  // from --set
   CATCH_CHECK(config->train.lr == 0.005);    // --set wins over the file, which won over the base
   CATCH_CHECK(config->train.min_lr == 0.001);
-  CATCH_CHECK(config->train.precision == "bf16");
+  CATCH_CHECK(config->train.precision == tessera::Precision::kBf16);
   CATCH_CHECK((config->data.train == std::vector<tessera::CorpusEntry>{{"a/text", 1.0}, {"b", 0.25}}));
   CATCH_CHECK((config->data.val == std::vector<tessera::CorpusEntry>{{"c", 1.0}}));
 }
@@ -137,6 +137,46 @@ CATCH_TEST_CASE("a value of the wrong type names the key, the value and the expe
   CATCH_CHECK(Contains(LoadError("model: 3\n"), "'model' is a section"));
   CATCH_CHECK(Contains(LoadError("model:\n  dim: [\n"), "not valid YAML"));
   CATCH_CHECK(Contains(LoadError(kValid, {"train.lr"}), "expected KEY=VALUE"));
+}
+
+CATCH_TEST_CASE("closed choices are enums spelled as in YAML; pp_layers is a list of integers") {
+  auto config = tessera::ConfigFromOverrides({"train.eval_every=0", "data.train=[x]", "train.precision=bf16",
+                                              "train.device=cpu", "train.on_divergence=rollback",
+                                              "parallel.backend=mpi", "parallel.order=dp-pp-tp",
+                                              "parallel.pp_schedule=zb-h1", "parallel.pp_layers=[3, 1]"});
+  CATCH_REQUIRE(config.ok());
+  CATCH_CHECK(config->train.precision == tessera::Precision::kBf16);
+  CATCH_CHECK(config->train.device == tessera::DeviceChoice::kCpu);
+  CATCH_CHECK(config->train.on_divergence == tessera::DivergencePolicy::kRollback);
+  CATCH_CHECK(config->parallel.backend == tessera::CommBackend::kMpi);
+  CATCH_CHECK(config->parallel.order == tessera::GridOrder::kDpPpTp);
+  CATCH_CHECK(config->parallel.pp_schedule.kind == tessera::PipelineScheduleKind::kZbH1);
+  CATCH_CHECK(config->parallel.pp_layers == std::vector<int64_t>{3, 1});
+  // The effective config spells them as before and reads back the same.
+  const std::string yaml = tessera::ConfigToYaml(*config);
+  CATCH_CHECK(Contains(yaml, "  precision: \"bf16\"\n"));
+  CATCH_CHECK(Contains(yaml, "  order: \"dp-pp-tp\"\n"));
+  CATCH_CHECK(Contains(yaml, "  pp_schedule: \"zb-h1\"\n"));
+  CATCH_CHECK(Contains(yaml, "  pp_layers: [3, 1]\n"));
+  auto again = tessera::ConfigFromYamlString(yaml, "effective");
+  CATCH_REQUIRE(again.ok());
+  CATCH_CHECK(tessera::ConfigToYaml(*again) == yaml);
+  // A schedule that is not a name is a file's path; quoted integers (older config.yaml) still read.
+  auto file =
+      tessera::ConfigFromOverrides({"train.eval_every=0", "data.train=[x]",
+                                    "parallel.pp_schedule=my/sched.txt", "parallel.pp_layers=[\"2\", 2]"});
+  CATCH_REQUIRE(file.ok());
+  CATCH_CHECK(file->parallel.pp_schedule.kind == tessera::PipelineScheduleKind::kFile);
+  CATCH_CHECK(file->parallel.pp_schedule.Text() == "my/sched.txt");
+  CATCH_CHECK(file->parallel.pp_layers == std::vector<int64_t>{2, 2});
+  CATCH_CHECK(Contains(LoadError(kValid, {"parallel.pp_layers=[2, two]"}),
+                       "key 'parallel.pp_layers' expects list of integers, got '[2, two]'"));
+  CATCH_CHECK(
+      Contains(LoadError("train:\n  on_divergence: retry\n"), "expects one of stop | rollback, got 'retry'"));
+  CATCH_CHECK(
+      Contains(LoadError(kValid, {"train.device=gpu"}), "expects one of auto | cpu | cuda, got 'gpu'"));
+  CATCH_CHECK(
+      Contains(LoadError(kValid, {"parallel.backend=gloo"}), "expects one of auto | local | mpi | nccl"));
 }
 
 CATCH_TEST_CASE("values out of range name the key, the value and the range") {

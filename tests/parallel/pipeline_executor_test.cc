@@ -404,3 +404,33 @@ CATCH_TEST_CASE("an exception in the stage becomes an error naming the action, a
                "layer " + std::to_string(l));
   }
 }
+
+CATCH_TEST_CASE("a forward-only schedule evaluates: the unsplit model's loss, no gradients kept") {
+  for (int64_t pp : Degrees()) {
+    Pipeline p = MakePipeline(pp);
+    for (int64_t v : {1, 2}) {
+      for (int64_t m : MicrobatchCounts(pp)) {
+        CATCH_INFO("forward-only, pp " << pp << ", v " << v << ", m " << m << ", pipeline rank " << p.rank);
+        auto schedule = pl::ForwardOnlySchedule(pp, m, v);
+        auto partition = pl::BalancedPartition(kLayers, pp, v);
+        CATCH_REQUIRE(schedule.ok());
+        CATCH_REQUIRE(partition.ok());
+        ToyStage stage(*partition, p.rank, m);
+        auto executor = pl::PipelineExecutor::Create(*schedule, *p.comm, stage, at::kCPU);
+        if (!executor.ok()) CATCH_FAIL(std::string(executor.status().message()));
+        for (int step = 0; step < 2; ++step) {
+          auto loss = (*executor)->RunStep();
+          if (!loss.ok()) CATCH_FAIL(std::string(loss.status().message()));
+          CATCH_CHECK((*loss != 0) == (*executor)->HoldsLoss());
+          at::Tensor total = at::full({1}, *loss, at::kDouble);
+          CATCH_REQUIRE(p.comm->AllReduce(total, ReduceOp::kSum).ok());
+          const double want = ReferenceFor(m).loss;
+          CATCH_CHECK(std::abs(total.item<double>() - want) <= kTol * std::abs(want));
+          CATCH_CHECK((*executor)->stats().peak_live == 1);
+        }
+        for (const Layer& l : stage.layers()) CATCH_CHECK_FALSE(l.weight.grad().defined());
+        CATCH_CHECK(stage.forwards() == 2 * m * v);
+      }
+    }
+  }
+}

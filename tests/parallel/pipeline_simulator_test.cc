@@ -237,3 +237,45 @@ CATCH_TEST_CASE("liveness counts F until B, or until W when the backward is spli
   CATCH_REQUIRE(result.ok());
   CATCH_CHECK(result->peak_live == std::vector<int64_t>{11, 9, 7, 5});
 }
+
+CATCH_TEST_CASE("forward-only schedules (evaluation) are complete, deadlock-free, one activation live") {
+  for (int64_t pp : {1, 2, 3, 4}) {
+    for (int64_t v : {1, 2, 3}) {
+      for (int64_t m : {1, 2, 5}) {
+        CATCH_INFO("pp " << pp << ", v " << v << ", m " << m);
+        auto s = tessera::parallel::pipeline::ForwardOnlySchedule(pp, m, v);
+        CATCH_REQUIRE(s.ok());
+        CATCH_CHECK(s->forward_only);
+        auto result = Simulate(*s, ActionCosts::PerChunk(v));
+        CATCH_REQUIRE(result.ok());
+        int64_t forwards = 0;
+        for (const auto& list : s->actions) {
+          for (const Action& a : list) {
+            CATCH_CHECK((a.kind == ActionKind::kForward || a.kind == ActionKind::kSendActivation ||
+                         a.kind == ActionKind::kRecvActivation));
+            forwards += a.kind == ActionKind::kForward;
+          }
+        }
+        CATCH_CHECK(forwards == pp * v * m);
+        CATCH_CHECK(result->peak_live == std::vector<int64_t>(pp, 1));
+      }
+    }
+  }
+  // A training schedule without its backwards is refused; a forward-only one with a backward too.
+  auto gpipe = MakeSchedule("gpipe", 2, 2, 1);
+  CATCH_REQUIRE(gpipe.ok());
+  Schedule forwards_only = *gpipe;
+  for (auto& list : forwards_only.actions) {
+    std::erase_if(list, [](const Action& a) {
+      return a.kind != ActionKind::kForward && a.kind != ActionKind::kSendActivation &&
+             a.kind != ActionKind::kRecvActivation;
+    });
+  }
+  CATCH_CHECK(Contains(CheckSchedule(forwards_only), "is never backwarded"));
+  forwards_only.forward_only = true;
+  CATCH_CHECK(CheckSchedule(forwards_only).ok());
+  Schedule with_backward = *gpipe;
+  with_backward.forward_only = true;
+  CATCH_CHECK(
+      Contains(CheckSchedule(with_backward), "a forward-only schedule has only F, SA and RA actions"));
+}

@@ -93,6 +93,19 @@ def compare(name, reference, candidate, loss_atol=None, norm_rtol=None):
             print(f"    step {a['step']:2d}: {a['loss']:.7f} vs {b['loss']:.7f}   norm {a['grad_norm']:.6f} vs {b['grad_norm']:.6f}")
 
 
+def compare_eval(name, reference, candidate):
+    """The held-out losses (evaluated through the pipeline executor's forward-only schedule)."""
+    if candidate is None:
+        return
+    ref = [(a["step"], a["eval_loss"]) for a in reference["steps"] if "eval_loss" in a]
+    got = [(b["step"], b["eval_loss"]) for b in candidate["steps"] if "eval_loss" in b]
+    ok = bool(ref) and [s for s, _ in ref] == [s for s, _ in got] and all(
+        abs(a - b) <= LOSS_ATOL for (_, a), (_, b) in zip(ref, got))
+    print(f"  {'ok  ' if ok else 'FAIL'} {name}: eval_loss {got} (reference {ref})")
+    if not ok:
+        failures.append(name + " eval")
+
+
 def state_bytes(log):
     """(optimizer-state bytes, gradient bytes) that rank 0 printed for itself."""
     m = re.search(r"optimizer state [0-9.]+ MiB \((\d+) bytes\), gradients [0-9.]+ MiB \((\d+) bytes\)", log)
@@ -240,6 +253,17 @@ def main():
             for name, ranks, micro, extra in cases:
                 compare(name, ref8, run(name, ranks, deep + [f"train.micro_batch={micro}"] + extra, workdir))
             if SUITE == "pp":
+                # Evaluation runs through the pipeline too (a forward-only schedule): the held-out
+                # loss matches the single process's, also with 3 eval micro-batches over 2 DP ranks.
+                evals = deep + ["train.micro_batch=2", "train.eval_every=10", "train.eval_batches=3",
+                                f"data.val=[{DATA}/val]"]
+                single_eval = run("single-8-eval", 1, evals, workdir)
+                for name, ranks, extra in (("pp2-interleaved-eval", 2, ["parallel.pp=2", "parallel.virtual_stages=2",
+                                                                         "parallel.pp_schedule=interleaved"]),
+                                           ("pp2-dp2-eval", 4, ["parallel.pp=2"])):
+                    got = run(name, ranks, evals + extra, workdir)
+                    compare(name, single_eval, got)
+                    compare_eval(name, single_eval, got)
                 untied = run("single-8-untied", 1, deep + ["train.micro_batch=8", "model.tie_embeddings=false"], workdir)
                 compare("pp2-untied", untied, run("pp2-untied", 2, deep + ["train.micro_batch=2", "parallel.pp=2",
                                                                             "model.tie_embeddings=false"], workdir))

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/hash.h"
 
 namespace tessera::sweep {
 namespace {
@@ -20,26 +21,10 @@ namespace {
 constexpr size_t kMaxValueChars = 16;
 constexpr size_t kMaxSuffix = 48;
 
-// SplitMix64 (Steele, Lea, Flood 2014): a tiny generator whose output is fixed by its
-// definition, unlike std:: distributions, whose results differ between standard libraries.
-class SplitMix64 {
- public:
-  explicit SplitMix64(uint64_t seed) : state_(seed) {}
-  uint64_t Next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, 1): the top 53 bits as a double's mantissa.
-  double NextUnit() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
-
- private:
-  uint64_t state_;
-};
-
 std::string Leaf(const std::string& key) { return key.substr(key.rfind('.') + 1); }
 
+// Draws come from core/hash.h's SplitMix64, whose outputs are fixed by its definition, unlike the
+// std:: distributions, whose results differ between standard libraries.
 std::string Draw(const RandomParam& p, SplitMix64& rng) {
   const double u = rng.NextUnit();
   switch (p.distribution) {

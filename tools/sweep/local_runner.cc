@@ -126,6 +126,36 @@ Spawned SpawnAndWait(const RunCommand& command, const std::string& log) {
   return result;
 }
 
+struct FinishedRun {
+  OutcomeRecord record;
+  double seconds = 0;
+};
+
+// Runs one run to its end: its folder, the attempt line in stdout.log, the process, and its
+// outcome.json.
+absl::StatusOr<FinishedRun> RunOne(const SweepSpec& spec, const SweepRun& run,
+                                   const LaunchSettings& settings) {
+  TS_RETURN_IF_ERROR(MakeDirs(run.run_dir));
+  std::remove((run.run_dir + "/outcome.json").c_str());
+  const RunCommand command = LocalRunCommand(spec, run, settings);
+  const std::string log = run.run_dir + "/stdout.log";
+  const int64_t start = NowUnix();
+  {
+    std::ofstream out(log, std::ios::app);
+    out << kAttemptMarker << " of run " << run.name << " at " << IsoTimeUtc(start) << ": "
+        << FormatCommand(command) << "\n";
+    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write '", log, "'"));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const Spawned spawned = SpawnAndWait(command, log);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  Classification c = ClassifyOutcome(spawned.exit_code, run.run_dir);
+  if (!spawned.error.empty()) c.reason = spawned.error;
+  OutcomeRecord record{run.name, spawned.exit_code, c.outcome, c.reason, start, NowUnix()};
+  TS_RETURN_IF_ERROR(WriteOutcomeFile(run.run_dir, record));
+  return FinishedRun{std::move(record), seconds};
+}
+
 }  // namespace
 
 absl::StatusOr<LocalSweepSummary> RunSweepLocally(const SweepSpec& spec, const std::vector<SweepRun>& runs,
@@ -166,34 +196,17 @@ absl::StatusOr<LocalSweepSummary> RunSweepLocally(const SweepSpec& spec, const s
                  Clock(elapsed).c_str(), eta.c_str(), run.run_dir.c_str());
     std::fflush(progress);
 
-    TS_RETURN_IF_ERROR(MakeDirs(run.run_dir));
-    std::remove((run.run_dir + "/outcome.json").c_str());
-    const RunCommand command = LocalRunCommand(spec, run, settings);
-    const std::string log = run.run_dir + "/stdout.log";
-    const int64_t start = NowUnix();
-    {
-      std::ofstream out(log, std::ios::app);
-      out << kAttemptMarker << " of run " << run.name << " at " << IsoTimeUtc(start) << ": "
-          << FormatCommand(command) << "\n";
-      if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write '", log, "'"));
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    const Spawned spawned = SpawnAndWait(command, log);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    run_seconds += seconds;
-
-    Classification c = ClassifyOutcome(spawned.exit_code, run.run_dir);
-    if (!spawned.error.empty()) c.reason = spawned.error;
-    OutcomeRecord record{run.name, spawned.exit_code, c.outcome, c.reason, start, NowUnix()};
-    TS_RETURN_IF_ERROR(WriteOutcomeFile(run.run_dir, record));
-    if (c.outcome == Outcome::kCompleted) {
+    TS_ASSIGN_OR_RETURN(const FinishedRun done, RunOne(spec, run, settings));
+    run_seconds += done.seconds;
+    if (done.record.outcome == Outcome::kCompleted) {
       ++summary.completed;
     } else {
       ++summary.not_completed;
     }
+    const OutcomeRecord& r = done.record;
     std::fprintf(progress, "[sweep] run %lld/%zu %s: %s (exit %d) in %.1f s%s%s\n",
-                 static_cast<long long>(run.index + 1), runs.size(), run.name.c_str(), OutcomeName(c.outcome),
-                 spawned.exit_code, seconds, c.reason.empty() ? "" : ": ", c.reason.c_str());
+                 static_cast<long long>(run.index + 1), runs.size(), run.name.c_str(), OutcomeName(r.outcome),
+                 r.exit_code, done.seconds, r.reason.empty() ? "" : ": ", r.reason.c_str());
     std::fflush(progress);
     if (const int sig = g_pending_signal.load(); sig != 0) {
       std::fprintf(

@@ -16,6 +16,7 @@
 #include "core/exit_codes.h"
 #include "core/file_util.h"
 #include "core/json.h"
+#include "core/json_text.h"
 #include "core/status_macros.h"
 #include "tools/metrics_jsonl.h"
 
@@ -136,23 +137,13 @@ std::optional<std::string> NonFiniteLastLoss(const std::string& run_dir) {
   return absl::StrFormat("loss %g at step %d (metrics.jsonl)", *loss, last.step);
 }
 
-void AppendJsonString(std::string& out, const std::string& s) {
-  out += '"';
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c < 0x20) {
-      out += absl::StrFormat("\\u%04x", c);
-    } else if (c >= 0x80) {
-      out += '?';  // log text may hold broken UTF-8; the reader demands valid UTF-8
-    } else {
-      out += static_cast<char>(c);
-    }
+// Log text may hold broken UTF-8, which readers of the file reject: non-ASCII bytes become '?'.
+std::string AsciiOnly(const std::string& s) {
+  std::string out = s;
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) >= 0x80) c = '?';
   }
-  out += '"';
+  return out;
 }
 
 }  // namespace
@@ -233,13 +224,11 @@ std::string IsoTimeUtc(int64_t unix_seconds) {
 }
 
 absl::Status WriteOutcomeFile(const std::string& run_dir, const OutcomeRecord& r) {
-  std::string json = "{\"run\": ";
-  AppendJsonString(json, r.run);
-  absl::StrAppend(&json, ", \"exit_code\": ", r.exit_code, ", \"outcome\": \"", OutcomeName(r.outcome),
-                  "\", \"reason\": ");
-  AppendJsonString(json, r.reason);
-  absl::StrAppend(&json, ", \"start\": \"", IsoTimeUtc(r.start_unix), "\", \"end\": \"",
-                  IsoTimeUtc(r.end_unix), "\", \"start_unix\": ", r.start_unix,
+  std::string json = absl::StrCat("{\"run\": ", JsonQuote(AsciiOnly(r.run)), ", \"exit_code\": ", r.exit_code,
+                                  ", \"outcome\": ", JsonQuote(OutcomeName(r.outcome)),
+                                  ", \"reason\": ", JsonQuote(AsciiOnly(r.reason)));
+  absl::StrAppend(&json, ", \"start\": ", JsonQuote(IsoTimeUtc(r.start_unix)),
+                  ", \"end\": ", JsonQuote(IsoTimeUtc(r.end_unix)), ", \"start_unix\": ", r.start_unix,
                   ", \"end_unix\": ", r.end_unix, ", \"duration_s\": ", r.end_unix - r.start_unix, "}\n");
   TS_RETURN_IF_ERROR(MakeDirs(run_dir));
   return WriteFileAtomic(run_dir + "/outcome.json", json);

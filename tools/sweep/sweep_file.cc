@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
+#include "core/strings.h"
 
 namespace tessera::sweep {
 namespace {
@@ -31,32 +32,8 @@ const std::vector<std::string>& TopLevelKeys() {
   return *keys;
 }
 
-size_t EditDistance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
 std::string Suggest(const std::string& key, const std::vector<std::string>& known) {
-  const std::string* best = nullptr;
-  size_t best_distance = 3;  // only close matches are worth suggesting
-  for (const std::string& k : known) {
-    const size_t d = EditDistance(key, k);
-    if (d < best_distance) {
-      best_distance = d;
-      best = &k;
-    }
-  }
-  return best ? absl::StrCat(" (did you mean '", *best, "'?)") : "";
+  return DidYouMean(key, known, /*below=*/3);  // only close matches are worth suggesting
 }
 
 class Parser {

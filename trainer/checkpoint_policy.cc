@@ -1,0 +1,199 @@
+// The checkpoint policy (checkpoint_policy.h).
+#include "trainer/checkpoint_policy.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "core/exit_codes.h"
+#include "core/file_util.h"
+#include "core/logging.h"
+#include "core/status_macros.h"
+
+namespace tessera {
+
+CheckpointPolicy::CheckpointPolicy(const Config& config, parallel::ProcessGrid& grid, torch::Device device,
+                                   CheckpointedParts parts)
+    : config_(config),
+      grid_(grid),
+      device_(device),
+      parts_(parts),
+      dir_(config.checkpoint.dir.empty() ? config.train.run_dir + "/checkpoints" : config.checkpoint.dir) {}
+
+absl::StatusOr<std::unique_ptr<CheckpointPolicy>> CheckpointPolicy::Create(const Config& config,
+                                                                           parallel::ProcessGrid& grid,
+                                                                           torch::Device device,
+                                                                           CheckpointedParts parts) {
+  std::unique_ptr<CheckpointPolicy> policy(new CheckpointPolicy(config, grid, device, parts));
+  TS_ASSIGN_OR_RETURN(policy->comm_, grid.world().Split(0, grid.rank(), "checkpoint"));
+  checkpoint::WriterOptions options;
+  options.dir = policy->dir_;
+  options.keep = static_cast<int>(config.checkpoint.keep);
+  options.async = config.checkpoint.async;
+  policy->writer_ = std::make_unique<checkpoint::CheckpointWriter>(options, *policy->comm_);
+  return policy;
+}
+
+absl::StatusOr<int64_t> CheckpointPolicy::AgreeOnLatest(bool report_skipped) {
+  torch::Tensor chosen = torch::full({1}, -1.0, ScalarOptions());
+  if (grid_.rank() == 0 && PathExists(dir_)) {
+    auto found = checkpoint::FindLatestValid(dir_);
+    if (found.ok()) {
+      chosen.fill_(static_cast<double>(found->step));
+      if (report_skipped) {
+        for (const auto& skipped : found->skipped) {
+          TS_LOG(WARNING) << "checkpoint " << skipped.path << " skipped: " << skipped.reason.message();
+        }
+      }
+    } else if (report_skipped && found.status().code() != absl::StatusCode::kNotFound) {
+      TS_LOG(WARNING) << "no checkpoint resumed from " << dir_ << ": " << found.status().message();
+    }
+  }
+  TS_RETURN_IF_ERROR(grid_.world().Broadcast(chosen, 0));
+  return static_cast<int64_t>(chosen.item<double>());
+}
+
+absl::StatusOr<std::string> CheckpointPolicy::ChooseResume() {
+  const std::string& resume = config_.checkpoint.resume;
+  if (resume == "never") return std::string();
+  if (resume == "auto") {
+    TS_ASSIGN_OR_RETURN(const int64_t step, AgreeOnLatest(/*report_skipped=*/true));
+    return step >= 0 ? checkpoint::StepDirPath(dir_, step) : std::string();
+  }
+  auto found = checkpoint::ResolveCheckpoint(resume, checkpoint::Verify::kStructure);
+  if (!found.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint.resume = '", resume, "': ", found.status().message()));
+  }
+  return found->path;
+}
+
+absl::StatusOr<ResumePoint> CheckpointPolicy::Resume(const data::SampleStream& train_stream) {
+  TS_ASSIGN_OR_RETURN(const std::string step_dir, ChooseResume());
+  if (step_dir.empty()) return ResumePoint{};
+  const auto load_start = std::chrono::steady_clock::now();
+  TS_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(step_dir));
+  const checkpoint::Manifest& manifest = reader->manifest();
+  bool had_optimizer = false;
+  TS_ASSIGN_OR_RETURN(const LoopState loop, Load(*reader, &had_optimizer));
+  parts_.guard->RestoreFrom(loop);
+  TS_RETURN_IF_ERROR(grid_.world().Barrier());
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  const ResumePoint point{loop.step, manifest.consumed_samples};
+  if (!manifest.data_position.empty()) {
+    auto position = data::DataPosition::Parse(manifest.data_position);
+    if (position.ok()) {
+      if (absl::Status same = position->CheckStream(train_stream); !same.ok() && grid_.rank() == 0) {
+        TS_LOG(WARNING) << "resuming at sample " << point.sample
+                        << " of a changed data definition: " << same.message();
+      }
+    }
+  }
+  const checkpoint::Layout& l = manifest.layout;
+  if (grid_.rank() == 0) {
+    TS_LOG(INFO) << "resumed from " << step_dir << " (saved at step " << manifest.step << " with tp " << l.tp
+                 << " x pp " << l.pp << " x dp " << l.dp << ", zero " << l.zero << ", " << l.virtual_stages
+                 << " virtual stage(s)): continuing at step " << point.step + 1 << ", sample " << point.sample
+                 << (had_optimizer ? "" : "; no optimizer state in it, AdamW starts fresh")
+                 << absl::StrFormat(" (loaded in %.3f s)", load_s);
+  }
+  return point;
+}
+
+absl::StatusOr<LoopState> CheckpointPolicy::Load(const checkpoint::CheckpointReader& reader,
+                                                 bool* had_optimizer) {
+  const checkpoint::Manifest& manifest = reader.manifest();
+  TS_RETURN_IF_ERROR(CheckCheckpointModel(manifest, config_.model, reader.step_dir()));
+  TS_RETURN_IF_ERROR(RestoreState(reader, *parts_.params, *parts_.reducer, *parts_.optimizer, had_optimizer));
+  LoopState loop;
+  loop.step = manifest.step;
+  if (auto blob = reader.ReadBlob("loop_state"); blob.ok()) {
+    TS_ASSIGN_OR_RETURN(loop, LoopState::Parse(*blob, reader.step_dir() + " loop_state"));
+  }
+  parts_.optimizer->set_step_count(*had_optimizer ? loop.adam_steps : 0);
+  return loop;
+}
+
+absl::StatusOr<int64_t> CheckpointPolicy::RollBack(int64_t failed_step) {
+  TS_RETURN_IF_ERROR(writer_->Wait());
+  TS_ASSIGN_OR_RETURN(const int64_t step, AgreeOnLatest(/*report_skipped=*/false));
+  if (step < 0) {
+    return OnEveryRank(
+        WithExitCode(absl::AbortedError(absl::StrCat("training diverged at step ", failed_step,
+                                                     " and there is no checkpoint in ", dir_,
+                                                     " to roll back to (set checkpoint.every)")),
+                     kExitDiverged));
+  }
+  const std::string step_dir = checkpoint::StepDirPath(dir_, step);
+  TS_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(step_dir));
+  bool had_optimizer = false;
+  TS_ASSIGN_OR_RETURN(const LoopState loop, Load(*reader, &had_optimizer));
+  parts_.guard->RestoreAfterRollback(loop);
+  if (grid_.rank() == 0) {
+    TS_LOG(WARNING) << "diverged at step " << failed_step << ": rolled back to " << step_dir << " (step "
+                    << step << "); the global batches since then are skipped: training goes on at sample "
+                    << parts_.loader->samples_consumed();
+  }
+  return step;
+}
+
+absl::Status CheckpointPolicy::MaybeSave(int64_t steps_done, bool last) {
+  const int64_t every = config_.checkpoint.every;
+  if ((every > 0 && steps_done % every == 0) || (last && config_.checkpoint.at_end)) {
+    return Save(steps_done, /*wait=*/last);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointPolicy::StopIfSignalled(int64_t steps_done) {
+  torch::Tensor signal =
+      torch::full({1}, static_cast<double>(parallel::ProcessGrid::PendingSignal()), ScalarOptions());
+  TS_RETURN_IF_ERROR(grid_.world().AllReduce(signal, parallel::ReduceOp::kMax));
+  const int sig = static_cast<int>(signal.item<double>());
+  if (sig == 0) return absl::OkStatus();
+  TS_RETURN_IF_ERROR(Save(steps_done, /*wait=*/true));
+  return OnEveryRank(WithExitCode(absl::AbortedError(absl::StrCat("stopped by signal ", sig, " after step ",
+                                                                  steps_done, "; checkpoint saved in ", dir_,
+                                                                  ": run the same command again to resume")),
+                                  kExitPreempted));
+}
+
+absl::Status CheckpointPolicy::Save(int64_t steps_done, bool wait) {
+  const auto start = std::chrono::steady_clock::now();
+  checkpoint::SaveState state;
+  state.step = steps_done;
+  state.consumed_samples = parts_.loader->samples_consumed();
+  state.data_position = parts_.loader->position().Serialize();
+  state.config_yaml = ConfigToYaml(config_);
+  const parallel::ParallelDims dims = grid_.topology().dims();
+  state.layout = {grid_.world_size(),
+                  static_cast<int32_t>(dims.tp),
+                  static_cast<int32_t>(dims.pp),
+                  static_cast<int32_t>(dims.dp),
+                  static_cast<int32_t>(config_.parallel.zero),
+                  static_cast<int32_t>(parts_.virtual_stages)};
+  TS_ASSIGN_OR_RETURN(state.tensors,
+                      CollectStateSlices(*parts_.params, *parts_.reducer, *parts_.optimizer, grid_));
+  if (grid_.rank() == 0) {
+    LoopState loop;
+    loop.step = steps_done;
+    parts_.guard->SaveTo(&loop);
+    loop.adam_steps = parts_.optimizer->step_count();
+    state.blobs.push_back({"loop_state", loop.Serialize()});
+  }
+  TS_RETURN_IF_ERROR(writer_->Save(std::move(state)));
+  if (wait) TS_RETURN_IF_ERROR(writer_->Wait());
+  // (The writer logs each commit; an asynchronous save's cost to training is this stall.)
+  if (grid_.rank() == 0 && config_.checkpoint.async && !wait) {
+    TS_LOG(INFO) << absl::StrFormat(
+        "checkpoint of step %d being written in the background (%.3f s stall)", steps_done,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tessera

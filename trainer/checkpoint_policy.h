@@ -1,0 +1,95 @@
+// The loop's checkpoint policy: where checkpoints go and when they are saved (checkpoint.every,
+// at the end, on a signal), which one a run resumes from (checkpoint.resume), and the rollback
+// of train.on_divergence. The files themselves are checkpoint/'s; what a checkpoint holds of the
+// training state is training_state.h's.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "checkpoint/checkpoint_reader.h"
+#include "checkpoint/checkpoint_writer.h"
+#include "config/config.h"
+#include "data/loader.h"
+#include "data/sample_stream.h"
+#include "parallel/data_parallel/grad_reducer.h"
+#include "parallel/process_grid.h"
+#include "trainer/divergence_guard.h"
+#include "trainer/flat_adamw.h"
+#include "trainer/training_state.h"
+
+namespace tessera {
+
+// The trainer's parts a checkpoint saves and restores (not owned; they outlive the policy).
+struct CheckpointedParts {
+  const RankParameters* params = nullptr;
+  parallel::GradReducer* reducer = nullptr;
+  FlatAdamW* optimizer = nullptr;
+  DivergenceGuard* guard = nullptr;
+  const data::Loader* loader = nullptr;  // set by set_loader once the loader exists
+  int64_t virtual_stages = 1;
+};
+
+// Where a run starts: steps already done and global samples already consumed.
+struct ResumePoint {
+  int64_t step = 0;
+  int64_t sample = 0;
+};
+
+class CheckpointPolicy {
+ public:
+  // The writer over its own communicator (split off the world: asynchronous saves must not
+  // interleave with training's collectives). Collective.
+  static absl::StatusOr<std::unique_ptr<CheckpointPolicy>> Create(const Config& config,
+                                                                  parallel::ProcessGrid& grid,
+                                                                  torch::Device device,
+                                                                  CheckpointedParts parts);
+
+  // checkpoint.resume: auto (rank 0 verifies, checksums included, and chooses the newest valid
+  // checkpoint; every rank opens that step), never, or a path (any layout). Loads this rank's
+  // slices and the loop's counters. Collective.
+  absl::StatusOr<ResumePoint> Resume(const data::SampleStream& train_stream);
+  void set_loader(const data::Loader* loader) { parts_.loader = loader; }
+
+  // Saves after `steps_done` steps when checkpoint.every says so, or at the end (`last`) under
+  // checkpoint.at_end; the last save is waited for. Collective.
+  absl::Status MaybeSave(int64_t steps_done, bool last);
+  // Preemption: every rank learns of a signal any rank got (Slurm signals them all, but not at
+  // the same instant), so all save the same step and leave together with kExitPreempted.
+  // Collective.
+  absl::Status StopIfSignalled(int64_t steps_done);
+  // train.on_divergence = rollback: reloads the newest checkpoint, keeps the data position (the
+  // batches since the checkpoint are skipped) and returns the checkpoint's step. Collective.
+  absl::StatusOr<int64_t> RollBack(int64_t failed_step);
+  // Waits for an asynchronous save in flight.
+  absl::Status Finish() { return writer_->Wait(); }
+
+ private:
+  CheckpointPolicy(const Config& config, parallel::ProcessGrid& grid, torch::Device device,
+                   CheckpointedParts parts);
+  // Saves the state after `steps_done` steps (collective); waits for it when `wait`.
+  absl::Status Save(int64_t steps_done, bool wait);
+  // Loads this rank's slices and the optimizer's step count from `reader`; the loop's counters.
+  absl::StatusOr<LoopState> Load(const checkpoint::CheckpointReader& reader, bool* had_optimizer);
+  // The step directory checkpoint.resume names, or "" to start fresh.
+  absl::StatusOr<std::string> ChooseResume();
+  // Rank 0's newest valid checkpoint's step (-1: none), broadcast. Collective.
+  absl::StatusOr<int64_t> AgreeOnLatest(bool report_skipped);
+  torch::TensorOptions ScalarOptions() const {
+    return torch::TensorOptions().dtype(torch::kDouble).device(device_);
+  }
+
+  Config config_;
+  parallel::ProcessGrid& grid_;
+  torch::Device device_;
+  CheckpointedParts parts_;
+  std::string dir_;
+  std::unique_ptr<parallel::Communicator> comm_;  // the writer's own (async saves)
+  std::unique_ptr<checkpoint::CheckpointWriter> writer_;
+};
+
+}  // namespace tessera
