@@ -171,8 +171,8 @@ void PrintTraining(const Config& c, const Layout& layout) {
       Grouped(tokens_per_step).c_str(),
       Short(static_cast<double>(tokens_per_step) * static_cast<double>(tr.steps)).c_str(),
       static_cast<long long>(tr.steps), static_cast<long long>(tr.micro_batch),
-      static_cast<long long>(layout.microbatches), EnumName(tr.precision).c_str(), static_cast<long long>(p.zero),
-      p.sequence_parallel && p.tp > 1 ? ", sequence parallel" : "");
+      static_cast<long long>(layout.microbatches), EnumName(tr.precision).c_str(),
+      static_cast<long long>(p.zero), p.sequence_parallel && p.tp > 1 ? ", sequence parallel" : "");
   std::printf("        lr %g (warm-up %lld steps, cosine to %g), weight decay %g, grad clip %g\n", tr.lr,
               static_cast<long long>(tr.warmup_steps), tr.min_lr, tr.weight_decay, tr.grad_clip);
 }
