@@ -54,19 +54,33 @@ const Command* CommandNamed(const std::string& name) {
   return nullptr;
 }
 
-// The usage broken into lines of at most kUsageWidth columns (after a two-space indent); the
-// lines after the first are indented past the command's name.
+// The words of a usage, a bracketed group ("[--height 800]", "[--slurm [--submit]]") as one.
+std::vector<std::string> UsageUnits(const std::string& usage) {
+  std::vector<std::string> units;
+  int depth = 0;
+  for (absl::string_view word : absl::StrSplit(usage, ' ', absl::SkipEmpty())) {
+    if (depth > 0) {
+      absl::StrAppend(&units.back(), " ", word);
+    } else {
+      units.emplace_back(word);
+    }
+    for (char c : word) depth += c == '[' ? 1 : c == ']' ? -1 : 0;
+  }
+  return units;
+}
+
+// The usage broken into lines of at most kUsageWidth columns (after a two-space indent) between
+// its units; the lines after the first are indented past the command's name.
 std::vector<std::string> WrappedUsage(const Command& command) {
   std::vector<std::string> lines = {"  "};
   const std::string indent(2 + command.name.size() + 1, ' ');
-  for (absl::string_view word : absl::StrSplit(command.usage, ' ', absl::SkipEmpty())) {
-    std::string& line = lines.back();
-    if (line.size() > indent.size() && line.size() + 1 + word.size() > kUsageWidth) {
+  for (const std::string& unit : UsageUnits(command.usage)) {
+    if (lines.back().size() > indent.size() && lines.back().size() + 1 + unit.size() > kUsageWidth) {
       lines.push_back(indent);
-    } else if (line.size() > 2) {
+    } else if (lines.back().size() > 2) {
       lines.back() += ' ';
     }
-    absl::StrAppend(&lines.back(), word);
+    lines.back() += unit;
   }
   return lines;
 }
@@ -88,7 +102,6 @@ void PrintListEntry(const Command& command, std::FILE* out) {
 
 void PrintUsageLine(const Command& command, std::FILE* out) {
   std::fprintf(out, "usage: tessera %s\n", command.usage.c_str());
-  if (!command.details.empty()) std::fprintf(out, "%s\n", command.details.c_str());
 }
 
 }  // namespace

@@ -48,7 +48,7 @@ int RunCommand(const Command& command, const std::vector<std::string>& argv);
 // "tessera NAME: error: MESSAGE" on stderr (after flushing stdout, so that the error follows what
 // was printed before it when both go to one file); returns `exit_code`.
 int ReportError(const std::string& command, const absl::Status& status, int exit_code);
-// ReportError with exit code 2, followed by the command's usage line.
+// ReportError with exit code 2, followed by the command's usage line (its details are for --help).
 int ReportUsageError(const Command& command, const absl::Status& status);
 // The command of that name's usage error (for errors found after parsing: a missing argument).
 int ReportUsageError(const std::string& command, const absl::Status& status);

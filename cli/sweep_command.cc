@@ -256,9 +256,9 @@ Command SweepCommand() {
           "  sweep --record-outcome RUN_DIR --exit-code N [--start UNIX] [--end UNIX] [--name RUN]\n"
           "       classifies a finished run and writes RUN_DIR/outcome.json (the generated sbatch\n"
           "       script calls it)\n"
-          "exit codes: 0 every run completed (now or earlier), 1 some did not (or a file could not be\n"
-          "written, or sbatch failed), 75 stopped by a signal (rerun to resume), 2 bad arguments or\n"
-          "sweep file",
+          "  exit codes: 0 every run completed (now or earlier), 1 some did not (or a file could not\n"
+          "  be written, or sbatch failed), 75 stopped by a signal (rerun to resume), 2 bad arguments\n"
+          "  or sweep file",
       .args = {.flags = {Flag::Bool("dry-run"), Flag::Bool("slurm"), Flag::Bool("submit"),
                          Flag::Bool("report"), Flag::Value("csv"), Flag::Value("jobs-dir"),
                          Flag::Value("record-outcome"), Flag::Value("name"), Flag::Value("exit-code"),

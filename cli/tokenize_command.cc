@@ -109,7 +109,9 @@ int Detokenize(const Args& args) {
 Command TokenizeCommand() {
   return {.name = kTokenize,
           .usage = "tokenize --tokenizer T [--whole|--null] [--allow-special]",
-          .summary = "UTF-8 text on stdin -> ids (a line of ids per line)",
+          .summary =
+              "UTF-8 text on stdin -> ids (a line of ids per line)\n(T: cl100k_base:FILE, o200k_base:FILE, "
+              "llama3:FILE\nor a rank file; see docs/data.md)",
           .details = kTokenizerNote,
           .args = {.flags = TokenizerFlags(
                        {Flag::Bool("whole"), Flag::Bool("null"), Flag::Bool("allow-special")})},

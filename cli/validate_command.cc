@@ -295,10 +295,11 @@ int CheckData(const DataConfig& data) {
       ++warnings;
       std::printf("  %s: %s (weight %g): NOT FOUND on this machine\n", section, e.prefix.c_str(), e.weight);
       std::fflush(stdout);  // the warning follows its line when both go to one file
-      std::fprintf(stderr,
-                   "tessera: warning: %s: no %s.idx or %s_00000.idx on this machine (fine if the cluster "
-                   "that runs it has the data there)\n",
-                   section, e.prefix.c_str(), e.prefix.c_str());
+      std::fprintf(
+          stderr,
+          "tessera validate: warning: %s: no %s.idx or %s_00000.idx on this machine (fine if the cluster "
+          "that runs it has the data there)\n",
+          section, e.prefix.c_str(), e.prefix.c_str());
     }
   }
   return warnings;
