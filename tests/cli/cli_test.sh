@@ -66,7 +66,7 @@ expect 2 "has no manifest.pb" -- checkpoint diff "$dir" "$dir" --step 3
 help_text=$("$TESSERA" help)
 for name in train config validate sweep topology tokenize detokenize "tokenizer train" "tokenizer bench" \
             "tokenizer info" preprocess "dataset info" "dataset dump" plot schedule export-hf import-hf \
-            logits help; do
+            logits checkpoint help; do
   if [[ "$help_text" != *$'\n'"  $name "* ]]; then
     echo "FAIL: tessera help does not list '$name'"
     failures=$((failures + 1))
