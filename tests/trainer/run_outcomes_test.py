@@ -86,7 +86,7 @@ with tempfile.TemporaryDirectory(prefix="tessera_outcomes_") as tmp:
     p = train(run, ["train.max_skips=2"], {"TESSERA_FAULT_NAN_GRAD_STEPS": "2,3,4"})
     check(p.returncode == 4, f"NaN steps beyond max_skips: exit 4 (got {p.returncode})")
     check("training diverged: 3 updates in a row skipped" in p.stderr, "the divergence message names the count")
-    check(p.stderr.count("tessera: error: training diverged") == 1,
+    check(p.stderr.count("tessera train: error: training diverged") == 1,
           "the divergence, which every rank decides alike, is reported once (by rank 0)")
 
     # The rollback policy: two poisoned steps in a row beyond max_skips 1 reload the step-4
