@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/exit_codes.h"
+#include "core/strings.h"
 
 namespace tessera::cli {
 namespace {
@@ -17,23 +18,6 @@ namespace {
 // is wrapped to.
 constexpr size_t kSummaryColumn = 46;
 constexpr size_t kUsageWidth = 100;
-
-// Levenshtein distance, for suggesting the command a typo meant; the config keys' suggestions
-// use the same measure.
-size_t EditDistance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
 
 // " (did you mean 'train'?)" for the first word of the closest command name, or "".
 std::string Suggestion(const std::string& word) {
