@@ -82,9 +82,6 @@ PARAM_ATOL = {
     # measured: 2.18e-5 (every schedule at 4 micro-batches, pp2 and pp4, tok_embeddings); 8
     # micro-batches 1.54e-5; pp2-tp2 2.14e-5; one micro-batch bit-identical (0) on every schedule.
     "pp": 1e-4,
-    # measured: 7.86e-5 (pp2-untied against single-8-untied, tok_embeddings): the untied output
-    # head's rows of rare tokens take the whole noise instead of sharing it with the embedding.
-    "pp-untied": 4e-4,
     # measured: 1.66e-5 (both schedules, tok_embeddings).
     "3d": 1e-4,
 }
@@ -354,10 +351,15 @@ def main():
                     got = run(name, ranks, evals + extra, workdir)
                     compare(name, single_eval, got)
                     compare_eval(name, single_eval, got)
-                untied = run("single-8-untied", 1, deep + ["train.micro_batch=8", "model.tie_embeddings=false"], workdir)
-                compare("pp2-untied", untied, run("pp2-untied", 2, deep + ["train.micro_batch=2", "parallel.pp=2",
-                                                                            "model.tie_embeddings=false"], workdir),
-                        param_atol=PARAM_ATOL["pp-untied"])
+                # Untied, the embedding (first stage) and the output head (last stage) are separate
+                # tensors. The reference accumulates the same 4 micro-batches of 2 in one process:
+                # the pipeline's arithmetic exactly (measured: bit-identical). Against a reference
+                # without accumulation this model is chaotic: it passes through a loss spike where
+                # the ~1e-7 reassociation noise is amplified, on some corpora and CPUs past 6e-3 in
+                # the grad norm and 3.8e-3 in tok_embeddings, which says nothing about the pipeline.
+                untied = ["model.tie_embeddings=false", "train.micro_batch=2"]
+                compare("pp2-untied", run("single-8-untied-m4", 1, deep + untied, workdir),
+                        run("pp2-untied", 2, deep + untied + ["parallel.pp=2"], workdir))
         else:
             sys.exit(f"unknown suite {SUITE}")
     if worst_params:
