@@ -10,13 +10,18 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "checkpoint/checkpoint.pb.h"
+#include "core/crc32c.h"
 #include "core/status_macros.h"
 
 namespace tessera::checkpoint {
 namespace {
 
 namespace pb = ::tessera::checkpoint::proto;
+
+constexpr uint32_t kFirstVersionWithCrc = 2;
+constexpr uint8_t kCrcFieldTag = (12 << 3) | 5;  // Manifest.manifest_crc32c, fixed32
 
 struct DTypeInfo {
   DType dtype;
@@ -231,8 +236,45 @@ std::string SerializeManifest(const Manifest& m) {
     coded.SetSerializationDeterministic(true);
     p.SerializeToCodedStream(&coded);
   }
+  if (m.format_version >= kFirstVersionWithCrc) {
+    // Appended by hand rather than set on the message: proto3 would omit a CRC that happens to
+    // be zero, and the reader relies on the field being exactly the last 5 bytes.
+    const uint32_t crc = Crc32c(out);
+    out.push_back(static_cast<char>(kCrcFieldTag));
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((crc >> (8 * i)) & 0xff));
+  }
   return out;
 }
+
+namespace {
+
+// Version 2 files end with Manifest.manifest_crc32c: field 12, wire type 5 (fixed32).
+absl::Status CheckManifestCrc(std::string_view bytes, uint32_t format_version, const std::string& source) {
+  constexpr size_t kTrailer = 5;  // tag byte + fixed32
+  const bool has_trailer =
+      bytes.size() >= kTrailer && static_cast<uint8_t>(bytes[bytes.size() - kTrailer]) == kCrcFieldTag;
+  if (format_version < kFirstVersionWithCrc) return absl::OkStatus();  // written before the CRC existed
+  if (!has_trailer) {
+    return absl::DataLossError(absl::StrCat(
+        source, ": manifest (format version ", format_version,
+        ") does not end with its CRC-32C field: the file is truncated or was not written by Tessera"));
+  }
+  const std::string_view body = bytes.substr(0, bytes.size() - kTrailer);
+  uint32_t stored = 0;
+  for (int i = 0; i < 4; ++i) {
+    stored |= static_cast<uint32_t>(static_cast<uint8_t>(bytes[bytes.size() - 4 + i])) << (8 * i);
+  }
+  const uint32_t computed = Crc32c(body);
+  if (stored != computed) {
+    return absl::DataLossError(absl::StrFormat(
+        "%s: manifest checksum mismatch: stored CRC-32C 0x%08x, computed 0x%08x over its first %d bytes: "
+        "the manifest is corrupted; use an earlier checkpoint",
+        source, stored, computed, body.size()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<Manifest> ParseManifest(std::string_view bytes, const std::string& source) {
   pb::Manifest p;
@@ -251,12 +293,14 @@ absl::StatusOr<Manifest> ParseManifest(std::string_view bytes, const std::string
                     p.layout().dp(),         p.layout().zero(), p.layout().virtual_stages()};
   m.created_unix_time = p.created_unix_time();
   m.writer = p.writer();
-  // The version first: a newer format may not even have the fields checked below.
+  // The version first: a newer format may not even have the fields checked below. Then the
+  // manifest's own checksum, before any of its sizes or offsets are believed.
   {
     Manifest version_only;
     version_only.format_version = m.format_version;
     TS_RETURN_IF_ERROR(ValidateManifest(version_only, source));
   }
+  TS_RETURN_IF_ERROR(CheckManifestCrc(bytes, m.format_version, source));
   for (const pb::TensorEntry& t : p.tensors()) {
     TS_ASSIGN_OR_RETURN(TensorEntry entry, TensorFromProto(t, source));
     m.tensors.push_back(std::move(entry));

@@ -15,8 +15,9 @@
 
 namespace tessera::checkpoint {
 
-// The manifest format this code writes and the newest it reads.
-inline constexpr uint32_t kManifestFormatVersion = 1;
+// The manifest format this code writes and the newest it reads. Version 2 added the manifest's
+// own CRC (the last field of the file); version 1 manifests, which have none, are still read.
+inline constexpr uint32_t kManifestFormatVersion = 2;
 inline constexpr char kManifestFileName[] = "manifest.pb";
 
 enum class DType { kFloat32, kBFloat16, kFloat16, kFloat64, kInt64, kInt32, kInt16, kInt8, kUInt8, kBool };

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 #include "tests/catch_compat.h"
 
 using namespace tessera::checkpoint;
@@ -69,11 +71,49 @@ CATCH_TEST_CASE("a manifest of a newer format version is refused with a clear er
   auto parsed = ParseManifest(SerializeManifest(m), "ckpt/step-00000042/manifest.pb");
   CATCH_REQUIRE(!parsed.ok());
   CATCH_CHECK(parsed.status().code() == absl::StatusCode::kFailedPrecondition);
-  CATCH_CHECK(
-      Message(parsed.status()).find("ckpt/step-00000042/manifest.pb: manifest format version 2 is newer") !=
-      std::string::npos);
+  CATCH_CHECK(Message(parsed.status())
+                  .find(absl::StrCat("ckpt/step-00000042/manifest.pb: manifest format version ",
+                                     kManifestFormatVersion + 1, " is newer")) != std::string::npos);
   CATCH_CHECK(!ParseManifest("not a protobuf \xff\xff", "x").ok());
   CATCH_CHECK(!ParseManifest("", "x").ok());  // parses as empty, but has no format version
+}
+
+CATCH_TEST_CASE("the manifest's own CRC: any changed byte or a truncation is refused, naming the file") {
+  const std::string good = SerializeManifest(TwoRankManifest());
+  CATCH_REQUIRE(ParseManifest(good, "m").ok());
+  // The CRC field is the last 5 bytes: tag 0x65 (field 12, fixed32), then the CRC little-endian.
+  CATCH_CHECK(static_cast<uint8_t>(good[good.size() - 5]) == 0x65);
+  // A flipped bit inside a string field still parses as a valid message: only the CRC tells.
+  std::string flipped = good;
+  const size_t at = flipped.find("epoch=1");
+  CATCH_REQUIRE(at != std::string::npos);
+  flipped[at] ^= 0x01;  // "epoch" -> "dpoch"
+  auto bad = ParseManifest(flipped, "ckpt/step-00000042/manifest.pb");
+  CATCH_REQUIRE(!bad.ok());
+  CATCH_CHECK(bad.status().code() == absl::StatusCode::kDataLoss);
+  CATCH_CHECK(Message(bad.status()).find("ckpt/step-00000042/manifest.pb: manifest checksum mismatch") !=
+              std::string::npos);
+  // Every single-byte change of the body is caught (by the CRC or by the parser).
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::string changed = good;
+    changed[i] = static_cast<char>(changed[i] ^ 0x20);
+    CATCH_CHECK(!ParseManifest(changed, "m").ok());
+  }
+  // Cutting the CRC off leaves a parseable message that claims version 2 and has no CRC.
+  auto cut = ParseManifest(good.substr(0, good.size() - 5), "m");
+  CATCH_REQUIRE(!cut.ok());
+  CATCH_CHECK(Message(cut.status()).find("does not end with its CRC-32C field") != std::string::npos);
+}
+
+CATCH_TEST_CASE("a version 1 manifest (written before the CRC existed) is still read") {
+  Manifest m = TwoRankManifest();
+  m.format_version = 1;
+  const std::string bytes = SerializeManifest(m);
+  CATCH_CHECK(static_cast<uint8_t>(bytes[bytes.size() - 5]) != 0x65);  // no CRC field written
+  auto back = ParseManifest(bytes, "m");
+  CATCH_REQUIRE(back.ok());
+  CATCH_CHECK(back->format_version == 1u);
+  CATCH_CHECK(back->step == 42);
 }
 
 CATCH_TEST_CASE("validation: coverage, overlaps, byte ranges, names") {
