@@ -12,6 +12,14 @@
 #include "core/utf8.h"
 
 namespace tessera {
+
+JsonValue::JsonValue() = default;
+JsonValue::~JsonValue() = default;
+JsonValue::JsonValue(const JsonValue&) = default;
+JsonValue::JsonValue(JsonValue&&) noexcept = default;
+JsonValue& JsonValue::operator=(const JsonValue&) = default;
+JsonValue& JsonValue::operator=(JsonValue&&) noexcept = default;
+
 namespace {
 
 // Deep enough for any real metadata, shallow enough that recursion cannot exhaust the stack.

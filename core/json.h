@@ -23,6 +23,15 @@ struct JsonValue {
   std::vector<JsonValue> array;
   std::vector<std::pair<std::string, JsonValue>> object;  // in file order
 
+  // Defined in json.cc, where JsonValue is complete: std::pair<std::string, JsonValue> needs a
+  // complete JsonValue, and clang instantiates the members' special functions at this point.
+  JsonValue();
+  ~JsonValue();
+  JsonValue(const JsonValue&);
+  JsonValue(JsonValue&&) noexcept;
+  JsonValue& operator=(const JsonValue&);
+  JsonValue& operator=(JsonValue&&) noexcept;
+
   // The last member named `key` (as Python's json module does with duplicates), or nullptr.
   const JsonValue* Find(std::string_view key) const;
 };

@@ -7,7 +7,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 
 if [[ ! -x "$ROOT/.venv/bin/python" ]] || ! command -v ccache >/dev/null || ! command -v mpirun >/dev/null \
-   || ! dpkg-query -W libyaml-cpp-dev catch2 libabsl-dev >/dev/null 2>&1; then
+   || ! command -v clang++ >/dev/null \
+   || ! dpkg-query -W libyaml-cpp-dev catch2 libabsl-dev libclang-rt-dev >/dev/null 2>&1; then
   "$ROOT/scripts/setup.sh"
 fi
 

@@ -16,6 +16,7 @@ APT_PACKAGES=(
   libabsl-dev libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev catch2 libpcre2-dev
   gnuplot-nox
+  clang libclang-rt-dev
   slurm-wlm munge
 )
 
