@@ -3,7 +3,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
+
+#include "absl/strings/str_format.h"
 
 #include "kernels/linear.h"
 #include "model/model.h"
@@ -15,31 +18,67 @@ double TrainingFlopsPerToken(const ModelConfig& model, int64_t seq_len) {
          12.0 * static_cast<double>(model.n_layers * model.dim * seq_len);
 }
 
-double PeakTflops(torch::Device device, torch::ScalarType dtype) {
+std::vector<MatmulShape> PeakProbeShapes(const ModelConfig& model, int64_t tokens_per_micro_batch,
+                                         int64_t tp) {
+  std::vector<MatmulShape> shapes = {
+      {512, 512, 512, "square 512"}, {1024, 1024, 1024, "square 1024"}, {1536, 1536, 1536, "square 1536"}};
+  const int64_t shard = std::max<int64_t>(1, tp);
+  const int64_t qkv = (model.n_heads + 2 * model.n_kv_heads) * model.head_dim() / shard;
+  const std::vector<MatmulShape> own = {
+      {tokens_per_micro_batch, model.dim, qkv, "the model's q|k|v"},
+      {tokens_per_micro_batch, model.dim, 2 * model.ffn_dim / shard, "the model's feed-forward gate|up"},
+      {tokens_per_micro_batch, model.ffn_dim / shard, model.dim, "the model's feed-forward down"},
+      {tokens_per_micro_batch, model.dim, model.vocab_size / shard, "the model's output head"},
+  };
+  constexpr double kMaxFlops = 8e9;  // ~0.1 s at 80 GFLOP/s: the probe must stay short
+  for (MatmulShape s : own) {
+    if (s.m <= 0 || s.k <= 0 || s.n <= 0) continue;
+    const double per_row = 2.0 * static_cast<double>(s.k) * static_cast<double>(s.n);
+    s.m = std::max<int64_t>(1, std::min<int64_t>(s.m, static_cast<int64_t>(kMaxFlops / per_row)));
+    s.what += absl::StrFormat(" %dx%dx%d", s.m, s.k, s.n);
+    shapes.push_back(s);
+  }
+  return shapes;
+}
+
+PeakRate MeasureCpuPeak(torch::ScalarType dtype, const std::vector<MatmulShape>& shapes) {
+  torch::NoGradGuard no_grad;
+  PeakRate best{0, ""};
+  auto options = torch::TensorOptions().dtype(dtype);
+  for (const MatmulShape& s : shapes) {
+    torch::Tensor x = torch::randn({s.m, s.k}, options), w = torch::randn({s.n, s.k}, options);
+    torch::Tensor y = torch::mm(x, w.t());  // warm up (and let the GEMM pick its blocking)
+    double fastest = 1e30, spent = 0;
+    for (int rep = 0; rep < 5 && (rep < 2 || spent < 0.1); ++rep) {
+      const auto start = std::chrono::steady_clock::now();
+      y = torch::mm(x, w.t());
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      fastest = std::min(fastest, seconds);
+      spent += seconds;
+    }
+    const double tflops = 2.0 * s.m * s.k * s.n / fastest / 1e12;
+    if (tflops > best.tflops) best = {tflops, s.what};
+  }
+  best.basis = absl::StrFormat("measured: best of %d product shapes in %s, set by %s", shapes.size(),
+                               dtype == torch::kBFloat16 ? "bf16"
+                               : dtype == torch::kFloat  ? "fp32"
+                                                         : "fp64",
+                               best.basis);
+  return best;
+}
+
+PeakRate PeakTflops(torch::Device device, torch::ScalarType dtype, const std::vector<MatmulShape>& shapes) {
   if (device.is_cuda()) {
     // Dense tensor-core peaks from the vendors' data sheets (bf16 / tf32-as-fp32), TFLOP/s.
     // The device name is not available through the CPU-portable API; H100/H200 SXM are assumed
     // when unknown, and train.peak_tflops overrides.
-    return dtype == torch::kBFloat16 ? 989.0 : 494.5;
+    return {dtype == torch::kBFloat16 ? 989.0 : 494.5,
+            "data sheet: H100/H200 SXM dense (train.peak_tflops overrides)"};
   }
-  // CPU: time a square matmul the way the model multiplies at this dtype (bf16 without native
-  // bf16 units runs on the fp32 GEMM, see kernels/linear.h); the best of a few repetitions.
   if (dtype == torch::kBFloat16 && kernels::CpuBf16MatmulPath() == kernels::Bf16MatmulPath::kEmulated) {
     dtype = torch::kFloat;
   }
-  torch::NoGradGuard no_grad;
-  const int64_t n = 1024;
-  auto options = torch::TensorOptions().dtype(dtype);
-  torch::Tensor a = torch::randn({n, n}, options), b = torch::randn({n, n}, options);
-  torch::Tensor c = torch::mm(a, b);  // warm up
-  double best = 1e30;
-  for (int i = 0; i < 5; ++i) {
-    auto start = std::chrono::steady_clock::now();
-    c = torch::mm(a, b);
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    best = std::min(best, s);
-  }
-  return 2.0 * n * n * n / best / 1e12;
+  return MeasureCpuPeak(dtype, shapes);
 }
 
 }  // namespace tessera

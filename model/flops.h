@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 
@@ -15,8 +16,32 @@ namespace tessera {
 // (forward + backward of QK^T and AV, counted without the causal half, as PaLM's appendix does).
 double TrainingFlopsPerToken(const ModelConfig& model, int64_t seq_len);
 
-// Dense peak of one device at `dtype` in TFLOP/s: a lookup for known GPUs (0 if unknown), a
-// ~0.3 s matmul probe on CPU with the current thread count.
-double PeakTflops(torch::Device device, torch::ScalarType dtype);
+// One matrix product the peak probe times: [m, k] x [k, n] (the model's x W^T).
+struct MatmulShape {
+  int64_t m = 0, k = 0, n = 0;
+  std::string what;  // "square 1024", "the model's feed-forward up", ...
+};
+
+// The peak MFU is measured against, and what set it ("measured: ..., set by <shape>",
+// "data sheet ...", "train.peak_tflops").
+struct PeakRate {
+  double tflops = 0;
+  std::string basis;
+};
+
+// The shapes the CPU probe tries: squares of 512, 1024 and 1536, and this rank's own largest
+// products (fused q|k|v, feed-forward up and down, output head; tensor-parallel shards of them),
+// with rows capped so that no single product exceeds ~8 GFLOP.
+std::vector<MatmulShape> PeakProbeShapes(const ModelConfig& model, int64_t tokens_per_micro_batch,
+                                         int64_t tp);
+
+// Times each shape at `dtype` (the best of a few repetitions, ~0.1 s per shape) and returns the
+// fastest rate and the shape that set it. MFU against the best of several shapes, the model's own
+// among them, cannot read above 100% the way a single 1024^3 probe could (measured: 101%).
+PeakRate MeasureCpuPeak(torch::ScalarType dtype, const std::vector<MatmulShape>& shapes);
+
+// Dense peak of one device at `dtype`: a data-sheet lookup on GPU, MeasureCpuPeak on CPU (bf16
+// without native bf16 units is timed on the fp32 GEMM it runs on, see kernels/linear.h).
+PeakRate PeakTflops(torch::Device device, torch::ScalarType dtype, const std::vector<MatmulShape>& shapes);
 
 }  // namespace tessera

@@ -45,8 +45,11 @@ torch::ScalarType ComputeDtype(Precision precision) {
   return precision == Precision::kBf16 ? torch::kBFloat16 : torch::kFloat;
 }
 
-double PeakTflopsOf(const TrainConfig& train, torch::Device device) {
-  return train.peak_tflops > 0 ? train.peak_tflops : PeakTflops(device, ComputeDtype(train.precision));
+PeakRate PeakTflopsOf(const Config& config, torch::Device device) {
+  const TrainConfig& train = config.train;
+  if (train.peak_tflops > 0) return {train.peak_tflops, "train.peak_tflops"};
+  return PeakTflops(device, ComputeDtype(train.precision),
+                    PeakProbeShapes(config.model, train.micro_batch * train.seq_len, config.parallel.tp));
 }
 
 double MemoryInUseMb(torch::Device device) {

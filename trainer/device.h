@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "config/config.h"
+#include "model/flops.h"
 
 namespace tessera {
 
@@ -27,7 +28,7 @@ void SetCpuThreads(int64_t threads, int ranks_here);
 torch::ScalarType ComputeDtype(Precision precision);
 
 // Peak TFLOP/s of one device for MFU: train.peak_tflops, or measured / looked up (model/flops.h).
-double PeakTflopsOf(const TrainConfig& train, torch::Device device);
+PeakRate PeakTflopsOf(const Config& config, torch::Device device);
 
 // Memory in use now, MiB: CUDA allocator's allocated bytes for CUDA devices, else process RSS.
 double MemoryInUseMb(torch::Device device);

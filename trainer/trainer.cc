@@ -233,7 +233,9 @@ absl::Status Trainer::Setup() {
   TS_ASSIGN_OR_RETURN(evaluator_, Evaluator::Create(t, val_stream_, *stage_, grid_, partition_.v, device_));
   profiler_ = std::make_unique<StepProfiler>(t, grid_.rank(), grid_.world_size());
   flops_per_token_ = TrainingFlopsPerToken(config_.model, t.seq_len);
-  peak_tflops_ = PeakTflopsOf(t, device_);
+  const PeakRate peak = PeakTflopsOf(config_, device_);
+  peak_tflops_ = peak.tflops;
+  peak_basis_ = peak.basis;
   LogSetup();
   return absl::OkStatus();
 }
@@ -419,8 +421,8 @@ void Trainer::LogSetup() const {
     TS_LOG(INFO) << "batch: " << t.global_batch << " x " << t.seq_len << " tokens per step; " << local_batch_
                  << " sequences per data-parallel rank in " << local_batch_ / t.micro_batch
                  << " micro-batch(es) of " << t.micro_batch;
-    TS_LOG(INFO) << absl::StrFormat("MFU basis: %.3g FLOP/token, peak %.3g TFLOP/s per rank",
-                                    flops_per_token_, peak_tflops_);
+    TS_LOG(INFO) << absl::StrFormat("MFU basis: %.3g FLOP/token, peak %.3g TFLOP/s per rank (%s)",
+                                    flops_per_token_, peak_tflops_, peak_basis_);
     TS_LOG(INFO) << "run directory: " << t.run_dir;
   }
   // Per rank: what the sharded optimizer leaves here (ZeRO's figures, printed by every rank).

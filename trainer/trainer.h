@@ -110,6 +110,7 @@ class Trainer {
   int64_t start_sample_ = 0;  // global samples already consumed (resumed)
   double flops_per_token_ = 0;
   double peak_tflops_ = 0;
+  std::string peak_basis_;  // what set peak_tflops_ (model/flops.h PeakRate)
   // The loop's components.
   std::unique_ptr<MetricsSink> metrics_;
   std::unique_ptr<DivergenceGuard> guard_;
