@@ -60,4 +60,19 @@ void RotateRow(const float* in, float* out, const float* cos, const float* sin, 
   }
 }
 
+TS_VECTOR_CLONES
+void AdamWElements(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t begin,
+                   int64_t end, const AdamWScalars& s) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    const float g = grad[i] * s.grad_scale;
+    const float m = exp_avg[i] + s.one_minus_beta1 * (g - exp_avg[i]);
+    const float v = exp_avg_sq[i] * s.beta2 + s.one_minus_beta2 * g * g;  // addcmul: (value * t1) * t2
+    const float denom = std::sqrt(v) / s.sqrt_bias2 + s.eps;
+    param[i] = param[i] * s.decay + s.neg_step * (m / denom);
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+  }
+}
+
 }  // namespace tessera::kernels::cpu

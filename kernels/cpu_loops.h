@@ -18,4 +18,25 @@ void RmsNormBackwardRows(const float* grad_y, const float* x, const float* w, co
 // becomes (a cos - sign*b sin, b cos + sign*a sin).
 void RotateRow(const float* in, float* out, const float* cos, const float* sin, int64_t half, float sign);
 
+// The per-step scalars of one AdamW update (trainer/flat_adamw.h), precomputed in double and
+// rounded to fp32 once, as LibTorch rounds a double scalar operand of an fp32 tensor op.
+struct AdamWScalars {
+  float grad_scale;  // gradient clipping factor
+  float decay;       // 1 - lr * weight_decay (1 for elements that are not decayed)
+  float one_minus_beta1;
+  float beta2;
+  float one_minus_beta2;
+  float sqrt_bias2;  // sqrt(1 - beta2^t)
+  float eps;
+  float neg_step;  // -lr / (1 - beta1^t)
+};
+
+// One AdamW update of elements [begin, end) in one pass, each element read and written once:
+//   g = grad * grad_scale;  p *= decay;  m += (1 - b1) (g - m);  v = b2 v + (1 - b2) g^2;
+//   p += neg_step * m / (sqrt(v) / sqrt_bias2 + eps)
+// The same operations in the same order as the composite of LibTorch ops it replaces (lerp_,
+// mul_ + addcmul_, sqrt / + eps, addcdiv_): 28 bytes of memory traffic per element instead of ~88.
+void AdamWElements(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t begin,
+                   int64_t end, const AdamWScalars& s);
+
 }  // namespace tessera::kernels::cpu

@@ -1,10 +1,14 @@
 // AdamW as in Loshchilov & Hutter / torch.optim.AdamW: decoupled decay p *= 1 - lr*wd, then
-// p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
+// p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). On CPU one fused pass per range
+// (kernels/cpu_loops.h AdamWElements); elsewhere the same arithmetic as LibTorch tensor ops.
 #include "trainer/flat_adamw.h"
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+
+#include "kernels/cpu_loops.h"
 
 namespace tessera {
 
@@ -44,18 +48,48 @@ void FlatAdamW::Step(double lr, double grad_scale) {
   const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
   const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
   for (Range& r : ranges_) {
-    torch::Tensor& params = r.owned.params;
-    torch::Tensor& grads = r.owned.grads;
-    if (params.numel() == 0) continue;
-    if (grad_scale != 1.0) grads.mul_(grad_scale);
-    if (options_.weight_decay != 0.0 && r.owned.decayed > 0) {
-      params.narrow(0, 0, r.owned.decayed).mul_(1.0 - lr * options_.weight_decay);
+    if (r.owned.params.numel() == 0) continue;
+    if (r.owned.params.is_cpu()) {
+      StepRangeFused(r, lr, grad_scale, bias1, bias2);
+    } else {
+      StepRangeWithTensorOps(r, lr, grad_scale, bias1, bias2);
     }
-    r.exp_avg.lerp_(grads, 1.0 - options_.beta1);
-    r.exp_avg_sq.mul_(options_.beta2).addcmul_(grads, grads, 1.0 - options_.beta2);
-    torch::Tensor denom = (r.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
-    params.addcdiv_(r.exp_avg, denom, -lr / bias1);
   }
+}
+
+void FlatAdamW::StepRangeFused(Range& r, double lr, double grad_scale, double bias1, double bias2) {
+  float* params = r.owned.params.data_ptr<float>();
+  const float* grads = r.owned.grads.data_ptr<float>();
+  float* exp_avg = r.exp_avg.data_ptr<float>();
+  float* exp_avg_sq = r.exp_avg_sq.data_ptr<float>();
+  kernels::cpu::AdamWScalars s{static_cast<float>(grad_scale),           1.0f,
+                               static_cast<float>(1.0 - options_.beta1), static_cast<float>(options_.beta2),
+                               static_cast<float>(1.0 - options_.beta2), static_cast<float>(std::sqrt(bias2)),
+                               static_cast<float>(options_.eps),         static_cast<float>(-lr / bias1)};
+  kernels::cpu::AdamWScalars decayed = s;
+  decayed.decay = static_cast<float>(1.0 - lr * options_.weight_decay);
+  const int64_t split = r.owned.decayed;  // elements [0, split) are decayed
+  // Memory-bound: chunks of 64K elements (768 KiB of state) keep every core streaming.
+  at::parallel_for(0, r.owned.params.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+    if (begin < split) {
+      kernels::cpu::AdamWElements(params, grads, exp_avg, exp_avg_sq, begin, std::min(end, split), decayed);
+    }
+    if (end > split) {
+      kernels::cpu::AdamWElements(params, grads, exp_avg, exp_avg_sq, std::max(begin, split), end, s);
+    }
+  });
+}
+
+void FlatAdamW::StepRangeWithTensorOps(Range& r, double lr, double grad_scale, double bias1, double bias2) {
+  torch::Tensor& params = r.owned.params;
+  const torch::Tensor grads = grad_scale != 1.0 ? r.owned.grads * grad_scale : r.owned.grads;
+  if (options_.weight_decay != 0.0 && r.owned.decayed > 0) {
+    params.narrow(0, 0, r.owned.decayed).mul_(1.0 - lr * options_.weight_decay);
+  }
+  r.exp_avg.lerp_(grads, 1.0 - options_.beta1);
+  r.exp_avg_sq.mul_(options_.beta2).addcmul_(grads, grads, 1.0 - options_.beta2);
+  torch::Tensor denom = (r.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
+  params.addcdiv_(r.exp_avg, denom, -lr / bias1);
 }
 
 }  // namespace tessera

@@ -2,7 +2,8 @@
 // (parallel/data_parallel/grad_reducer.h). It updates exactly the ranges this rank owns: every
 // bucket under parallel.zero 0, this rank's shard of every bucket under ZeRO 1 and 2, so its two
 // moments take 8 bytes per owned element, i.e. 1/DP of the model's under ZeRO. Each range is a
-// handful of whole-buffer operations instead of a loop over tensors.
+// single fused pass over its elements on CPU (a handful of whole-buffer operations elsewhere)
+// instead of a loop over tensors.
 #pragma once
 
 #include <torch/types.h>
@@ -25,7 +26,8 @@ class FlatAdamW {
  public:
   FlatAdamW(std::vector<parallel::OwnedRange> ranges, AdamWOptions options);
 
-  // Scales gradients by `grad_scale` (clipping), then applies one AdamW update at `lr`.
+  // One AdamW update at `lr` with the gradients scaled by `grad_scale` (clipping); the gradient
+  // buffers themselves are left as they are.
   void Step(double lr, double grad_scale);
 
   // Elements this rank updates, and how many of them are decayed.
@@ -47,6 +49,9 @@ class FlatAdamW {
     parallel::OwnedRange owned;
     torch::Tensor exp_avg, exp_avg_sq;  // views of the flat moments
   };
+  void StepRangeFused(Range& r, double lr, double grad_scale, double bias1, double bias2);
+  void StepRangeWithTensorOps(Range& r, double lr, double grad_scale, double bias1, double bias2);
+
   AdamWOptions options_;
   std::vector<Range> ranges_;
   torch::Tensor exp_avg_, exp_avg_sq_;

@@ -9,7 +9,9 @@ two programs do the same work per optimizer step and their tokens/s can be compa
                fp32 weights, optional tied input/output embeddings.
   * precision: fp32, or bf16 = torch.autocast("cpu", dtype=torch.bfloat16) around forward+loss
                with fp32 master weights, fp32 optimizer state and an fp32 loss.
-  * optimizer: torch.optim.AdamW(fused=False, foreach default); weight decay only on >=2-D
+  * optimizer: torch.optim.AdamW on its fastest path, fused=True (torch >= 2.4 fuses AdamW on CPU
+               too; measured here on 26M parameters: fused 39 ms, foreach 309 ms, for-loop 490 ms
+               per step), or --adamw-impl foreach / forloop; weight decay only on >=2-D
                weights that are not embeddings; linear warmup then cosine decay to --min-lr;
                global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
   * batching:  --global-batch sequences per optimizer step, as global_batch/micro_batch
@@ -56,6 +58,8 @@ def parse_args(argv=None):
     a("--global-batch", type=int, required=True, help="sequences per optimizer step")
     a("--steps", type=int, required=True)
     a("--warmup-steps", type=int, default=0, help="LR warmup steps")
+    a("--adamw-impl", choices=["fused", "foreach", "forloop"], default="fused",
+      help="torch.optim.AdamW's implementation (default: fused, its fastest on CPU and GPU)")
     a("--lr", type=float, default=3e-4)
     a("--min-lr", type=float, default=3e-5)
     a("--weight-decay", type=float, default=0.1)
@@ -165,8 +169,8 @@ def build_optimizer(model, args):
         {"params": decay, "weight_decay": args.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps,
-                             fused=False)
+    impl = {"fused": {"fused": True}, "foreach": {"foreach": True}, "forloop": {"foreach": False}}[args.adamw_impl]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(args.beta1, args.beta2), eps=args.eps, **impl)
 
 
 def main(argv=None):
