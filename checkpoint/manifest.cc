@@ -3,6 +3,7 @@
 #include "checkpoint/manifest.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <unordered_map>
 
@@ -12,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "checkpoint/checkpoint.pb.h"
+#include "core/checked_math.h"
 #include "core/crc32c.h"
 #include "core/status_macros.h"
 
@@ -150,8 +152,9 @@ absl::Status CheckCoverage(const TensorEntry& t, const std::string& source) {
       distinct.push_back(&s);
     }
   }
+  // Distinct regions may still overlap (reported below), so their sum can exceed any bound.
   int64_t covered = 0;
-  for (const ShardRecord* d : distinct) covered += d->region.numel();
+  for (const ShardRecord* d : distinct) covered = CheckedAdd(covered, d->region.numel()).value_or(INT64_MAX);
   const int64_t numel = NumElements(t.global_shape);
   // Sort so that only neighbours along the first dimension (or the flat range) need comparing.
   auto first = [](const ShardRecord* s) {
@@ -340,9 +343,9 @@ absl::Status ValidateManifest(const Manifest& m, const std::string& source) {
           absl::StrCat(source, ": ", what, " refers to file '", file, "', which the manifest does not list"));
     }
     if (offset > it->second || length > it->second - offset) {
-      return absl::DataLossError(absl::StrCat(source, ": ", what, " has bytes [", offset, ", ",
-                                              offset + length, ") beyond the ", it->second, " bytes of '",
-                                              file, "'"));
+      // offset + length may not fit in 64 bits; the message gives both as they are.
+      return absl::DataLossError(absl::StrCat(source, ": ", what, " has ", length, " bytes at offset ",
+                                              offset, ", beyond the ", it->second, " bytes of '", file, "'"));
     }
     return absl::OkStatus();
   };
@@ -351,6 +354,16 @@ absl::Status ValidateManifest(const Manifest& m, const std::string& source) {
     if (t.name.empty()) return absl::DataLossError(absl::StrCat(source, ": a tensor has an empty name"));
     if (!names.emplace(t.name, 0).second) {
       return absl::DataLossError(absl::StrCat(source, ": tensor '", t.name, "' is listed twice"));
+    }
+    // The whole tensor's bytes must fit in int64, so that every shard's count and bytes do too.
+    {
+      absl::Status st = ValidateShape(t.global_shape, absl::StrCat(source, ": tensor '", t.name, "'"));
+      if (!st.ok()) return absl::DataLossError(st.message());
+      if (!CheckedByteSize(NumElements(t.global_shape), DTypeSize(t.dtype))) {
+        return absl::DataLossError(absl::StrCat(source, ": tensor '", t.name, "' of shape ",
+                                                ShapeToString(t.global_shape), " has more ",
+                                                DTypeName(t.dtype), " bytes than fit in int64"));
+      }
     }
     for (const ShardRecord& s : t.shards) {
       const std::string what =

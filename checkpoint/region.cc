@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/checked_math.h"
 
 namespace tessera::checkpoint {
 namespace {
@@ -144,13 +146,22 @@ Region Region::Whole(const std::vector<int64_t>& global_shape) {
 
 int64_t Region::numel() const { return kind == Kind::kFlat ? flat_count : NumElements(shape); }
 
+namespace {
+
+// "begin:end", or "begin:begin+size" when the end does not fit int64: regions are printed in the
+// messages that reject them, so the text must not overflow either.
+std::string DimText(int64_t begin, int64_t size) {
+  if (const std::optional<int64_t> end = CheckedAdd(begin, size)) return absl::StrCat(begin, ":", *end);
+  return absl::StrCat(begin, ":", begin, "+", size);
+}
+
+}  // namespace
+
 std::string Region::ToString() const {
-  if (kind == Kind::kFlat) return absl::StrCat("flat[", flat_begin, ":", flat_begin + flat_count, ")");
+  if (kind == Kind::kFlat) return absl::StrCat("flat[", DimText(flat_begin, flat_count), ")");
   std::vector<std::string> dims;
-  for (size_t i = 0; i < shape.size(); ++i) {
-    dims.push_back(
-        absl::StrCat(i < offset.size() ? offset[i] : 0, ":", (i < offset.size() ? offset[i] : 0) + shape[i]));
-  }
+  for (size_t i = 0; i < shape.size(); ++i)
+    dims.push_back(DimText(i < offset.size() ? offset[i] : 0, shape[i]));
   return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
 }
 
@@ -170,17 +181,28 @@ std::string ShapeToString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-absl::Status ValidateRegion(const Region& r, const std::vector<int64_t>& global_shape,
-                            const std::string& what) {
-  for (int64_t s : global_shape) {
+absl::Status ValidateShape(const std::vector<int64_t>& shape, const std::string& what) {
+  for (int64_t s : shape) {
     if (s < 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat(what, ": global shape ", ShapeToString(global_shape), " has a negative size"));
+          absl::StrCat(what, ": global shape ", ShapeToString(shape), " has a negative size"));
     }
   }
+  if (!CheckedNumElements(shape)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": global shape ", ShapeToString(shape), " has more elements than fit in int64"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateRegion(const Region& r, const std::vector<int64_t>& global_shape,
+                            const std::string& what) {
+  // With the global count in range, every sum and product below (and those of the copies, for a
+  // region that passes) stays within int64.
+  if (absl::Status shape = ValidateShape(global_shape, what); !shape.ok()) return shape;
   if (r.kind == Region::Kind::kFlat) {
     const int64_t numel = NumElements(global_shape);
-    if (r.flat_begin < 0 || r.flat_count < 0 || r.flat_begin + r.flat_count > numel) {
+    if (r.flat_begin < 0 || r.flat_count < 0 || r.flat_begin > numel || r.flat_count > numel - r.flat_begin) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": ", r.ToString(), " is outside the ", numel,
                                                      " elements of a tensor of shape ",
                                                      ShapeToString(global_shape)));
@@ -193,7 +215,8 @@ absl::Status ValidateRegion(const Region& r, const std::vector<int64_t>& global_
         global_shape.size(), " dimensions ", ShapeToString(global_shape)));
   }
   for (size_t i = 0; i < global_shape.size(); ++i) {
-    if (r.offset[i] < 0 || r.shape[i] < 0 || r.offset[i] + r.shape[i] > global_shape[i]) {
+    if (r.offset[i] < 0 || r.shape[i] < 0 || r.offset[i] > global_shape[i] ||
+        r.shape[i] > global_shape[i] - r.offset[i]) {
       return absl::InvalidArgumentError(absl::StrCat(what, ": box ", r.ToString(), " exceeds dimension ", i,
                                                      " of the global shape ", ShapeToString(global_shape)));
     }

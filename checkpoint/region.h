@@ -35,13 +35,17 @@ struct Region {
   bool operator==(const Region& other) const;
 };
 
-// Number of elements of a shape (1 for a scalar, shape []).
+// Number of elements of a shape (1 for a scalar, shape []). The shape must be valid
+// (ValidateShape): the product is not checked for overflow here.
 int64_t NumElements(const std::vector<int64_t>& shape);
 // "[4, 8]".
 std::string ShapeToString(const std::vector<int64_t>& shape);
 
-// Checks that `region` lies inside a tensor of `global_shape` (dimensions match, offsets and
-// sizes non-negative, ends within bounds); the message names `what`.
+// Checks that no size of `shape` is negative and that its element count fits in int64; the
+// message names `what`.
+absl::Status ValidateShape(const std::vector<int64_t>& shape, const std::string& what);
+// Checks that `region` lies inside a tensor of `global_shape` (a valid shape, dimensions match,
+// offsets and sizes non-negative, ends within bounds); the message names `what`.
 absl::Status ValidateRegion(const Region& region, const std::vector<int64_t>& global_shape,
                             const std::string& what);
 

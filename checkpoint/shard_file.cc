@@ -7,6 +7,7 @@
 
 #include <bit>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 
@@ -79,6 +80,12 @@ absl::StatusOr<ShardFileHeader> ReadShardFileHeader(const std::string& path) {
         absl::StrCat("shard file '", path, "' has a corrupt header (checksum mismatch)"));
   }
   header.rank = Get<uint32_t>(h + 16);
+  // Ranks are ints everywhere else; a larger value is not a rank (the checksum covers the field,
+  // so only a writer that stores garbage gets here).
+  if (header.rank > static_cast<uint32_t>(INT32_MAX)) {
+    return absl::DataLossError(absl::StrCat("shard file '", path, "' names writing rank ", header.rank,
+                                            " (byte offset 16); ranks are below 2^31"));
+  }
   header.record_count = Get<uint32_t>(h + 20);
   header.file_size = Get<uint64_t>(h + 24);
   if (header.file_size != length) {

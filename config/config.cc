@@ -3,6 +3,7 @@
 // overrides, so a typo in a sweep of hundreds of runs points at its source.
 #include "config/config.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -312,8 +313,11 @@ absl::Status SetField(Config& config, const FieldSpec& f, const YAML::Node& node
           value = 0;
         } else if (!YAML::convert<int64_t>::decode(node, value)) {
           double d;
-          if (!YAML::convert<double>::decode(node, d) || std::floor(d) != d || std::fabs(d) > 9.2e18) {
-            return type_error();
+          if (!YAML::convert<double>::decode(node, d) || std::floor(d) != d) return type_error();
+          // An integer too large for int64 (yaml-cpp refuses it as int64, then reads it as a double).
+          if (std::fabs(d) > 9.2e18) {
+            return absl::InvalidArgumentError(absl::StrCat(where, ": key '", f.key, "' = ", NodeText(node),
+                                                           " does not fit a 64-bit integer"));
           }
           value = static_cast<int64_t>(d);
         }
@@ -424,6 +428,16 @@ absl::Status SetField(Config& config, const FieldSpec& f, const YAML::Node& node
   return absl::OkStatus();
 }
 
+// What yaml-cpp's exception says, except for its nesting limit: since 0.7 yaml-cpp's parser stops
+// at a fixed recursion depth (500 here), long before the stack runs out, but reports it as "bad
+// file". (tests/config checks 100000-deep documents of every kind.)
+std::string YamlErrorText(const YAML::Exception& e) {
+  if (const auto* deep = dynamic_cast<const YAML::DeepRecursion*>(&e)) {
+    return absl::StrCat("nested too deeply (the YAML parser stops at a depth of ", deep->depth(), ")");
+  }
+  return e.msg;
+}
+
 std::string MarkText(const std::string& file, const YAML::Mark& mark) {
   if (mark.is_null()) return file;
   return absl::StrCat(file, ":", mark.line + 1);
@@ -469,7 +483,8 @@ absl::Status ApplyFile(Config& config, const std::string& path, std::set<std::st
   try {
     root = YAML::LoadFile(path);
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(MarkText(path, e.mark), ": not valid YAML: ", e.msg));
+    return absl::InvalidArgumentError(
+        absl::StrCat(MarkText(path, e.mark), ": not valid YAML: ", YamlErrorText(e)));
   }
   if (root.IsNull()) return absl::OkStatus();  // an empty file sets nothing
   if (!root.IsMap()) {
@@ -583,7 +598,9 @@ const std::vector<FieldSpec>& ConfigSchema() {
 
 absl::Status ApplyOverride(Config& config, const std::string& assignment) {
   const size_t eq = assignment.find('=');
-  const std::string where = absl::StrCat("--set ", assignment);
+  // Messages quote the assignment, shortened: a hostile one may be megabytes long.
+  const std::string where = absl::StrCat(
+      "--set ", assignment.size() > 120 ? absl::StrCat(assignment.substr(0, 117), "...") : assignment);
   if (eq == std::string::npos || eq == 0) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": expected KEY=VALUE, e.g. train.lr=1e-3"));
   }
@@ -597,7 +614,7 @@ absl::Status ApplyOverride(Config& config, const std::string& assignment) {
   try {
     node = text.empty() ? YAML::Node(std::string()) : YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": value is not valid YAML: ", e.msg));
+    return absl::InvalidArgumentError(absl::StrCat(where, ": value is not valid YAML: ", YamlErrorText(e)));
   }
   return SetField(config, *f, node, where);
 }
@@ -628,6 +645,14 @@ absl::Status ValidateConfig(const Config& const_config) {
     return Invalid(src, absl::StrCat("model.n_heads = ", m.n_heads,
                                      " is not divisible by model.n_kv_heads = ", m.n_kv_heads,
                                      ": each key/value head must serve a whole group of query heads"));
+  }
+  // Entries below 1 are the partition's to explain; above n_layers they are wrong too, and bounding
+  // them here keeps their sum far from overflowing int64.
+  for (size_t k = 0; k < config.parallel.pp_layers.size(); ++k) {
+    if (config.parallel.pp_layers[k] > m.n_layers) {
+      return Invalid(src, absl::StrCat("parallel.pp_layers entry ", k, " = ", config.parallel.pp_layers[k],
+                                       " exceeds model.n_layers = ", m.n_layers));
+    }
   }
   const TrainConfig& t = config.train;
   if (t.global_batch % t.micro_batch != 0) {
@@ -709,7 +734,8 @@ absl::StatusOr<Config> ConfigFromYamlString(const std::string& yaml, const std::
   try {
     root = YAML::Load(yaml);
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(MarkText(source, e.mark), ": not valid YAML: ", e.msg));
+    return absl::InvalidArgumentError(
+        absl::StrCat(MarkText(source, e.mark), ": not valid YAML: ", YamlErrorText(e)));
   }
   if (root.IsNull()) return config;
   if (!root.IsMap()) {

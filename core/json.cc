@@ -3,6 +3,8 @@
 // ExtractJsonStringField fast on JSON lines with large unused fields.
 #include "core/json.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -219,6 +221,15 @@ class Parser {
     if (out) {
       out->type = JsonValue::Type::kNumber;
       out->number = std::strtod(std::string(s_.substr(start, pos_ - start)).c_str(), nullptr);
+      // strtod turns 1e400 into infinity, which no caller can use as a size or a weight: an error
+      // here names the offset instead of an "inf" surfacing later. (Skipped values are only
+      // checked for syntax; the hot path of ExtractJsonStringField never converts them.)
+      if (std::isinf(out->number)) {
+        const std::string_view text = s_.substr(start, std::min<size_t>(pos_ - start, 32));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "JSON number at byte offset ", start, " ('", AbslView(text), pos_ - start > 32 ? "..." : "",
+            "') is outside the range of a double (about 1.8e308)"));
+      }
     }
     return absl::OkStatus();
   }

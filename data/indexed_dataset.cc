@@ -156,10 +156,13 @@ absl::StatusOr<IndexHeader> ReadIndexHeader(const unsigned char* idx, size_t n, 
   return IndexHeader{code, s, d};
 }
 
-// Checks that every sequence starts where the previous one ends in the .bin; sets *total_tokens
-// and *bin_bytes (what the sequences need).
-absl::Status CheckSequences(const unsigned char* idx, uint64_t s, size_t item_size,
-                            const std::string& idx_path, int64_t* total_tokens, int64_t* bin_bytes) {
+// Checks that every sequence starts where the previous one ends in the .bin and ends within its
+// `bin_size` bytes; sets *total_tokens and *bin_bytes (what the sequences need). Stopping at the
+// first sequence past the end keeps the running sums below bin_size, so they cannot overflow
+// however many sequences the index claims.
+absl::Status CheckSequences(const unsigned char* idx, uint64_t s, size_t item_size, uint64_t bin_size,
+                            const std::string& idx_path, const std::string& bin_path, int64_t* total_tokens,
+                            int64_t* bin_bytes) {
   const unsigned char* sizes = idx + kIndexHeaderBytes;
   const unsigned char* pointers = sizes + 4 * s;
   int64_t expected_pointer = 0;
@@ -176,7 +179,14 @@ absl::Status CheckSequences(const unsigned char* idx, uint64_t s, size_t item_si
                                      " starts at .bin byte ", ptr, ", expected ", expected_pointer,
                                      " (the previous sequences' lengths times ", item_size, ")"));
     }
-    expected_pointer += static_cast<int64_t>(len) * static_cast<int64_t>(item_size);
+    const uint64_t end = static_cast<uint64_t>(expected_pointer) + static_cast<uint64_t>(len) * item_size;
+    if (end > bin_size) {
+      return IndexError(idx_path,
+                        absl::StrCat("byte offset ", kIndexHeaderBytes + 4 * i, ": sequence ", i, " of ", len,
+                                     " tokens ends at .bin byte ", end, ", past the ", bin_size, " bytes of ",
+                                     bin_path, " (truncated .bin, or .idx and .bin from different runs)"));
+    }
+    expected_pointer = static_cast<int64_t>(end);
     *total_tokens += len;
   }
   *bin_bytes = expected_pointer;
@@ -223,8 +233,8 @@ absl::StatusOr<std::unique_ptr<IndexedDataset>> IndexedDataset::Open(const std::
   ds->num_sequences_ = static_cast<int64_t>(header.sequences);
   ds->num_doc_entries_ = static_cast<int64_t>(header.doc_entries);
   int64_t bin_bytes = 0;
-  TS_RETURN_IF_ERROR(
-      CheckSequences(ds->idx_, header.sequences, ds->item_size_, idx_path, &ds->total_tokens_, &bin_bytes));
+  TS_RETURN_IF_ERROR(CheckSequences(ds->idx_, header.sequences, ds->item_size_, ds->bin_size_, idx_path,
+                                    bin_path, &ds->total_tokens_, &bin_bytes));
   if (static_cast<uint64_t>(bin_bytes) != ds->bin_size_) {
     return absl::DataLossError(absl::StrCat(
         bin_path, ": has ", ds->bin_size_, " bytes but ", idx_path, " describes ", header.sequences,
@@ -255,9 +265,10 @@ int64_t IndexedDataset::document_index(int64_t d) const {
 }
 
 absl::Status IndexedDataset::ReadTokens(int64_t start, int64_t count, int32_t* out) const {
-  if (start < 0 || count < 0 || start + count > total_tokens_) {
-    return absl::OutOfRangeError(absl::StrCat(prefix_, ".bin: tokens [", start, ", ", start + count,
-                                              ") are outside its ", total_tokens_, " tokens"));
+  // Compared without forming start + count, which may not fit int64.
+  if (start < 0 || count < 0 || start > total_tokens_ || count > total_tokens_ - start) {
+    return absl::OutOfRangeError(absl::StrCat(prefix_, ".bin: ", count, " tokens from token ", start,
+                                              " are outside its ", total_tokens_, " tokens"));
   }
   const unsigned char* p = bin_ + start * static_cast<int64_t>(item_size_);
   switch (dtype_) {

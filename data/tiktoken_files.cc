@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/absl_string_view.h"
@@ -18,6 +19,11 @@
 
 namespace tessera::data {
 namespace {
+
+// The longest token a rank file may hold. Real vocabularies stay below a few hundred bytes; the
+// bound refuses a line that is one enormous "token" before it is decoded (BpeTokenizer itself
+// stores token lengths in 16 bits).
+constexpr size_t kMaxTokenBytes = 4096;
 
 bool IsBase64(std::string_view s) {
   if (s.empty() || s.size() % 4 != 0) return false;
@@ -62,6 +68,11 @@ absl::StatusOr<std::vector<std::string>> LoadTiktokenRanks(const std::string& pa
     if (space == std::string_view::npos) return bad("expected two fields separated by a space");
     const std::string_view b64 = line.substr(0, space);
     const std::string_view rank_text = line.substr(space + 1);
+    // Base64 of kMaxTokenBytes bytes is at most 4 * ceil(kMaxTokenBytes / 3) characters.
+    if (b64.size() > 4 * ((kMaxTokenBytes + 2) / 3)) {
+      return bad(absl::StrCat("the token's base64 has ", b64.size(), " characters; tokens are at most ",
+                              kMaxTokenBytes, " bytes"));
+    }
     if (!IsBase64(b64)) return bad("the token is not base64");
     if (rank_text.empty() || rank_text.size() > 10 ||
         !std::all_of(rank_text.begin(), rank_text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
@@ -72,6 +83,10 @@ absl::StatusOr<std::vector<std::string>> LoadTiktokenRanks(const std::string& pa
     std::string bytes;
     if (!absl::Base64Unescape(AbslView(b64), &bytes) || bytes.empty())
       return bad("the token is not valid base64 of a non-empty byte string");
+    if (bytes.size() > kMaxTokenBytes) {
+      return bad(absl::StrCat("the token has ", bytes.size(), " bytes; tokens are at most ", kMaxTokenBytes,
+                              " bytes"));
+    }
     entries.push_back({std::move(bytes), rank, line_no});
   }
   if (entries.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no tokens (empty rank file)"));
@@ -150,10 +165,19 @@ absl::StatusOr<TokenizerSpec> ReadTokenizerMetadata(const std::string& path, int
   }
   if (const JsonValue* specials = json->Find("special_tokens")) {
     if (specials->type != JsonValue::Type::kObject) return bad("\"special_tokens\" is not an object");
+    absl::flat_hash_set<std::string> names;
+    absl::flat_hash_map<int32_t, std::string> ids;
     for (const auto& [name, id] : specials->object) {
-      if (id.type != JsonValue::Type::kNumber || id.number < 0 || id.number > 0x7FFFFFFF ||
+      // Below INT32_MAX, not up to it: the vocabulary size is the largest id + 1, an int32 too.
+      if (id.type != JsonValue::Type::kNumber || id.number < 0 || id.number >= 0x7FFFFFFF ||
           id.number != static_cast<double>(static_cast<int64_t>(id.number))) {
-        return bad(absl::StrCat("special token ", name, " has an id that is not a non-negative integer"));
+        return bad(absl::StrCat("special token ", name, " has an id that is not an integer in [0, ",
+                                0x7FFFFFFF - 1, "]"));
+      }
+      const int32_t value = static_cast<int32_t>(id.number);
+      if (!names.insert(name).second) return bad(absl::StrCat("special token ", name, " is given twice"));
+      if (auto [it, inserted] = ids.emplace(value, name); !inserted) {
+        return bad(absl::StrCat("special tokens ", it->second, " and ", name, " have the same id ", value));
       }
       spec.specials.emplace_back(name, static_cast<int32_t>(id.number));
     }
@@ -171,7 +195,8 @@ absl::StatusOr<TokenizerSpec> ReadTokenizerMetadata(const std::string& path, int
       }
     }
   }
-  if (const JsonValue* n = json->Find("n_ranks"); n && n->type == JsonValue::Type::kNumber) {
+  if (const JsonValue* n = json->Find("n_ranks"); n && n->type != JsonValue::Type::kNull) {
+    if (n->type != JsonValue::Type::kNumber) return bad("\"n_ranks\" is not a number");
     if (n->number != static_cast<double>(num_ranks)) {
       return bad(absl::StrCat("\"n_ranks\" is ", n->number, " but the rank file has ", num_ranks, " ranks"));
     }

@@ -11,9 +11,13 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <optional>
+#include <string_view>
+#include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "checkpoint/durable_io.h"
+#include "core/checked_math.h"
 #include "core/json.h"
 #include "core/json_text.h"
 #include "core/status_macros.h"
@@ -81,13 +85,21 @@ absl::StatusOr<SafetensorsTensor> ParseTensorEntry(const std::string& name, cons
   auto dt = DTypeFromSafetensors(dtype->string);
   if (!dt.ok()) return invalid(absl::StrCat(what, ": ", dt.status().message()));
   t.dtype = *dt;
-  uint64_t numel = 1;
   for (const JsonValue& d : shape->array) {
     auto n = NonNegativeInteger(d, absl::StrCat(what, ": a shape entry"));
     if (!n.ok()) return invalid(std::string(n.status().message()));
     t.shape.push_back(static_cast<int64_t>(*n));
-    numel *= *n;
   }
+  // A wrapped product could make an absurd shape match a small byte range; the shape would then
+  // reach the allocator intact.
+  const std::optional<int64_t> elements = CheckedNumElements(t.shape);
+  const std::optional<int64_t> needed =
+      elements ? CheckedByteSize(*elements, DTypeSize(t.dtype)) : std::nullopt;
+  if (!needed) {
+    return invalid(absl::StrCat(what, " has shape ", ShapeToString(t.shape), ": its ", dtype->string,
+                                " bytes do not fit in 64 bits"));
+  }
+  const uint64_t numel = static_cast<uint64_t>(*elements);
   auto begin = NonNegativeInteger(offsets->array[0], absl::StrCat(what, ": data_offsets[0]"));
   auto end = NonNegativeInteger(offsets->array[1], absl::StrCat(what, ": data_offsets[1]"));
   if (!begin.ok()) return invalid(std::string(begin.status().message()));
@@ -98,9 +110,9 @@ absl::StatusOr<SafetensorsTensor> ParseTensorEntry(const std::string& name, cons
     return invalid(absl::StrCat(what, " has data_offsets [", t.begin, ", ", t.end, "] outside the ", data_len,
                                 " data bytes (truncated file?)"));
   }
-  if (t.end - t.begin != numel * DTypeSize(t.dtype)) {
+  if (t.end - t.begin != static_cast<uint64_t>(*needed)) {
     return invalid(absl::StrCat(what, " has ", t.end - t.begin, " bytes; ", numel, " ", dtype->string,
-                                " elements need ", numel * DTypeSize(t.dtype)));
+                                " elements need ", *needed));
   }
   return t;
 }
@@ -148,9 +160,14 @@ absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(const
   TS_RETURN_IF_ERROR(ReadAt(r->fd_, len_bytes, 8, 0, path));
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
-  if (header_len > kMaxHeaderBytes || header_len > length - 8) {
-    return bad(absl::StrCat("header length ", header_len, " exceeds the file's ", length - 8,
-                            " remaining bytes (or the 100 MB limit)"));
+  // Checked before anything is allocated for the header.
+  if (header_len > kMaxHeaderBytes) {
+    return bad(absl::StrCat("header length ", header_len, " (the 8 bytes at offset 0) exceeds the ",
+                            kMaxHeaderBytes, "-byte limit of the format"));
+  }
+  if (header_len > length - 8) {
+    return bad(absl::StrCat("header length ", header_len, " (the 8 bytes at offset 0) exceeds the file's ",
+                            length - 8, " remaining bytes"));
   }
   std::string header(header_len, '\0');
   TS_RETURN_IF_ERROR(ReadAt(r->fd_, header.data(), header_len, 8, path));
@@ -159,6 +176,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(const
   if (json->type != JsonValue::Type::kObject) return bad("the header is not a JSON object");
   r->data_start_ = 8 + header_len;
   const uint64_t data_len = length - r->data_start_;
+  std::unordered_set<std::string_view> names;
   for (const auto& [name, v] : json->object) {
     if (name == "__metadata__") {
       if (v.type != JsonValue::Type::kObject) return bad("__metadata__ is not an object");
@@ -168,6 +186,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsReader>> SafetensorsReader::Open(const
         r->metadata_.emplace_back(k, s.string);
       }
       continue;
+    }
+    // The reference implementation reads the header into a map: one entry per name.
+    if (!names.insert(name).second) {
+      return bad(absl::StrCat("tensor '", name, "' appears twice in the header"));
     }
     auto t = ParseTensorEntry(name, v, data_len);
     if (!t.ok()) return bad(std::string(t.status().message()));

@@ -8,11 +8,15 @@
 
 #include <ATen/ATen.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/shard_file.h"
 #include "checkpoint/tensor_slices.h"
+#include "core/crc32c.h"
+#include "core/file_util.h"
 #include "tests/catch_compat.h"
 #include "tests/checkpoint/checkpoint_test_util.h"
 
@@ -211,4 +215,27 @@ CATCH_TEST_CASE("truncated and missing shard files, newer manifests and unfinish
   TempDir empty("empty");
   auto none = FindLatestValid(empty.path());
   CATCH_CHECK(none.status().code() == absl::StatusCode::kNotFound);
+}
+
+CATCH_TEST_CASE("a shard file header with a rank beyond int is refused, naming the file and field") {
+  TempDir dir("shardheader");
+  const std::string path = dir.path() + "/shard-00000.bin";
+  {
+    auto w = ShardFileWriter::Create(path, 0);
+    CATCH_REQUIRE(w.ok());
+    CATCH_REQUIRE((*w)->Append("abcd", 4).ok());
+    CATCH_REQUIRE((*w)->Commit().ok());
+  }
+  CATCH_REQUIRE(ReadShardFileHeader(path).ok());
+  // Rank 2^32 - 1 with a header checksum that matches: only the range check stops it.
+  std::string bytes = *tessera::ReadFileToString(path);
+  for (int i = 16; i < 20; ++i) bytes[i] = '\xff';
+  const uint32_t crc = tessera::Crc32c(bytes.data(), 32);
+  std::memcpy(bytes.data() + 32, &crc, 4);
+  { std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes; }
+  auto header = ReadShardFileHeader(path);
+  CATCH_REQUIRE(!header.ok());
+  CATCH_CHECK(Message(header.status()) ==
+              "shard file '" + path +
+                  "' names writing rank 4294967295 (byte offset 16); ranks are below 2^31");
 }

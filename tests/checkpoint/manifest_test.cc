@@ -160,6 +160,61 @@ CATCH_TEST_CASE("validation: coverage, overlaps, byte ranges, names") {
   }
 }
 
+CATCH_TEST_CASE("validation: hostile sizes and offsets are errors naming the tensor, never overflow") {
+  {
+    // A global shape of 2^62 float32 elements: the count fits int64, its bytes do not.
+    Manifest m = TwoRankManifest();
+    m.tensors[0].global_shape = {int64_t{1} << 31, int64_t{1} << 31};
+    const absl::Status s = ValidateManifest(m, "m");
+    CATCH_CHECK(s.code() == absl::StatusCode::kDataLoss);
+    CATCH_CHECK(Message(s) ==
+                "m: tensor 'w' of shape [2147483648, 2147483648] has more float32 bytes than "
+                "fit in int64");
+  }
+  {
+    // Its element count does not fit either; and a tensor with no shards is checked all the same.
+    Manifest m = TwoRankManifest();
+    m.tensors[0].global_shape = {int64_t{1} << 32, int64_t{1} << 32};
+    m.tensors[0].shards.clear();
+    CATCH_CHECK(Message(ValidateManifest(m, "m")) ==
+                "m: tensor 'w': global shape [4294967296, 4294967296] has more elements than fit in int64");
+    m.tensors[0].global_shape = {4, -3};
+    CATCH_CHECK(
+        Message(ValidateManifest(m, "m")).find("m: tensor 'w': global shape [4, -3] has a negative size") !=
+        std::string::npos);
+  }
+  {
+    // A flat range whose end wraps around past INT64_MAX.
+    Manifest m = TwoRankManifest();
+    m.tensors[1].shards[2].region = Region::Flat(3, INT64_MAX);
+    CATCH_CHECK(
+        Message(ValidateManifest(m, "m")).find("flat[3:3+9223372036854775807) is outside the 12 elements") !=
+        std::string::npos);
+  }
+  {
+    // Byte offset + length beyond 2^64: refused, and the message does not wrap either.
+    Manifest m = TwoRankManifest();
+    m.blobs[0].offset = ~uint64_t{0} - 2;
+    CATCH_CHECK(
+        Message(ValidateManifest(m, "m")) ==
+        "m: blob 'rng/rank-00000' has 8 bytes at offset 18446744073709551613, beyond the 152 bytes of "
+        "'shard-00000.bin'");
+    m = TwoRankManifest();
+    m.blobs[0].length = ~uint64_t{0};
+    CATCH_CHECK(Message(ValidateManifest(m, "m")).find("beyond the 152 bytes") != std::string::npos);
+  }
+  {
+    // The same through the bytes: a hostile shard in a serialized manifest.
+    Manifest m = TwoRankManifest();
+    m.tensors[0].shards[1].region = Region::Box({2, INT64_MAX}, {2, 3});
+    auto parsed = ParseManifest(SerializeManifest(m), "ckpt/manifest.pb");
+    CATCH_REQUIRE(!parsed.ok());
+    CATCH_CHECK(Message(parsed.status())
+                    .find("ckpt/manifest.pb: tensor 'w' shard [2:4, 9223372036854775807:"
+                          "9223372036854775807+3] (rank 1): box") != std::string::npos);
+  }
+}
+
 CATCH_TEST_CASE("merging rank reports: tensors by name, disagreements are errors") {
   const Manifest full = TwoRankManifest();
   RankReport r0{0, 42, "", 0, {}, {}, full.files[0]};

@@ -13,6 +13,7 @@ using tessera::checkpoint::CopyOverlap;
 using tessera::checkpoint::Overlaps;
 using tessera::checkpoint::Region;
 using tessera::checkpoint::ValidateRegion;
+using tessera::checkpoint::ValidateShape;
 
 namespace {
 
@@ -105,4 +106,30 @@ CATCH_TEST_CASE("ValidateRegion names what is wrong") {
   CATCH_CHECK(!ValidateRegion(Region::Flat(20, 5), shape, "t").ok());    // 25 > 24
   CATCH_CHECK(ValidateRegion(Region::Flat(20, 4), shape, "t").ok());
   CATCH_CHECK(!ValidateRegion(Region::Box({-1, 0}, {1, 6}), shape, "t").ok());
+}
+
+CATCH_TEST_CASE("ValidateRegion refuses shapes and regions whose arithmetic would overflow") {
+  constexpr int64_t kMax = INT64_MAX;
+  // A global shape whose element count does not fit int64, and one with a negative size.
+  const auto huge = ValidateRegion(Region::Flat(0, 1), {int64_t{1} << 32, int64_t{1} << 32}, "tensor 'h'");
+  CATCH_CHECK(std::string(huge.message()) ==
+              "tensor 'h': global shape [4294967296, 4294967296] has more elements than fit in int64");
+  CATCH_CHECK(std::string(ValidateShape({3, -1}, "t").message()).find("has a negative size") !=
+              std::string::npos);
+  CATCH_CHECK(ValidateShape({int64_t{1} << 40, int64_t{1} << 40, 0}, "t").ok());  // zero elements
+  // Ends that overflow int64 (begin + count, offset + size) are outside, not wrapped inside.
+  const std::vector<int64_t> shape = {4, 6};
+  const auto flat = ValidateRegion(Region::Flat(kMax, kMax), shape, "t");
+  CATCH_CHECK(
+      std::string(flat.message()) ==
+      "t: flat[9223372036854775807:9223372036854775807+9223372036854775807) is outside the 24 elements "
+      "of a tensor of shape [4, 6]");
+  CATCH_CHECK(!ValidateRegion(Region::Flat(1, kMax), shape, "t").ok());
+  CATCH_CHECK(!ValidateRegion(Region::Flat(25, 0), shape, "t").ok());
+  const auto box = ValidateRegion(Region::Box({2, 1}, {kMax, 2}), shape, "t");
+  CATCH_CHECK(std::string(box.message()) ==
+              "t: box [2:2+9223372036854775807, 1:3] exceeds dimension 0 of the global shape [4, 6]");
+  CATCH_CHECK(!ValidateRegion(Region::Box({kMax, 0}, {kMax, 6}), shape, "t").ok());
+  CATCH_CHECK(!ValidateRegion(Region::Box({0, 0}, {4, -6}), shape, "t").ok());
+  CATCH_CHECK(ValidateRegion(Region::Box({4, 6}, {0, 0}), shape, "t").ok());  // empty, at the end
 }

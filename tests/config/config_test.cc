@@ -291,3 +291,47 @@ CATCH_TEST_CASE("config fuzz: mutated configs load and validate, or name the off
   CATCH_INFO(loaded << " mutated configs loaded, " << refused << " refused");
   CATCH_CHECK(refused > 100);  // the mutations do break most configs
 }
+
+CATCH_TEST_CASE("hostile YAML: deep nesting is an error, not a stack overflow") {
+  std::string block;
+  for (int i = 0; i < 100000; ++i) block += "- ";
+  std::string mapping;
+  for (int i = 0; i < 100000; ++i) mapping += "{a: ";
+  std::string indented;
+  for (int i = 0; i < 3000; ++i) indented += std::string(i, ' ') + "a:\n";
+  for (const std::string& deep : {std::string(100000, '['), "model: " + std::string(100000, '['), block + "x",
+                                  mapping, "train:\n  lr: " + std::string(100000, '{'), indented}) {
+    // yaml-cpp's own depth guard stops these before its recursion exhausts the stack; the
+    // message says so instead of yaml-cpp's "bad file".
+    auto config = tessera::ConfigFromYamlString(deep, "deep.yaml");
+    CATCH_REQUIRE_FALSE(config.ok());
+    CATCH_CHECK(Contains(std::string(config.status().message()), "deep.yaml:"));
+    CATCH_CHECK(Contains(std::string(config.status().message()),
+                         ": not valid YAML: nested too deeply (the YAML parser stops at a depth of "));
+    CATCH_CHECK(Contains(LoadError(deep), "bad.yaml:"));
+  }
+  // The message quotes the start of the assignment, not all 100000 characters.
+  const std::string set_error = LoadError(kValid, {"parallel.pp_layers=" + std::string(100000, '[')});
+  CATCH_CHECK(set_error.rfind("--set parallel.pp_layers=" + std::string(98, '[') +
+                                  "...: value is not valid YAML: nested too deeply (the YAML parser stops at "
+                                  "a depth of ",
+                              0) == 0);
+  CATCH_CHECK(set_error.size() < 300);
+}
+
+CATCH_TEST_CASE("hostile YAML: integers beyond int64 and list entries that would overflow a sum") {
+  for (const char* big : {"9223372036854775808", "-9223372036854775809", "99999999999999999999999", "1e19"}) {
+    CATCH_CAPTURE(big);
+    CATCH_CHECK(Contains(LoadError(kValid, {std::string("train.seed=") + big}),
+                         std::string("--set train.seed=") + big + ": key 'train.seed' = " + big +
+                             " does not fit a 64-bit integer"));
+  }
+  // INT64_MAX itself fits, and is then out of the key's range.
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.dim=9223372036854775807"}),
+                       "key 'model.dim' = 9223372036854775807 is out of range"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.dim=-9223372036854775808"}), "is out of range"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"parallel.pp_layers=[9223372036854775807, 9223372036854775807]"}),
+                       "parallel.pp_layers entry 0 = 9223372036854775807 exceeds model.n_layers = 4"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"parallel.pp_layers=[1, 92233720368547758070]"}),
+                       "key 'parallel.pp_layers' expects list of integers"));
+}

@@ -86,3 +86,37 @@ CATCH_TEST_CASE("randomized corruption of JSON lines gives a result or an error,
   }
   CATCH_CHECK(errors > 10000);
 }
+
+CATCH_TEST_CASE("hostile JSON: deep nesting and numbers beyond a double are errors, not crashes") {
+  // 100000 levels would overflow the stack of a recursive parser without a depth limit.
+  for (const std::string& deep :
+       {std::string(100000, '['), std::string(100000, '[') + std::string(100000, ']'), [] {
+          std::string s;
+          for (int i = 0; i < 100000; ++i) s += "{\"a\":";
+          return s;
+        }()}) {
+    auto v = ParseJson(deep);
+    CATCH_REQUIRE(!v.ok());
+    CATCH_CHECK(std::string(v.status().message()).find("levels of nesting") != std::string::npos);
+    std::string value;
+    auto field = ExtractJsonStringField("{\"x\":" + deep, "x", &value);
+    CATCH_REQUIRE(!field.ok());
+    CATCH_CHECK(std::string(field.status().message()).find("levels of nesting") != std::string::npos);
+  }
+  // The limit is generous for real documents.
+  CATCH_CHECK(ParseJson(std::string(200, '[') + std::string(200, ']')).ok());
+
+  for (const char* huge : {"1e400", "-1e400", "{\"n\": 1e309}", "[0, 123456789e301]"}) {
+    auto v = ParseJson(huge);
+    CATCH_REQUIRE(!v.ok());
+    CATCH_CHECK(std::string(v.status().message()).find("outside the range of a double") != std::string::npos);
+  }
+  auto at = ParseJson("{\"n\": 1e309}");
+  CATCH_CHECK(std::string(at.status().message()).find("byte offset 6 ('1e309')") != std::string::npos);
+  // Large but finite numbers, and underflow to zero, are fine.
+  CATCH_CHECK(ParseJson("1.7e308").ok());
+  CATCH_CHECK(ParseJson("1e-400").ok());
+  // A number with a thousand digits is still one number.
+  CATCH_CHECK(std::string(ParseJson(std::string(1000, '9')).status().message()).find("range") !=
+              std::string::npos);
+}

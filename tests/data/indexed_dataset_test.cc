@@ -123,6 +123,48 @@ CATCH_TEST_CASE("corrupt files are errors that say where and what was expected")
   CATCH_CHECK(!IndexedDataset::Open(dir / "absent").ok());
 }
 
+CATCH_TEST_CASE("hostile counts and lengths are refused without overflow") {
+  TempDir dir;
+  const std::string bin = absl::HexStringToBytes(kBinHex), idx = absl::HexStringToBytes(kIdxHex);
+  auto message = [&](const std::string& b, const std::string& i) {
+    return std::string(OpenBytes(dir, b, i).message());
+  };
+  auto put64 = [](std::string* s, size_t at, uint64_t v) {
+    for (int k = 0; k < 8; ++k) (*s)[at + k] = static_cast<char>(v >> (8 * k));
+  };
+  // 2^62 sequences and 1 document entry: 34 + 12 * 2^62 + 8 wraps around to 42 in 64 bits, the
+  // length of this file.
+  std::string wraps = idx.substr(0, 34) + std::string(8, '\0');
+  put64(&wraps, 18, uint64_t{1} << 62);
+  put64(&wraps, 26, 1);
+  CATCH_CHECK(
+      message("", wraps).find("c.idx: sequence count 4611686018427387904 (byte offset 18) and document "
+                              "count + 1 = 1 (byte offset 26) need a file of") != std::string::npos);
+  // A count of 2^64 - 1.
+  std::string max_count = idx;
+  put64(&max_count, 18, ~uint64_t{0});
+  CATCH_CHECK(message(bin, max_count).find("need a file of") != std::string::npos);
+  // A sequence length of 2^31 - 1 tokens: the sequences would end far past the 18-byte .bin.
+  std::string long_seq = idx;
+  for (int k = 0; k < 4; ++k) long_seq[34 + k] = k == 3 ? '\x7f' : '\xff';
+  CATCH_CHECK(message(bin, long_seq)
+                  .find("c.idx: byte offset 34: sequence 0 of 2147483647 tokens ends at .bin "
+                        "byte 4294967294, past the 18 bytes of ") != std::string::npos);
+  // Reads whose end does not fit int64 are out of range, not wrapped into range.
+  CATCH_REQUIRE(OpenBytes(dir, bin, idx).ok());
+  auto ds = IndexedDataset::Open(dir / "c");
+  CATCH_REQUIRE(ds.ok());
+  int32_t out[4];
+  const absl::Status far = (*ds)->ReadTokens(INT64_MAX, INT64_MAX, out);
+  CATCH_CHECK(far.code() == absl::StatusCode::kOutOfRange);
+  CATCH_CHECK(std::string(far.message())
+                  .find("9223372036854775807 tokens from token 9223372036854775807 are "
+                        "outside its 9 tokens") != std::string::npos);
+  CATCH_CHECK(!(*ds)->ReadTokens(1, INT64_MAX, out).ok());
+  CATCH_CHECK(!(*ds)->ReadTokens(10, 0, out).ok());
+  CATCH_CHECK((*ds)->ReadTokens(9, 0, out).ok());
+}
+
 CATCH_TEST_CASE("randomized corruption never crashes and never yields out-of-bounds reads") {
   TempDir dir;
   std::vector<std::vector<int32_t>> docs;

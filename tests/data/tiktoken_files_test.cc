@@ -36,6 +36,58 @@ CATCH_TEST_CASE("rank files: bad lines, duplicate ranks and tokens are errors na
   CATCH_CHECK(!load("").ok());
 }
 
+CATCH_TEST_CASE("hostile rank and metadata files: huge ranks and tokens, duplicate or overflowing ids") {
+  TempDir dir;
+  auto load_error = [&](const std::string& contents) {
+    WriteFile(dir / "h.tiktoken", contents);
+    auto loaded = LoadTiktokenRanks(dir / "h.tiktoken");
+    return loaded.ok() ? std::string() : std::string(loaded.status().message());
+  };
+  // Ranks beyond int32, negative, or with more digits than any int32: refused, never converted.
+  CATCH_CHECK(
+      load_error("YQ== 2147483648\n").find("h.tiktoken:1: the rank is not a decimal number below 2^31") !=
+      std::string::npos);
+  CATCH_CHECK(load_error("YQ== 99999999999999999999999\n").find("below 2^31") != std::string::npos);
+  CATCH_CHECK(load_error("YQ== -1\n").find("below 2^31") != std::string::npos);
+  // A rank that fits int32 but not the file: the vector of ranks is sized by the line count.
+  CATCH_CHECK(load_error("YQ== 2147483647\n").find("rank 2147483647 is out of range") != std::string::npos);
+  // One enormous token, refused before decoding: 8 KiB of base64 is 6 KiB of bytes.
+  CATCH_CHECK(
+      load_error("YQ== 0\n" + std::string(8192, 'A') + " 1\n")
+          .find("h.tiktoken:2: the token's base64 has 8192 characters; tokens are at most 4096 bytes") !=
+      std::string::npos);
+  CATCH_CHECK(load_error(std::string(5464, 'A') + " 0\n").find("tokens are at most 4096 bytes") !=
+              std::string::npos);  // 4098 bytes: within the base64 bound, over the byte bound
+  CATCH_CHECK(load_error(std::string(5460, 'A') + " 0\n").empty());  // 4095 bytes
+
+  auto metadata_error = [&](const std::string& json, int64_t ranks = 257) {
+    WriteFile(dir / "h.json", json);
+    auto spec = ReadTokenizerMetadata(dir / "h.json", ranks);
+    return spec.ok() ? std::string() : std::string(spec.status().message());
+  };
+  const std::string pat = R"("pat_str": "x", )";
+  CATCH_CHECK(metadata_error("{" + pat + R"("special_tokens": {"<|a|>": 300}, "n_ranks": 257})").empty());
+  // An id of INT32_MAX would make the vocabulary size INT32_MAX + 1.
+  CATCH_CHECK(metadata_error("{" + pat + R"("special_tokens": {"<|a|>": 2147483647}})")
+                  .find("h.json: special token <|a|> has an id that is not an integer in [0, 2147483646]") !=
+              std::string::npos);
+  for (const char* id : {"-1", "1e300", "2.5", "\"300\"", "1e999"}) {
+    CATCH_CAPTURE(id);
+    CATCH_CHECK(metadata_error("{" + pat + R"("special_tokens": {"<|a|>": )" + id + "}}").find("h.json: ") !=
+                std::string::npos);
+  }
+  CATCH_CHECK(metadata_error("{" + pat + R"("special_tokens": {"<|a|>": 300, "<|b|>": 300}})")
+                  .find("special tokens <|a|> and <|b|> have the same id 300") != std::string::npos);
+  CATCH_CHECK(metadata_error("{" + pat + R"("special_tokens": {"<|a|>": 300, "<|a|>": 301}})")
+                  .find("special token <|a|> is given twice") != std::string::npos);
+  // The vocabulary size the metadata states must be the rank file's, and be a number.
+  CATCH_CHECK(metadata_error("{" + pat + R"("n_ranks": 1e300})")
+                  .find("\"n_ranks\" is 1e+300 but the rank file "
+                        "has 257 ranks") != std::string::npos);
+  CATCH_CHECK(metadata_error("{" + pat + R"("n_ranks": "257"})").find("\"n_ranks\" is not a number") !=
+              std::string::npos);
+}
+
 CATCH_TEST_CASE("randomized corruption of a rank file is an error or a valid vocabulary, never a crash") {
   TempDir dir;
   std::vector<std::string> tokens;

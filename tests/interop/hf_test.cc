@@ -122,6 +122,50 @@ CATCH_TEST_CASE("config.json: round trip, both transformers spellings, and refus
   CATCH_CHECK(
       Message(ParseHfLlamaConfig(R"({"model_type": "mistral"})", "c.json").status()).find("only Llama") !=
       std::string::npos);
+
+  // Hostile sizes: each refused with its key named, before any product of them is formed.
+  const std::pair<const char*, const char*> bad_sizes[] = {
+      {R"(, "hidden_size": -32)", R"("hidden_size" is -32; expected an integer in [1, 2147483647])"},
+      {R"(, "hidden_size": 0)", R"("hidden_size" is 0; expected an integer in [1, 2147483647])"},
+      {R"(, "vocab_size": 40.5)", R"("vocab_size" is 40.5; expected an integer)"},
+      {R"(, "vocab_size": 1e300)", R"("vocab_size" is 1e+300; expected an integer)"},
+      {R"(, "num_hidden_layers": 2147483648)", R"("num_hidden_layers" is 2147483648; expected an integer)"},
+      {R"(, "intermediate_size": "48")", R"("intermediate_size" is not a number)"},
+      {R"(, "num_attention_heads": 0)", R"("num_attention_heads" is 0)"},
+      {R"(, "num_key_value_heads": -4)", R"("num_key_value_heads" is -4)"},
+      {R"(, "head_dim": 0)", R"("head_dim" is 0)"},
+      {R"(, "max_position_embeddings": 1e20)", R"("max_position_embeddings" is 1e+20)"},
+      {R"(, "rms_norm_eps": 0)", R"("rms_norm_eps" is 0; expected a positive number)"},
+      {R"(, "rope_theta": -1)", R"("rope_theta" is -1; expected a positive number)"},
+      {R"(, "rope_parameters": {"rope_type": "default", "rope_theta": 0})", R"("rope_theta" is 0)"},
+      {R"(, "initializer_range": -0.02)", R"("initializer_range" is -0.02; expected a non-negative number)"},
+      {R"(, "eos_token_id": 1e30)", R"("eos_token_id" holds something other than an int32 token id)"},
+      {R"(, "bos_token_id": [1, 4294967296])", R"("bos_token_id" holds something other than an int32)"},
+      {R"(, "hidden_size": 1e999)", "outside the range of a double"},
+  };
+  for (const auto& [extra, message] : bad_sizes) {
+    CATCH_CAPTURE(extra);
+    const std::string error = Message(parse(extra).status());
+    CATCH_CHECK(error.rfind("c.json: ", 0) == 0);
+    CATCH_CHECK(error.find(message) != std::string::npos);
+  }
+  // Sizes each within int32 whose products overflow int64: 2^31-1 layers of a 2^30-wide MLP.
+  const std::string huge = Message(
+      parse(R"(, "hidden_size": 1073741824, "intermediate_size": 2147483647, "num_hidden_layers": 2147483647,
+               "num_attention_heads": 1, "num_key_value_heads": 1, "vocab_size": 2)")
+          .status());
+  CATCH_CHECK(huge.find("c.json: the sizes give a model whose weights need more than 2^63 bytes "
+                        "(num_hidden_layers x hidden_size x (num_attention_heads + num_key_value_heads)") !=
+              std::string::npos);
+  CATCH_CHECK(
+      Message(parse(R"(, "hidden_size": 2147483647, "num_attention_heads": 1, "vocab_size": 2147483647)")
+                  .status())
+          .find("vocab_size x hidden_size (the embeddings) = 2147483647 x 2147483647 x 2") !=
+      std::string::npos);
+  // Large but real: Llama 3.1 405B's sizes.
+  CATCH_CHECK(parse(R"(, "hidden_size": 16384, "intermediate_size": 53248, "num_hidden_layers": 126,
+                       "num_attention_heads": 128, "num_key_value_heads": 8, "vocab_size": 128256)")
+                  .ok());
 }
 
 CATCH_TEST_CASE("export-hf then import-hf reproduces every tensor (tied and untied, sharded, bf16)") {

@@ -127,3 +127,55 @@ CATCH_TEST_CASE("safetensors reader rejects damaged files, naming them") {
   WriteRaw(p, R"({"__metadata__":{"format":"pt"},"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", 2);
   CATCH_CHECK(OpenError(p).empty());
 }
+
+CATCH_TEST_CASE("safetensors reader refuses hostile headers before allocating") {
+  TempDir dir("sthostile");
+  const std::string p = dir.path() + "/hostile.safetensors";
+  // A header length of 2^63, and one just above the format's 100 MB limit in a file that is not
+  // that long: both refused from the 8 length bytes alone.
+  WriteRaw(p, "{}", 0, uint64_t{1} << 63);
+  CATCH_CHECK(OpenError(p).find("'" + p +
+                                "' is not a valid safetensors file: header length 9223372036854775808 "
+                                "(the 8 bytes at offset 0) exceeds the 100000000-byte limit") !=
+              std::string::npos);
+  WriteRaw(p, "{}", 0, 100'000'001);
+  CATCH_CHECK(OpenError(p).find("exceeds the 100000000-byte limit") != std::string::npos);
+  WriteRaw(p, "{}", 0, ~uint64_t{0});
+  CATCH_CHECK(OpenError(p).find("exceeds the 100000000-byte limit") != std::string::npos);
+  // Shapes whose element count wraps around to 0 in 64 bits (2^32 x 2^32), or whose byte count
+  // does (2^62 F32 elements = 2^64 bytes): without the checks both match data_offsets [0, 0].
+  WriteRaw(p, R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0);
+  CATCH_CHECK(OpenError(p).find("tensor 't' has shape [4294967296, 4294967296]: its F32 bytes do not fit in "
+                                "64 bits") != std::string::npos);
+  WriteRaw(p, R"({"t":{"dtype":"F32","shape":[2147483648,2147483648],"data_offsets":[0,0]}})", 0);
+  CATCH_CHECK(OpenError(p).find("its F32 bytes do not fit in 64 bits") != std::string::npos);
+  WriteRaw(p, R"({"t":{"dtype":"U8","shape":[9007199254740992,9007199254740992,0],"data_offsets":[0,0]}})",
+           0);
+  CATCH_CHECK(OpenError(p).empty());  // a zero dimension: no elements, whatever the others
+  // Dimensions that are not integers, or beyond 2^53 (not exact in JSON's doubles).
+  for (const char* dim : {"1.5", "1e300", "\"4\"", "9007199254740993000"}) {
+    WriteRaw(p, std::string(R"({"t":{"dtype":"U8","shape":[)") + dim + R"(],"data_offsets":[0,0]}})", 0);
+    CATCH_CHECK(OpenError(p).find("tensor 't': a shape entry is not a non-negative integer") !=
+                std::string::npos);
+  }
+  // Offsets: end before begin, end past the data, offsets that are not integers.
+  WriteRaw(p, R"({"t":{"dtype":"U8","shape":[0],"data_offsets":[4,2]}})", 4);
+  CATCH_CHECK(OpenError(p).find("tensor 't' has data_offsets [4, 2] outside the 4 data bytes") !=
+              std::string::npos);
+  WriteRaw(p, R"({"t":{"dtype":"U8","shape":[2],"data_offsets":[9007199254740990,9007199254740992]}})", 4);
+  CATCH_CHECK(OpenError(p).find("outside the 4 data bytes") != std::string::npos);
+  WriteRaw(p, R"({"t":{"dtype":"U8","shape":[2],"data_offsets":[0,-2]}})", 2);
+  CATCH_CHECK(OpenError(p).find("data_offsets[1] is not a non-negative integer") != std::string::npos);
+  // Two tensors of one name (the second would shadow the first for Find).
+  WriteRaw(
+      p,
+      R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}})",
+      4);
+  CATCH_CHECK(OpenError(p).find("tensor 'a' appears twice in the header") != std::string::npos);
+  // Tensors listed out of order are fine as long as they tile the data.
+  WriteRaw(
+      p,
+      R"({"b":{"dtype":"U8","shape":[2],"data_offsets":[2,4]},"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})",
+      4);
+  CATCH_CHECK(OpenError(p).empty());
+}

@@ -2,8 +2,11 @@
 // TensorBoard's own Python framing code produced, and appending after existing content.
 #include "trainer/tensorboard/record_framing.h"
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 
+#include "core/crc32c.h"
 #include "tests/catch_compat.h"
 
 using tessera::tensorboard::AppendFramedRecord;
@@ -75,5 +78,35 @@ CATCH_TEST_CASE("records read back as written; a torn or corrupted record is tol
     size_t at = 0;
     CATCH_CHECK(ReadFramedRecord(bad, &at, &payload) == FramedRead::kCorrupt);
     CATCH_CHECK(at == 0);
+  }
+}
+
+CATCH_TEST_CASE("a record length from the file is bounded by the bytes that remain, before any use") {
+  using tessera::Crc32c;
+  using tessera::MaskCrc32c;
+  using tessera::tensorboard::FramedRead;
+  using tessera::tensorboard::ReadFramedRecord;
+  // Records whose length field (with a matching checksum, so only the bound stops them) claims
+  // 2^63, 2^64 - 1, or one byte more than the file holds.
+  for (uint64_t length : {uint64_t{1} << 63, ~uint64_t{0}, ~uint64_t{0} - 15, uint64_t{6}}) {
+    CATCH_CAPTURE(length);
+    std::string file;
+    for (int i = 0; i < 8; ++i) file.push_back(static_cast<char>(length >> (8 * i)));
+    const uint32_t crc = MaskCrc32c(Crc32c(file));
+    for (int i = 0; i < 4; ++i) file.push_back(static_cast<char>(crc >> (8 * i)));
+    file += "hello";
+    for (int i = 0; i < 4; ++i) file.push_back('\0');
+    size_t offset = 0;
+    std::string_view payload;
+    CATCH_CHECK(ReadFramedRecord(file, &offset, &payload) == FramedRead::kTorn);
+    CATCH_CHECK(offset == 0);
+    // After a good record, too: the bound is what remains from the offset, not the file size.
+    std::string two;
+    AppendFramedRecord("first", &two);
+    two += file;
+    offset = 0;
+    CATCH_CHECK(ReadFramedRecord(two, &offset, &payload) == FramedRead::kRecord);
+    CATCH_CHECK(ReadFramedRecord(two, &offset, &payload) == FramedRead::kTorn);
+    CATCH_CHECK(offset == FramedRecordSize(5));
   }
 }

@@ -5,6 +5,7 @@
 #include "trainer/tensorboard/event_history.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <filesystem>
 #include <string_view>
@@ -47,7 +48,10 @@ absl::Status ReadEventFile(EventFile* file, std::vector<std::pair<size_t, int64_
   FramedRead read;
   while ((read = ReadFramedRecord(file->bytes, &offset, &payload)) == FramedRead::kRecord) {
     Event event;
-    if (!event.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    // Protobuf takes an int size; a longer payload (a record length bounded only by the file's
+    // size) is no event this writer wrote, and must not be cast into a negative size.
+    if (payload.size() > static_cast<size_t>(INT_MAX) ||
+        !event.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
       ++counts->unreadable;
       continue;
     }
