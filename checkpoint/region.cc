@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -172,9 +173,10 @@ bool Region::operator==(const Region& o) const {
 }
 
 int64_t NumElements(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t s : shape) n *= s;
-  return n;
+  // Exact for every shape ValidateShape accepts, including [2^60, 48, 0], whose running product
+  // overflows before the 0 is reached (found by fuzz/checkpoint_manifest_fuzzer); otherwise it
+  // saturates instead of overflowing.
+  return CheckedNumElements(shape).value_or(std::numeric_limits<int64_t>::max());
 }
 
 std::string ShapeToString(const std::vector<int64_t>& shape) {

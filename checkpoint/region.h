@@ -35,8 +35,8 @@ struct Region {
   bool operator==(const Region& other) const;
 };
 
-// Number of elements of a shape (1 for a scalar, shape []). The shape must be valid
-// (ValidateShape): the product is not checked for overflow here.
+// Number of elements of a shape (1 for a scalar, shape []; 0 whenever a size is 0, however large
+// the others). Exact for shapes ValidateShape accepts; INT64_MAX for any other.
 int64_t NumElements(const std::vector<int64_t>& shape);
 // "[4, 8]".
 std::string ShapeToString(const std::vector<int64_t>& shape);

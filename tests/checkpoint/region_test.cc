@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
 #include <random>
 
 #include "tests/catch_compat.h"
@@ -81,6 +82,16 @@ CATCH_TEST_CASE("CopyOverlap equals indexing the full tensor, for random boxes a
     }
   }
   CATCH_CHECK(nonempty > 300);  // the random regions did overlap often enough to test something
+}
+
+CATCH_TEST_CASE("NumElements: a zero size anywhere gives 0 without overflowing on the way") {
+  using tessera::checkpoint::NumElements;
+  // The shape the manifest fuzzer found: the running product overflows before the 0 is reached.
+  CATCH_CHECK(NumElements({891284000256000000LL, 48, 0}) == 0);
+  CATCH_CHECK(NumElements({0, int64_t{1} << 62, 4}) == 0);
+  CATCH_CHECK(NumElements({int64_t{1} << 62, 4}) == std::numeric_limits<int64_t>::max());
+  CATCH_CHECK(NumElements({3, 5}) == 15);
+  CATCH_CHECK(tessera::checkpoint::ValidateShape({891284000256000000LL, 48, 0}, "t").ok());
 }
 
 CATCH_TEST_CASE("a scalar tensor is one element") {
