@@ -4,6 +4,7 @@
 #include "checkpoint/checkpoint_reader.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -59,6 +60,22 @@ absl::StatusOr<const TensorEntry*> CheckpointReader::Tensor(const std::string& n
                                           manifest_.tensors.size(), ": ", absl::StrJoin(some, ", "), ")"));
 }
 
+absl::Status CheckpointReader::CheckInFile(const std::string& file, uint64_t offset, uint64_t length,
+                                           const std::string& what) const {
+  // Before a buffer is sized from the manifest: a reader opened without checking the files
+  // (check_files = false) must not believe a length the file cannot hold.
+  const std::string path = absl::StrCat(step_dir_, "/", file);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return ErrnoError(errno, "opening shard file", path);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (offset > size || length > size - offset) {
+    return absl::DataLossError(absl::StrCat(
+        "shard file '", path, "' is ", size, " bytes, but the manifest puts ", what, " at ", length,
+        " bytes from offset ", offset, ": the file is truncated or belongs to another save"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckpointReader::ReadVerified(const std::string& file, uint64_t offset, uint64_t length,
                                             uint32_t crc, void* dst, const std::string& what) const {
   const std::string path = absl::StrCat(step_dir_, "/", file);
@@ -105,8 +122,11 @@ absl::Status CheckpointReader::ReadRegion(const std::string& name, const Region&
       status = ReadVerified(s.file, s.byte_offset, s.byte_length, s.crc32c, dst, what);
       if (status.ok()) copied += region.numel();
     } else {
-      buffer.resize(s.byte_length);
-      status = ReadVerified(s.file, s.byte_offset, s.byte_length, s.crc32c, buffer.data(), what);
+      status = CheckInFile(s.file, s.byte_offset, s.byte_length, what);
+      if (status.ok()) {
+        buffer.resize(s.byte_length);
+        status = ReadVerified(s.file, s.byte_offset, s.byte_length, s.crc32c, buffer.data(), what);
+      }
       if (status.ok()) {
         copied += CopyOverlap(t->global_shape, es, s.region, buffer.data(), region, static_cast<char*>(dst));
       }
@@ -133,9 +153,10 @@ absl::Status CheckpointReader::ReadRegion(const std::string& name, const Region&
 absl::StatusOr<std::string> CheckpointReader::ReadBlob(const std::string& name) const {
   const BlobEntry* b = manifest_.FindBlob(name);
   if (!b) return absl::NotFoundError(absl::StrCat("checkpoint '", step_dir_, "' has no blob '", name, "'"));
+  const std::string what = absl::StrCat("blob '", name, "' (rank ", b->rank, ")");
+  TS_RETURN_IF_ERROR(CheckInFile(b->file, b->offset, b->length, what));
   std::string bytes(b->length, '\0');
-  TS_RETURN_IF_ERROR(ReadVerified(b->file, b->offset, b->length, b->crc32c, bytes.data(),
-                                  absl::StrCat("blob '", name, "' (rank ", b->rank, ")")));
+  TS_RETURN_IF_ERROR(ReadVerified(b->file, b->offset, b->length, b->crc32c, bytes.data(), what));
   return bytes;
 }
 
@@ -143,10 +164,11 @@ absl::Status CheckpointReader::VerifyChecksums() const {
   std::vector<char> buffer;
   for (const TensorEntry& t : manifest_.tensors) {
     for (const ShardRecord& s : t.shards) {
+      const std::string what =
+          absl::StrCat("tensor '", t.name, "' shard ", s.region.ToString(), " (rank ", s.rank, ")");
+      TS_RETURN_IF_ERROR(CheckInFile(s.file, s.byte_offset, s.byte_length, what));
       buffer.resize(s.byte_length);
-      TS_RETURN_IF_ERROR(ReadVerified(
-          s.file, s.byte_offset, s.byte_length, s.crc32c, buffer.data(),
-          absl::StrCat("tensor '", t.name, "' shard ", s.region.ToString(), " (rank ", s.rank, ")")));
+      TS_RETURN_IF_ERROR(ReadVerified(s.file, s.byte_offset, s.byte_length, s.crc32c, buffer.data(), what));
     }
   }
   for (const BlobEntry& b : manifest_.blobs) TS_RETURN_IF_ERROR(ReadBlob(b.name).status());

@@ -54,6 +54,9 @@ class CheckpointReader {
       : step_dir_(std::move(step_dir)), manifest_(std::move(manifest)) {}
   // Reads [offset, offset + length) of `file` into `dst` and checks its CRC-32C; `what` names the
   // record in errors.
+  // A DataLoss error unless the file holds `length` bytes at `offset`.
+  absl::Status CheckInFile(const std::string& file, uint64_t offset, uint64_t length,
+                           const std::string& what) const;
   absl::Status ReadVerified(const std::string& file, uint64_t offset, uint64_t length, uint32_t crc,
                             void* dst, const std::string& what) const;
 

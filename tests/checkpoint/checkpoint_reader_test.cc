@@ -157,6 +157,37 @@ CATCH_TEST_CASE(
   CATCH_CHECK(FindLatestValid(dir.path(), Verify::kStructure)->step == 2);
 }
 
+CATCH_TEST_CASE("a reader that skipped the file checks sizes no buffer from a length the file cannot hold") {
+  // A manifest that is valid on its own: a 2^40-element tensor in one flat shard of 4 TiB inside
+  // a shard file it says is 8 TiB. The real file has 64 bytes. Opened without the file checks,
+  // reading must say so, not try to allocate 4 TiB.
+  TempDir dir("huge");
+  const std::string step_dir = StepDirPath(dir.path(), 1);
+  fs::create_directories(step_dir);
+  CATCH_REQUIRE(WriteFileDurable(step_dir + "/shard-00000.bin", std::string(64, 'x')).ok());
+  Manifest m;
+  m.step = 1;
+  const int64_t n = int64_t{1} << 40;
+  m.files = {{"shard-00000.bin", uint64_t{1} << 43, 0}};
+  TensorEntry t{"w", DType::kFloat32, {n}, {}};
+  t.shards.push_back({"shard-00000.bin", 64, static_cast<uint64_t>(n) * 4, Region::Flat(0, n), 0, 0});
+  m.tensors.push_back(t);
+  m.blobs.push_back({"rng", "shard-00000.bin", 1024, uint64_t{1} << 41, 0, 0});
+  CATCH_REQUIRE(WriteFileDurable(step_dir + "/" + kManifestFileName, SerializeManifest(m)).ok());
+  CATCH_CHECK(!CheckpointReader::Open(step_dir).ok());  // the file checks catch it
+  auto lazy = CheckpointReader::Open(step_dir, /*check_files=*/false);
+  CATCH_REQUIRE(lazy.ok());
+  const std::string verify = Message((*lazy)->VerifyChecksums());
+  CATCH_CHECK(verify.find("shard-00000.bin' is 64 bytes, but the manifest puts tensor 'w'") !=
+              std::string::npos);
+  const std::string blob = Message((*lazy)->ReadBlob("rng").status());
+  CATCH_CHECK(blob.find("is 64 bytes, but the manifest puts blob 'rng'") != std::string::npos);
+  std::vector<float> part(4);
+  const std::string region =
+      Message((*lazy)->ReadRegion("w", Region::Flat(8, 4), part.data(), part.size() * sizeof(float)));
+  CATCH_CHECK(region.find("is 64 bytes, but the manifest puts") != std::string::npos);
+}
+
 CATCH_TEST_CASE("truncated and missing shard files, newer manifests and unfinished saves are skipped") {
   TempDir dir("damage");
   for (int step = 1; step <= 4; ++step) CATCH_REQUIRE(WriteAsRanks(dir.path(), step, FourRanks(step)).ok());
