@@ -38,8 +38,11 @@ cmake --build "$BUILD_DIR" -j "$(nproc)"
 
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-  targets=(config_yaml megatron_idx tiktoken_ranks safetensors_header checkpoint_manifest shard_header
-           hf_config_json tensorboard_records)
+  # Every target fuzz/CMakeLists.txt builds (TESSERA_FUZZ_TARGETS): the list lives there alone.
+  for bin in "$BUILD_DIR"/fuzz/*_fuzzer; do
+    name="$(basename "$bin")"
+    targets+=("${name%_fuzzer}")
+  done
 fi
 # Report every UBSan finding as a crash; ASan: no leak reports from the readers' error paths
 # would be acceptable either, so leak checking stays on.
