@@ -75,4 +75,12 @@ void AdamWElements(float* param, const float* grad, float* exp_avg, float* exp_a
   }
 }
 
+TS_VECTOR_CLONES
+double SumSquaresF64(const float* x, int64_t n) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  return sum;
+}
+
 }  // namespace tessera::kernels::cpu

@@ -39,4 +39,8 @@ struct AdamWScalars {
 void AdamWElements(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t begin,
                    int64_t end, const AdamWScalars& s);
 
+// Sum of x[i]^2 over [0, n), each square formed and accumulated in fp64 (the square of an fp32
+// value is exact in fp64), for the gradient norm: one read of the fp32 data, no fp64 copy.
+double SumSquaresF64(const float* x, int64_t n);
+
 }  // namespace tessera::kernels::cpu

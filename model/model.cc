@@ -113,10 +113,13 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::Rota
   q = kernels::ApplyRotary(q, rotary).transpose(1, 2);  // [B, H, T, hd]
   k = kernels::ApplyRotary(k, rotary).transpose(1, 2);
   v = v.transpose(1, 2);
-  if (n_kv_heads_ != n_heads_) {
-    // Each kv head serves n_heads / n_kv_heads consecutive query heads (on this rank too: its
-    // query heads are consecutive and their kv heads are the ones it holds). Expanding here
-    // (rather than enable_gqa) keeps the fused flash-attention path on every backend.
+  // Each kv head serves n_heads / n_kv_heads consecutive query heads (on this rank too: its
+  // query heads are consecutive and their kv heads are the ones it holds). LibTorch's CPU flash
+  // kernel reads shared kv heads itself (enable_gqa: measured ~13% faster per attention forward +
+  // backward than expanding, and no copies of k and v); on other backends k and v are expanded,
+  // which keeps the fused flash-attention path on all of them.
+  const bool native_gqa = q.device().is_cpu();
+  if (n_kv_heads_ != n_heads_ && !native_gqa) {
     const int64_t group = n_heads_ / n_kv_heads_;
     k = k.unsqueeze(2)
             .expand({batch, n_kv_heads_, group, seq, head_dim_})
@@ -126,7 +129,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::Rota
             .reshape({batch, n_heads_, seq, head_dim_});
   }
   torch::Tensor y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                     /*is_causal=*/true);
+                                                     /*is_causal=*/true, /*scale=*/std::nullopt,
+                                                     /*enable_gqa=*/native_gqa && n_kv_heads_ != n_heads_);
   y = y.transpose(1, 2).reshape({batch, seq, n_heads_ * head_dim_});
   return parallel::RowParallelLinear(y, wo, tp_.group, tp_.sequence_parallel);
 }

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "kernels/sum_squares.h"
 
 namespace tessera::parallel {
 
@@ -372,7 +373,7 @@ absl::StatusOr<double> GradReducer::GlobalGradNorm(Communicator& norm_group) {
       at::Tensor g = options_.zero == 0
                          ? flat_grads_.narrow(0, b->begin + run.begin, run.length)
                          : shard_grads_.narrow(0, b->shard_begin + run.begin - mine, run.length);
-      at::Tensor sq = g.to(at::kDouble).square().sum();
+      at::Tensor sq = kernels::SumOfSquares(g);
       parts.push_back(run.weight == 1.0 ? sq : sq * run.weight);
     }
   }

@@ -74,6 +74,9 @@ def parse_args(argv=None):
     a("--threads", type=int, default=0, help="torch.set_num_threads; 0 = leave torch's default")
     a("--data", required=True, help="raw little-endian uint16 token file")
     a("--seed", type=int, default=1234)
+    a("--profile-step", type=int, default=0,
+      help="1-based optimizer step to record with torch.profiler as a Chrome trace (0 = off)")
+    a("--profile-out", default="hf_profile_step.json", help="where --profile-step writes its trace")
     a("--warmup-steps-excluded", type=int, default=2,
       help="number of initial optimizer steps excluded from the throughput figure")
     args = p.parse_args(argv)
@@ -197,6 +200,10 @@ def main(argv=None):
 
     step_times, loss_val = [], float("nan")
     for step in range(args.steps):
+        profiler = None
+        if step + 1 == args.profile_step:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            profiler.__enter__()
         t0 = time.perf_counter()
         lr = lr_at(step, args)
         for g in opt.param_groups:
@@ -218,6 +225,10 @@ def main(argv=None):
         opt.step()
         opt.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
+        if profiler is not None:
+            profiler.__exit__(None, None, None)
+            profiler.export_chrome_trace(args.profile_out)
+            print(f"profile of step {step + 1} written to {args.profile_out}", flush=True)
         step_times.append(dt)
         loss_val = loss_sum
         tag = " (excluded)" if step < args.warmup_steps_excluded else ""
