@@ -1,7 +1,13 @@
-// Linear with the emulated-bf16 CPU path as an autograd function. Forward saves the bf16
-// operands (not fp32 copies), so activation memory is what a bf16 GEMM would keep. Backward:
-//   grad_x = (g @ W_bf16) rounded to bf16,   grad_W = g^T @ x accumulated in fp32,
-// both computed by the fp32 GEMM on bf16-valued operands.
+// The bf16 Linear as autograd functions, one per path. Both save the bf16 operands (not fp32
+// copies), so activation memory is what a bf16 GEMM keeps, and both return the weight gradient
+// in fp32, never rounded to bf16: summed over the micro-steps of gradient accumulation, bf16
+// rounding of each step's gradient (what autograd through `weight.to(bf16)` does) would add a
+// relative error of up to 2^-9 per step (tests/kernels/linear_test.cc shows it).
+//   emulated: y, grad_x and grad_W by the fp32 GEMM on bf16-valued operands; y and grad_x
+//             rounded to bf16;
+//   native:   y and grad_x by LibTorch's bf16 GEMM; grad_W = g^T x with fp32 output: on CUDA by
+//             the bf16 GEMM with fp32 output (mm with out_dtype), elsewhere by the fp32 GEMM on
+//             the bf16 values (ATen has no bf16 GEMM with fp32 output on the CPU).
 #include "kernels/linear.h"
 
 #include <torch/autograd.h>
@@ -37,6 +43,41 @@ class EmulatedBf16Linear : public torch::autograd::Function<EmulatedBf16Linear> 
     if (ctx->needs_input_grad(1)) {
       const int64_t out = g.size(-1), in = x.size(-1);
       grad_w = torch::mm(g.reshape({-1, out}).t(), x.reshape({-1, in}).to(torch::kFloat));
+    }
+    return {grad_x, grad_w};
+  }
+};
+
+// g^T x for g [..., out], x [..., in] (both bf16) as an fp32 [out, in] matrix, unrounded.
+torch::Tensor WeightGradFp32(const torch::Tensor& g, const torch::Tensor& x) {
+  const int64_t out = g.size(-1), in = x.size(-1);
+  const torch::Tensor g2 = g.reshape({-1, out}), x2 = x.reshape({-1, in});
+  if (g2.is_cuda()) return at::mm(g2.t(), x2, torch::kFloat);
+  return torch::mm(g2.t().to(torch::kFloat), x2.to(torch::kFloat));
+}
+
+class NativeBf16Linear : public torch::autograd::Function<NativeBf16Linear> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight) {
+    torch::Tensor w16 = weight.scalar_type() == torch::kBFloat16 ? weight : weight.to(torch::kBFloat16);
+    ctx->save_for_backward({x, w16});
+    ctx->saved_data["weight_dtype"] = static_cast<int64_t>(weight.scalar_type());
+    return torch::linear(x, w16);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];
+    const torch::Tensor& w16 = saved[1];
+    const torch::Tensor g = grads[0].scalar_type() == torch::kBFloat16 ? grads[0] : grads[0].to(torch::kBFloat16);
+    torch::Tensor grad_x, grad_w;
+    if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, w16);
+    if (ctx->needs_input_grad(1)) {
+      grad_w = WeightGradFp32(g, x);
+      const auto weight_dtype = static_cast<torch::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
+      if (weight_dtype != torch::kFloat) grad_w = grad_w.to(weight_dtype);
     }
     return {grad_x, grad_w};
   }
@@ -92,8 +133,9 @@ std::string DescribeCpuBf16MatmulPath() {
 }
 
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight, Bf16MatmulPath path) {
-  if (x.scalar_type() == torch::kBFloat16 && x.device().is_cpu() && path == Bf16MatmulPath::kEmulated) {
-    return EmulatedBf16Linear::apply(x, weight);
+  if (x.scalar_type() == torch::kBFloat16) {
+    if (x.device().is_cpu() && path == Bf16MatmulPath::kEmulated) return EmulatedBf16Linear::apply(x, weight);
+    return NativeBf16Linear::apply(x, weight);
   }
   return torch::linear(x, weight.scalar_type() == x.scalar_type() ? weight : weight.to(x.scalar_type()));
 }

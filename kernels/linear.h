@@ -3,8 +3,9 @@
 // GEMM falls back to a path 5-40x slower than fp32; there Tessera rounds the operands to bf16
 // and multiplies them with the fp32 GEMM, which is the arithmetic of a bf16 tensor core (bf16
 // inputs, fp32 accumulation) at fp32 speed. Where the CPU has bf16 units, LibTorch's own bf16
-// GEMM runs (the same inputs and accumulation; its weight gradient is rounded to bf16 before
-// the cast back to the fp32 master, where the emulated path keeps it in fp32).
+// GEMM runs (the same inputs and accumulation). On both paths, and on CUDA, the weight gradient
+// comes back in fp32, never rounded to bf16, so gradient accumulation over micro-steps sums
+// unrounded fp32 terms.
 #pragma once
 
 #include <torch/types.h>

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <functional>
 #include <string>
 
 #include "tests/catch_compat.h"
@@ -65,10 +66,9 @@ void CheckBf16Linear(Bf16MatmulPath path) {
   CATCH_CHECK(grads[1].scalar_type() == torch::kFloat);
   auto g64 = g.to(torch::kDouble).reshape({-1, 32});
   auto x2 = x64.reshape({-1, 64});
-  // grad_W = g^T x over 10 rows: kept in fp32 by the emulated path, rounded to bf16 by LibTorch's.
-  const double grad_w_rounding = path == Bf16MatmulPath::kNative ? kBf16Rounding : 0.0;
-  CATCH_CHECK(WithinBound(grads[1], torch::mm(g64.t(), x2), torch::mm(g64.abs().t(), x2.abs()),
-                          grad_w_rounding, kFp32Accumulation));
+  // grad_W = g^T x over 10 rows, kept in fp32 on both paths: no bf16 rounding term.
+  CATCH_CHECK(WithinBound(grads[1], torch::mm(g64.t(), x2), torch::mm(g64.abs().t(), x2.abs()), 0.0,
+                          kFp32Accumulation));
   CATCH_CHECK(WithinBound(grads[0], torch::matmul(g.to(torch::kDouble), w16),
                           torch::matmul(g.to(torch::kDouble).abs(), w16.abs()), kBf16Rounding,
                           kFp32Accumulation));
@@ -96,4 +96,42 @@ CATCH_TEST_CASE("the default bf16 path follows the CPU unless TESSERA_BF16_MATMU
   CATCH_CHECK(tessera::kernels::CpuBf16MatmulPath() == expected);
   CATCH_CHECK(tessera::kernels::DescribeCpuBf16MatmulPath().find(
                   expected == Bf16MatmulPath::kNative ? "native" : "emulated") == 0);
+}
+
+namespace {
+
+// Gradient accumulation as the trainer does it: 8 micro-steps, each a forward and backward of
+// Linear, the weight gradients summed by autograd into the fp32 .grad. Returns the check of the
+// accumulated gradient against the fp64 sum of g_i^T x_i, within fp32 accumulation only (each
+// step sums K = 40 rows; the 8 steps add 8 more fp32 roundings: 48 u_fp32 = 2^-18.4; allowed
+// 2^-16). `linear` is the product under test.
+bool AccumulatedGradIsFp32Exact(const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& linear) {
+  torch::manual_seed(11);
+  auto w = torch::randn({24, 48}, torch::requires_grad());
+  auto reference = torch::zeros({24, 48}, torch::kDouble);
+  auto bound = torch::zeros({24, 48}, torch::kDouble);
+  for (int step = 0; step < 8; ++step) {
+    auto x = torch::randn({4, 10, 48}).to(torch::kBFloat16);
+    auto g = torch::randn({4, 10, 24}).to(torch::kBFloat16);
+    linear(x, w).backward(g);
+    auto x2 = x.to(torch::kDouble).reshape({-1, 48}), g2 = g.to(torch::kDouble).reshape({-1, 24});
+    reference += torch::mm(g2.t(), x2);
+    bound += torch::mm(g2.abs().t(), x2.abs());
+  }
+  CATCH_CHECK(w.grad().scalar_type() == torch::kFloat);
+  return WithinBound(w.grad(), reference, bound, 0.0, kFp32Accumulation);
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("bf16 Linear accumulates weight gradients over 8 micro-steps without bf16 rounding") {
+  for (Bf16MatmulPath path : {Bf16MatmulPath::kEmulated, Bf16MatmulPath::kNative}) {
+    CATCH_INFO("path " << (path == Bf16MatmulPath::kNative ? "native" : "emulated"));
+    CATCH_CHECK(AccumulatedGradIsFp32Exact(
+        [path](const torch::Tensor& x, const torch::Tensor& w) { return tessera::kernels::Linear(x, w, path); }));
+  }
+  // The test's power: autograd through a bf16 copy of the weight (the product before Linear kept
+  // its weight gradient in fp32) rounds each micro-step's gradient to bf16 and fails the bound.
+  CATCH_CHECK_FALSE(AccumulatedGradIsFp32Exact(
+      [](const torch::Tensor& x, const torch::Tensor& w) { return torch::linear(x, w.to(torch::kBFloat16)); }));
 }
