@@ -142,7 +142,7 @@ std::vector<FieldSpec> BuildSchema() {
       Enum<DeviceChoice>("train.device", TS_FIELD_REF(train.device),
                          "auto: CUDA when the LibTorch build and the machine have it, else CPU."),
       Int("train.seed", TS_FIELD_REF(train.seed), 0, 9.2e18, "Seed of initialisation and data sampling."),
-      Int("train.threads", TS_FIELD_REF(train.threads), 0, 4096, "CPU threads for LibTorch; 0 = all cores."),
+      Int("train.threads", TS_FIELD_REF(train.threads), 0, 4096, "CPU threads for LibTorch; 0 = OMP_NUM_THREADS if set, else the node's cores shared by its ranks."),
       Int("train.log_every", TS_FIELD_REF(train.log_every), 1, 1e12,
           "Print and record metrics every N steps (and at the last step)."),
       Int("train.eval_every", TS_FIELD_REF(train.eval_every), 0, 1e12,

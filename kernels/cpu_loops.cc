@@ -7,7 +7,9 @@
 
 #include <cmath>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Not under ThreadSanitizer: it instruments the ifunc resolver, which the loader runs before
+// the sanitizer's runtime exists, and every binary would crash at start.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define TS_VECTOR_CLONES __attribute__((target_clones("arch=haswell", "default")))
 #else
 #define TS_VECTOR_CLONES

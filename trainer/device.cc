@@ -36,6 +36,10 @@ absl::StatusOr<torch::Device> ResolveDevice(DeviceChoice train_device, int devic
 
 void SetCpuThreads(int64_t threads, int ranks_here) {
   int n = static_cast<int>(threads);
+  if (n <= 0) {
+    const char* omp = std::getenv("OMP_NUM_THREADS");
+    n = omp != nullptr ? std::atoi(omp) : 0;
+  }
   if (n <= 0)
     n = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / std::max(1, ranks_here));
   at::set_num_threads(n);

@@ -20,8 +20,9 @@ std::string ResolvedDeviceKind(DeviceChoice train_device);
 // the CPU. train.device = cuda without a usable CUDA device is an error.
 absl::StatusOr<torch::Device> ResolveDevice(DeviceChoice train_device, int device_index);
 
-// LibTorch's CPU threads: train.threads, or (0) this node's cores shared by its `ranks_here`
-// ranks.
+// LibTorch's CPU threads: train.threads; or (0) OMP_NUM_THREADS where the environment sets it
+// to a positive number (as torchrun and many job scripts do); else this node's cores shared by
+// its `ranks_here` ranks.
 void SetCpuThreads(int64_t threads, int ranks_here);
 
 // The dtype matrix products compute in (train.precision).

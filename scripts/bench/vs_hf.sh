@@ -32,6 +32,9 @@
 #   BENCH_SKIP_BUILD=1  use the existing build/tessera, do not run scripts/build.sh
 #   BENCH_CORPUS_DIR    folder of *.txt documents to tokenize instead of the sample corpus
 #   BENCH_HF_ONLY=1 diagnostic: skip building/running Tessera (no ratio; last line says so)
+#   BENCH_REPEATS   rounds per case (default 1): each round runs Tessera then the peer, and each
+#                   side's figure is its median over the rounds, so a slow spell of a shared
+#                   machine falls on both sides rather than on whichever program it hit
 # Timings are only meaningful on an otherwise idle machine: the script warns when it is not.
 # Run from anywhere: bash scripts/bench/vs_hf.sh
 set -euo pipefail
@@ -42,6 +45,8 @@ BENCH_DIR="${BENCH_DIR:-$ROOT/build/bench}"
 THREADS="${BENCH_THREADS:-$(nproc)}"
 CASES="${BENCH_CASES:-tiny-fp32 100m-fp32 tiny-bf16}"
 HF_ONLY="${BENCH_HF_ONLY:-0}"
+REPEATS="${BENCH_REPEATS:-1}"
+[[ $REPEATS =~ ^[1-9][0-9]*$ ]] || { echo "[vs_hf] ERROR: BENCH_REPEATS='$REPEATS': expected a positive integer" >&2; exit 1; }
 SKIP_BUILD="${BENCH_SKIP_BUILD:-0}"
 TORCH_VERSION="${TESSERA_TORCH_VERSION:-2.13.0}"
 TRANSFORMERS_SPEC="${BENCH_TRANSFORMERS_SPEC:-transformers==5.24.0}"
@@ -171,12 +176,14 @@ print(f"{tok * len(timed) / sum(timed):.3f} {float(rows[-1]['loss']):.4f}")
 EOF
 }
 
-run_case() {
-  local name="$1"
+# run_round CASE ROUND: one run of each program; sets R_TESS, R_HF, ... for the round.
+run_round() {
+  local name="$1" round="$2"
   case_config "$name"
   local run="$BENCH_DIR/$name" tok_step=$((GLOBAL * SEQ_LEN))
+  ((REPEATS == 1)) || run="$BENCH_DIR/$name/round$round"
   rm -rf "$run"; mkdir -p "$run"
-  log "=== $name: dim=$DIM layers=$N_LAYERS heads=$N_HEADS/$N_KV_HEADS ffn=$FFN_DIM vocab=$VOCAB seq=$SEQ_LEN micro=$MICRO global=$GLOBAL steps=$STEPS (first $EXCLUDED not timed) precision=$PRECISION threads=$THREADS"
+  log "=== $name (round $round of $REPEATS): dim=$DIM layers=$N_LAYERS heads=$N_HEADS/$N_KV_HEADS ffn=$FFN_DIM vocab=$VOCAB seq=$SEQ_LEN micro=$MICRO global=$GLOBAL steps=$STEPS (first $EXCLUDED not timed) precision=$PRECISION threads=$THREADS"
 
   if [[ $HF_ONLY != 1 ]]; then
     local tie_bool=false; [[ $TIE == 1 ]] && tie_bool=true
@@ -214,6 +221,23 @@ run_case() {
 import json, sys; r = json.loads(sys.argv[1])
 print("%.3f %d %d %.4f" % (r["tokens_per_s"], r["params"], r["timed_steps"], r["final_loss"]))' "$json")
   log "$name: HF ${R_HF[$name]} tokens/s, ${R_PARAMS[$name]} parameters"
+}
+
+median() { "$PY" -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.3f}')" "$@"; }
+
+# run_case CASE: REPEATS rounds; each side's figure is its median over them.
+run_case() {
+  local name="$1" round tess=() hf=()
+  for ((round = 1; round <= REPEATS; round++)); do
+    run_round "$name" "$round"
+    [[ -n "${R_TESS[$name]:-}" ]] && tess+=("${R_TESS[$name]}")
+    hf+=("${R_HF[$name]}")
+  done
+  if ((REPEATS > 1)); then
+    log "$name: rounds: Tessera ${tess[*]:-skipped}; HF ${hf[*]} (tokens/s); medians taken"
+    ((${#tess[@]} == 0)) || R_TESS[$name]="$(median "${tess[@]}")"
+    R_HF[$name]="$(median "${hf[@]}")"
+  fi
 }
 
 for c in $CASES; do run_case "$c"; done
