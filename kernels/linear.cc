@@ -23,6 +23,15 @@
 namespace tessera::kernels {
 namespace {
 
+// g^T x for g [..., out], x [..., in] holding bf16 values as an fp32 [out, in] matrix, unrounded:
+// on CUDA by the bf16 GEMM with fp32 output, elsewhere by the fp32 GEMM.
+torch::Tensor WeightGradFp32(const torch::Tensor& g, const torch::Tensor& x) {
+  const int64_t out = g.size(-1), in = x.size(-1);
+  const torch::Tensor g2 = g.reshape({-1, out}), x2 = x.reshape({-1, in});
+  if (g2.is_cuda()) return at::mm(g2.t(), x2, torch::kFloat);
+  return torch::mm(g2.t().to(torch::kFloat), x2.to(torch::kFloat));
+}
+
 class EmulatedBf16Linear : public torch::autograd::Function<EmulatedBf16Linear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
@@ -40,29 +49,19 @@ class EmulatedBf16Linear : public torch::autograd::Function<EmulatedBf16Linear> 
     torch::Tensor g = grads[0].to(torch::kFloat);
     torch::Tensor grad_x, grad_w;
     if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, w16.to(torch::kFloat)).to(torch::kBFloat16);
-    if (ctx->needs_input_grad(1)) {
-      const int64_t out = g.size(-1), in = x.size(-1);
-      grad_w = torch::mm(g.reshape({-1, out}).t(), x.reshape({-1, in}).to(torch::kFloat));
-    }
+    if (ctx->needs_input_grad(1)) grad_w = WeightGradFp32(g, x);
     return {grad_x, grad_w};
   }
 };
 
-// g^T x for g [..., out], x [..., in] (both bf16) as an fp32 [out, in] matrix, unrounded.
-torch::Tensor WeightGradFp32(const torch::Tensor& g, const torch::Tensor& x) {
-  const int64_t out = g.size(-1), in = x.size(-1);
-  const torch::Tensor g2 = g.reshape({-1, out}), x2 = x.reshape({-1, in});
-  if (g2.is_cuda()) return at::mm(g2.t(), x2, torch::kFloat);
-  return torch::mm(g2.t().to(torch::kFloat), x2.to(torch::kFloat));
-}
-
+// Autograd casts each returned gradient to its input's dtype, so a bf16 weight gets its fp32
+// gradient rounded once, there.
 class NativeBf16Linear : public torch::autograd::Function<NativeBf16Linear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight) {
-    torch::Tensor w16 = weight.scalar_type() == torch::kBFloat16 ? weight : weight.to(torch::kBFloat16);
+    torch::Tensor w16 = weight.to(torch::kBFloat16);
     ctx->save_for_backward({x, w16});
-    ctx->saved_data["weight_dtype"] = static_cast<int64_t>(weight.scalar_type());
     return torch::linear(x, w16);
   }
 
@@ -71,14 +70,10 @@ class NativeBf16Linear : public torch::autograd::Function<NativeBf16Linear> {
     auto saved = ctx->get_saved_variables();
     const torch::Tensor& x = saved[0];
     const torch::Tensor& w16 = saved[1];
-    const torch::Tensor g = grads[0].scalar_type() == torch::kBFloat16 ? grads[0] : grads[0].to(torch::kBFloat16);
+    const torch::Tensor g = grads[0].to(torch::kBFloat16);
     torch::Tensor grad_x, grad_w;
     if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, w16);
-    if (ctx->needs_input_grad(1)) {
-      grad_w = WeightGradFp32(g, x);
-      const auto weight_dtype = static_cast<torch::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
-      if (weight_dtype != torch::kFloat) grad_w = grad_w.to(weight_dtype);
-    }
+    if (ctx->needs_input_grad(1)) grad_w = WeightGradFp32(g, x);
     return {grad_x, grad_w};
   }
 };

@@ -118,8 +118,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::Rota
   // kernel reads shared kv heads itself (enable_gqa: measured ~13% faster per attention forward +
   // backward than expanding, and no copies of k and v); on other backends k and v are expanded,
   // which keeps the fused flash-attention path on all of them.
-  const bool native_gqa = q.device().is_cpu();
-  if (n_kv_heads_ != n_heads_ && !native_gqa) {
+  const bool grouped = n_kv_heads_ != n_heads_;
+  const bool native_gqa = grouped && q.device().is_cpu();
+  if (grouped && !native_gqa) {
     const int64_t group = n_heads_ / n_kv_heads_;
     k = k.unsqueeze(2)
             .expand({batch, n_kv_heads_, group, seq, head_dim_})
@@ -130,7 +131,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::Rota
   }
   torch::Tensor y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                                      /*is_causal=*/true, /*scale=*/std::nullopt,
-                                                     /*enable_gqa=*/native_gqa && n_kv_heads_ != n_heads_);
+                                                     /*enable_gqa=*/native_gqa);
   y = y.transpose(1, 2).reshape({batch, seq, n_heads_ * head_dim_});
   return parallel::RowParallelLinear(y, wo, tp_.group, tp_.sequence_parallel);
 }
