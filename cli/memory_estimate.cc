@@ -2,6 +2,8 @@
 #include "cli/memory_estimate.h"
 
 #include "absl/strings/str_cat.h"
+#include "model/sharding.h"
+#include "parallel/data_parallel/bucket_layout.h"
 
 namespace tessera::cli {
 
@@ -55,13 +57,34 @@ StageRow StageLayers(const ParallelConfig& p, const parallel::pipeline::Partitio
   return s;
 }
 
+// The flat buffers of TP rank 0 of `stage` (every rank of a stage holds the same sizes), laid out
+// as the trainer's gradient reducer lays them out.
+parallel::FlatLayout StageFlatLayout(const Config& c, const parallel::pipeline::Partition& partition,
+                                     int64_t stage, int64_t dp, int64_t* params) {
+  const ParallelConfig& p = c.parallel;
+  const bool sp = p.sequence_parallel && p.tp > 1;
+  std::vector<std::vector<ParameterInfo>> chunks;
+  for (const ModelShardOptions& shard : ChunkShardOptions(partition, stage, nullptr, sp)) {
+    chunks.push_back(ChunkParameterLayouts(c.model, shard, static_cast<int>(p.tp), 0));
+  }
+  const ShardingContext context{p.tp, p.pp, sp, c.train.decay_norms_and_embeddings};
+  std::vector<parallel::FlatParameter> flat;
+  *params = 0;
+  for (const PlannedParameter& planned : PlanParameters(chunks, c.model, context)) {
+    int64_t numel = 1;
+    for (int64_t d : LocalShape({planned.info.shard, planned.info.global_shape})) numel *= d;
+    flat.push_back({numel, planned.role.decay, planned.role.late});
+    *params += numel;
+  }
+  return parallel::LayOutFlatBuffers(flat, static_cast<int>(dp), p.bucket_mb);
+}
+
 }  // namespace
 
 std::vector<StageRow> StageMemory(const Config& c, const parallel::pipeline::Partition& partition,
                                   const std::vector<int64_t>& peak_in_flight, int64_t dp) {
   const ModelConfig& m = c.model;
   const ParallelConfig& p = c.parallel;
-  const LayerShare layer_rank = LayerPerRank(m, p.tp);
   const int64_t rows = VocabRowsPerRank(m, p.tp);
   const double layer_act = LayerActivationBytes(c, p.tp, false);
   const double layer_act_fused = LayerActivationBytes(c, p.tp, true);
@@ -70,13 +93,9 @@ std::vector<StageRow> StageMemory(const Config& c, const parallel::pipeline::Par
   std::vector<StageRow> stages;
   for (int64_t r = 0; r < p.pp; ++r) {
     StageRow s = StageLayers(p, partition, r);
-    s.params = s.layers * layer_rank.total() + (s.embedding ? rows * m.dim : 0) +
-               (s.head ? m.dim + (!m.tie_embeddings || p.pp > 1 ? rows * m.dim : 0) : 0);
     s.in_flight = peak_in_flight[r];
-    const double P = static_cast<double>(s.params);
-    s.weights = 4.0 * P;
-    s.grads = 4.0 * P / (p.zero >= 2 ? static_cast<double>(dp) : 1.0);
-    s.adam = 8.0 * P / (p.zero >= 1 ? static_cast<double>(dp) : 1.0);
+    s.bytes = parallel::StaticBytesOf(StageFlatLayout(c, partition, r, dp, &s.params),
+                                      static_cast<int>(p.zero), c.train.precision == Precision::kBf16);
     const double chunk_layers = static_cast<double>(s.layers) / static_cast<double>(p.virtual_stages);
     s.act = static_cast<double>(s.in_flight) * chunk_layers * layer_act + (s.head ? logits : 0.0);
     s.act_fused = static_cast<double>(s.in_flight) * chunk_layers * layer_act_fused + (s.head ? logits : 0.0);

@@ -1,9 +1,11 @@
 // The arithmetic behind `tessera validate`'s size and memory figures: parameters per rank under
 // tensor and pipeline parallelism, and a per-rank memory estimate per pipeline stage.
 //
-// The memory estimate per rank, in bytes, for the parameters P this rank holds:
-//   weights 4 P (fp32 master weights), gradients 4 P (/ dp under parallel.zero 2), AdamW moments
-//   8 P (/ dp under parallel.zero >= 1), activations per layer and micro-batch after Korthikanti
+// The memory per rank, in bytes: the static part exactly, as the trainer allocates it (the flat
+// buffers of parallel/data_parallel/bucket_layout.h over the parameters this rank holds, F
+// elements with padding): weights 4F (fp32) or 2F (bf16), the fp32 master of bf16 weights 4F,
+// AdamW moments 8F, both / dp under parallel.zero >= 1, gradients 4F (zero 0), 4F + 4F/dp
+// (zero 1), 4F/dp (zero 2); and an estimate of the activations per layer and micro-batch after Korthikanti
 //   et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", 16-bit
 //   activations, no recomputation): s b h (34 + 5 a s / h); with tensor parallelism t,
 //   s b h (10 + 24 / t + 5 a s / (h t)); with sequence parallelism too, s b h (34 + 5 a s / h) / t.
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "parallel/data_parallel/bucket_layout.h"
 #include "parallel/pipeline/partition.h"
 
 namespace tessera::cli {
@@ -49,10 +52,11 @@ struct StageRow {
   bool embedding = false;
   bool head = false;
   int64_t params = 0;
-  int64_t in_flight = 1;  // chunk activations at the schedule's peak
-  double weights = 0, grads = 0, adam = 0, act = 0, act_fused = 0;
-  double total() const { return weights + grads + adam + act; }
-  double total_fused() const { return weights + grads + adam + act_fused; }
+  int64_t in_flight = 1;        // chunk activations at the schedule's peak
+  parallel::StaticBytes bytes;  // weights, master, moments, gradients: exact
+  double act = 0, act_fused = 0;
+  double total() const { return static_cast<double>(bytes.total()) + act; }
+  double total_fused() const { return static_cast<double>(bytes.total()) + act_fused; }
 };
 
 // One row per pipeline stage, for the layers `partition` gives it and `peak_in_flight[stage]`

@@ -249,28 +249,40 @@ absl::StatusOr<Pipeline> CheckPipeline(const Config& c, int64_t microbatches) {
   return out;
 }
 
-void PrintMemory(const ParallelConfig& p, const std::vector<StageRow>& stages, int64_t dp) {
+void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t dp) {
+  const ParallelConfig& p = c.parallel;
+  const bool bf16 = c.train.precision == Precision::kBf16;
   // GiB for real models, MiB for the small ones of CPU runs.
   double largest = 0;
   for (const StageRow& s : stages) largest = std::max(largest, s.total());
   const double unit = largest >= kGiB ? kGiB : kMiB;
   const char* unit_name = largest >= kGiB ? "GiB" : "MiB";
   std::printf(
-      "memory per rank, %s (estimate: fp32 weights 4 B/param, gradients 4 B%s, AdamW 8 B%s; activations "
-      "after Korthikanti et al.%s):\n",
-      unit_name, p.zero >= 2 ? " / dp" : "", p.zero >= 1 ? " / dp" : "",
+      "memory per rank, %s (weights %s, fp32 master%s, AdamW 8 B%s, gradients %s: exact, as the "
+      "trainer allocates them; activations estimated after Korthikanti et al.%s):\n",
+      unit_name, bf16 ? "2 B/param (bf16)" : "4 B/param (fp32)",
+      bf16 ? (p.zero >= 1 ? " 4 B / dp" : " 4 B") : ": none", p.zero >= 1 ? " / dp" : "",
+      p.zero == 0   ? "4 B"
+      : p.zero == 1 ? "4 B + 4 B / dp"
+                    : "4 B / dp",
       p.tp > 1 ? (p.sequence_parallel ? " with tensor and sequence parallelism" : " with tensor parallelism")
                : "");
-  std::printf("  %5s  %-24s  %12s  %8s  %8s  %8s  %9s  %11s  %8s  %22s\n", "stage", "layers", "params/rank",
-              "weights", "grads", "AdamW", "in flight", "activations", "total", "total w/ fused attn");
+  std::printf("  %5s  %-24s  %12s  %8s  %8s  %8s  %8s  %9s  %11s  %8s  %22s\n", "stage", "layers",
+              "params/rank", "weights", "master", "AdamW", "grads", "in flight", "activations", "total",
+              "total w/ fused attn");
   const StageRow* worst = &stages[0];
   for (const StageRow& s : stages) {
-    std::printf("  %5lld  %-24s  %12s  %8.1f  %8.1f  %8.1f  %9lld  %11.1f  %8.1f  %22.1f\n",
+    const parallel::StaticBytes& b = s.bytes;
+    std::printf("  %5lld  %-24s  %12s  %8.1f  %8.1f  %8.1f  %8.1f  %9lld  %11.1f  %8.1f  %22.1f\n",
                 static_cast<long long>(s.stage), s.layers_text.c_str(),
-                Short(static_cast<double>(s.params)).c_str(), s.weights / unit, s.grads / unit, s.adam / unit,
-                static_cast<long long>(s.in_flight), s.act / unit, s.total() / unit, s.total_fused() / unit);
+                Short(static_cast<double>(s.params)).c_str(), b.weights / unit, b.master / unit,
+                b.moments / unit, b.grads / unit, static_cast<long long>(s.in_flight), s.act / unit,
+                s.total() / unit, s.total_fused() / unit);
     if (s.total() > worst->total()) worst = &s;
   }
+  // The exact figure, for comparison with the run's own "static memory" line (rank 0 is stage 0).
+  std::printf("  static bytes per rank (weights + master + AdamW + grads), stage 0: %lld\n",
+              static_cast<long long>(stages[0].bytes.total()));
   std::printf(
       "  largest: stage %lld, %.1f %s (%.1f %s with a fused attention kernel, which never stores the "
       "s x s scores); each stage's %lld tp x %lld dp ranks hold the same\n",
@@ -320,7 +332,7 @@ int Validate(const Args& args) {
   PrintLayout(c.parallel, *layout);
   auto pipeline = CheckPipeline(c, layout->microbatches);
   if (!pipeline.ok()) return Invalid(pipeline.status());
-  PrintMemory(c.parallel, StageMemory(c, pipeline->partition, pipeline->peak, layout->dp), layout->dp);
+  PrintMemory(c, StageMemory(c, pipeline->partition, pipeline->peak, layout->dp), layout->dp);
   const int warnings = CheckData(c.data);
   if (warnings > 0) {
     std::printf("valid, with %d warning(s)\n", warnings);

@@ -136,13 +136,16 @@ std::vector<FieldSpec> BuildSchema() {
       Bool("train.decay_norms_and_embeddings", TS_FIELD_REF(train.decay_norms_and_embeddings),
            "Apply weight decay to norm weights and embeddings too (off: only matrices of linear "
            "layers decay)."),
-      Enum<Precision>("train.precision", TS_FIELD_REF(train.precision),
-                      "fp32: compute in fp32. bf16: matrix products and attention in bf16, with fp32 master "
-                      "weights, fp32 optimizer state and fp32 norm, softmax and loss reductions."),
+      Enum<Precision>(
+          "train.precision", TS_FIELD_REF(train.precision),
+          "fp32: fp32 weights, compute in fp32. bf16: bf16 weights, matrix products and attention "
+          "in bf16; fp32 gradients, an fp32 master copy and fp32 moments in the optimizer (saved "
+          "in checkpoints), fp32 norm, softmax and loss reductions."),
       Enum<DeviceChoice>("train.device", TS_FIELD_REF(train.device),
                          "auto: CUDA when the LibTorch build and the machine have it, else CPU."),
       Int("train.seed", TS_FIELD_REF(train.seed), 0, 9.2e18, "Seed of initialisation and data sampling."),
-      Int("train.threads", TS_FIELD_REF(train.threads), 0, 4096, "CPU threads for LibTorch; 0 = OMP_NUM_THREADS if set, else the node's cores shared by its ranks."),
+      Int("train.threads", TS_FIELD_REF(train.threads), 0, 4096,
+          "CPU threads for LibTorch; 0 = OMP_NUM_THREADS if set, else the node's cores shared by its ranks."),
       Int("train.log_every", TS_FIELD_REF(train.log_every), 1, 1e12,
           "Print and record metrics every N steps (and at the last step)."),
       Int("train.eval_every", TS_FIELD_REF(train.eval_every), 0, 1e12,

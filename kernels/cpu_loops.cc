@@ -6,6 +6,8 @@
 #include "kernels/cpu_loops.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 // Not under ThreadSanitizer: it instruments the ifunc resolver, which the loader runs before
 // the sanitizer's runtime exists, and every binary would crash at start.
@@ -72,6 +74,35 @@ void AdamWElements(float* param, const float* grad, float* exp_avg, float* exp_a
     const float v = exp_avg_sq[i] * s.beta2 + s.one_minus_beta2 * g * g;  // addcmul: (value * t1) * t2
     const float denom = std::sqrt(v) / s.sqrt_bias2 + s.eps;
     param[i] = param[i] * s.decay + s.neg_step * (m / denom);
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+  }
+}
+
+namespace {
+
+// fp32 -> bf16 by round to nearest even on the bit pattern; NaN becomes the quiet NaN 0x7fc0.
+inline uint16_t RoundToBf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  if (value != value) return 0x7fc0;
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+}  // namespace
+
+TS_VECTOR_CLONES
+void AdamWElementsBf16(float* master, uint16_t* param_bf16, const float* grad, float* exp_avg,
+                       float* exp_avg_sq, int64_t begin, int64_t end, const AdamWScalars& s) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    const float g = grad[i] * s.grad_scale;
+    const float m = exp_avg[i] + s.one_minus_beta1 * (g - exp_avg[i]);
+    const float v = exp_avg_sq[i] * s.beta2 + s.one_minus_beta2 * g * g;
+    const float denom = std::sqrt(v) / s.sqrt_bias2 + s.eps;
+    const float p = master[i] * s.decay + s.neg_step * (m / denom);
+    master[i] = p;
+    param_bf16[i] = RoundToBf16(p);
     exp_avg[i] = m;
     exp_avg_sq[i] = v;
   }

@@ -38,6 +38,11 @@ struct AdamWScalars {
 // mul_ + addcmul_, sqrt / + eps, addcdiv_): 28 bytes of memory traffic per element instead of ~88.
 void AdamWElements(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t begin,
                    int64_t end, const AdamWScalars& s);
+// The same update of an fp32 master, also writing the updated master rounded to bf16 (round to
+// nearest even, NaN kept as a quiet NaN: LibTorch's fp32 -> bf16 conversion) into `param_bf16`
+// (the bf16 bit patterns) in the same pass: 30 bytes per element.
+void AdamWElementsBf16(float* master, uint16_t* param_bf16, const float* grad, float* exp_avg,
+                       float* exp_avg_sq, int64_t begin, int64_t end, const AdamWScalars& s);
 
 // Sum of x[i]^2 over [0, n), each square formed and accumulated in fp64 (the square of an fp32
 // value is exact in fp64), for the gradient norm: one read of the fp32 data, no fp64 copy.

@@ -15,10 +15,13 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
+
+#include "kernels/weight_grad.h"
 
 namespace tessera::kernels {
 namespace {
@@ -32,12 +35,47 @@ torch::Tensor WeightGradFp32(const torch::Tensor& g, const torch::Tensor& x) {
   return torch::mm(g2.t().to(torch::kFloat), x2.to(torch::kFloat));
 }
 
+// The weights stacked by output rows: one GEMM for several layers that read the same input
+// (q|k|v, gate|up). The copy is of the bf16 weights, once per forward.
+torch::Tensor StackedBf16(at::TensorList weights) {
+  if (weights.size() == 1) return weights[0].to(torch::kBFloat16);
+  std::vector<torch::Tensor> parts;
+  for (const torch::Tensor& w : weights) parts.push_back(w.to(torch::kBFloat16));
+  return torch::cat(parts);
+}
+
+// Splits the fp32 gradient of the stacked weight back into each weight's rows; a bf16 weight
+// takes its part straight into its fp32 .grad (kernels/weight_grad.h).
+torch::autograd::variable_list WeightGrads(const torch::Tensor& stacked_grad, at::TensorList weights,
+                                           torch::autograd::AutogradContext* ctx) {
+  torch::autograd::variable_list out;
+  int64_t row = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const int64_t rows = weights[i].size(0);
+    if (stacked_grad.defined() && ctx->needs_input_grad(i + 1)) {
+      out.push_back(AccumulateWeightGrad(weights[i], stacked_grad.narrow(0, row, rows)));
+    } else {
+      out.emplace_back();
+    }
+    row += rows;
+  }
+  return out;
+}
+
+bool NeedsAnyWeightGrad(torch::autograd::AutogradContext* ctx, size_t weights) {
+  for (size_t i = 1; i <= weights; ++i) {
+    if (ctx->needs_input_grad(i)) return true;
+  }
+  return false;
+}
+
 class EmulatedBf16Linear : public torch::autograd::Function<EmulatedBf16Linear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& weight) {
-    torch::Tensor w16 = weight.to(torch::kBFloat16);  // the rounding a bf16 GEMM would apply
+                               at::TensorList weights) {
+    torch::Tensor w16 = StackedBf16(weights);  // the rounding a bf16 GEMM would apply
     ctx->save_for_backward({x, w16});
+    ctx->saved_data["weights"] = weights.vec();
     return torch::linear(x.to(torch::kFloat), w16.to(torch::kFloat)).to(torch::kBFloat16);
   }
 
@@ -46,22 +84,24 @@ class EmulatedBf16Linear : public torch::autograd::Function<EmulatedBf16Linear> 
     auto saved = ctx->get_saved_variables();
     const torch::Tensor& x = saved[0];
     const torch::Tensor& w16 = saved[1];
+    const std::vector<torch::Tensor> weights = ctx->saved_data["weights"].toTensorVector();
     torch::Tensor g = grads[0].to(torch::kFloat);
     torch::Tensor grad_x, grad_w;
     if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, w16.to(torch::kFloat)).to(torch::kBFloat16);
-    if (ctx->needs_input_grad(1)) grad_w = WeightGradFp32(g, x);
-    return {grad_x, grad_w};
+    if (NeedsAnyWeightGrad(ctx, weights.size())) grad_w = WeightGradFp32(g, x);
+    torch::autograd::variable_list out{grad_x};
+    for (torch::Tensor& w : WeightGrads(grad_w, weights, ctx)) out.push_back(std::move(w));
+    return out;
   }
 };
 
-// Autograd casts each returned gradient to its input's dtype, so a bf16 weight gets its fp32
-// gradient rounded once, there.
 class NativeBf16Linear : public torch::autograd::Function<NativeBf16Linear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& weight) {
-    torch::Tensor w16 = weight.to(torch::kBFloat16);
+                               at::TensorList weights) {
+    torch::Tensor w16 = StackedBf16(weights);
     ctx->save_for_backward({x, w16});
+    ctx->saved_data["weights"] = weights.vec();
     return torch::linear(x, w16);
   }
 
@@ -70,11 +110,14 @@ class NativeBf16Linear : public torch::autograd::Function<NativeBf16Linear> {
     auto saved = ctx->get_saved_variables();
     const torch::Tensor& x = saved[0];
     const torch::Tensor& w16 = saved[1];
+    const std::vector<torch::Tensor> weights = ctx->saved_data["weights"].toTensorVector();
     const torch::Tensor g = grads[0].to(torch::kBFloat16);
     torch::Tensor grad_x, grad_w;
     if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, w16);
-    if (ctx->needs_input_grad(1)) grad_w = WeightGradFp32(g, x);
-    return {grad_x, grad_w};
+    if (NeedsAnyWeightGrad(ctx, weights.size())) grad_w = WeightGradFp32(g, x);
+    torch::autograd::variable_list out{grad_x};
+    for (torch::Tensor& w : WeightGrads(grad_w, weights, ctx)) out.push_back(std::move(w));
+    return out;
   }
 };
 
@@ -127,16 +170,20 @@ std::string DescribeCpuBf16MatmulPath() {
   return text;
 }
 
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight, Bf16MatmulPath path) {
+torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights, Bf16MatmulPath path) {
+  TORCH_CHECK(!weights.empty(), "Linear: no weights");
   if (x.scalar_type() == torch::kBFloat16) {
-    if (x.device().is_cpu() && path == Bf16MatmulPath::kEmulated) return EmulatedBf16Linear::apply(x, weight);
-    return NativeBf16Linear::apply(x, weight);
+    if (x.device().is_cpu() && path == Bf16MatmulPath::kEmulated)
+      return EmulatedBf16Linear::apply(x, weights);
+    return NativeBf16Linear::apply(x, weights);
   }
+  // fp32 (and fp64, for gradient checks): weights of the same dtype, stacked by autograd's cat.
+  torch::Tensor weight = weights.size() == 1 ? weights[0] : torch::cat(weights);
   return torch::linear(x, weight.scalar_type() == x.scalar_type() ? weight : weight.to(x.scalar_type()));
 }
 
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight) {
-  return Linear(x, weight, CpuBf16MatmulPath());
+torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights) {
+  return Linear(x, weights, CpuBf16MatmulPath());
 }
 
 }  // namespace tessera::kernels

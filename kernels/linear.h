@@ -1,11 +1,10 @@
-// The matrix product of the model: y = x W^T with x in the compute dtype and W an fp32 master
-// weight. On CPUs without native bf16 matrix units (no AVX512-BF16 or AMX), LibTorch's bf16
-// GEMM falls back to a path 5-40x slower than fp32; there Tessera rounds the operands to bf16
-// and multiplies them with the fp32 GEMM, which is the arithmetic of a bf16 tensor core (bf16
-// inputs, fp32 accumulation) at fp32 speed. Where the CPU has bf16 units, LibTorch's own bf16
-// GEMM runs (the same inputs and accumulation). On both paths, and on CUDA, the weight gradient
-// comes back in fp32, never rounded to bf16, so gradient accumulation over micro-steps sums
-// unrounded fp32 terms.
+// The matrix product of the model: y = x W^T with x in the compute dtype and W the model's
+// weight (fp32, or bf16 under bf16 precision). On CPUs without native bf16 matrix units (no AVX512-BF16 or
+// AMX), LibTorch's bf16 GEMM falls back to a path 5-40x slower than fp32; there Tessera rounds the operands
+// to bf16 and multiplies them with the fp32 GEMM, which is the arithmetic of a bf16 tensor core (bf16 inputs,
+// fp32 accumulation) at fp32 speed. Where the CPU has bf16 units, LibTorch's own bf16 GEMM runs (the same
+// inputs and accumulation). On both paths, and on CUDA, the weight gradient comes back in fp32, never rounded
+// to bf16, so gradient accumulation over micro-steps sums unrounded fp32 terms.
 #pragma once
 
 #include <torch/types.h>
@@ -20,12 +19,14 @@ enum class Bf16MatmulPath {
   kEmulated,  // operands rounded to bf16, multiplied by the fp32 GEMM
 };
 
-// x: [..., in] (fp32 or bf16), weight: [out, in] fp32. Returns [..., out] in x's dtype; the
-// weight's gradient is fp32. A bf16 x on the CPU takes CpuBf16MatmulPath().
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight);
+// x: [..., in] (fp32 or bf16); weights: one or more [out_i, in] matrices (fp32 or bf16), stacked
+// by rows into one product (q|k|v, gate|up). Returns [..., sum out_i] in x's dtype. The weight
+// gradients are fp32: an fp32 weight gets it through autograd, a bf16 weight (a leaf) straight
+// into its fp32 .grad (kernels/weight_grad.h). A bf16 x on the CPU takes CpuBf16MatmulPath().
+torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights);
 // The same on an explicit path (tests run both on every machine; kNative is slow but exact
 // where the CPU lacks bf16 units).
-torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& weight, Bf16MatmulPath path);
+torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights, Bf16MatmulPath path);
 
 // Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 on x86-64).
 bool CpuHasNativeBf16Matmul();

@@ -21,6 +21,7 @@
 #include "kernels/linear.h"
 #include "kernels/rms_norm.h"
 #include "kernels/swiglu.h"
+#include "kernels/weight_grad.h"
 #include "parallel/tensor_parallel/layers.h"
 #include "parallel/tensor_parallel/mappings.h"
 #include "parallel/tensor_parallel/vocab_parallel.h"
@@ -73,7 +74,7 @@ absl::Status SumGradients(const std::vector<torch::Tensor>& params, parallel::Co
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> flat;
   for (const torch::Tensor& p : params) {
-    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p, p.options().dtype(torch::kFloat));
     flat.push_back(p.grad().reshape({-1}));
   }
   torch::Tensor buffer = torch::cat(flat);
@@ -100,10 +101,9 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, const TensorParallelCont
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::RotaryTables& rotary) {
   // One matrix product for q, k and v: a wider GEMM runs closer to peak than three narrow ones;
-  // concatenating the fp32 weights copies 3 x dim^2 / tp floats, small beside the activations.
+  // stacking the weights copies 3 x dim^2 / tp elements, small beside the activations.
   // Under sequence parallelism it gathers the whole sequence first.
-  torch::Tensor fused =
-      parallel::ColumnParallelLinear(x, torch::cat({wq, wk, wv}), tp_.group, tp_.sequence_parallel);
+  torch::Tensor fused = parallel::ColumnParallelLinear(x, {wq, wk, wv}, tp_.group, tp_.sequence_parallel);
   const int64_t batch = fused.size(0), seq = fused.size(1);
   std::vector<torch::Tensor> qkv =
       fused.split_with_sizes({n_heads_ * head_dim_, n_kv_heads_ * head_dim_, n_kv_heads_ * head_dim_}, -1);
@@ -145,8 +145,7 @@ FeedForwardImpl::FeedForwardImpl(const ModelConfig& config, const TensorParallel
 torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   // gate and up in one matrix product, as for q/k/v; each rank's gate|up rows are its blocks of
   // both, so SwiGLU pairs them locally.
-  torch::Tensor gate_up =
-      parallel::ColumnParallelLinear(x, torch::cat({w_gate, w_up}), tp_.group, tp_.sequence_parallel);
+  torch::Tensor gate_up = parallel::ColumnParallelLinear(x, {w_gate, w_up}, tp_.group, tp_.sequence_parallel);
   return parallel::RowParallelLinear(kernels::Swiglu(gate_up), w_down, tp_.group, tp_.sequence_parallel);
 }
 
@@ -161,8 +160,10 @@ BlockImpl::BlockImpl(const ModelConfig& config, const TensorParallelContext& tp)
 torch::Tensor BlockImpl::forward(const torch::Tensor& h, const kernels::RotaryTables& rotary,
                                  torch::ScalarType compute_dtype) {
   torch::Tensor x =
-      h + attention->forward(kernels::RmsNorm(h, attention_norm, norm_eps_, compute_dtype), rotary);
-  return x + feed_forward->forward(kernels::RmsNorm(x, ffn_norm, norm_eps_, compute_dtype));
+      h + attention->forward(
+              kernels::RmsNorm(h, kernels::Fp32Weight(attention_norm), norm_eps_, compute_dtype), rotary);
+  return x +
+         feed_forward->forward(kernels::RmsNorm(x, kernels::Fp32Weight(ffn_norm), norm_eps_, compute_dtype));
 }
 
 TransformerImpl::TransformerImpl(const ModelConfig& config, int64_t max_seq_len,
@@ -206,16 +207,16 @@ TransformerImpl::TransformerImpl(const ModelConfig& config, int64_t max_seq_len,
 }
 
 std::vector<ParameterInfo> TransformerImpl::ParameterInfos() const {
-  std::vector<ParameterInfo> infos;
-  for (const auto& item : named_parameters()) {
-    ParameterLayout layout = LayoutOrThrow(config_, item.key(), tp_.size, tp_.rank);
-    ParameterInfo info;
-    info.name = item.key();
-    info.tensor = item.value();
-    info.shard = layout.shard;
-    info.global_shape = std::move(layout.global_shape);
-    if (info.name == "output" && config_.tie_embeddings) info.tied_copy_of = "tok_embeddings";
-    infos.push_back(std::move(info));
+  // The plan's list, which the planner uses too, with this chunk's tensors: the two must name the
+  // same parameters in the same order (the order fixes the flat buffers' layout).
+  std::vector<ParameterInfo> infos = ChunkParameterLayouts(config_, options_, tp_.size, tp_.rank);
+  const auto params = named_parameters();
+  TORCH_CHECK(infos.size() == params.size(), "the sharding plan lists ", infos.size(),
+              " parameters, the module ", params.size());
+  for (size_t i = 0; i < infos.size(); ++i) {
+    TORCH_CHECK(params[i].key() == infos[i].name, "parameter ", i, " is ", params[i].key(),
+                " in the module but ", infos[i].name, " in the sharding plan");
+    infos[i].tensor = params[i].value();
   }
   return infos;
 }
@@ -287,7 +288,7 @@ torch::Tensor TransformerImpl::StageForward(const torch::Tensor& input) {
 torch::Tensor TransformerImpl::Hidden(const torch::Tensor& input) {
   TORCH_CHECK(options_.has_head, "this model chunk (layers ", first_layer_, "..", first_layer_ + num_layers(),
               ") has no head: use StageForward");
-  return kernels::RmsNorm(StageForward(input), norm, config_.norm_eps, compute_dtype_);
+  return kernels::RmsNorm(StageForward(input), kernels::Fp32Weight(norm), config_.norm_eps, compute_dtype_);
 }
 
 torch::Tensor TransformerImpl::LocalLogits(const torch::Tensor& input) {

@@ -1,7 +1,9 @@
 // The Llama 3 architecture as a LibTorch module: token embedding, pre-norm blocks (RMSNorm,
 // grouped-query attention with rotary embeddings and a causal mask, SwiGLU MLP), final RMSNorm
-// and an output head that may share the embedding. Weights are always fp32 (the master copy);
-// the forward pass computes in `compute_dtype` (fp32 or bf16).
+// and an output head that may share the embedding. Weights are created fp32 (under bf16 precision
+// the data-parallel reducer later makes them bf16, keeping an fp32 master for the optimizer:
+// parallel/data_parallel/grad_reducer.h); the forward pass computes in `compute_dtype` (fp32 or
+// bf16) and takes the gradients of bf16 weights in fp32 (kernels/weight_grad.h).
 //
 // Tensor parallelism (Megatron style, parallel/tensor_parallel): given a TP communicator each
 // rank holds a shard of every matrix (query heads, key/value heads, MLP columns, vocabulary

@@ -141,6 +141,36 @@ std::vector<int64_t> LocalShape(const ParameterLayout& layout) {
   return shape;
 }
 
+std::vector<ParameterInfo> ChunkParameterLayouts(const ModelConfig& config, const ModelShardOptions& options,
+                                                 int tp_size, int tp_rank) {
+  std::vector<std::string> names;
+  if (options.has_embedding) names.push_back("tok_embeddings");
+  if (options.has_head) {
+    names.push_back("norm");
+    if (!config.tie_embeddings || !options.has_embedding) names.push_back("output");
+  }
+  const int64_t count = options.num_layers < 0 ? config.n_layers - options.first_layer : options.num_layers;
+  for (int64_t i = options.first_layer; i < options.first_layer + count; ++i) {
+    for (const char* leaf :
+         {"attention_norm", "ffn_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
+          "feed_forward.w_gate", "feed_forward.w_up", "feed_forward.w_down"}) {
+      names.push_back(absl::StrCat("layers.", i, ".", leaf));
+    }
+  }
+  std::vector<ParameterInfo> infos;
+  for (std::string& name : names) {
+    absl::StatusOr<ParameterLayout> layout = LayoutOfParameter(config, name, tp_size, tp_rank);
+    TORCH_CHECK(layout.ok(), std::string(layout.status().message()));
+    ParameterInfo info;
+    info.name = std::move(name);
+    info.shard = layout->shard;
+    info.global_shape = std::move(layout->global_shape);
+    if (info.name == "output" && config.tie_embeddings) info.tied_copy_of = "tok_embeddings";
+    infos.push_back(std::move(info));
+  }
+  return infos;
+}
+
 ParameterRole RoleOf(const ParameterInfo& info, const ModelConfig& config, const ShardingContext& context) {
   ParameterRole role;
   const bool embedding_like = info.logical_name() == "tok_embeddings";

@@ -92,6 +92,14 @@ struct ParameterInfo {
   const std::string& logical_name() const { return is_tied_copy() ? tied_copy_of : name; }
 };
 
+// The parameters of the model chunk `options` describes on TP rank `tp_rank` of `tp_size`,
+// without tensors (`tensor` undefined), in the order the chunk's module lists them
+// (TransformerImpl::ParameterInfos returns these, with the tensors): the chunk's own
+// tok_embeddings, norm and output, then each layer's attention_norm, ffn_norm, attention.wq, wk,
+// wv, wo, feed_forward.w_gate, w_up, w_down. The planner sizes the flat buffers from it.
+std::vector<ParameterInfo> ChunkParameterLayouts(const ModelConfig& config, const ModelShardOptions& options,
+                                                 int tp_size, int tp_rank);
+
 // The grid as the plan sees it.
 struct ShardingContext {
   int64_t tp = 1;

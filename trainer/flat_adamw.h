@@ -3,7 +3,9 @@
 // bucket under parallel.zero 0, this rank's shard of every bucket under ZeRO 1 and 2, so its two
 // moments take 8 bytes per owned element, i.e. 1/DP of the model's under ZeRO. Each range is a
 // single fused pass over its elements on CPU (a handful of whole-buffer operations elsewhere)
-// instead of a loop over tensors.
+// instead of a loop over tensors. Where the parameters are bf16 (train.precision bf16) each range
+// carries an fp32 master (grad_reducer.h): the update runs on the master and writes the rounded
+// bf16 weights in the same pass.
 #pragma once
 
 #include <torch/types.h>

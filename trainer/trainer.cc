@@ -182,7 +182,7 @@ absl::Status Trainer::SumTiedEmbeddingGrads() {
   for (const torch::Tensor& copy : tied_embedding_copies_) {
     torch::Tensor grad = copy.grad();
     if (!grad.defined()) {
-      copy.mutable_grad() = torch::zeros_like(copy);
+      copy.mutable_grad() = torch::zeros_like(copy, copy.options().dtype(torch::kFloat));
       grad = copy.grad();
     }
     TS_RETURN_IF_ERROR(group->AllReduce(grad, parallel::ReduceOp::kSum));
@@ -366,6 +366,8 @@ absl::Status Trainer::SetupReducer(const std::vector<Transformer>& chunks) {
   parallel::DataParallelOptions options;
   options.zero = static_cast<int>(config_.parallel.zero);
   options.bucket_mb = config_.parallel.bucket_mb;
+  // bf16: the model's weights become bf16, with fp32 gradients and an fp32 master in the optimizer.
+  options.param_dtype = config_.train.precision == Precision::kBf16 ? at::kBFloat16 : at::kFloat;
   TS_ASSIGN_OR_RETURN(reducer_, parallel::GradReducer::Create(std::move(params), grid_.dp(), options));
   return absl::OkStatus();
 }
@@ -425,13 +427,20 @@ void Trainer::LogSetup() const {
                                     flops_per_token_, peak_tflops_, peak_basis_);
     TS_LOG(INFO) << "run directory: " << t.run_dir;
   }
-  // Per rank: what the sharded optimizer leaves here (ZeRO's figures, printed by every rank).
-  TS_LOG(INFO) << "this rank holds " << local_parameters << " parameters ("
-               << Mib(local_parameters * static_cast<int64_t>(sizeof(float))) << " of fp32 weights)";
+  // Per rank: what the sharded optimizer leaves here (ZeRO's figures, printed by every rank). The
+  // static bytes are those of the tensors themselves (flat buffers, padding included), which is
+  // what `tessera validate` predicts.
+  const int64_t weights = reducer_->ParamBytes(), master = reducer_->MasterBytes();
+  const int64_t moments = optimizer_->StateBytes(), grads = reducer_->PersistentGradBytes();
+  TS_LOG(INFO) << "this rank holds " << local_parameters << " parameters (" << reducer_->flat_numel()
+               << " flat elements with bucket padding); static memory: weights " << Mib(weights) << " ("
+               << (reducer_->has_master() ? "bf16" : "fp32") << "), fp32 master " << Mib(master)
+               << ", moments " << Mib(moments) << ", gradients " << Mib(grads) << ": total "
+               << Mib(weights + master + moments + grads);
   TS_LOG(INFO) << "data parallel: " << reducer_->num_buckets()
                << " gradient bucket(s) of <= " << config_.parallel.bucket_mb << " MiB, zero "
-               << reducer_->zero() << "; optimizer state " << Mib(optimizer_->StateBytes()) << ", gradients "
-               << Mib(reducer_->PersistentGradBytes()) << " on this rank";
+               << reducer_->zero() << "; optimizer state " << Mib(master + moments) << ", gradients "
+               << Mib(grads) << " on this rank";
   if (reducer_->zero() > 0 && grid_.topology().dims().dp == 1 && is_logger()) {
     TS_LOG(INFO) << "parallel.zero = " << reducer_->zero() << " with dp = 1 shards nothing (a no-op)";
   }

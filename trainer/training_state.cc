@@ -86,12 +86,22 @@ absl::StatusOr<std::vector<checkpoint::TensorSlice>> CollectStateSlices(const Ra
   // The moments over the whole flat buffer (ZeRO shards gathered over DP).
   TS_ASSIGN_OR_RETURN(at::Tensor exp_avg, reducer.GatherFlat(optimizer.ExpAvgByRange()));
   TS_ASSIGN_OR_RETURN(at::Tensor exp_avg_sq, reducer.GatherFlat(optimizer.ExpAvgSqByRange()));
+  // The weights are saved in fp32 whatever the model computes with: with bf16 parameters, the
+  // optimizer's fp32 master (so that a resumed run continues exactly).
+  at::Tensor master;
+  if (reducer.has_master()) {
+    std::vector<at::Tensor> ranges;
+    for (const parallel::OwnedRange& r : reducer.owned()) ranges.push_back(r.master);
+    TS_ASSIGN_OR_RETURN(master, reducer.GatherFlat(ranges));
+  }
   for (size_t i = 0; i < params.infos.size(); ++i) {
     const ParameterInfo& info = params.infos[i];
     if (!Writes(info, grid)) continue;
     const at::Tensor& t = info.tensor;
     const int64_t offset = reducer.flat_offset(static_cast<int>(i));
-    slices.push_back(checkpoint::ShardSpecSlice(info.name, info.global_shape, info.shard, t.detach()));
+    const at::Tensor weights =
+        master.defined() ? master.narrow(0, offset, t.numel()).view(t.sizes()) : t.detach();
+    slices.push_back(checkpoint::ShardSpecSlice(info.name, info.global_shape, info.shard, weights));
     slices.push_back(checkpoint::ShardSpecSlice(kExpAvg + info.name, info.global_shape, info.shard,
                                                 exp_avg.narrow(0, offset, t.numel()).view(t.sizes())));
     slices.push_back(checkpoint::ShardSpecSlice(kExpAvgSq + info.name, info.global_shape, info.shard,
@@ -104,7 +114,13 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
                           parallel::GradReducer& reducer, FlatAdamW& optimizer, bool* had_optimizer) {
   torch::NoGradGuard no_grad;
   const std::string& where = reader.step_dir();
-  for (const ParameterInfo& info : params.infos) {
+  // fp32 values over the whole flat buffer, from which each owned range takes its part.
+  const torch::TensorOptions fp32 = torch::TensorOptions().dtype(torch::kFloat).device(reducer.device());
+  // With bf16 parameters the fp32 checkpoint values also become the optimizer's master.
+  at::Tensor master;
+  if (reducer.has_master()) master = torch::zeros({reducer.flat_numel()}, fp32);
+  for (size_t i = 0; i < params.infos.size(); ++i) {
+    const ParameterInfo& info = params.infos[i];
     auto block = checkpoint::ReadShardSpecBlock(reader, LogicalName(info), info.shard);
     if (!block.ok()) return Annotate(block.status(), absl::StrCat(where, ": "));
     if (block->sizes() != info.tensor.sizes()) {
@@ -112,12 +128,22 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
           absl::StrCat(where, ": tensor ", LogicalName(info), " block of shape ", block->sizes().vec().size(),
                        " dims does not fit this rank's ", info.tensor.sizes().vec().size(), "-dim shard"));
     }
-    info.tensor.copy_(*block);
+    info.tensor.copy_(*block);  // rounded to bf16 where the parameters are bf16
+    if (master.defined()) {
+      const int64_t offset = reducer.flat_offset(static_cast<int>(i));
+      master.narrow(0, offset, info.tensor.numel()).copy_(block->reshape({-1}));
+    }
+  }
+  const auto& owned = reducer.owned();
+  if (master.defined()) {
+    for (const parallel::OwnedRange& r : owned) {
+      r.master.copy_(master.narrow(0, r.flat_offset, r.master.numel()));
+    }
   }
   *had_optimizer = !params.infos.empty() && reader.Tensor(kExpAvg + LogicalName(params.infos.front())).ok();
   if (!*had_optimizer) return absl::OkStatus();
   // Build the moments over the flat buffer, then hand each owned range its part.
-  at::Tensor exp_avg = torch::zeros({reducer.flat_numel()}, params.infos.front().tensor.options());
+  at::Tensor exp_avg = torch::zeros({reducer.flat_numel()}, fp32);
   at::Tensor exp_avg_sq = torch::zeros_like(exp_avg);
   for (size_t i = 0; i < params.infos.size(); ++i) {
     const ParameterInfo& info = params.infos[i];
@@ -130,7 +156,6 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
     }
   }
   std::vector<torch::Tensor> m = optimizer.ExpAvgByRange(), v = optimizer.ExpAvgSqByRange();
-  const auto& owned = reducer.owned();
   for (size_t r = 0; r < owned.size(); ++r) {
     m[r].copy_(exp_avg.narrow(0, owned[r].flat_offset, m[r].numel()));
     v[r].copy_(exp_avg_sq.narrow(0, owned[r].flat_offset, v[r].numel()));

@@ -23,15 +23,9 @@
 
 namespace tessera::parallel {
 
-struct GradReducer::Bucket {
-  int64_t begin = 0;        // offset in the flat buffers
-  int64_t numel = 0;        // parameters' elements
-  int64_t padded = 0;       // numel rounded up to a multiple of the DP size
-  int64_t shard_begin = 0;  // offset of this bucket's shard in shard_grads_
-  int64_t decayed = 0;      // the first `decayed` elements are decayed parameters
-  std::vector<int> params;  // indices into params_
-  bool late = false;
-  // Per step / micro-step state.
+// A bucket's place in the buffers (bucket_layout.h; shard_begin is its offset in shard_grads_),
+// and its state per step.
+struct GradReducer::Bucket : BucketSpan {
   int pending = 0;
   bool ready = false;
   bool launched = false;
@@ -76,6 +70,10 @@ namespace {
 
 absl::Status CheckReducerInputs(const std::vector<DataParallelParameter>& params,
                                 const DataParallelOptions& options) {
+  if (options.param_dtype != at::kFloat && options.param_dtype != at::kBFloat16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data-parallel reducer: parameters can be fp32 or bf16, not ", c10::toString(options.param_dtype)));
+  }
   if (options.zero < 0 || options.zero > 2) {
     return absl::InvalidArgumentError(absl::StrCat("parallel.zero = ", options.zero, ": expected 0, 1 or 2"));
   }
@@ -98,35 +96,6 @@ absl::Status CheckReducerInputs(const std::vector<DataParallelParameter>& params
   return absl::OkStatus();
 }
 
-// The parameters of each bucket: the reverse of the order of use, cut after about bucket_mb,
-// and the late parameters in one last bucket (whose index goes to *late_group).
-std::vector<std::vector<int>> BucketGroups(const std::vector<DataParallelParameter>& params, double bucket_mb,
-                                           size_t* late_group) {
-  std::vector<int> order;
-  for (int i = static_cast<int>(params.size()) - 1; i >= 0; --i) {
-    if (!params[i].late) order.push_back(i);
-  }
-  const int64_t bucket_elements =
-      std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1048576.0 / sizeof(float)));
-  std::vector<std::vector<int>> groups;
-  int64_t in_group = 0;
-  for (int i : order) {
-    if (groups.empty() || in_group >= bucket_elements) {
-      groups.emplace_back();
-      in_group = 0;
-    }
-    groups.back().push_back(i);
-    in_group += params[i].tensor.numel();
-  }
-  std::vector<int> late;
-  for (int i = 0; i < static_cast<int>(params.size()); ++i) {
-    if (params[i].late) late.push_back(i);
-  }
-  *late_group = groups.size();
-  if (!late.empty()) groups.push_back(late);
-  return groups;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<DataParallelParameter> params,
@@ -137,11 +106,8 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
   std::unique_ptr<GradReducer> r(new GradReducer(dp, options));
   r->params_ = std::move(params);
   r->fault_drop_tail_ = FaultDropTailFromEnvironment();
-  size_t late_group = 0;
-  std::vector<std::vector<int>> groups = BucketGroups(r->params_, options.bucket_mb, &late_group);
-  const auto [total, shard_total] = r->LayOutBuckets(groups, late_group);
-  r->FlattenParameters(total, shard_total, float_options);
-  r->AssignOwnedRanges();
+  const auto [total, shard_total] = r->LayOutBuckets();
+  r->AssignOwnedRanges(r->FlattenParameters(total, shard_total, float_options));
   r->InstallHooks();
   int groups_count = 1;
   for (const DataParallelParameter& p : r->params_) groups_count = std::max(groups_count, p.group + 1);
@@ -151,65 +117,65 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
   return r;
 }
 
-std::pair<int64_t, int64_t> GradReducer::LayOutBuckets(std::vector<std::vector<int>>& groups,
-                                                       size_t late_group) {
-  const int dp_size = dp_.size();
-  param_bucket_.assign(params_.size(), -1);
-  param_offset_.assign(params_.size(), 0);
-  int64_t offset = 0, shard_offset = 0;
-  for (size_t g = 0; g < groups.size(); ++g) {
+std::pair<int64_t, int64_t> GradReducer::LayOutBuckets() {
+  std::vector<FlatParameter> sizes;
+  for (const DataParallelParameter& p : params_) sizes.push_back({p.tensor.numel(), p.decay, p.late});
+  FlatLayout layout = LayOutFlatBuffers(sizes, dp_.size(), options_.bucket_mb);
+  param_bucket_ = std::move(layout.param_bucket);
+  param_offset_ = std::move(layout.param_offset);
+  for (BucketSpan& span : layout.buckets) {
     auto bucket = std::make_unique<Bucket>();
-    bucket->late = g == late_group;
-    // Decayed parameters first, so that each owned range's decayed part is a prefix.
-    std::stable_partition(groups[g].begin(), groups[g].end(), [&](int i) { return params_[i].decay; });
-    bucket->params = groups[g];
-    bucket->begin = offset;
-    for (int i : groups[g]) {
-      param_bucket_[i] = static_cast<int>(g);
-      param_offset_[i] = offset + bucket->numel;
-      bucket->numel += params_[i].tensor.numel();
-      if (params_[i].decay) bucket->decayed += params_[i].tensor.numel();
-    }
-    bucket->padded = (bucket->numel + dp_size - 1) / dp_size * dp_size;
-    bucket->shard_begin = shard_offset;
-    offset += bucket->padded;
-    shard_offset += bucket->padded / dp_size;
+    static_cast<BucketSpan&>(*bucket) = std::move(span);
     buckets_.push_back(std::move(bucket));
   }
-  return {offset, shard_offset};
+  return {layout.total, layout.shard_total};
 }
 
-void GradReducer::FlattenParameters(int64_t total, int64_t shard_total,
-                                    const at::TensorOptions& float_options) {
+at::Tensor GradReducer::FlattenParameters(int64_t total, int64_t shard_total,
+                                          const at::TensorOptions& float_options) {
   torch::NoGradGuard no_grad;
-  flat_params_ = torch::zeros({total}, float_options);
+  at::Tensor flat_fp32 = torch::zeros({total}, float_options);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const at::Tensor& t = params_[i].tensor;
+    flat_fp32.narrow(0, param_offset_[i], t.numel()).view(t.sizes()).copy_(t);
+  }
+  flat_params_ = options_.param_dtype == at::kFloat ? flat_fp32 : flat_fp32.to(options_.param_dtype);
   if (options_.zero <= 1) flat_grads_ = torch::zeros({total}, float_options);
   if (options_.zero >= 1) shard_grads_ = torch::zeros({shard_total}, float_options);
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& t = params_[i].tensor;
-    at::Tensor slot = flat_params_.narrow(0, param_offset_[i], t.numel()).view(t.sizes());
-    slot.copy_(t);
-    t.set_data(slot);
+    t.set_data(flat_params_.narrow(0, param_offset_[i], t.numel()).view(t.sizes()));
     if (options_.zero <= 1) {
       t.mutable_grad() = flat_grads_.narrow(0, param_offset_[i], t.numel()).view(t.sizes());
     } else {
       t.mutable_grad().reset();
     }
   }
+  return flat_fp32;
 }
 
 // What this rank's optimizer updates, and the runs of its DP shard for the gradient norm.
-void GradReducer::AssignOwnedRanges() {
+void GradReducer::AssignOwnedRanges(const at::Tensor& flat_fp32) {
   const int dp_size = dp_.size();
   const int dp_rank = dp_.rank();
+  // The master: the whole fp32 buffer at zero 0, else this rank's shards back to back.
+  if (has_master()) {
+    flat_master_ = options_.zero == 0 ? flat_fp32 : torch::empty({shard_grads_.numel()}, flat_fp32.options());
+  }
   for (const auto& b : buckets_) {
     const int64_t shard = b->padded / dp_size;
     const int64_t mine = dp_rank * shard;
     if (options_.zero == 0) {
-      owned_.push_back({b->Region(flat_params_), b->Region(flat_grads_), b->decayed, b->begin});
+      owned_.push_back({b->Region(flat_params_), b->Region(flat_grads_),
+                        has_master() ? b->Region(flat_master_) : at::Tensor(), b->decayed, b->begin});
     } else {
+      at::Tensor master;
+      if (has_master()) {
+        master = flat_master_.narrow(0, b->shard_begin, shard);
+        master.copy_(b->Region(flat_fp32).narrow(0, mine, shard));
+      }
       owned_.push_back({b->Region(flat_params_).narrow(0, mine, shard),
-                        shard_grads_.narrow(0, b->shard_begin, shard),
+                        shard_grads_.narrow(0, b->shard_begin, shard), master,
                         std::clamp<int64_t>(b->decayed - mine, 0, shard), b->begin + mine});
     }
     int64_t at = 0;
@@ -310,7 +276,7 @@ absl::Status GradReducer::Launch(int index) {
     TS_ASSIGN_OR_RETURN(pending->work, dp_.ReduceScatterAsync(into, b.Region(flat_grads_), ReduceOp::kAvg));
   } else {
     // Gather this bucket's gradients into one buffer and free the parameters' own.
-    at::Tensor gathered = torch::zeros({b.padded}, flat_params_.options());
+    at::Tensor gathered = torch::zeros({b.padded}, shard_grads_.options());
     int64_t at = 0;
     for (int i : b.params) {
       at::Tensor& t = params_[i].tensor;
@@ -318,7 +284,7 @@ absl::Status GradReducer::Launch(int index) {
       t.mutable_grad().reset();
       at += t.numel();
     }
-    pending->result = torch::empty({shard}, flat_params_.options());
+    pending->result = torch::empty({shard}, shard_grads_.options());
     pending->accumulate_into = shard_grads_.narrow(0, b.shard_begin, shard);
     pending->keep_alive = gathered;
     if (index == 0 && fault_drop_tail_ > 0) PlantFault(b, gathered, pending->result, mine, *pending);
@@ -425,6 +391,12 @@ absl::StatusOr<at::Tensor> GradReducer::GatherFlat(const std::vector<at::Tensor>
   }
   for (auto& w : works) TS_RETURN_IF_ERROR(w->Wait());
   return full;
+}
+
+int64_t GradReducer::ParamBytes() const { return flat_params_.numel() * flat_params_.element_size(); }
+
+int64_t GradReducer::MasterBytes() const {
+  return flat_master_.defined() ? flat_master_.numel() * flat_master_.element_size() : 0;
 }
 
 int64_t GradReducer::PersistentGradBytes() const {

@@ -1,19 +1,28 @@
 // Data-parallel gradient reduction in buckets, overlapped with backward, and the sharding of the
 // optimizer's work over the data-parallel (DP) group (ZeRO-1/2).
 //
-// At construction the parameters move into one flat fp32 buffer laid out bucket by bucket, in
+// At construction the parameters move into one flat buffer laid out bucket by bucket, in
 // the reverse of the order the caller lists them (the caller lists them in order of use in the
 // forward pass, so the first buckets are the first whose gradients backward completes). Each
 // bucket is padded to a multiple of the DP size and is split into DP equal, contiguous shards;
-// DP rank r owns shard r of every bucket. A hook on each parameter's gradient accumulator
-// counts the gradients a bucket still waits for; the moment the last one lands, the bucket's
-// reduction is issued asynchronously, so on NCCL it overlaps the rest of backward:
+// DP rank r owns shard r of every bucket (the arithmetic: bucket_layout.h). A hook on each parameter's
+// gradient accumulator counts the gradients a bucket still waits for; the moment the last one lands, the
+// bucket's reduction is issued asynchronously, so on NCCL it overlaps the rest of backward:
 //
 //   zero 0  all-reduce (average) of the bucket; every rank keeps and updates everything
 //   zero 1  reduce-scatter (average) into this rank's shard; AdamW moments exist for the shard
 //           only; after the update the shards are all-gathered back into every rank's weights
 //   zero 2  as 1, and the full gradients do not outlive the step: each bucket's gradients are
 //           copied out, reduce-scattered into the persistent shard, and freed.
+//
+// Under param_dtype bf16 the flat parameter buffer (and so every parameter) becomes bf16, the
+// gradients stay fp32 (each parameter's .grad is an fp32 view of the flat gradient buffer while
+// the parameter itself is bf16: kernels/weight_grad.h accumulates into it), and each owned range
+// carries an fp32 master copy, taken from the fp32 values the parameters held at construction,
+// so a bf16 run starts from exactly the fp32 run's initial weights. The optimizer updates the
+// master and writes the rounded bf16 weights; per parameter that is 2 B of weights, 4 B of
+// gradients, and 4 B of master + 8 B of moments over the owned share (all of it at zero 0, 1/DP
+// under ZeRO), as in Megatron's distributed optimizer.
 //
 // The non-final micro-steps of gradient accumulation reduce nothing: the caller marks, per
 // group of parameters (a pipeline rank's model chunk; one group without pipelining), when the
@@ -51,6 +60,7 @@
 
 #include "absl/status/statusor.h"
 #include "parallel/comm/communicator.h"
+#include "parallel/data_parallel/bucket_layout.h"
 
 namespace torch::autograd {
 struct Node;
@@ -61,6 +71,7 @@ namespace tessera::parallel {
 struct DataParallelParameter {
   std::string name;
   at::Tensor tensor;         // a leaf fp32 parameter; its storage moves into the flat buffer
+                             // (and its dtype becomes DataParallelOptions::param_dtype)
   bool decay = true;         // receives weight decay (the optimizer reads this)
   double norm_weight = 1.0;  // share of each element in the global gradient norm
   bool late = false;         // reduced only in FinishBackward, after the caller's fix-up
@@ -70,12 +81,16 @@ struct DataParallelParameter {
 struct DataParallelOptions {
   int zero = 0;           // 0, 1 or 2
   double bucket_mb = 25;  // MiB of fp32 gradients per bucket
+  // The dtype the parameters take once flattened: fp32, or bf16 (the model then computes with
+  // bf16 weights; gradients stay fp32 and the owned ranges get an fp32 master copy).
+  at::ScalarType param_dtype = at::kFloat;
 };
 
 // A contiguous run of the flat buffers whose update this rank performs.
 struct OwnedRange {
-  at::Tensor params;        // 1-D view of the flat parameters
-  at::Tensor grads;         // 1-D view of the reduced gradients for those parameters
+  at::Tensor params;        // 1-D view of the flat parameters (the model's dtype)
+  at::Tensor grads;         // 1-D view of the reduced gradients for those parameters (fp32)
+  at::Tensor master;        // fp32 master of `params` when those are not fp32, else undefined
   int64_t decayed = 0;      // the first `decayed` elements receive weight decay
   int64_t flat_offset = 0;  // where `params` starts in the flat parameter buffer
 };
@@ -126,12 +141,19 @@ class GradReducer {
   absl::StatusOr<at::Tensor> GatherFlat(const std::vector<at::Tensor>& owned_values);
 
   int zero() const { return options_.zero; }
+  // Whether the owned ranges carry an fp32 master (the parameters are not fp32).
+  bool has_master() const { return options_.param_dtype != at::kFloat; }
+  at::ScalarType param_dtype() const { return options_.param_dtype; }
   int num_buckets() const { return static_cast<int>(buckets_.size()); }
   // Elements of the flat parameter buffer (with padding).
   int64_t flat_numel() const { return flat_params_.numel(); }
+  at::Device device() const { return flat_params_.device(); }
   // Bytes of gradients that stay allocated between steps on this rank (the full flat buffer
   // under zero 0; plus the shard under 1; only the shard under 2).
   int64_t PersistentGradBytes() const;
+  // Bytes of the flat parameters (the model's weights, padding included) and of the fp32 master.
+  int64_t ParamBytes() const;
+  int64_t MasterBytes() const;
   // The issue times of the last step's bucket reductions, and backward's duration (ms).
   const std::vector<BucketEvent>& last_events() const { return events_; }
   double last_backward_ms() const { return backward_ms_; }
@@ -144,9 +166,10 @@ class GradReducer {
   struct Pending;
   GradReducer(Communicator& dp, DataParallelOptions options);
   // Steps of Create. LayOutBuckets returns the sizes of the flat buffer and of this rank's shards.
-  std::pair<int64_t, int64_t> LayOutBuckets(std::vector<std::vector<int>>& groups, size_t late_group);
-  void FlattenParameters(int64_t total, int64_t shard_total, const at::TensorOptions& float_options);
-  void AssignOwnedRanges();
+  std::pair<int64_t, int64_t> LayOutBuckets();
+  // Returns the parameters' fp32 values, flat (the master's source under bf16).
+  at::Tensor FlattenParameters(int64_t total, int64_t shard_total, const at::TensorOptions& float_options);
+  void AssignOwnedRanges(const at::Tensor& flat_fp32);
   void InstallHooks();
   absl::Status Launch(int bucket);
   // The planted fault: before bucket 0's reduction is issued, saves its tail of `unreduced` (the
@@ -166,6 +189,7 @@ class GradReducer {
   at::Tensor flat_params_;
   at::Tensor flat_grads_;   // zero 0/1: the gradients (parameters' .grad are views into it)
   at::Tensor shard_grads_;  // zero 1/2: this rank's shards of every bucket, back to back
+  at::Tensor flat_master_;  // bf16 parameters: the owned ranges' fp32 master, back to back
   std::vector<OwnedRange> owned_;
   absl::Status launch_error_;
   std::vector<BucketEvent> events_;

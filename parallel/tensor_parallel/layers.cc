@@ -6,11 +6,11 @@
 
 namespace tessera::parallel {
 
-torch::Tensor ColumnParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard,
-                                   Communicator* group, bool sequence_parallel) {
+torch::Tensor ColumnParallelLinear(const torch::Tensor& x, at::TensorList weight_shards, Communicator* group,
+                                   bool sequence_parallel) {
   const torch::Tensor input =
       sequence_parallel ? GatherFromSequence(x, group) : CopyToTensorParallel(x, group);
-  return kernels::Linear(input, weight_shard);
+  return kernels::Linear(input, weight_shards);
 }
 
 torch::Tensor RowParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard,

@@ -24,9 +24,10 @@ namespace tessera::parallel {
 // y = x W^T with W split by output features: weight_shard is this rank's block [out/n, in].
 // x: [batch, seq, in], replicated on every rank of the group; under sequence parallelism
 // [batch, seq/n, in], this rank's sequence block, gathered first. Returns [batch, seq, out/n]
-// (always the full sequence) in x's dtype; the weight's gradient is fp32.
-torch::Tensor ColumnParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard,
-                                   Communicator* group, bool sequence_parallel);
+// (always the full sequence) in x's dtype; the weight's gradient is fp32. Several weight shards
+// (q|k|v, gate|up) are one product, their outputs side by side in the order given.
+torch::Tensor ColumnParallelLinear(const torch::Tensor& x, at::TensorList weight_shards, Communicator* group,
+                                   bool sequence_parallel);
 
 // y = x W^T with W split by input features: weight_shard is this rank's block [out, in/n] and x
 // its block of the input features [batch, seq, in/n] (a column-parallel layer's output). The

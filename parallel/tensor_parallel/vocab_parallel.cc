@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "kernels/weight_grad.h"
 #include "parallel/tensor_parallel/mappings.h"
 
 namespace tessera::parallel {
@@ -88,11 +89,12 @@ int64_t PaddedVocabSize(int64_t vocab_size, int parts) { return (vocab_size + pa
 torch::Tensor VocabParallelEmbedding(const torch::Tensor& tokens, const torch::Tensor& weight_shard,
                                      int64_t vocab_begin, Communicator* group, bool sequence_parallel) {
   if (GroupSize(group) == 1)
-    return torch::embedding(weight_shard, vocab_begin == 0 ? tokens : tokens - vocab_begin);
+    return kernels::Embedding(weight_shard, vocab_begin == 0 ? tokens : tokens - vocab_begin);
   const int64_t rows = weight_shard.size(0);
   const torch::Tensor outside = (tokens < vocab_begin) | (tokens >= vocab_begin + rows);
   const torch::Tensor local = (tokens - vocab_begin).masked_fill(outside, 0);
-  const torch::Tensor partial = torch::embedding(weight_shard, local).masked_fill(outside.unsqueeze(-1), 0.0);
+  const torch::Tensor partial =
+      kernels::Embedding(weight_shard, local).masked_fill(outside.unsqueeze(-1), 0.0);
   return sequence_parallel ? ReduceScatterToSequence(partial, group)
                            : ReduceFromTensorParallel(partial, group);
 }

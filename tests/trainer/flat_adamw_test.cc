@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include "kernels/weight_grad.h"
 #include "parallel/process_grid.h"
 #include "tests/catch_compat.h"
 
@@ -160,4 +161,55 @@ CATCH_TEST_CASE(
   CATCH_CHECK(torch::allclose(m.narrow(0, 0, w.numel()), ref_state(w_ref, "m").flatten(), 1e-5, 1e-7));
   CATCH_CHECK(
       torch::allclose(v.narrow(0, w.numel(), b.numel()), ref_state(b_ref, "v").flatten(), 1e-5, 1e-12));
+}
+
+CATCH_TEST_CASE(
+    "bf16 parameters: an fp32 master updated exactly as fp32 FlatAdamW, and weights its bf16 rounding") {
+  for (int zero : {0, 1, 2}) {
+    CATCH_INFO("zero " << zero);
+    torch::manual_seed(12);
+    // Enough elements for several 64K-element chunks of the fused pass, a decay split inside one.
+    const auto w0 = torch::randn({300, 513}), b0 = torch::randn({70001});
+    auto w = w0.clone().requires_grad_(), b = b0.clone().requires_grad_();
+    auto w32 = w0.clone().requires_grad_(), b32 = b0.clone().requires_grad_();
+    tessera::parallel::DataParallelOptions bf16_options{zero, 25};
+    bf16_options.param_dtype = torch::kBFloat16;
+    auto reducer = tessera::parallel::GradReducer::Create({{"w", w, true}, {"b", b, false}}, LocalGrid().dp(),
+                                                          bf16_options);
+    CATCH_REQUIRE(reducer.ok());
+    auto reducer32 = Reducer({{"w", w32, true}, {"b", b32, false}}, zero);
+    // The parameters became bf16 with fp32 gradients; the master holds the exact fp32 start.
+    CATCH_CHECK(w.scalar_type() == torch::kBFloat16);
+    CATCH_CHECK((zero == 2 || w.grad().scalar_type() == torch::kFloat));
+    const tessera::parallel::OwnedRange& range = (*reducer)->owned().front();
+    CATCH_REQUIRE(range.master.defined());
+    CATCH_CHECK(torch::equal(range.master, reducer32->owned().front().params));
+    CATCH_CHECK((*reducer)->MasterBytes() == reducer32->ParamBytes());
+    CATCH_CHECK((*reducer)->ParamBytes() * 2 == reducer32->ParamBytes());
+    tessera::FlatAdamW flat((*reducer)->owned(), {0.9, 0.95, 1e-8, 0.1});
+    tessera::FlatAdamW flat32(reducer32->owned(), {0.9, 0.95, 1e-8, 0.1});
+    for (int step = 0; step < 3; ++step) {
+      const auto cw = torch::randn({300, 513}), cb = torch::randn({70001});
+      (*reducer)->ZeroGrad();
+      reducer32->ZeroGrad();
+      (*reducer)->MarkFinalBackward();
+      reducer32->MarkFinalBackward();
+      // The same fp32 gradients on both sides (the product with a constant: exact), the bf16 side
+      // through Fp32Weight as the model takes its norm weights.
+      using tessera::kernels::Fp32Weight;
+      ((Fp32Weight(w) * cw).sum() + (Fp32Weight(b) * cb).sum()).backward();
+      ((w32 * cw).sum() + (b32 * cb).sum()).backward();
+      CATCH_REQUIRE((*reducer)->FinishBackward(nullptr).ok());
+      CATCH_REQUIRE(reducer32->FinishBackward(nullptr).ok());
+      flat.Step(1e-3 * (step + 1), 0.5);
+      flat32.Step(1e-3 * (step + 1), 0.5);
+      CATCH_REQUIRE((*reducer)->GatherParams().ok());
+      CATCH_REQUIRE(reducer32->GatherParams().ok());
+      // Bit for bit: the same fused arithmetic on the same fp32 values.
+      CATCH_CHECK(torch::equal((*reducer)->owned().front().master, reducer32->owned().front().params));
+      // The weights are the master rounded as LibTorch rounds fp32 to bf16.
+      CATCH_CHECK(torch::equal(w, w32.detach().to(torch::kBFloat16)));
+      CATCH_CHECK(torch::equal(b, b32.detach().to(torch::kBFloat16)));
+    }
+  }
 }

@@ -1,0 +1,63 @@
+// Bucket layout of the flat buffers and the static bytes it implies (bucket_layout.h).
+#include "parallel/data_parallel/bucket_layout.h"
+
+#include <algorithm>
+
+namespace tessera::parallel {
+
+FlatLayout LayOutFlatBuffers(const std::vector<FlatParameter>& params, int dp, double bucket_mb) {
+  // The parameters of each bucket: the reverse of the order of use, cut after about bucket_mb.
+  std::vector<std::vector<int>> groups;
+  const int64_t bucket_elements = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1048576.0 / 4));
+  int64_t in_group = 0;
+  for (int i = static_cast<int>(params.size()) - 1; i >= 0; --i) {
+    if (params[i].late) continue;
+    if (groups.empty() || in_group >= bucket_elements) {
+      groups.emplace_back();
+      in_group = 0;
+    }
+    groups.back().push_back(i);
+    in_group += params[i].numel;
+  }
+  const size_t late_group = groups.size();
+  std::vector<int> late;
+  for (int i = 0; i < static_cast<int>(params.size()); ++i) {
+    if (params[i].late) late.push_back(i);
+  }
+  if (!late.empty()) groups.push_back(late);
+
+  FlatLayout layout;
+  layout.param_offset.assign(params.size(), 0);
+  layout.param_bucket.assign(params.size(), -1);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    BucketSpan b;
+    b.late = g == late_group;
+    std::stable_partition(groups[g].begin(), groups[g].end(), [&](int i) { return params[i].decay; });
+    b.params = groups[g];
+    b.begin = layout.total;
+    b.shard_begin = layout.shard_total;
+    for (int i : b.params) {
+      layout.param_bucket[i] = static_cast<int>(g);
+      layout.param_offset[i] = b.begin + b.numel;
+      b.numel += params[i].numel;
+      if (params[i].decay) b.decayed += params[i].numel;
+    }
+    b.padded = (b.numel + dp - 1) / dp * dp;
+    layout.total += b.padded;
+    layout.shard_total += b.padded / dp;
+    layout.buckets.push_back(std::move(b));
+  }
+  return layout;
+}
+
+StaticBytes StaticBytesOf(const FlatLayout& layout, int zero, bool bf16_params) {
+  const int64_t all = layout.total, owned = zero == 0 ? layout.total : layout.shard_total;
+  StaticBytes bytes;
+  bytes.weights = (bf16_params ? 2 : 4) * all;
+  bytes.master = bf16_params ? 4 * owned : 0;
+  bytes.moments = 8 * owned;
+  bytes.grads = zero == 0 ? 4 * all : zero == 1 ? 4 * all + 4 * owned : 4 * owned;
+  return bytes;
+}
+
+}  // namespace tessera::parallel

@@ -1,0 +1,54 @@
+// The layout of the data-parallel flat buffers as plain arithmetic over parameter sizes, shared by
+// the gradient reducer (grad_reducer.h), which allocates it, and the planner (`tessera
+// validate`), which predicts each rank's static memory from it without allocating anything, so
+// that the two agree to the byte.
+//
+// Parameters are taken in the reverse of the order given (the order of use in the forward pass:
+// the first buckets are the first whose gradients backward completes) and cut into buckets of
+// about bucket_mb MiB of fp32 gradients; parameters marked late form one last bucket. Inside a
+// bucket the decayed parameters come first (so each shard's decayed part is a prefix). Each
+// bucket is padded to a multiple of the DP size and split into DP equal shards.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace tessera::parallel {
+
+struct FlatParameter {
+  int64_t numel = 0;
+  bool decay = true;
+  bool late = false;
+};
+
+struct BucketSpan {
+  std::vector<int> params;  // indices into the given parameters, in buffer order
+  int64_t begin = 0;        // offset in the flat buffers
+  int64_t numel = 0;        // parameters' elements
+  int64_t padded = 0;       // numel rounded up to a multiple of the DP size
+  int64_t shard_begin = 0;  // offset of this bucket's shard among this rank's shards
+  int64_t decayed = 0;      // the first `decayed` elements are decayed parameters
+  bool late = false;
+};
+
+struct FlatLayout {
+  std::vector<BucketSpan> buckets;
+  std::vector<int64_t> param_offset;  // per parameter: where it starts in the flat buffers
+  std::vector<int> param_bucket;      // per parameter: its bucket
+  int64_t total = 0;                  // elements of the flat buffers (padding included)
+  int64_t shard_total = 0;            // elements of one rank's shards of every bucket
+};
+
+FlatLayout LayOutFlatBuffers(const std::vector<FlatParameter>& params, int dp, double bucket_mb);
+
+// Bytes a rank holds between steps for `layout` (F = layout.total elements): weights 4F (fp32) or
+// 2F (bf16); with bf16 weights an fp32 master of the owned elements; AdamW's two fp32 moments
+// of the owned elements (all F at zero 0, shard_total under ZeRO); gradients 4F at zero 0, the
+// full buffer plus the shard at zero 1, the shard alone at zero 2.
+struct StaticBytes {
+  int64_t weights = 0, master = 0, moments = 0, grads = 0;
+  int64_t total() const { return weights + master + moments + grads; }
+};
+StaticBytes StaticBytesOf(const FlatLayout& layout, int zero, bool bf16_params);
+
+}  // namespace tessera::parallel
