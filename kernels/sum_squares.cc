@@ -13,9 +13,8 @@
 namespace tessera::kernels {
 
 at::Tensor SumOfSquares(const at::Tensor& x) {
-  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat) {
-    return x.to(at::kDouble).square().sum();
-  }
+  if (x.scalar_type() != at::kFloat) return x.to(at::kDouble).square().sum();
+  if (!x.device().is_cpu()) return at::linalg_vector_norm(x, 2).to(at::kDouble).square();
   const at::Tensor data = x.contiguous();
   const float* p = data.const_data_ptr<float>();
   const int64_t n = data.numel();

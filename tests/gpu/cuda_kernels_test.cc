@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "kernels/linear.h"
+#include "kernels/sum_squares.h"
+
 #include "tests/catch_compat.h"
 
 namespace {
@@ -155,4 +158,34 @@ CATCH_TEST_CASE("CUDA RMSNorm leaves fp64 and CPU tensors to ATen") {
   CATCH_CHECK(y.grad_fn()->name().find("RmsNormCudaFunction") == std::string::npos);
   // fp64 both sides: agreement to rounding.
   CATCH_CHECK(Compare(y, RmsNormReference(x.detach(), w, kEps), 1e-12, 1e-12) == "");
+}
+
+CATCH_TEST_CASE("CUDA SumOfSquares of fp32 gradients matches fp64 without an fp64 copy") {
+  torch::manual_seed(31);
+  // 5M elements of mixed scale: fp32 accumulation in a tree reduction keeps ~1e-6 relative.
+  auto x = (torch::randn({5'000'003}) * torch::rand({5'000'003}).mul(4).exp()).to(torch::kCUDA);
+  const double expected = x.to(torch::kCPU, torch::kDouble).square().sum().item<double>();
+  const at::Tensor got = tessera::kernels::SumOfSquares(x);
+  CATCH_CHECK(got.is_cuda());
+  CATCH_CHECK(got.scalar_type() == torch::kDouble);
+  CATCH_CHECK(std::abs(got.item<double>() - expected) <= 1e-5 * expected);
+}
+
+CATCH_TEST_CASE("CUDA Linear with bf16 weights accumulates their gradients in fp32 .grad") {
+  torch::manual_seed(32);
+  auto w = torch::randn({64, 128}).to(torch::kCUDA, torch::kBFloat16).requires_grad_();
+  w.mutable_grad() =
+      torch::zeros({64, 128}, torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat));
+  auto reference = torch::zeros({64, 128}, torch::kDouble);
+  for (int step = 0; step < 8; ++step) {
+    auto x = torch::randn({4, 32, 128}).to(torch::kCUDA, torch::kBFloat16);
+    auto g = torch::randn({4, 32, 64}).to(torch::kCUDA, torch::kBFloat16);
+    tessera::kernels::Linear(x, w).backward(g);
+    reference += torch::mm(g.reshape({-1, 64}).t().to(torch::kCPU, torch::kDouble),
+                           x.reshape({-1, 128}).to(torch::kCPU, torch::kDouble));
+  }
+  CATCH_CHECK(w.grad().scalar_type() == torch::kFloat);
+  // fp32 accumulation of 8 x 128 products of bf16 values: ~1e-5 relative to the largest entry.
+  const double err = (w.grad().to(torch::kCPU, torch::kDouble) - reference).abs().max().item<double>();
+  CATCH_CHECK(err <= 1e-4 * reference.abs().max().item<double>());
 }
