@@ -21,8 +21,9 @@
 #   fused    28, the same single pass
 #   foreach  80 = old without the scaled copy (torch/optim/adam.py _multi_tensor_adam)
 # The decay pass covers the decayed parameters only (99.6% of them here); counted as all.
-# Also printed: a plain copy of a parameter-sized buffer (8 B per element), the streaming
-# bandwidth these threads reach, against which a memory-bound step can be held.
+# Also printed: x.add_(y) over parameter-sized buffers (12 B per element, read in place like
+# AdamW's buffers), the streaming bandwidth these threads reach, against which a memory-bound
+# step can be held ("of stream" below), and the load average at the start of every process.
 #
 # Env: BENCH_THREADS   threads for every side (default: nproc)
 #      BENCH_REPEATS   rounds of (C++ process, Python process) (default 3)
@@ -52,6 +53,9 @@ T_START=$SECONDS
 
 log() { printf '[optimizer_step %4ds] %s\n' "$((SECONDS - T_START))" "$*"; }
 die() { printf '[optimizer_step] ERROR: %s\n' "$*" >&2; exit 1; }
+# The 1-minute load average lags (it still counts the previous process of this script); the
+# tasks running at this instant, less the one reading the file, show another program at once.
+machine_load() { awk '{ split($4, r, "/"); printf "load average %s, other tasks running now %d", $1, r[1] - 1 }' /proc/loadavg; }
 for v in THREADS REPEATS STEPS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v='${!v}': expected a positive integer"
 done
@@ -88,11 +92,11 @@ if "$PY" -c "import sys; sys.exit(0 if float('$load1') > 0.5 else 1)"; then
 fi
 for ((round = 1; round <= REPEATS; round++)); do
   if ((round % 2)); then first_cc=old first_py=fused; else first_cc=new first_py=foreach; fi
-  log "round $round of $REPEATS: Tessera (old and new, $first_cc first)"
+  log "round $round of $REPEATS: Tessera (old and new, $first_cc first); $(machine_load)"
   "$BENCH" --threads="$THREADS" --warmup="$WARMUP" --steps="$STEPS" --first="$first_cc" \
     --grad-scale="$GRAD_SCALE" 2>&1 | tee "$OUT/tessera.$round.log" | sed -u 's/^/    [tessera] /' \
     || die "optimizer_step_bench failed (log: $OUT/tessera.$round.log)"
-  log "round $round of $REPEATS: PyTorch (fused and foreach, $first_py first)"
+  log "round $round of $REPEATS: PyTorch (fused and foreach, $first_py first); $(machine_load)"
   "$PY" "$ROOT/scripts/bench/optimizer_step_peer.py" --threads="$THREADS" --warmup="$WARMUP" \
     --steps="$STEPS" --first="$first_py" 2>&1 | tee "$OUT/peer.$round.log" | sed -u 's/^/    [torch] /' \
     || die "optimizer_step_peer.py failed (log: $OUT/peer.$round.log)"
@@ -105,15 +109,15 @@ echo
 "$PY" - "$OUT" "$THREADS" "$GRAD_SCALE" <<'EOF'
 import glob, re, statistics, sys
 out, threads, grad_scale = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-times, params, copies, check = {}, {}, [], None
+times, params, streams, check = {}, {}, [], None
 for path in sorted(glob.glob(f"{out}/*.log")):
     for line in open(path):
         if m := re.match(r"step side=(\w+) ms=([\d.]+)", line):
             times.setdefault(m[1], []).append(float(m[2]))
         elif m := re.match(r"(bench|peer) params=(\d+)", line):
             params[m[1]] = int(m[2])
-        elif m := re.match(r"copy gb_per_s=([\d.]+)", line):
-            copies.append(float(m[1]))
+        elif m := re.match(r"stream gb_per_s=([\d.]+)", line):
+            streams.append(float(m[1]))
         elif m := re.match(r"check old_vs_new_max_abs_diff=(\S+)", line):
             check = m[1]
 if set(times) != {"old", "new", "fused", "foreach"} or len(params) != 2:
@@ -125,14 +129,14 @@ bytes_per = {"old": 88 if grad_scale != 1 else 80, "new": 28, "fused": 28, "fore
 what = {"old": "Tessera before: LibTorch tensor ops per range", "new": "Tessera FlatAdamW::Step",
         "fused": "torch.optim.AdamW(fused=True)", "foreach": "torch.optim.AdamW(foreach=True)"}
 med = {s: statistics.median(v) for s, v in times.items()}
-copy = statistics.median(copies)
+stream = statistics.median(streams)
 print(f"AdamW step over {n:,} fp32 parameters, {threads} threads; median over N timed steps per side")
-print(f"streaming copy (dst.copy_(src), 8 B/element): median {copy:.2f} GB/s over {len(copies)} rounds")
-print(f"{'side':8} {'N':>3} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'B/param':>8} {'GB/s':>7} {'of copy':>8}  what")
+print(f"stream (x.add_(y), 12 B/element): median {stream:.2f} GB/s over {len(streams)} rounds")
+print(f"{'side':8} {'N':>3} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'B/param':>8} {'GB/s':>7} {'of stream':>9}  what")
 for s in ("old", "new", "fused", "foreach"):
     gbs = bytes_per[s] * n / (med[s] / 1e3) / 1e9
     print(f"{s:8} {len(times[s]):3d} {med[s]:10.1f} {min(times[s]):9.1f} {max(times[s]):9.1f} "
-          f"{bytes_per[s]:8d} {gbs:7.2f} {gbs / copy:7.0%}  {what[s]}")
+          f"{bytes_per[s]:8d} {gbs:7.2f} {gbs / stream:9.0%}  {what[s]}")
 r_old, r_fused, r_foreach = med["old"] / med["new"], med["fused"] / med["new"], med["foreach"] / med["new"]
 print(f"new vs old: {r_old:.2f}x   new vs fused: {r_fused:.2f}x   new vs foreach: {r_foreach:.2f}x   "
       f"(speed of new over the other's; > 1: new is faster)")
