@@ -31,7 +31,7 @@
 #      BENCH_WARMUP    untimed steps of each side at the start of each process (default 1)
 #      BENCH_GRAD_SCALE  the clipping factor the C++ sides apply (default 0.5)
 #      BENCH_SKIP_BUILD=1  use the existing build; BUILD_DIR (default build/)
-# The defaults take about 2-3 minutes on 2 cores. The last line printed is
+# The defaults take about a minute on 2 quiet cores (up to 2-3 on a busy machine). Last line:
 #   optimizer_step params=P threads=T new_ms=... old_ms=... fused_ms=... foreach_ms=... new_vs_old=R new_vs_fused=R
 # where a ratio is the speed of new over the other's (its ms over new's ms; > 1: new is faster).
 # Run from anywhere: bash scripts/bench/optimizer_step.sh
