@@ -53,9 +53,9 @@ T_START=$SECONDS
 
 log() { printf '[optimizer_step %4ds] %s\n' "$((SECONDS - T_START))" "$*"; }
 die() { printf '[optimizer_step] ERROR: %s\n' "$*" >&2; exit 1; }
-# The 1-minute load average lags (it still counts this script's previous process); the tasks
+# The 1-minute load average lags (it still counts this script's previous process); the threads
 # running at this instant show another program at once (this script's own, 1 or 2, included).
-machine_load() { awk '{ split($4, r, "/"); printf "load average %s, tasks running now %d", $1, r[1] }' /proc/loadavg; }
+machine_load() { awk '{ split($4, r, "/"); printf "load average %s, threads running now %d", $1, r[1] }' /proc/loadavg; }
 for v in THREADS REPEATS STEPS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v='${!v}': expected a positive integer"
 done
