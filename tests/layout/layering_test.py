@@ -27,6 +27,9 @@ ALLOWED = {
                 "config", "core"},
     "cli": {"trainer", "tools", "interop", "checkpoint", "model", "parallel", "parallel/comm", "kernels",
             "data", "config", "core"},
+    # Timing programs run by scripts/bench/: the top tier beside cli/, never included by it.
+    "bench": {"trainer", "tools", "interop", "checkpoint", "model", "parallel", "parallel/comm", "kernels",
+              "data", "config", "core"},
 }
 SOURCE_SUFFIXES = {".h", ".cc", ".cu", ".inc"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
