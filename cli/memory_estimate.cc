@@ -73,10 +73,10 @@ parallel::FlatLayout StageFlatLayout(const Config& c, const parallel::pipeline::
   for (const PlannedParameter& planned : PlanParameters(chunks, c.model, context)) {
     int64_t numel = 1;
     for (int64_t d : LocalShape({planned.info.shard, planned.info.global_shape})) numel *= d;
-    flat.push_back({numel, planned.role.decay, planned.role.late});
+    flat.push_back({numel, planned.role.decay, planned.role.late, planned.unit});
     *params += numel;
   }
-  return parallel::LayOutFlatBuffers(flat, static_cast<int>(dp), p.bucket_mb);
+  return parallel::LayOutFlatBuffers(flat, static_cast<int>(dp), p.bucket_mb, p.zero == 3);
 }
 
 }  // namespace
@@ -94,8 +94,13 @@ std::vector<StageRow> StageMemory(const Config& c, const parallel::pipeline::Par
   for (int64_t r = 0; r < p.pp; ++r) {
     StageRow s = StageLayers(p, partition, r);
     s.in_flight = peak_in_flight[r];
-    s.bytes = parallel::StaticBytesOf(StageFlatLayout(c, partition, r, dp, &s.params),
-                                      static_cast<int>(p.zero), c.train.precision == Precision::kBf16);
+    const parallel::FlatLayout layout = StageFlatLayout(c, partition, r, dp, &s.params);
+    const bool bf16 = c.train.precision == Precision::kBf16;
+    s.bytes = parallel::StaticBytesOf(layout, static_cast<int>(p.zero), bf16);
+    if (p.zero == 3) {
+      s.gathered = parallel::GatheredUnitBound(layout, static_cast<int>(p.zero3_prefetch),
+                                               m.tie_embeddings && s.embedding && s.head, bf16);
+    }
     const double chunk_layers = static_cast<double>(s.layers) / static_cast<double>(p.virtual_stages);
     s.act = static_cast<double>(s.in_flight) * chunk_layers * layer_act + (s.head ? logits : 0.0);
     s.act_fused = static_cast<double>(s.in_flight) * chunk_layers * layer_act_fused + (s.head ? logits : 0.0);

@@ -5,7 +5,11 @@
 // buffers of parallel/data_parallel/bucket_layout.h over the parameters this rank holds, F
 // elements with padding): weights 4F (fp32) or 2F (bf16), the fp32 master of bf16 weights 4F,
 // AdamW moments 8F, both / dp under parallel.zero >= 1, gradients 4F (zero 0), 4F + 4F/dp
-// (zero 1), 4F/dp (zero 2); and an estimate of the activations per layer and micro-batch after Korthikanti
+// (zero 1), 4F/dp (zero 2 and 3); at zero 3 the weights are 4F/dp or 2F/dp (the shards) plus the
+// late bucket whole, and the units gathered for use add at most bucket_layout.h's
+// GatheredUnitBound (the largest zero3_prefetch + 2 consecutive units, plus the embedding under
+// a tied head), which is reported beside the static bytes; and an estimate of the activations per layer and
+// micro-batch after Korthikanti
 //   et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", 16-bit
 //   activations, no recomputation): s b h (34 + 5 a s / h); with tensor parallelism t,
 //   s b h (10 + 24 / t + 5 a s / (h t)); with sequence parallelism too, s b h (34 + 5 a s / h) / t.
@@ -54,9 +58,10 @@ struct StageRow {
   int64_t params = 0;
   int64_t in_flight = 1;        // chunk activations at the schedule's peak
   parallel::StaticBytes bytes;  // weights, master, moments, gradients: exact
+  int64_t gathered = 0;         // zero 3: the most bytes of units gathered at once (a bound)
   double act = 0, act_fused = 0;
-  double total() const { return static_cast<double>(bytes.total()) + act; }
-  double total_fused() const { return static_cast<double>(bytes.total()) + act_fused; }
+  double total() const { return static_cast<double>(bytes.total() + gathered) + act; }
+  double total_fused() const { return static_cast<double>(bytes.total() + gathered) + act_fused; }
 };
 
 // One row per pipeline stage, for the layers `partition` gives it and `peak_in_flight[stage]`

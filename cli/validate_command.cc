@@ -260,7 +260,9 @@ void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t d
   std::printf(
       "memory per rank, %s (weights %s, fp32 master%s, AdamW 8 B%s, gradients %s: exact, as the "
       "trainer allocates them; activations estimated after Korthikanti et al.%s):\n",
-      unit_name, bf16 ? "2 B/param (bf16)" : "4 B/param (fp32)",
+      unit_name,
+      p.zero == 3 ? (bf16 ? "2 B/param / dp (bf16)" : "4 B/param / dp (fp32)")
+                  : (bf16 ? "2 B/param (bf16)" : "4 B/param (fp32)"),
       bf16 ? (p.zero >= 1 ? " 4 B / dp" : " 4 B") : ": none", p.zero >= 1 ? " / dp" : "",
       p.zero == 0   ? "4 B"
       : p.zero == 1 ? "4 B + 4 B / dp"
@@ -283,6 +285,15 @@ void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t d
   // The exact figure, for comparison with the run's own "static memory" line (rank 0 is stage 0).
   std::printf("  static bytes per rank (weights + master + AdamW + grads), stage 0: %lld\n",
               static_cast<long long>(stages[0].bytes.total()));
+  if (p.zero == 3) {
+    std::printf(
+        "  zero 3: gathered units in flight, stage 0: at most %lld bytes (the largest %lld consecutive "
+        "units: "
+        "the one in use, parallel.zero3_prefetch = %lld ahead, one awaiting release%s), counted in the "
+        "total\n",
+        static_cast<long long>(stages[0].gathered), static_cast<long long>(p.zero3_prefetch + 2),
+        static_cast<long long>(p.zero3_prefetch), c.model.tie_embeddings ? "; plus the tied embedding" : "");
+  }
   std::printf(
       "  largest: stage %lld, %.1f %s (%.1f %s with a fused attention kernel, which never stores the "
       "s x s scores); each stage's %lld tp x %lld dp ranks hold the same\n",

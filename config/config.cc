@@ -222,10 +222,16 @@ std::vector<FieldSpec> BuildSchema() {
               "(the first stage also holds the embedding, the last the head and the loss)."),
       Int("parallel.virtual_stages", TS_FIELD_REF(parallel.virtual_stages), 1, 1024,
           "Model chunks per pipeline rank (interleaved schedule)."),
-      Int("parallel.zero", TS_FIELD_REF(parallel.zero), 0, 2,
+      Int("parallel.zero", TS_FIELD_REF(parallel.zero), 0, 3,
           "Sharded optimizer over the data-parallel group: 0 = replicated; 1 = AdamW moments "
           "sharded, gradients reduce-scattered, parameters all-gathered after the update; 2 = "
-          "also only this rank's shard of the reduced gradients is kept."),
+          "also only this rank's shard of the reduced gradients is kept; 3 = also the parameters "
+          "stay sharded between uses (FSDP): each unit (the embedding, each layer, the final norm "
+          "and head) is all-gathered before its forward and its backward and freed after. Not yet "
+          "with parallel.pp > 1."),
+      Int("parallel.zero3_prefetch", TS_FIELD_REF(parallel.zero3_prefetch), 0, 64,
+          "Under parallel.zero 3: units whose all-gather starts ahead of use (the next ones in "
+          "forward, the previous ones in backward); 0 = gather each unit only when it is used."),
       Float("parallel.bucket_mb", TS_FIELD_REF(parallel.bucket_mb), 1e-6, kInf,
             "Size of a gradient-reduction bucket in MiB (fp32 gradients); a bucket's reduction "
             "starts as soon as backward has produced all its gradients."),
@@ -680,6 +686,11 @@ absl::Status ValidateConfig(const Config& const_config) {
   if (p.sequence_parallel && t.seq_len % p.tp != 0) {
     return Invalid(src, absl::StrCat("parallel.sequence_parallel needs train.seq_len = ", t.seq_len,
                                      " to be divisible by parallel.tp = ", p.tp));
+  }
+  if (p.zero == 3 && p.pp > 1) {
+    return Invalid(src, absl::StrCat("parallel.zero = 3 with parallel.pp = ", p.pp,
+                                     " is not yet supported: use parallel.zero <= 2 with pipeline "
+                                     "parallelism, or parallel.pp = 1"));
   }
   if (p.pp * p.virtual_stages > m.n_layers) {
     return Invalid(

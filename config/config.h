@@ -132,6 +132,7 @@ struct ParallelConfig {
   std::vector<int64_t> pp_layers;  // explicit layer counts per model chunk; empty = balanced
   int64_t virtual_stages = 1;
   int64_t zero = 0;
+  int64_t zero3_prefetch = 1;  // units gathered ahead of the one in use under zero 3
   double bucket_mb = 25;
 };
 

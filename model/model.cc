@@ -10,6 +10,7 @@
 // before tensor parallelism existed.
 #include "model/model.h"
 
+#include <torch/csrc/autograd/engine.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -276,24 +277,102 @@ torch::Tensor TransformerImpl::StageForward(const torch::Tensor& input) {
               seq, " tokens over tp = ", tp_.size, " ranks: the length must be a multiple of ", tp_.size);
   if (options_.has_embedding) {
     // The residual stream in the weights' dtype (fp32); this rank's sequence block under SP.
+    BeginStep(0);
     h = parallel::VocabParallelEmbedding(input, tok_embeddings, VocabBegin(), tp_.group,
                                          tp_.sequence_parallel);
+    EndStep(0);
   } else {
     h = input;
   }
-  for (Block& block : layers) h = block->forward(h, rotary_, compute_dtype_);
+  size_t step = options_.has_embedding ? 1 : 0;
+  for (Block& block : layers) {
+    BeginStep(step);
+    h = GateBackward(block->forward(h, rotary_, compute_dtype_), step);
+    EndStep(step++);
+  }
   return h;
 }
 
-torch::Tensor TransformerImpl::Hidden(const torch::Tensor& input) {
+torch::Tensor TransformerImpl::LocalLogits(const torch::Tensor& input) {
   TORCH_CHECK(options_.has_head, "this model chunk (layers ", first_layer_, "..", first_layer_ + num_layers(),
               ") has no head: use StageForward");
-  return kernels::RmsNorm(StageForward(input), kernels::Fp32Weight(norm), config_.norm_eps, compute_dtype_);
+  torch::Tensor h = StageForward(input);
+  const size_t head = ForwardSteps().size() - 1;
+  BeginStep(head);
+  // The final norm, then the head: column-parallel over the (padded) vocabulary; under SP it
+  // gathers the whole sequence.
+  torch::Tensor logits = parallel::ColumnParallelLinear(
+      kernels::RmsNorm(h, kernels::Fp32Weight(norm), config_.norm_eps, compute_dtype_), HeadWeight(),
+      tp_.group, tp_.sequence_parallel);
+  EndStep(head);
+  return GateBackward(logits, head);
 }
 
-torch::Tensor TransformerImpl::LocalLogits(const torch::Tensor& input) {
-  // Column-parallel over the (padded) vocabulary; under SP it gathers the whole sequence.
-  return parallel::ColumnParallelLinear(Hidden(input), HeadWeight(), tp_.group, tp_.sequence_parallel);
+std::vector<std::vector<int>> TransformerImpl::ForwardSteps() const {
+  if (!steps_.empty()) return steps_;
+  std::vector<std::vector<int>> steps;
+  if (options_.has_embedding) steps.push_back({ParameterUnit("tok_embeddings", config_.n_layers)});
+  for (int64_t i = 0; i < num_layers(); ++i) {
+    steps.push_back(
+        {ParameterUnit(absl::StrCat("layers.", first_layer_ + i, ".ffn_norm"), config_.n_layers)});
+  }
+  if (options_.has_head) {
+    steps.push_back({ParameterUnit("norm", config_.n_layers)});
+    if (!output.defined()) steps.back().push_back(ParameterUnit("tok_embeddings", config_.n_layers));
+  }
+  return steps;
+}
+
+void TransformerImpl::BeginStep(size_t step) {
+  if (gatherer_ == nullptr) return;
+  if (steps_.empty()) steps_ = ForwardSteps();
+  for (int unit : steps_[step]) gatherer_->Gather(unit);
+  for (size_t next = step + 1; next < steps_.size() && next <= step + gatherer_->prefetch(); ++next) {
+    for (int unit : steps_[next]) gatherer_->Prefetch(unit);
+  }
+}
+
+void TransformerImpl::EndStep(size_t step) {
+  if (gatherer_ == nullptr) return;
+  for (int unit : steps_[step]) gatherer_->Release(unit);
+}
+
+namespace {
+
+// Identity in forward; its backward, which runs before the backward of whatever produced its
+// input (that node waits for this gradient), gathers the units that produced it, prefetches the
+// ones whose backward comes next, and makes sure everything is released when the pass ends.
+class GatherBeforeBackward : public torch::autograd::Function<GatherBeforeBackward> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               parallel::UnitGatherer* gatherer, std::vector<int64_t> units,
+                               std::vector<int64_t> prefetch) {
+    ctx->saved_data["gatherer"] = reinterpret_cast<int64_t>(gatherer);
+    ctx->saved_data["units"] = units;
+    ctx->saved_data["prefetch"] = prefetch;
+    return x;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    auto* gatherer = reinterpret_cast<parallel::UnitGatherer*>(ctx->saved_data["gatherer"].toInt());
+    for (int64_t unit : ctx->saved_data["units"].toIntVector()) gatherer->Gather(static_cast<int>(unit));
+    for (int64_t unit : ctx->saved_data["prefetch"].toIntVector()) gatherer->Prefetch(static_cast<int>(unit));
+    torch::autograd::Engine::get_default_engine().queue_callback([gatherer] { gatherer->ReleaseAll(); });
+    return {grad[0], torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor TransformerImpl::GateBackward(const torch::Tensor& output, size_t step) {
+  if (gatherer_ == nullptr || !torch::GradMode::is_enabled() || !output.requires_grad()) return output;
+  std::vector<int64_t> units(steps_[step].begin(), steps_[step].end()), prefetch;
+  // The previous steps, whose backward follows; not the embedding's (it reads no weights).
+  const size_t first = options_.has_embedding ? 1 : 0;
+  for (size_t back = 1; back <= static_cast<size_t>(gatherer_->prefetch()) && step >= first + back; ++back) {
+    prefetch.insert(prefetch.end(), steps_[step - back].begin(), steps_[step - back].end());
+  }
+  return GatherBeforeBackward::apply(output, gatherer_, units, prefetch);
 }
 
 torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {

@@ -28,6 +28,7 @@
 #include "kernels/rotary.h"
 #include "model/sharding.h"
 #include "parallel/comm/communicator.h"
+#include "parallel/data_parallel/unit_gatherer.h"
 
 namespace tessera {
 
@@ -126,6 +127,14 @@ class TransformerImpl : public torch::nn::Module {
   absl::Status SyncTensorParallelGrads();
 
   void SetComputeDtype(torch::ScalarType dtype) { compute_dtype_ = dtype; }
+  // Under parallel.zero 3: the parameters are whole only between gatherer->Gather(unit) and
+  // Release(unit) (units: sharding.h's ParameterUnit). The forward then gathers each unit before
+  // computing with it (prefetching the next gatherer->prefetch() units) and releases it after;
+  // in training an identity node on each unit's output gathers the unit again before its
+  // backward (prefetching the previous units) and, at the end of the backward pass, releases
+  // whatever is still gathered. The embedding's backward reads only the token indices, so it is
+  // not gathered for backward (a tied head gathers it with the head). nullptr: no gathering.
+  void SetUnitGatherer(parallel::UnitGatherer* gatherer) { gatherer_ = gatherer; }
   torch::ScalarType compute_dtype() const { return compute_dtype_; }
   const ModelConfig& config() const { return config_; }
   const ModelShardOptions& shard_options() const { return options_; }
@@ -149,8 +158,14 @@ class TransformerImpl : public torch::nn::Module {
   std::vector<Block> layers;  // this chunk's layers: layers[i] is global layer first_layer() + i
 
  private:
-  // StageForward, then the final norm: [batch, seq (or seq/tp), dim] in the compute dtype.
-  torch::Tensor Hidden(const torch::Tensor& input);
+  // Zero 3: the units each step of this chunk's forward uses (the embedding, each layer, the
+  // head with the embedding when it is tied), and the gathering around step `step`.
+  std::vector<std::vector<int>> ForwardSteps() const;
+  void BeginStep(size_t step);
+  void EndStep(size_t step);
+  // `output` of step `step`, through an identity node that gathers the step's units before
+  // their backward (in training with a gatherer; otherwise `output` itself).
+  torch::Tensor GateBackward(const torch::Tensor& output, size_t step);
   // This rank's logits columns [batch, seq, vocab_padded / tp] (the full vocabulary at TP 1).
   torch::Tensor LocalLogits(const torch::Tensor& input);
   torch::Tensor HeadWeight() const { return output.defined() ? output : tok_embeddings; }
@@ -164,6 +179,8 @@ class TransformerImpl : public torch::nn::Module {
   torch::ScalarType compute_dtype_ = torch::kFloat;
   // The ranks of the TP group holding the same kv heads (only when kv heads are replicated).
   std::unique_ptr<parallel::Communicator> kv_replica_group_;
+  parallel::UnitGatherer* gatherer_ = nullptr;
+  std::vector<std::vector<int>> steps_;  // ForwardSteps(), computed once
 };
 TORCH_MODULE(Transformer);
 

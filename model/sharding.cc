@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "model/model.h"
 #include "parallel/tensor_parallel/vocab_parallel.h"
@@ -188,12 +189,25 @@ ParameterRole RoleOf(const ParameterInfo& info, const ModelConfig& config, const
   return role;
 }
 
+int ParameterUnit(const std::string& name, int64_t n_layers) {
+  if (name == "tok_embeddings") return 0;
+  if (name.starts_with("layers.")) {
+    int64_t layer = 0;
+    const size_t end = name.find('.', 7);
+    if (end != std::string::npos && absl::SimpleAtoi(name.substr(7, end - 7), &layer)) {
+      return static_cast<int>(layer + 1);
+    }
+  }
+  return static_cast<int>(n_layers + 1);  // norm, output
+}
+
 std::vector<PlannedParameter> PlanParameters(const std::vector<std::vector<ParameterInfo>>& chunk_infos,
                                              const ModelConfig& config, const ShardingContext& context) {
   std::vector<PlannedParameter> plan;
   for (size_t c = 0; c < chunk_infos.size(); ++c) {
     for (const ParameterInfo& info : chunk_infos[c]) {
-      plan.push_back({info, static_cast<int>(c), RoleOf(info, config, context)});
+      plan.push_back({info, static_cast<int>(c), RoleOf(info, config, context),
+                      ParameterUnit(info.name, config.n_layers)});
     }
   }
   return plan;

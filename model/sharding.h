@@ -127,12 +127,18 @@ struct ParameterRole {
 };
 ParameterRole RoleOf(const ParameterInfo& info, const ModelConfig& config, const ShardingContext& context);
 
+// The ZeRO-3 unit of a parameter, numbered in forward order: 0 for the embedding, 1 + N for
+// global layer N's parameters, n_layers + 1 for the final norm and the head (an untied head or a
+// tied copy). Units are what parallel.zero 3 gathers and frees as one.
+int ParameterUnit(const std::string& name, int64_t n_layers);
+
 // Every parameter this rank holds, in order of use in the forward pass (chunk by chunk), with
-// its chunk and role.
+// its chunk, role and ZeRO-3 unit.
 struct PlannedParameter {
   ParameterInfo info;
   int chunk = 0;
   ParameterRole role;
+  int unit = 0;
 };
 std::vector<PlannedParameter> PlanParameters(const std::vector<std::vector<ParameterInfo>>& chunk_infos,
                                              const ModelConfig& config, const ShardingContext& context);

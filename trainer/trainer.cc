@@ -115,6 +115,11 @@ absl::Status Trainer::Run() {
   }
   TS_RETURN_IF_ERROR(metrics_->Close());
   TS_LOG(INFO) << absl::StrFormat("peak memory on this rank: %.1f MiB", PeakMemoryMb(device_));
+  if (reducer_->zero() == 3) {
+    TS_LOG(INFO) << "zero 3: peak gathered parameters " << Mib(reducer_->PeakGatheredBytes()) << " (bound "
+                 << Mib(gathered_bound_) << ", parallel.zero3_prefetch = " << config_.parallel.zero3_prefetch
+                 << ")";
+  }
   return checkpoints_->Finish();
 }
 
@@ -359,16 +364,23 @@ absl::Status Trainer::SetupReducer(const std::vector<Transformer>& chunks) {
   // Parameters in order of use in the forward pass (the reducer buckets them in reverse).
   std::vector<parallel::DataParallelParameter> params;
   for (const PlannedParameter& p : PlanParameters(infos, config_.model, context)) {
-    params.push_back({p.info.name, p.info.tensor, p.role.decay, p.role.norm_weight, p.role.late, p.chunk});
+    params.push_back(
+        {p.info.name, p.info.tensor, p.role.decay, p.role.norm_weight, p.role.late, p.chunk, p.unit});
     rank_params_.infos.push_back(p.info);
     if (p.role.tied_across_stages) tied_embedding_copies_.push_back(p.info.tensor);
   }
   parallel::DataParallelOptions options;
   options.zero = static_cast<int>(config_.parallel.zero);
   options.bucket_mb = config_.parallel.bucket_mb;
+  options.prefetch = static_cast<int>(config_.parallel.zero3_prefetch);
   // bf16: the model's weights become bf16, with fp32 gradients and an fp32 master in the optimizer.
   options.param_dtype = config_.train.precision == Precision::kBf16 ? at::kBFloat16 : at::kFloat;
   TS_ASSIGN_OR_RETURN(reducer_, parallel::GradReducer::Create(std::move(params), grid_.dp(), options));
+  // Zero 3: the parameters are sharded from here on; the chunks gather each unit on use.
+  if (options.zero == 3) {
+    for (Transformer chunk : chunks) chunk->SetUnitGatherer(reducer_.get());  // a handle: same module
+    gathered_bound_ = reducer_->GatheredUnitBound(config_.model.tie_embeddings);
+  }
   return absl::OkStatus();
 }
 
@@ -441,6 +453,13 @@ void Trainer::LogSetup() const {
                << " gradient bucket(s) of <= " << config_.parallel.bucket_mb << " MiB, zero "
                << reducer_->zero() << "; optimizer state " << Mib(master + moments) << ", gradients "
                << Mib(grads) << " on this rank";
+  if (reducer_->zero() == 3) {
+    TS_LOG(INFO) << "zero 3: units gathered on use, up to " << Mib(gathered_bound_)
+                 << " at once (the unit in use, " << config_.parallel.zero3_prefetch
+                 << " prefetched, one awaiting release"
+                 << (config_.model.tie_embeddings ? ", the tied embedding" : "")
+                 << "), on top of the static memory";
+  }
   if (reducer_->zero() > 0 && grid_.topology().dims().dp == 1 && is_logger()) {
     TS_LOG(INFO) << "parallel.zero = " << reducer_->zero() << " with dp = 1 shards nothing (a no-op)";
   }

@@ -101,7 +101,8 @@ class Trainer {
   std::unique_ptr<ModelPipelineStage> stage_;
   std::unique_ptr<parallel::pipeline::PipelineExecutor> executor_;
   std::unique_ptr<parallel::GradReducer> reducer_;
-  RankParameters rank_params_;                        // in the reducer's order
+  int64_t gathered_bound_ = 0;  // zero 3: the most parameter bytes gathered at once (bucket_layout.h)
+  RankParameters rank_params_;  // in the reducer's order
   std::vector<torch::Tensor> tied_embedding_copies_;  // this rank's copies of the tied embedding (pp > 1)
   std::unique_ptr<FlatAdamW> optimizer_;
   LrSchedule schedule_{};

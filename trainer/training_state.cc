@@ -93,6 +93,11 @@ absl::StatusOr<std::vector<checkpoint::TensorSlice>> CollectStateSlices(const Ra
     std::vector<at::Tensor> ranges;
     for (const parallel::OwnedRange& r : reducer.owned()) ranges.push_back(r.master);
     TS_ASSIGN_OR_RETURN(master, reducer.GatherFlat(ranges));
+  } else if (reducer.zero() == 3) {
+    // fp32 parameters sharded between uses: the shards are the weights.
+    std::vector<at::Tensor> ranges;
+    for (const parallel::OwnedRange& r : reducer.owned()) ranges.push_back(r.params);
+    TS_ASSIGN_OR_RETURN(master, reducer.GatherFlat(ranges));
   }
   for (size_t i = 0; i < params.infos.size(); ++i) {
     const ParameterInfo& info = params.infos[i];
@@ -116,9 +121,11 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
   const std::string& where = reader.step_dir();
   // fp32 values over the whole flat buffer, from which each owned range takes its part.
   const torch::TensorOptions fp32 = torch::TensorOptions().dtype(torch::kFloat).device(reducer.device());
-  // With bf16 parameters the fp32 checkpoint values also become the optimizer's master.
+  // With bf16 parameters the fp32 checkpoint values also become the optimizer's master; under
+  // zero 3 they also become the parameter shards (the parameters themselves are not gathered).
   at::Tensor master;
-  if (reducer.has_master()) master = torch::zeros({reducer.flat_numel()}, fp32);
+  const bool sharded = reducer.zero() == 3;
+  if (reducer.has_master() || sharded) master = torch::zeros({reducer.flat_numel()}, fp32);
   for (size_t i = 0; i < params.infos.size(); ++i) {
     const ParameterInfo& info = params.infos[i];
     auto block = checkpoint::ReadShardSpecBlock(reader, LogicalName(info), info.shard);
@@ -128,7 +135,7 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
           absl::StrCat(where, ": tensor ", LogicalName(info), " block of shape ", block->sizes().vec().size(),
                        " dims does not fit this rank's ", info.tensor.sizes().vec().size(), "-dim shard"));
     }
-    info.tensor.copy_(*block);  // rounded to bf16 where the parameters are bf16
+    if (!sharded) info.tensor.copy_(*block);  // rounded to bf16 where the parameters are bf16
     if (master.defined()) {
       const int64_t offset = reducer.flat_offset(static_cast<int>(i));
       master.narrow(0, offset, info.tensor.numel()).copy_(block->reshape({-1}));
@@ -137,8 +144,12 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
   const auto& owned = reducer.owned();
   if (master.defined()) {
     for (const parallel::OwnedRange& r : owned) {
-      r.master.copy_(master.narrow(0, r.flat_offset, r.master.numel()));
+      const at::Tensor values = master.narrow(0, r.flat_offset, r.params.numel());
+      if (r.master.defined()) r.master.copy_(values);
+      if (sharded) r.params.copy_(values);  // rounded to bf16 where the parameters are bf16
     }
+    // The late bucket, kept gathered, takes the loaded shards (collective over dp).
+    if (sharded) TS_RETURN_IF_ERROR(reducer.GatherParams());
   }
   *had_optimizer = !params.infos.empty() && reader.Tensor(kExpAvg + LogicalName(params.infos.front())).ok();
   if (!*had_optimizer) return absl::OkStatus();

@@ -5,14 +5,17 @@
 
 namespace tessera::parallel {
 
-FlatLayout LayOutFlatBuffers(const std::vector<FlatParameter>& params, int dp, double bucket_mb) {
+FlatLayout LayOutFlatBuffers(const std::vector<FlatParameter>& params, int dp, double bucket_mb,
+                             bool split_units) {
   // The parameters of each bucket: the reverse of the order of use, cut after about bucket_mb.
   std::vector<std::vector<int>> groups;
   const int64_t bucket_elements = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1048576.0 / 4));
   int64_t in_group = 0;
   for (int i = static_cast<int>(params.size()) - 1; i >= 0; --i) {
     if (params[i].late) continue;
-    if (groups.empty() || in_group >= bucket_elements) {
+    const bool new_unit =
+        split_units && !groups.empty() && params[groups.back().back()].unit != params[i].unit;
+    if (groups.empty() || in_group >= bucket_elements || new_unit) {
       groups.emplace_back();
       in_group = 0;
     }
@@ -32,6 +35,7 @@ FlatLayout LayOutFlatBuffers(const std::vector<FlatParameter>& params, int dp, d
   for (size_t g = 0; g < groups.size(); ++g) {
     BucketSpan b;
     b.late = g == late_group;
+    b.unit = b.late || !split_units ? -1 : params[groups[g].front()].unit;
     std::stable_partition(groups[g].begin(), groups[g].end(), [&](int i) { return params[i].decay; });
     b.params = groups[g];
     b.begin = layout.total;
@@ -54,10 +58,34 @@ StaticBytes StaticBytesOf(const FlatLayout& layout, int zero, bool bf16_params) 
   const int64_t all = layout.total, owned = zero == 0 ? layout.total : layout.shard_total;
   StaticBytes bytes;
   bytes.weights = (bf16_params ? 2 : 4) * all;
+  if (zero == 3) {
+    int64_t late = 0;
+    for (const BucketSpan& b : layout.buckets) late += b.late ? b.padded : 0;
+    bytes.weights = (bf16_params ? 2 : 4) * (layout.shard_total + late);
+  }
   bytes.master = bf16_params ? 4 * owned : 0;
   bytes.moments = 8 * owned;
   bytes.grads = zero == 0 ? 4 * all : zero == 1 ? 4 * all + 4 * owned : 4 * owned;
   return bytes;
+}
+
+int64_t GatheredUnitBound(const FlatLayout& layout, int prefetch, bool tied_head, bool bf16_params) {
+  std::vector<int64_t> unit_elements;
+  for (const BucketSpan& b : layout.buckets) {
+    if (b.late || b.unit < 0) continue;
+    if (static_cast<int>(unit_elements.size()) <= b.unit) unit_elements.resize(b.unit + 1, 0);
+    unit_elements[b.unit] += b.padded;
+  }
+  const int units = static_cast<int>(unit_elements.size());
+  const int window = std::min(units, prefetch + 2);
+  int64_t worst = 0;
+  for (int first = 0; first + window <= units; ++first) {
+    int64_t sum = 0;
+    for (int u = first; u < first + window; ++u) sum += unit_elements[u];
+    if (tied_head && units > 0 && first > 0) sum += unit_elements[0];
+    worst = std::max(worst, sum);
+  }
+  return (bf16_params ? 2 : 4) * worst;
 }
 
 }  // namespace tessera::parallel

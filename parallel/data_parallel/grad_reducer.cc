@@ -6,6 +6,7 @@
 // rank's sequence of collectives identical (the communicator contract).
 #include "parallel/data_parallel/grad_reducer.h"
 
+#include <c10/core/StorageImpl.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
@@ -35,6 +36,12 @@ struct GradReducer::Bucket : BucketSpan {
     double weight;
   };
   std::vector<NormRun> norm_runs;
+  // Zero 3: the bucket's own padded storage (the parameters are views of it), whether it holds
+  // the gathered values, and the all-gather filling it.
+  enum class State { kReleased, kGathering, kGathered };
+  at::Tensor full;
+  State state = State::kReleased;
+  std::unique_ptr<Work> gather;
 
   at::Tensor Region(const at::Tensor& flat) const { return flat.narrow(0, begin, padded); }
 };
@@ -74,8 +81,13 @@ absl::Status CheckReducerInputs(const std::vector<DataParallelParameter>& params
     return absl::InvalidArgumentError(absl::StrCat(
         "data-parallel reducer: parameters can be fp32 or bf16, not ", c10::toString(options.param_dtype)));
   }
-  if (options.zero < 0 || options.zero > 2) {
-    return absl::InvalidArgumentError(absl::StrCat("parallel.zero = ", options.zero, ": expected 0, 1 or 2"));
+  if (options.zero < 0 || options.zero > 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("parallel.zero = ", options.zero, ": expected 0, 1, 2 or 3"));
+  }
+  if (options.prefetch < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("parallel.zero3_prefetch = ", options.prefetch, ": expected 0 or more units"));
   }
   if (!(options.bucket_mb > 0)) {
     return absl::InvalidArgumentError(
@@ -83,6 +95,9 @@ absl::Status CheckReducerInputs(const std::vector<DataParallelParameter>& params
   }
   if (params.empty()) return absl::InvalidArgumentError("data-parallel reducer: no parameters");
   for (const DataParallelParameter& p : params) {
+    if (options.zero == 3 && p.unit < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter ", p.name, ": unit ", p.unit, " < 0"));
+    }
     if (p.tensor.scalar_type() != at::kFloat || !p.tensor.is_leaf() || !p.tensor.requires_grad()) {
       return absl::InvalidArgumentError(
           absl::StrCat("parameter ", p.name, " must be an fp32 leaf tensor that requires grad"));
@@ -106,6 +121,14 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
   std::unique_ptr<GradReducer> r(new GradReducer(dp, options));
   r->params_ = std::move(params);
   r->fault_drop_tail_ = FaultDropTailFromEnvironment();
+  if (options.zero == 3) {
+    // The gathers get a communicator of their own: they are issued from the forward and from
+    // backward nodes, the reductions from gradient hooks, and each stream of collectives is in
+    // the same order on every rank only by itself. Collective over dp.
+    static int count = 0;
+    TS_ASSIGN_OR_RETURN(r->gather_comm_,
+                        dp.Split(0, dp.rank(), absl::StrCat(dp.name(), ".zero3_gather", count++)));
+  }
   const auto [total, shard_total] = r->LayOutBuckets();
   r->AssignOwnedRanges(r->FlattenParameters(total, shard_total, float_options));
   r->InstallHooks();
@@ -119,8 +142,9 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
 
 std::pair<int64_t, int64_t> GradReducer::LayOutBuckets() {
   std::vector<FlatParameter> sizes;
-  for (const DataParallelParameter& p : params_) sizes.push_back({p.tensor.numel(), p.decay, p.late});
-  FlatLayout layout = LayOutFlatBuffers(sizes, dp_.size(), options_.bucket_mb);
+  for (const DataParallelParameter& p : params_) sizes.push_back({p.tensor.numel(), p.decay, p.late, p.unit});
+  FlatLayout layout = LayOutFlatBuffers(sizes, dp_.size(), options_.bucket_mb, options_.zero == 3);
+  layout_ = layout;
   param_bucket_ = std::move(layout.param_bucket);
   param_offset_ = std::move(layout.param_offset);
   for (BucketSpan& span : layout.buckets) {
@@ -128,6 +152,20 @@ std::pair<int64_t, int64_t> GradReducer::LayOutBuckets() {
     static_cast<BucketSpan&>(*bucket) = std::move(span);
     buckets_.push_back(std::move(bucket));
   }
+  if (options_.zero == 3) {
+    for (size_t b = 0; b < buckets_.size(); ++b) {
+      if (buckets_[b]->late) continue;
+      const int unit = buckets_[b]->unit;
+      if (static_cast<int>(unit_buckets_.size()) <= unit) unit_buckets_.resize(unit + 1);
+      unit_buckets_[unit].push_back(static_cast<int>(b));
+    }
+    unit_params_.assign(unit_buckets_.size(), 0);
+    for (const DataParallelParameter& p : params_) {
+      if (!p.late) ++unit_params_[p.unit];
+    }
+    unit_fired_.assign(unit_buckets_.size(), 0);
+  }
+  flat_total_ = layout.total;
   return {layout.total, layout.shard_total};
 }
 
@@ -139,18 +177,40 @@ at::Tensor GradReducer::FlattenParameters(int64_t total, int64_t shard_total,
     const at::Tensor& t = params_[i].tensor;
     flat_fp32.narrow(0, param_offset_[i], t.numel()).view(t.sizes()).copy_(t);
   }
-  flat_params_ = options_.param_dtype == at::kFloat ? flat_fp32 : flat_fp32.to(options_.param_dtype);
+  param_options_ = float_options.dtype(options_.param_dtype);
+  if (options_.zero <= 2) {
+    flat_params_ = options_.param_dtype == at::kFloat ? flat_fp32 : flat_fp32.to(options_.param_dtype);
+  } else {
+    // This rank's shards; each bucket gets storage of its own, gathered only when used (the late
+    // bucket: always).
+    shard_params_ = torch::empty({shard_total}, param_options_);
+    const int64_t dp_rank = dp_.rank();
+    for (auto& b : buckets_) {
+      const int64_t shard = b->padded / dp_.size();
+      shard_params_.narrow(0, b->shard_begin, shard)
+          .copy_(b->Region(flat_fp32).narrow(0, dp_rank * shard, shard));
+      b->full = b->Region(flat_fp32).to(options_.param_dtype, /*non_blocking=*/false, /*copy=*/true);
+      b->state = Bucket::State::kGathered;
+      if (!b->late) gathered_bytes_ += b->full.nbytes();
+    }
+  }
   if (options_.zero <= 1) flat_grads_ = torch::zeros({total}, float_options);
   if (options_.zero >= 1) shard_grads_ = torch::zeros({shard_total}, float_options);
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& t = params_[i].tensor;
-    t.set_data(flat_params_.narrow(0, param_offset_[i], t.numel()).view(t.sizes()));
+    const at::Tensor& storage = options_.zero <= 2 ? flat_params_ : buckets_[param_bucket_[i]]->full;
+    const int64_t offset =
+        options_.zero <= 2 ? param_offset_[i] : param_offset_[i] - buckets_[param_bucket_[i]]->begin;
+    t.set_data(storage.narrow(0, offset, t.numel()).view(t.sizes()));
     if (options_.zero <= 1) {
       t.mutable_grad() = flat_grads_.narrow(0, param_offset_[i], t.numel()).view(t.sizes());
     } else {
       t.mutable_grad().reset();
     }
   }
+  // Zero 3: the parameters are views of their buckets now; free all but the late bucket.
+  for (auto& b : buckets_) ReleaseBucket(*b);
+  peak_gathered_bytes_ = 0;
   return flat_fp32;
 }
 
@@ -174,8 +234,9 @@ void GradReducer::AssignOwnedRanges(const at::Tensor& flat_fp32) {
         master = flat_master_.narrow(0, b->shard_begin, shard);
         master.copy_(b->Region(flat_fp32).narrow(0, mine, shard));
       }
-      owned_.push_back({b->Region(flat_params_).narrow(0, mine, shard),
-                        shard_grads_.narrow(0, b->shard_begin, shard), master,
+      at::Tensor params = options_.zero == 3 ? shard_params_.narrow(0, b->shard_begin, shard)
+                                             : b->Region(flat_params_).narrow(0, mine, shard);
+      owned_.push_back({params, shard_grads_.narrow(0, b->shard_begin, shard), master,
                         std::clamp<int64_t>(b->decayed - mine, 0, shard), b->begin + mine});
     }
     int64_t at = 0;
@@ -216,7 +277,7 @@ void GradReducer::ZeroGrad() {
   torch::NoGradGuard no_grad;
   if (flat_grads_.defined()) flat_grads_.zero_();
   if (shard_grads_.defined()) shard_grads_.zero_();
-  if (options_.zero == 2) {
+  if (options_.zero >= 2) {
     for (DataParallelParameter& p : params_) p.tensor.mutable_grad().reset();
   }
   for (auto& b : buckets_) {
@@ -239,6 +300,15 @@ void GradReducer::MarkFinalBackward(int group) {
 }
 
 void GradReducer::OnGradReady(int index) {
+  // Zero 3: once every parameter of a unit has its gradient from this backward pass, no node of
+  // the pass reads the unit's weights any more (each accumulator runs after all its users).
+  if (options_.zero == 3 && !params_[index].late) {
+    const int unit = params_[index].unit;
+    if (++unit_fired_[unit] == unit_params_[unit]) {
+      unit_fired_[unit] = 0;
+      Release(unit);
+    }
+  }
   if (!group_final_[params_[index].group] || counted_[index]) return;
   counted_[index] = 1;
   Bucket& bucket = *buckets_[param_bucket_[index]];
@@ -343,7 +413,7 @@ absl::StatusOr<double> GradReducer::GlobalGradNorm(Communicator& norm_group) {
       parts.push_back(run.weight == 1.0 ? sq : sq * run.weight);
     }
   }
-  at::Tensor total = parts.empty() ? torch::zeros({1}, flat_params_.options().dtype(at::kDouble))
+  at::Tensor total = parts.empty() ? torch::zeros({1}, param_options_.dtype(at::kDouble))
                                    : torch::stack(parts).sum().reshape({1});
   TS_RETURN_IF_ERROR(norm_group.AllReduce(total, ReduceOp::kSum));
   // NaN must survive (the spike guard skips on it): no clamping through std::max.
@@ -354,6 +424,18 @@ absl::StatusOr<double> GradReducer::GlobalGradNorm(Communicator& norm_group) {
 absl::Status GradReducer::GatherParams() {
   if (options_.zero == 0) return absl::OkStatus();
   torch::NoGradGuard no_grad;
+  if (options_.zero == 3) {
+    // Gathered units hold the old weights: drop them (they are gathered again on use); the late
+    // bucket, always gathered, takes the updated shards now.
+    ReleaseAll();
+    for (auto& b : buckets_) {
+      if (!b->late) continue;
+      b->state = Bucket::State::kReleased;
+      TS_RETURN_IF_ERROR(StartGather(*b));
+      TS_RETURN_IF_ERROR(FinishGather(*b));
+    }
+    return absl::OkStatus();
+  }
   std::vector<std::unique_ptr<Work>> works;
   std::vector<at::Tensor> inputs;
   for (const auto& b : buckets_) {
@@ -374,8 +456,8 @@ absl::StatusOr<at::Tensor> GradReducer::GatherFlat(const std::vector<at::Tensor>
         absl::StrCat("GatherFlat: ", owned_values.size(), " tensors for ", owned_.size(), " owned ranges"));
   }
   torch::NoGradGuard no_grad;
-  at::Tensor full = torch::zeros(
-      {flat_params_.numel()}, owned_values.empty() ? flat_params_.options() : owned_values.front().options());
+  at::Tensor full =
+      torch::zeros({flat_total_}, owned_values.empty() ? param_options_ : owned_values.front().options());
   std::vector<std::unique_ptr<Work>> works;
   std::vector<at::Tensor> inputs;
   for (size_t b = 0; b < buckets_.size(); ++b) {
@@ -393,7 +475,12 @@ absl::StatusOr<at::Tensor> GradReducer::GatherFlat(const std::vector<at::Tensor>
   return full;
 }
 
-int64_t GradReducer::ParamBytes() const { return flat_params_.numel() * flat_params_.element_size(); }
+int64_t GradReducer::ParamBytes() const {
+  if (options_.zero <= 2) return flat_params_.numel() * flat_params_.element_size();
+  int64_t bytes = shard_params_.numel() * shard_params_.element_size();
+  for (const auto& b : buckets_) bytes += b->late ? b->padded * shard_params_.element_size() : 0;
+  return bytes;
+}
 
 int64_t GradReducer::MasterBytes() const {
   return flat_master_.defined() ? flat_master_.numel() * flat_master_.element_size() : 0;
@@ -404,6 +491,108 @@ int64_t GradReducer::PersistentGradBytes() const {
   if (flat_grads_.defined()) bytes += flat_grads_.numel() * static_cast<int64_t>(sizeof(float));
   if (shard_grads_.defined()) bytes += shard_grads_.numel() * static_cast<int64_t>(sizeof(float));
   return bytes;
+}
+
+}  // namespace tessera::parallel
+
+namespace tessera::parallel {
+
+namespace {
+
+// Storage resizes that leave every view (and every tensor autograd saved) in place: the data
+// pointer is swapped, the version counter untouched.
+void ResizeStorage(const at::Tensor& base, size_t nbytes) {
+  c10::StorageImpl* storage = base.storage().unsafeGetStorageImpl();
+  if (nbytes == 0) {
+    storage->set_data_ptr_noswap(at::DataPtr(nullptr, storage->device()));
+  } else {
+    storage->set_data_ptr_noswap(storage->allocator()->allocate(nbytes));
+  }
+  storage->set_nbytes(nbytes);
+}
+
+}  // namespace
+
+const std::vector<int>& GradReducer::UnitBuckets(int unit) const {
+  static const std::vector<int> kNone;
+  return unit >= 0 && unit < static_cast<int>(unit_buckets_.size()) ? unit_buckets_[unit] : kNone;
+}
+
+absl::Status GradReducer::StartGather(Bucket& b) {
+  if (b.state != Bucket::State::kReleased) return absl::OkStatus();
+  ResizeStorage(b.full, b.padded * b.full.element_size());
+  if (!b.late) {
+    gathered_bytes_ += b.full.nbytes();
+    peak_gathered_bytes_ = std::max(peak_gathered_bytes_, gathered_bytes_);
+  }
+  const int64_t shard = b.padded / dp_.size();
+  TS_ASSIGN_OR_RETURN(b.gather,
+                      gather_comm_->AllGatherAsync(b.full, shard_params_.narrow(0, b.shard_begin, shard)));
+  b.state = Bucket::State::kGathering;
+  return absl::OkStatus();
+}
+
+absl::Status GradReducer::FinishGather(Bucket& b) {
+  if (b.state != Bucket::State::kGathering) return absl::OkStatus();
+  absl::Status status = b.gather->Wait();
+  b.gather.reset();
+  b.state = Bucket::State::kGathered;
+  return status;
+}
+
+void GradReducer::ReleaseBucket(Bucket& b) {
+  if (b.late || b.state == Bucket::State::kReleased) return;
+  // A gather still writing into the storage must land before it is freed.
+  if (b.state == Bucket::State::kGathering) (void)FinishGather(b);
+  gathered_bytes_ -= b.full.nbytes();
+  ResizeStorage(b.full, 0);
+  b.state = Bucket::State::kReleased;
+}
+
+void GradReducer::Gather(int unit) {
+  if (options_.zero != 3) return;
+  torch::NoGradGuard no_grad;
+  for (int b : UnitBuckets(unit)) {
+    const absl::Status s = StartGather(*buckets_[b]);
+    TORCH_CHECK(s.ok(), "gathering the parameters of unit ", unit, ": ", s.ToString());
+  }
+  for (int b : UnitBuckets(unit)) {
+    const absl::Status s = FinishGather(*buckets_[b]);
+    TORCH_CHECK(s.ok(), "gathering the parameters of unit ", unit, ": ", s.ToString());
+  }
+}
+
+void GradReducer::Prefetch(int unit) {
+  if (options_.zero != 3) return;
+  torch::NoGradGuard no_grad;
+  for (int b : UnitBuckets(unit)) {
+    const absl::Status s = StartGather(*buckets_[b]);
+    TORCH_CHECK(s.ok(), "prefetching the parameters of unit ", unit, ": ", s.ToString());
+  }
+}
+
+void GradReducer::Release(int unit) {
+  if (options_.zero != 3) return;
+  for (int b : UnitBuckets(unit)) ReleaseBucket(*buckets_[b]);
+}
+
+void GradReducer::ReleaseAll() {
+  if (options_.zero != 3) return;
+  for (auto& b : buckets_) ReleaseBucket(*b);
+  std::fill(unit_fired_.begin(), unit_fired_.end(), 0);
+}
+
+int64_t GradReducer::GatheredUnitBound(bool tied_head) const {
+  if (options_.zero != 3) return 0;
+  return parallel::GatheredUnitBound(layout_, options_.prefetch, tied_head, has_master());
+}
+
+bool GradReducer::IsGathered(int unit) const {
+  if (options_.zero != 3) return true;
+  for (int b : UnitBuckets(unit)) {
+    if (buckets_[b]->state != Bucket::State::kGathered) return false;
+  }
+  return true;
 }
 
 }  // namespace tessera::parallel

@@ -14,6 +14,16 @@
 //           only; after the update the shards are all-gathered back into every rank's weights
 //   zero 2  as 1, and the full gradients do not outlive the step: each bucket's gradients are
 //           copied out, reduce-scattered into the persistent shard, and freed.
+//   zero 3  as 2, and the parameters too are sharded between uses (FSDP): buckets never span two
+//           units (DataParallelParameter::unit: the embedding, a block, the final norm + head);
+//           each bucket has its own padded storage, which the parameters are views of, and this
+//           rank keeps only its shard of it (the owned ranges' `params`, in one shard buffer).
+//           The model gathers a unit before its forward and before its backward (UnitGatherer,
+//           on a communicator split off the DP group so that the gathers' order never mixes
+//           with the reductions'); the unit is released after its forward, and after its
+//           backward once every parameter's gradient accumulator ran. Release resizes the
+//           storage to 0 bytes: tensors saved for backward stay valid views (no version bump)
+//           and see the data again once re-gathered. The late bucket stays gathered.
 //
 // Under param_dtype bf16 the flat parameter buffer (and so every parameter) becomes bf16, the
 // gradients stay fp32 (each parameter's .grad is an fp32 view of the flat gradient buffer while
@@ -61,6 +71,7 @@
 #include "absl/status/statusor.h"
 #include "parallel/comm/communicator.h"
 #include "parallel/data_parallel/bucket_layout.h"
+#include "parallel/data_parallel/unit_gatherer.h"
 
 namespace torch::autograd {
 struct Node;
@@ -76,10 +87,12 @@ struct DataParallelParameter {
   double norm_weight = 1.0;  // share of each element in the global gradient norm
   bool late = false;         // reduced only in FinishBackward, after the caller's fix-up
   int group = 0;             // MarkFinalBackward's unit (the model chunk that owns it)
+  int unit = 0;              // zero 3's gather unit, in forward order (ignored below zero 3)
 };
 
 struct DataParallelOptions {
-  int zero = 0;           // 0, 1 or 2
+  int zero = 0;           // 0, 1, 2 or 3
+  int prefetch = 1;       // zero 3: units gathered ahead of the one in use
   double bucket_mb = 25;  // MiB of fp32 gradients per bucket
   // The dtype the parameters take once flattened: fp32, or bf16 (the model then computes with
   // bf16 weights; gradients stay fp32 and the owned ranges get an fp32 master copy).
@@ -103,13 +116,13 @@ struct BucketEvent {
   double issued_ms = 0;
 };
 
-class GradReducer {
+class GradReducer : public UnitGatherer {
  public:
   // `dp` is the data-parallel group. Collective over dp only in later calls; construction does
   // not communicate.
   static absl::StatusOr<std::unique_ptr<GradReducer>> Create(std::vector<DataParallelParameter> params,
                                                              Communicator& dp, DataParallelOptions options);
-  ~GradReducer();
+  ~GradReducer() override;
 
   // Before the first micro-step of an optimizer step: clears gradients and shards.
   void ZeroGrad();
@@ -129,8 +142,27 @@ class GradReducer {
   // The ranges this rank's optimizer updates: every bucket whole under zero 0, this rank's shard
   // of every bucket under zero 1 and 2.
   const std::vector<OwnedRange>& owned() const { return owned_; }
-  // Under zero >= 1: all-gathers the updated shards into every rank's weights. Collective over dp.
+  // Under zero 1 and 2: all-gathers the updated shards into every rank's weights. Under zero 3:
+  // frees every gathered unit (they are gathered again on use) and re-gathers the late bucket.
+  // Collective over dp.
   absl::Status GatherParams();
+
+  // UnitGatherer (zero 3; no-ops below). Failures of a collective throw c10::Error: these run
+  // inside the model's forward and backward.
+  void Gather(int unit) override;
+  void Prefetch(int unit) override;
+  void Release(int unit) override;
+  void ReleaseAll() override;
+  int prefetch() const override { return options_.prefetch; }
+  // Zero 3: whether every bucket of `unit` is gathered; the bytes of gathered buckets now and at
+  // their peak since the last ResetPeakGatheredBytes (the late bucket not counted).
+  bool IsGathered(int unit) const;
+  int64_t GatheredBytes() const { return gathered_bytes_; }
+  int64_t PeakGatheredBytes() const { return peak_gathered_bytes_; }
+  void ResetPeakGatheredBytes() { peak_gathered_bytes_ = gathered_bytes_; }
+  // Zero 3: bucket_layout.h's GatheredUnitBound for this layout (`tied_head`: the head reads the
+  // embedding's unit).
+  int64_t GatheredUnitBound(bool tied_head) const;
 
   // Where parameter `index` (in Create's order) starts in the flat buffer.
   int64_t flat_offset(int index) const { return param_offset_[index]; }
@@ -146,12 +178,13 @@ class GradReducer {
   at::ScalarType param_dtype() const { return options_.param_dtype; }
   int num_buckets() const { return static_cast<int>(buckets_.size()); }
   // Elements of the flat parameter buffer (with padding).
-  int64_t flat_numel() const { return flat_params_.numel(); }
-  at::Device device() const { return flat_params_.device(); }
+  int64_t flat_numel() const { return flat_total_; }
+  at::Device device() const { return param_options_.device(); }
   // Bytes of gradients that stay allocated between steps on this rank (the full flat buffer
   // under zero 0; plus the shard under 1; only the shard under 2).
   int64_t PersistentGradBytes() const;
-  // Bytes of the flat parameters (the model's weights, padding included) and of the fp32 master.
+  // Bytes of the parameters kept between steps (the flat buffer, padding included; zero 3: the
+  // shards and the late bucket) and of the fp32 master.
   int64_t ParamBytes() const;
   int64_t MasterBytes() const;
   // The issue times of the last step's bucket reductions, and backward's duration (ms).
@@ -172,6 +205,12 @@ class GradReducer {
   void AssignOwnedRanges(const at::Tensor& flat_fp32);
   void InstallHooks();
   absl::Status Launch(int bucket);
+  // Zero 3: the storage of bucket `b` grows back and its all-gather starts; waits for it; frees it.
+  absl::Status StartGather(Bucket& b);
+  absl::Status FinishGather(Bucket& b);
+  void ReleaseBucket(Bucket& b);
+  // Zero 3: the buckets of `unit` (none for a unit this rank does not hold).
+  const std::vector<int>& UnitBuckets(int unit) const;
   // The planted fault: before bucket 0's reduction is issued, saves its tail of `unreduced` (the
   // bucket's local gradients) to be copied over `reduced` (the result for the bucket's elements
   // [reduced_first, reduced_first + reduced.numel())) once it completes.
@@ -186,7 +225,16 @@ class GradReducer {
   std::vector<char> group_final_;      // indexed by group
   std::vector<int64_t> param_offset_;  // in the flat buffer
   std::vector<std::unique_ptr<Bucket>> buckets_;
-  at::Tensor flat_params_;
+  FlatLayout layout_;        // the buckets' spans as laid out (for GatheredUnitBound)
+  at::Tensor flat_params_;   // zero 0-2: every parameter, back to back (bucket by bucket)
+  at::Tensor shard_params_;  // zero 3: this rank's shards of every bucket, back to back
+  int64_t flat_total_ = 0;   // elements of the flat layout (padding included)
+  at::TensorOptions param_options_;
+  std::unique_ptr<Communicator> gather_comm_;   // zero 3: the parameters' all-gathers
+  std::vector<std::vector<int>> unit_buckets_;  // zero 3: per unit, its buckets
+  std::vector<int> unit_params_;                // zero 3: per unit, its parameters (not late)
+  std::vector<int> unit_fired_;                 // zero 3: accumulators run since the last release
+  int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
   at::Tensor flat_grads_;   // zero 0/1: the gradients (parameters' .grad are views into it)
   at::Tensor shard_grads_;  // zero 1/2: this rank's shards of every bucket, back to back
   at::Tensor flat_master_;  // bf16 parameters: the owned ranges' fp32 master, back to back

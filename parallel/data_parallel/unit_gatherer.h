@@ -1,0 +1,28 @@
+// The interface through which a model drives ZeRO-3 (parallel.zero 3): its parameters are
+// sharded over the data-parallel group between uses, in units (the embedding, each transformer
+// block, the final norm + head) numbered in forward order. The model asks for a unit's
+// parameters to be whole before it computes with them, announces the units it will need next
+// (so their all-gathers overlap the current unit's compute) and hands a unit back once its
+// forward is done. GradReducer implements it; the model only sees this interface.
+#pragma once
+
+namespace tessera::parallel {
+
+class UnitGatherer {
+ public:
+  virtual ~UnitGatherer() = default;
+  // Makes the unit's parameters whole (all-gathered into their storage), waiting for a gather
+  // already under way. Collective over the data-parallel group, in the same order on every rank.
+  virtual void Gather(int unit) = 0;
+  // Starts the unit's all-gather without waiting (a no-op if it is gathered or on its way).
+  virtual void Prefetch(int unit) = 0;
+  // Frees the unit's gathered parameters (their storage shrinks to 0 bytes; views stay valid and
+  // see the data again once gathered). A unit that is kept gathered ignores it.
+  virtual void Release(int unit) = 0;
+  // Frees every unit (the end of a backward pass: whatever a hook did not release).
+  virtual void ReleaseAll() = 0;
+  // How many units ahead to prefetch (parallel.zero3_prefetch).
+  virtual int prefetch() const = 0;
+};
+
+}  // namespace tessera::parallel
