@@ -687,11 +687,6 @@ absl::Status ValidateConfig(const Config& const_config) {
     return Invalid(src, absl::StrCat("parallel.sequence_parallel needs train.seq_len = ", t.seq_len,
                                      " to be divisible by parallel.tp = ", p.tp));
   }
-  if (p.zero == 3 && p.pp > 1) {
-    return Invalid(src, absl::StrCat("parallel.zero = 3 with parallel.pp = ", p.pp,
-                                     " is not yet supported: use parallel.zero <= 2 with pipeline "
-                                     "parallelism, or parallel.pp = 1"));
-  }
   if (p.pp * p.virtual_stages > m.n_layers) {
     return Invalid(
         src, absl::StrCat("parallel.pp x parallel.virtual_stages = ", p.pp, " x ", p.virtual_stages, " = ",
@@ -722,6 +717,11 @@ absl::Status ValidateParallelConfig(const Config& config) {
   if (r != "auto" && r != "mpi" && r != "tcp" && !(r.rfind("file:", 0) == 0 && r.size() > 5)) {
     return Invalid(config.source,
                    absl::StrCat("parallel.rendezvous = '", r, "': expected auto, mpi, tcp or file:PATH"));
+  }
+  if (p.zero == 3 && p.pp > 1) {
+    return Invalid(config.source, absl::StrCat("parallel.zero = 3 with parallel.pp = ", p.pp,
+                                               " is not yet supported: use parallel.zero <= 2 with pipeline "
+                                               "parallelism, or parallel.pp = 1"));
   }
   if (p.backend == CommBackend::kLocal && p.tp * p.pp * std::max<int64_t>(p.dp, 1) > 1) {
     return Invalid(config.source,

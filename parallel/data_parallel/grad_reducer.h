@@ -92,11 +92,11 @@ struct DataParallelParameter {
 
 struct DataParallelOptions {
   int zero = 0;           // 0, 1, 2 or 3
-  int prefetch = 1;       // zero 3: units gathered ahead of the one in use
   double bucket_mb = 25;  // MiB of fp32 gradients per bucket
   // The dtype the parameters take once flattened: fp32, or bf16 (the model then computes with
   // bf16 weights; gradients stay fp32 and the owned ranges get an fp32 master copy).
   at::ScalarType param_dtype = at::kFloat;
+  int prefetch = 1;  // zero 3: units gathered ahead of the one in use
 };
 
 // A contiguous run of the flat buffers whose update this rank performs.

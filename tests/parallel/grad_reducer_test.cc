@@ -21,6 +21,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -326,6 +327,150 @@ CATCH_TEST_CASE("reduced gradients, norm and gathers equal the single-rank refer
       const at::Tensor want = Initial(p).to(at::kDouble) - 0.5 * reference[p];
       CheckFlat(m, m.tensors[p].detach(), want, m.reducer->flat_offset(static_cast<int>(p)),
                 "updated parameter");
+    }
+  }
+}
+
+namespace {
+
+// The toy model's zero-3 units: the embedding, the two blocks, the final norm (with the late tied
+// copy, which stays gathered).
+int UnitOf(size_t p) {
+  const std::string name = Specs()[p].name;
+  if (name == "embedding") return 0;
+  if (name.starts_with("block0.")) return 1;
+  if (name.starts_with("block1.")) return 2;
+  return 3;
+}
+
+Model BuildZero3(int prefetch) {
+  Model m;
+  auto grid = MakeGrid({1, 1, 0});
+  if (!grid.ok()) CATCH_FAIL(std::string(grid.status().message()));
+  m.grid = std::move(*grid);
+  m.world = m.grid->dp().size();
+  m.rank = m.grid->dp().rank();
+  std::vector<DataParallelParameter> params;
+  for (size_t p = 0; p < Specs().size(); ++p) {
+    const Spec& s = Specs()[p];
+    m.tensors.push_back(Initial(p).requires_grad_(true));
+    params.push_back({s.name, m.tensors.back(), s.decay, s.norm_weight, s.late, 0, UnitOf(p)});
+  }
+  DataParallelOptions options{3, 0.0005};
+  options.prefetch = prefetch;
+  auto reducer = GradReducer::Create(std::move(params), m.grid->dp(), options);
+  if (!reducer.ok()) CATCH_FAIL(std::string(reducer.status().message()));
+  m.reducer = std::move(*reducer);
+  return m;
+}
+
+// Whether every parameter of `unit` holds `want(p)` exactly (bit for bit).
+bool UnitHolds(const Model& m, int unit, const std::function<at::Tensor(size_t)>& want) {
+  for (size_t p = 0; p < m.tensors.size(); ++p) {
+    if (UnitOf(p) == unit && !Specs()[p].late && !at::equal(m.tensors[p].detach(), want(p))) return false;
+  }
+  return true;
+}
+
+int64_t StorageBytes(const at::Tensor& t) { return static_cast<int64_t>(t.storage().nbytes()); }
+
+}  // namespace
+
+CATCH_TEST_CASE("zero 3: release frees a unit's storage, gathering restores it exactly") {
+  Model m = BuildZero3(/*prefetch=*/1);
+  // Sharded from the start: every unit's storage is empty, the late bucket stays whole.
+  for (size_t p = 0; p < m.tensors.size(); ++p) {
+    CATCH_INFO(Specs()[p].name);
+    if (Specs()[p].late) {
+      CATCH_CHECK(StorageBytes(m.tensors[p]) > 0);
+      CATCH_CHECK(at::equal(m.tensors[p].detach(), Initial(p)));
+    } else {
+      CATCH_CHECK(StorageBytes(m.tensors[p]) == 0);
+    }
+  }
+  CATCH_CHECK(m.reducer->GatheredBytes() == 0);
+  // The shards stay: the parameters' bytes are 1/DP of the buffer (plus the whole late bucket).
+  CATCH_CHECK((m.world == 1 || m.reducer->ParamBytes() < m.reducer->flat_numel() * 4));
+  for (int round = 0; round < 2; ++round) {
+    m.reducer->Gather(1);
+    CATCH_CHECK(m.reducer->IsGathered(1));
+    CATCH_CHECK(!m.reducer->IsGathered(2));
+    CATCH_CHECK(UnitHolds(m, 1, Initial));
+    CATCH_CHECK(StorageBytes(m.tensors[2]) > 0);  // block0.w1
+    CATCH_CHECK(m.reducer->GatheredBytes() >= StorageBytes(m.tensors[2]));
+    m.reducer->Release(1);
+    CATCH_CHECK(StorageBytes(m.tensors[2]) == 0);
+    CATCH_CHECK(m.reducer->GatheredBytes() == 0);
+  }
+  // Prefetch, then use: the same values; the peak counts both units at once.
+  m.reducer->ResetPeakGatheredBytes();
+  m.reducer->Gather(0);
+  m.reducer->Prefetch(1);
+  const int64_t both = m.reducer->GatheredBytes();
+  m.reducer->Gather(1);
+  CATCH_CHECK(UnitHolds(m, 0, Initial));
+  CATCH_CHECK(UnitHolds(m, 1, Initial));
+  m.reducer->ReleaseAll();
+  CATCH_CHECK(m.reducer->PeakGatheredBytes() == both);
+  CATCH_CHECK(m.reducer->GatheredBytes() == 0);
+  // An update of the shards is what the next gather brings.
+  {
+    torch::NoGradGuard no_grad;
+    for (const OwnedRange& r : m.reducer->owned()) r.params.add_(1.0);
+  }
+  CATCH_REQUIRE(m.reducer->GatherParams().ok());
+  for (int unit = 0; unit < 3; ++unit) {
+    m.reducer->Gather(unit);
+    CATCH_CHECK(UnitHolds(m, unit, [](size_t p) { return Initial(p) + 1.0; }));
+    m.reducer->Release(unit);
+  }
+  for (size_t p = 0; p < m.tensors.size(); ++p) {
+    if (Specs()[p].late) CATCH_CHECK(at::equal(m.tensors[p].detach(), Initial(p) + 1.0));
+  }
+}
+
+CATCH_TEST_CASE("zero 3: tensors saved for backward survive a release; gradients as zero 2; units freed") {
+  for (int micro_steps : {1, 2}) {
+    CATCH_INFO(micro_steps << " micro-step(s)");
+    Model m = BuildZero3(/*prefetch=*/0);
+    m.reducer->ZeroGrad();
+    for (int micro = 0; micro < micro_steps; ++micro) {
+      if (micro == micro_steps - 1) m.reducer->MarkFinalBackward(0);
+      // Forward unit by unit, releasing each after use (autograd saved the parameters).
+      at::Tensor loss = at::zeros({}, at::kFloat);
+      for (int unit = 0; unit < 4; ++unit) {
+        m.reducer->Gather(unit);
+        for (size_t p = 0; p < m.tensors.size(); ++p) {
+          if (UnitOf(p) == unit) loss = loss + (m.tensors[p].sin() * Data(p, m.rank, micro)).sum();
+        }
+        m.reducer->Release(unit);
+      }
+      CATCH_CHECK(m.reducer->GatheredBytes() == 0);
+      // Gathered again before backward: sin's backward reads the saved parameter, a view of the
+      // re-gathered storage. Each unit is released as its last gradient accumulator runs.
+      for (int unit = 0; unit < 4; ++unit) m.reducer->Gather(unit);
+      loss.backward();
+      for (int unit = 0; unit < 4; ++unit) {
+        CATCH_INFO("unit " << unit);
+        CATCH_CHECK(!m.reducer->IsGathered(unit));
+      }
+      CATCH_CHECK(m.reducer->GatheredBytes() == 0);
+    }
+    CATCH_REQUIRE(m.reducer
+                      ->FinishBackward([&]() -> absl::Status {
+                        torch::NoGradGuard no_grad;
+                        for (size_t p = 0; p < m.tensors.size(); ++p) {
+                          if (Specs()[p].late) m.tensors[p].mutable_grad().mul_(kLateScale);
+                        }
+                        return absl::OkStatus();
+                      })
+                      .ok());
+    std::vector<at::Tensor> reference;
+    for (size_t p = 0; p < Specs().size(); ++p) reference.push_back(ReferenceGrad(p, m.world, micro_steps));
+    const at::Tensor flat_reference = Flat(m, reference);
+    for (const OwnedRange& r : m.reducer->owned()) {
+      CheckFlat(m, r.grads, flat_reference.narrow(0, r.flat_offset, r.grads.numel()), r.flat_offset,
+                "zero 3 reduced gradient");
     }
   }
 }

@@ -231,10 +231,11 @@ def static_memory(log):
 
 def check_static_memory(name, log, dp, zero, bf16):
     """The bytes rank 0 holds between steps against the formula per element F of the flat buffers:
-    weights 4F (fp32) or 2F (bf16); the fp32 master (bf16 only) 4F, the moments 8F, both /dp
-    under ZeRO >= 1; gradients 4F at zero 0, 4F + 4F/dp at zero 1 (the buffer and the shard),
-    4F/dp at zero 2. Exact: these are the sizes of the tensors the rank allocated. F exceeds the
-    parameter count only by each bucket's padding to a multiple of dp."""
+    weights 4F (fp32) or 2F (bf16), /dp at zero 3 (only the shards stay; no late bucket without
+    TP); the fp32 master (bf16 only) 4F, the moments 8F, both /dp under ZeRO >= 1; gradients 4F
+    at zero 0, 4F + 4F/dp at zero 1 (the buffer and the shard), 4F/dp at zero 2 and 3. Exact:
+    these are the sizes of the tensors the rank allocated. F exceeds the parameter count only by
+    each bucket's padding to a multiple of dp."""
     got = static_memory(log)
     if got is None:
         failures.append(f"{name} static memory line")
@@ -242,8 +243,9 @@ def check_static_memory(name, log, dp, zero, bf16):
         return
     F = got["flat"]
     shard = F // dp if zero >= 1 else F
-    expect = dict(weights=(2 if bf16 else 4) * F, dtype="bf16" if bf16 else "fp32", master=4 * shard if bf16 else 0,
-                  moments=8 * shard, grads={0: 4 * F, 1: 4 * F + 4 * F // dp, 2: 4 * F // dp}[zero])
+    expect = dict(weights=(2 if bf16 else 4) * (shard if zero == 3 else F), dtype="bf16" if bf16 else "fp32",
+                  master=4 * shard if bf16 else 0, moments=8 * shard,
+                  grads={0: 4 * F, 1: 4 * F + 4 * F // dp, 2: 4 * F // dp, 3: 4 * F // dp}[zero])
     wrong = {k: (got[k], v) for k, v in expect.items() if got[k] != v}
     padding_ok = F % dp == 0 and got["params"] <= F
     ok = not wrong and padding_ok
@@ -275,6 +277,67 @@ def check_planner(name, ranks, overrides, got):
             print(proc.stdout[-2000:] + proc.stderr[-2000:])
 
 
+def compare_exact(name, a, b, norm_rtol=1e-12):
+    """Zero 3 against zero 2 at the same DP: the same arithmetic on every gradient and weight, so
+    bit-identical losses and final parameters. The gradient norm alone may differ in the last
+    bits: zero 3 starts a bucket at every unit, and the norm sums squares bucket by bucket."""
+    if a is None or b is None:
+        failures.append(name)
+        return
+    losses = all(x["loss"] == y["loss"] for x, y in zip(a["steps"], b["steps"])) and len(a["steps"]) == len(b["steps"])
+    norm = max(abs(x["grad_norm"] - y["grad_norm"]) / max(x["grad_norm"], 1e-12) for x, y in zip(a["steps"], b["steps"]))
+    ok = losses and norm <= norm_rtol
+    print(f"  {'ok  ' if ok else 'FAIL'} {name}: losses {'bit-identical' if losses else 'DIFFER'}, max grad-norm rel diff "
+          f"{norm:.1e} (tol {norm_rtol:.0e})")
+    if not ok:
+        failures.append(name)
+    if not compare_parameters(name, a, b, 0.0):
+        failures.append(f"{name} parameters")
+
+
+def gathered_peak(log):
+    """Rank 0's measured peak of gathered parameter bytes under zero 3, and the bound it states."""
+    m = re.search(r"zero 3: peak gathered parameters [0-9.]+ MiB \((\d+) bytes\) \(bound [0-9.]+ MiB \((\d+) bytes\)", log)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def check_gathered_memory(name, log, dp, layers, prefetch, bytes_per_element):
+    """Zero 3 holds at most the unit in use, `prefetch` units gathered ahead and one awaiting its
+    release (its last gradient) at once, plus, with the tied head, the embedding (the head reads it
+    and its gradient completes last in backward). Units of the test model: the embedding (vocab x
+    dim), each block, the final norm. Computed here from the model's shape, independently of the
+    trainer; each bucket pads to a multiple of dp (one bucket per unit here: allow dp per unit)."""
+    got = gathered_peak(log)
+    dim, ffn, vocab, heads, kv = 64, 160, 4224, 4, 2
+    hd = dim // heads
+    block = 2 * dim * heads * hd + 2 * dim * kv * hd + 3 * dim * ffn + 2 * dim
+    embedding, head = vocab * dim, dim
+    window = min(prefetch + 2, layers)  # consecutive blocks; the embedding is counted anyway
+    bound = bytes_per_element * (embedding + head + window * block + dp * (layers + 2))
+    whole = bytes_per_element * (embedding + head + layers * block)
+    ok = got is not None and got[0] <= bound and got[0] <= got[1] and got[0] < whole
+    print(f"  {'ok  ' if ok else 'FAIL'} {name}: peak gathered {got[0] if got else None} bytes <= bound {bound} "
+          f"(the trainer's own bound {got[1] if got else None}; the whole model {whole})")
+    if not ok:
+        failures.append(f"{name} gathered memory")
+    return got
+
+
+def check_gathered_planner(name, ranks, overrides, got):
+    """`tessera validate` states the same bound on gathered units as the run."""
+    args = [TESSERA, "validate", "--world", str(ranks)]
+    for o in BASE + overrides:
+        args += ["--set", o]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    m = re.search(r"zero 3: gathered units in flight, stage 0: at most (\d+) bytes", proc.stdout)
+    peak = gathered_peak(got["log"])
+    ok = m is not None and peak is not None and int(m.group(1)) == peak[1]
+    print(f"  {'ok  ' if ok else 'FAIL'} {name}: planner's gathered-unit bound {m.group(1) if m else None}, run's "
+          f"{peak[1] if peak else None}")
+    if not ok:
+        failures.append(f"{name} planner gathered bound")
+
+
 def rank0_parameters(log):
     m = re.search(r"this rank holds (\d+) parameters", log)
     return int(m.group(1)) if m else None
@@ -298,6 +361,7 @@ def main():
             compare("single-accum", reference, run("single-accum", 1, ["train.micro_batch=2"], workdir))
         elif SUITE == "zero":
             table = {}
+            zero2_runs, zero2_bf16_runs = {}, {}
             for dp in (1, 2, 4):
                 for zero in (0, 1, 2):
                     micro = 8 // dp if zero != 2 else max(1, 4 // dp)  # zero 2 with accumulation too
@@ -306,15 +370,41 @@ def main():
                     got = run(name, dp, [f"train.micro_batch={micro}", f"parallel.zero={zero}",
                                          "parallel.bucket_mb=0.25"], workdir)
                     compare(name, reference, got)
+                    if zero == 2:
+                        zero2_runs[dp] = got
                     if got is not None:
                         table[(dp, zero)] = state_bytes(got["log"])
                         check_static_memory(name, got["log"], dp, zero, bf16=False)
+            # Zero 3: parameters sharded between uses, gathered per unit; the same arithmetic as
+            # zero 2 at the same DP (and the same micro-batches), so bit-identical to it.
+            for dp in (2, 4):
+                micro = max(1, 4 // dp)
+                name = f"dp{dp}-zero3"
+                overrides = [f"train.micro_batch={micro}", "parallel.zero=3", "parallel.bucket_mb=0.25"]
+                got = run(name, dp, overrides, workdir)
+                compare(name, reference, got)
+                check_planner(name, dp, overrides, got)
+                if got is not None:
+                    check_static_memory(name, got["log"], dp, 3, bf16=False)
+                    table[(dp, 3)] = state_bytes(got["log"])
+                compare_exact(f"dp{dp}-zero3 vs dp{dp}-zero2", zero2_runs.get(dp), got)
+            # Gathered memory: 8 layers, so that prefetch + 2 units are well short of the model.
+            deep = ["model.n_layers=8", "train.micro_batch=2", "parallel.zero=3", "parallel.bucket_mb=0.25"]
+            for prefetch in (0, 1, 2):
+                name = f"dp2-zero3-8-layers-prefetch{prefetch}"
+                got = run(name, 2, deep + [f"parallel.zero3_prefetch={prefetch}"], workdir)
+                if got is not None:
+                    check_gathered_memory(name, got["log"], 2, 8, prefetch, 4)
+                    check_planner(name, 2, deep + [f"parallel.zero3_prefetch={prefetch}"], got)
+                    check_gathered_planner(name, 2, deep + [f"parallel.zero3_prefetch={prefetch}"], got)
             print("  bytes on rank 0 (optimizer state, gradients kept between steps):")
             for (dp, zero), b in sorted(table.items()):
                 print(f"    dp {dp} zero {zero}: {b}")
             # The sharded parts scale as 1/DP (buckets are padded to a multiple of DP: allow 1%).
-            for zero in (1, 2):
+            for zero in (1, 2, 3):
                 for dp in (2, 4):
+                    if zero == 3 and (1, 3) not in table:
+                        table[(1, 3)] = table.get((1, 2))  # dp 1: zero 3's state is zero 2's
                     if (1, zero) not in table or (dp, zero) not in table or None in (table[(1, zero)], table[(dp, zero)]):
                         failures.append(f"bytes dp{dp} zero{zero}")
                         continue
@@ -322,7 +412,7 @@ def main():
                     state, grads = table[(dp, zero)]
                     expect_state = state1 / dp
                     ok = abs(state - expect_state) <= 0.01 * expect_state
-                    if zero == 2:  # only the shard of the gradients stays
+                    if zero >= 2:  # only the shard of the gradients stays
                         ok = ok and abs(grads - grads1 / dp) <= 0.01 * grads1 / dp
                     else:          # zero 1: the full buffer plus the shard
                         full = table[(1, 0)][1]
@@ -371,6 +461,19 @@ def main():
                                 param_atol=PARAM_ATOL["zero-bf16"])
                     if got is not None:
                         check_static_memory(name, got["log"], dp, zero, bf16=True)
+                    if zero == 2:
+                        zero2_bf16_runs[dp] = got
+            for dp in (2, 4):
+                micro = max(1, 4 // dp)
+                name = f"dp{dp}-zero3-bf16"
+                overrides = [f"train.micro_batch={micro}", "parallel.zero=3", "parallel.bucket_mb=0.25"] + bf16
+                got = run(name, dp, overrides, workdir)
+                check_planner(name, dp, overrides, got)
+                if reference16 is not None:
+                    compare(name, reference16, got, loss_atol=2e-3, norm_rtol=2e-2, param_atol=PARAM_ATOL["zero-bf16"])
+                if got is not None:
+                    check_static_memory(name, got["log"], dp, 3, bf16=True)
+                compare_exact(f"dp{dp}-zero3-bf16 vs dp{dp}-zero2-bf16", zero2_bf16_runs.get(dp), got)
         elif SUITE == "tp":
             # 4 query heads over 2 kv heads: at TP 4 each rank holds a replica of one kv head.
             held = {"single": rank0_parameters(reference["log"])}
@@ -379,7 +482,10 @@ def main():
                     ("tp2-sp", 2, ["parallel.tp=2", "parallel.sequence_parallel=true"]),
                     ("tp4-kv-replicas", 4, ["parallel.tp=4"]),
                     ("tp4-sp-kv-replicas", 4, ["parallel.tp=4", "parallel.sequence_parallel=true"]),
-                    ("tp2-dp2-sp-zero1", 4, ["parallel.tp=2", "parallel.sequence_parallel=true", "parallel.zero=1"])]:
+                    ("tp2-dp2-sp-zero1", 4, ["parallel.tp=2", "parallel.sequence_parallel=true", "parallel.zero=1"]),
+                    # Zero 3 under TP: the DP group gathers TP shards; the sequence-parallel norm
+                    # weights (late: summed over TP first) stay gathered.
+                    ("tp2-dp2-sp-zero3", 4, ["parallel.tp=2", "parallel.sequence_parallel=true", "parallel.zero=3"])]:
                 micro = 4 if "dp2" in name else 8
                 got = run(name, ranks, [f"train.micro_batch={micro}"] + extra, workdir)
                 compare(name, reference, got)
