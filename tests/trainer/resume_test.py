@@ -8,6 +8,9 @@
     (`tessera checkpoint digest`: a 64-bit hash of each whole tensor's bytes) must be equal;
   * resharding: a checkpoint saved with TP2 x PP2 x DP2 continues under other layouts (1 rank,
     TP4 x DP2, PP4 x DP2) within the layout-parity tolerance of the uninterrupted run;
+  * zero 3 (parameters sharded between uses): exact resume zero 3 -> zero 3 in fp32 and bf16, and
+    resharding zero 3 <-> zero 1 at DP 2 (the same arithmetic: exact too, but for the gradient
+    norm's last bits) and zero 3 at DP 2 -> DP 4 and one process (within the layout tolerances);
   * preemption: SIGTERM to a 2-rank run makes every rank save a complete checkpoint and exit
     with 75 (requeue); rerunning the same command resumes and reaches the uninterrupted run's
     final loss and final state (every tensor's digest) exactly.
@@ -15,7 +18,7 @@
 metrics.jsonl holds every number in its shortest round-trip form, so the loss and gradient-norm
 comparisons below are comparisons of the doubles themselves.
 
-Usage: resume_test.py TESSERA MPIEXEC SUITE   (SUITE: exact | reshard | signal)
+Usage: resume_test.py TESSERA MPIEXEC SUITE   (SUITE: exact | reshard | zero3 | signal)
 """
 import json
 import os
@@ -114,6 +117,8 @@ LAYOUTS = {
     "dp2-zero0": (2, ["train.micro_batch=2"]),
     "dp2-zero1": (2, ["train.micro_batch=2", "parallel.zero=1"]),
     "dp2-zero2": (2, ["train.micro_batch=2", "parallel.zero=2"]),
+    "dp2-zero3": (2, ["train.micro_batch=2", "parallel.zero=3"]),
+    "dp4-zero3": (4, ["train.micro_batch=1", "parallel.zero=3"]),
     "tp2-sp": (2, ["train.micro_batch=4", "parallel.tp=2", "parallel.sequence_parallel=true"]),
     "pp2-1f1b": (2, ["train.micro_batch=2", "parallel.pp=2", "parallel.pp_schedule=1f1b"]),
     "pp2-gpipe": (2, ["train.micro_batch=2", "parallel.pp=2", "parallel.pp_schedule=gpipe"]),
@@ -127,7 +132,7 @@ LAYOUTS = {
 }
 # bf16: bf16 weights with the optimizer's fp32 master, which the checkpoint keeps; resuming must
 # restore both (the master from the checkpoint, the weights as its rounding) to be exact.
-for _name in ("single", "dp2-zero0", "dp2-zero2", "3d"):
+for _name in ("single", "dp2-zero0", "dp2-zero2", "dp2-zero3", "3d"):
     LAYOUTS[_name + "-bf16"] = (LAYOUTS[_name][0], LAYOUTS[_name][1] + ["train.precision=bf16"])
 
 
@@ -212,6 +217,48 @@ def main():
                 print(f"  {'ok  ' if ok else 'FAIL'} another model shape is refused: {p.stderr.strip().splitlines()[-1]}")
                 if not ok:
                     failures.append("other shape message")
+        elif SUITE == "zero3":
+            # Exact resume at zero 3, fp32 and bf16 (the fp32 master and the bf16 shards).
+            full = {}
+            for name in ("dp2-zero3", "dp2-zero3-bf16", "dp2-zero1"):
+                ranks, layout = LAYOUTS[name]
+                full[name] = os.path.join(tmp, name + "-full")
+                if train(name + " (full)", ranks, full[name], layout + ["checkpoint.every=5"]) is None:
+                    full[name] = None
+                    continue
+                if name == "dp2-zero1":
+                    continue
+                part_dir = os.path.join(tmp, name + "-resumed")
+                ckpt = os.path.join(full[name], "checkpoints", "step-00000005")
+                if train(name + " (resumed)", ranks, part_dir, layout + [f"checkpoint.resume={ckpt}"]) is None:
+                    continue
+                compare(f"{name}: resume at step 5", metrics(full[name]), metrics(part_dir), 6, exact=True)
+                compare_state(f"{name}: resume at step 5", full[name], part_dir)
+            # zero 3 <-> zero 1 at DP 2: the same arithmetic on every gradient and weight (only the
+            # norm sums its squares in other buckets: rel 1e-12 allows its last bits), so the
+            # resumed run continues the other layout's uninterrupted run bit for bit.
+            for source, target in (("dp2-zero3", "dp2-zero1"), ("dp2-zero1", "dp2-zero3")):
+                if full[source] is None or full[target] is None:
+                    failures.append(f"{source} -> {target}")
+                    continue
+                ranks, layout = LAYOUTS[target]
+                out = os.path.join(tmp, f"{source}-into-{target}")
+                ckpt = os.path.join(full[source], "checkpoints", "step-00000005")
+                if train(f"{source} -> {target}", ranks, out, layout + [f"checkpoint.resume={ckpt}"]) is None:
+                    continue
+                compare(f"{source} -> {target}: losses", metrics(full[target]), metrics(out), 6, exact=False,
+                        loss_atol=0.0, norm_rtol=1e-12)
+                compare_state(f"{source} -> {target}", full[target], out)
+            # zero 3 at DP 2 into DP 4 (zero 3) and one process: other reduction orders, so the
+            # layout tolerances against the uninterrupted DP 2 run.
+            if full["dp2-zero3"] is not None:
+                ckpt = os.path.join(full["dp2-zero3"], "checkpoints", "step-00000005")
+                for target in ("dp4-zero3", "single"):
+                    ranks, layout = LAYOUTS[target]
+                    out = os.path.join(tmp, "dp2-zero3-into-" + target)
+                    if train(f"dp2-zero3 -> {target}", ranks, out, layout + [f"checkpoint.resume={ckpt}"]) is None:
+                        continue
+                    compare(f"dp2-zero3 -> {target}", metrics(full["dp2-zero3"]), metrics(out), 6, exact=False)
         elif SUITE == "signal":
             ranks, layout = LAYOUTS["dp2-zero1"]
             # Longer sequences: ~1 s steps, so the signal lands mid-run.
