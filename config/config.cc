@@ -227,8 +227,7 @@ std::vector<FieldSpec> BuildSchema() {
           "sharded, gradients reduce-scattered, parameters all-gathered after the update; 2 = "
           "also only this rank's shard of the reduced gradients is kept; 3 = also the parameters "
           "stay sharded between uses (FSDP): each unit (the embedding, each layer, the final norm "
-          "and head) is all-gathered before its forward and its backward and freed after. Not yet "
-          "with parallel.pp > 1."),
+          "and head) is all-gathered before its forward and its backward and freed after."),
       Int("parallel.zero3_prefetch", TS_FIELD_REF(parallel.zero3_prefetch), 0, 64,
           "Under parallel.zero 3: units whose all-gather starts ahead of use (the next ones in "
           "forward, the previous ones in backward); 0 = gather each unit only when it is used."),
@@ -717,11 +716,6 @@ absl::Status ValidateParallelConfig(const Config& config) {
   if (r != "auto" && r != "mpi" && r != "tcp" && !(r.rfind("file:", 0) == 0 && r.size() > 5)) {
     return Invalid(config.source,
                    absl::StrCat("parallel.rendezvous = '", r, "': expected auto, mpi, tcp or file:PATH"));
-  }
-  if (p.zero == 3 && p.pp > 1) {
-    return Invalid(config.source, absl::StrCat("parallel.zero = 3 with parallel.pp = ", p.pp,
-                                               " is not yet supported: use parallel.zero <= 2 with pipeline "
-                                               "parallelism, or parallel.pp = 1"));
   }
   if (p.backend == CommBackend::kLocal && p.tp * p.pp * std::max<int64_t>(p.dp, 1) > 1) {
     return Invalid(config.source,

@@ -379,7 +379,13 @@ absl::Status Trainer::SetupReducer(const std::vector<Transformer>& chunks) {
   // Zero 3: the parameters are sharded from here on; the chunks gather each unit on use.
   if (options.zero == 3) {
     for (Transformer chunk : chunks) chunk->SetUnitGatherer(reducer_.get());  // a handle: same module
-    gathered_bound_ = reducer_->GatheredUnitBound(config_.model.tie_embeddings);
+    // The head reads the embedding's unit when both are on this rank and tied (as the planner).
+    bool embedding = false, head = false;
+    for (const Transformer& chunk : chunks) {
+      embedding = embedding || chunk->shard_options().has_embedding;
+      head = head || chunk->shard_options().has_head;
+    }
+    gathered_bound_ = reducer_->GatheredUnitBound(config_.model.tie_embeddings && embedding && head);
   }
   return absl::OkStatus();
 }

@@ -278,8 +278,8 @@ def check_planner(name, ranks, overrides, got):
 
 
 def compare_exact(name, a, b, norm_rtol=1e-12):
-    """Zero 3 against zero 2 at the same DP: the same arithmetic on every gradient and weight, so
-    bit-identical losses and final parameters. The gradient norm alone may differ in the last
+    """Zero 3 against zero 1 or 2 in the same layout: the same arithmetic on every gradient and
+    weight, so bit-identical losses and final parameters. The gradient norm alone may differ in the last
     bits: zero 3 starts a bucket at every unit, and the norm sums squares bucket by bucket."""
     if a is None or b is None:
         failures.append(name)
@@ -540,12 +540,27 @@ def main():
                 cases = [("tp2-pp2-dp2-1f1b-sp-zero1", 8, 1, common + ["parallel.pp_schedule=1f1b"]),
                          ("tp2-pp2-dp2-interleaved-sp-zero1", 8, 1, common + ["parallel.pp_schedule=interleaved",
                                                                               "parallel.virtual_stages=2"])]
+                # Zero 3 in 3D: each stage's DP group gathers its TP shards unit by unit, with
+                # several micro-batches in flight (1F1B, interleaved) and the weight gradients in a
+                # pass of their own (zb-h1).
+                zero3 = [o for o in common if o != "parallel.zero=1"] + ["parallel.zero=3"]
+                cases += [("tp2-pp2-dp2-1f1b-sp-zero3", 8, 1, zero3 + ["parallel.pp_schedule=1f1b"]),
+                          ("tp2-pp2-dp2-interleaved-sp-zero3", 8, 1, zero3 + ["parallel.pp_schedule=interleaved",
+                                                                              "parallel.virtual_stages=2"]),
+                          ("tp2-pp2-dp2-zbh1-sp-zero3", 8, 1, zero3 + ["parallel.pp_schedule=zb-h1"])]
+            runs = {}
             for name, ranks, micro, extra in cases:
                 overrides = deep + [f"train.micro_batch={micro}"] + extra
                 got = run(name, ranks, overrides, workdir)
+                runs[name] = got
                 compare(name, ref8, got)
                 if SUITE == "3d":
                     check_planner(name, ranks, overrides, got)
+            if SUITE == "3d":
+                # Zero 3 against zero 1 in the same layout: the same arithmetic, bit for bit.
+                for schedule in ("1f1b", "interleaved"):
+                    compare_exact(f"tp2-pp2-dp2-{schedule}-sp zero3 vs zero1", runs.get(f"tp2-pp2-dp2-{schedule}-sp-zero1"),
+                                  runs.get(f"tp2-pp2-dp2-{schedule}-sp-zero3"))
             if SUITE == "pp":
                 # Evaluation runs through the pipeline too (a forward-only schedule): the held-out
                 # loss matches the single process's, also with 3 eval micro-batches over 2 DP ranks.

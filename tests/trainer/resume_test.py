@@ -8,7 +8,8 @@
     (`tessera checkpoint digest`: a 64-bit hash of each whole tensor's bytes) must be equal;
   * resharding: a checkpoint saved with TP2 x PP2 x DP2 continues under other layouts (1 rank,
     TP4 x DP2, PP4 x DP2) within the layout-parity tolerance of the uninterrupted run;
-  * zero 3 (parameters sharded between uses): exact resume zero 3 -> zero 3 in fp32 and bf16, and
+  * zero 3 (parameters sharded between uses): exact resume zero 3 -> zero 3 in fp32 and bf16 and
+    in TP2 x PP2 x DP2, and
     resharding zero 3 <-> zero 1 at DP 2 (the same arithmetic: exact too, but for the gradient
     norm's last bits) and zero 3 at DP 2 -> DP 4 and one process (within the layout tolerances);
   * preemption: SIGTERM to a 2-rank run makes every rank save a complete checkpoint and exit
@@ -127,6 +128,8 @@ LAYOUTS = {
                             "parallel.virtual_stages=2"]),
     "3d": (8, ["train.micro_batch=1", "parallel.tp=2", "parallel.pp=2", "parallel.sequence_parallel=true",
                "parallel.zero=1"]),
+    "3d-zero3": (8, ["train.micro_batch=1", "parallel.tp=2", "parallel.pp=2", "parallel.sequence_parallel=true",
+                     "parallel.zero=3"]),
     "tp4-dp2": (8, ["train.micro_batch=2", "parallel.tp=4"]),
     "pp4-dp2": (8, ["train.micro_batch=1", "parallel.pp=4"]),
 }
@@ -220,7 +223,7 @@ def main():
         elif SUITE == "zero3":
             # Exact resume at zero 3, fp32 and bf16 (the fp32 master and the bf16 shards).
             full = {}
-            for name in ("dp2-zero3", "dp2-zero3-bf16", "dp2-zero1"):
+            for name in ("dp2-zero3", "dp2-zero3-bf16", "3d-zero3", "dp2-zero1"):
                 ranks, layout = LAYOUTS[name]
                 full[name] = os.path.join(tmp, name + "-full")
                 if train(name + " (full)", ranks, full[name], layout + ["checkpoint.every=5"]) is None:
