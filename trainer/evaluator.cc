@@ -60,6 +60,15 @@ absl::Status Evaluator::ReadBatch() {
 absl::StatusOr<double> Evaluator::Evaluate() {
   if (!val_) return std::nan("");
   torch::NoGradGuard no_grad;
+  // Zero 3: the DP ranks evaluate different numbers of micro-batches (eval_batches need not be
+  // a multiple of dp), so the units are gathered once for the whole evaluation.
+  if (gatherer_ != nullptr) gatherer_->HoldAll();
+  absl::StatusOr<double> loss = EvaluateHeld();
+  if (gatherer_ != nullptr) gatherer_->EndHold();
+  return loss;
+}
+
+absl::StatusOr<double> Evaluator::EvaluateHeld() {
   double sum = 0;
   if (executor_) {
     if (!batch_read_) TS_RETURN_IF_ERROR(ReadBatch());

@@ -15,6 +15,7 @@
 #include "data/loader.h"
 #include "data/sample_stream.h"
 #include "model/pipeline_stage.h"
+#include "parallel/data_parallel/unit_gatherer.h"
 #include "parallel/pipeline/executor.h"
 #include "parallel/process_grid.h"
 #include "trainer/metrics.h"
@@ -37,6 +38,9 @@ class Evaluator {
   absl::Status MaybeEvaluate(int64_t step, StepMetrics* metrics);
   // The mean loss over the eval micro-batches (NaN without held-out data). Collective.
   absl::StatusOr<double> Evaluate();
+  // Under parallel.zero 3: the gatherer of the model's units (Evaluate gathers them all for the
+  // evaluation and frees them after); nullptr otherwise.
+  void set_unit_gatherer(parallel::UnitGatherer* gatherer) { gatherer_ = gatherer; }
 
  private:
   Evaluator(const TrainConfig& train, std::shared_ptr<const data::SampleStream> val,
@@ -45,6 +49,8 @@ class Evaluator {
   // This DP rank's micro-batches, read once: micro-batch i holds held-out samples
   // [b * micro_batch, (b + 1) * micro_batch) for b = dp_rank + i * dp.
   absl::Status ReadBatch();
+  // Evaluate, with the parameters whole.
+  absl::StatusOr<double> EvaluateHeld();
 
   TrainConfig train_;
   std::shared_ptr<const data::SampleStream> val_;
@@ -55,6 +61,7 @@ class Evaluator {
   std::unique_ptr<parallel::pipeline::PipelineExecutor> executor_;  // null when microbatches_ == 0
   data::LocalBatch batch_;
   bool batch_read_ = false;
+  parallel::UnitGatherer* gatherer_ = nullptr;
 };
 
 }  // namespace tessera

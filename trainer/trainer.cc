@@ -236,6 +236,7 @@ absl::Status Trainer::Setup() {
   TS_RETURN_IF_ERROR(SetupCheckpoints());
   TS_RETURN_IF_ERROR(SetupLoader());
   TS_ASSIGN_OR_RETURN(evaluator_, Evaluator::Create(t, val_stream_, *stage_, grid_, partition_.v, device_));
+  if (reducer_->zero() == 3) evaluator_->set_unit_gatherer(reducer_.get());
   profiler_ = std::make_unique<StepProfiler>(t, grid_.rank(), grid_.world_size());
   flops_per_token_ = TrainingFlopsPerToken(config_.model, t.seq_len);
   const PeakRate peak = PeakTflopsOf(config_, device_);

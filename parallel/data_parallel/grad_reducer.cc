@@ -572,12 +572,12 @@ void GradReducer::Prefetch(int unit) {
 }
 
 void GradReducer::Release(int unit) {
-  if (options_.zero != 3) return;
+  if (options_.zero != 3 || held_) return;
   for (int b : UnitBuckets(unit)) ReleaseBucket(*buckets_[b]);
 }
 
 void GradReducer::ReleaseAll() {
-  if (options_.zero != 3) return;
+  if (options_.zero != 3 || held_) return;
   for (auto& b : buckets_) ReleaseBucket(*b);
   std::fill(unit_fired_.begin(), unit_fired_.end(), 0);
 }
@@ -585,6 +585,21 @@ void GradReducer::ReleaseAll() {
 int64_t GradReducer::GatheredUnitBound(bool tied_head) const {
   if (options_.zero != 3) return 0;
   return parallel::GatheredUnitBound(layout_, options_.prefetch, tied_head, has_master());
+}
+
+void GradReducer::HoldAll() {
+  if (options_.zero != 3) return;
+  const int64_t peak = peak_gathered_bytes_;
+  for (int unit = 0; unit < static_cast<int>(unit_buckets_.size()); ++unit) Prefetch(unit);
+  for (int unit = 0; unit < static_cast<int>(unit_buckets_.size()); ++unit) Gather(unit);
+  peak_gathered_bytes_ = peak;
+  held_ = true;
+}
+
+void GradReducer::EndHold() {
+  if (options_.zero != 3) return;
+  held_ = false;
+  ReleaseAll();
 }
 
 bool GradReducer::IsGathered(int unit) const {

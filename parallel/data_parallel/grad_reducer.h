@@ -153,9 +153,12 @@ class GradReducer : public UnitGatherer {
   void Prefetch(int unit) override;
   void Release(int unit) override;
   void ReleaseAll() override;
+  void HoldAll() override;
+  void EndHold() override;
   int prefetch() const override { return options_.prefetch; }
   // Zero 3: whether every bucket of `unit` is gathered; the bytes of gathered buckets now and at
-  // their peak since the last ResetPeakGatheredBytes (the late bucket not counted).
+  // their peak since the last ResetPeakGatheredBytes (the late bucket not counted; nor a hold:
+  // HoldAll gathers everything by design, and the peak is that of the training steps).
   bool IsGathered(int unit) const;
   int64_t GatheredBytes() const { return gathered_bytes_; }
   int64_t PeakGatheredBytes() const { return peak_gathered_bytes_; }
@@ -235,6 +238,7 @@ class GradReducer : public UnitGatherer {
   std::vector<int> unit_params_;                // zero 3: per unit, its parameters (not late)
   std::vector<int> unit_fired_;                 // zero 3: accumulators run since the last release
   int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
+  bool held_ = false;
   at::Tensor flat_grads_;   // zero 0/1: the gradients (parameters' .grad are views into it)
   at::Tensor shard_grads_;  // zero 1/2: this rank's shards of every bucket, back to back
   at::Tensor flat_master_;  // bf16 parameters: the owned ranges' fp32 master, back to back

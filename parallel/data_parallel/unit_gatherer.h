@@ -21,6 +21,12 @@ class UnitGatherer {
   virtual void Release(int unit) = 0;
   // Frees every unit (the end of a backward pass: whatever a hook did not release).
   virtual void ReleaseAll() = 0;
+  // Gathers every unit and keeps them gathered (Release and ReleaseAll do nothing) until
+  // EndHold, which frees them. For passes whose number of forwards differs between the ranks of
+  // the data-parallel group (evaluation splits its batches over them): per-unit gathers would
+  // not match up. Collective over the data-parallel group.
+  virtual void HoldAll() = 0;
+  virtual void EndHold() = 0;
   // How many units ahead to prefetch (parallel.zero3_prefetch).
   virtual int prefetch() const = 0;
 };

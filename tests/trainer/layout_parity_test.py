@@ -388,6 +388,16 @@ def main():
                     check_static_memory(name, got["log"], dp, 3, bf16=False)
                     table[(dp, 3)] = state_bytes(got["log"])
                 compare_exact(f"dp{dp}-zero3 vs dp{dp}-zero2", zero2_runs.get(dp), got)
+            # Evaluation at zero 3 (3 eval micro-batches over 2 DP ranks: different forward counts
+            # per rank, so the units are gathered once for the whole evaluation), also pipelined.
+            evals = ["train.micro_batch=2", "train.eval_every=10", "train.eval_batches=3", f"data.val=[{DATA}/val]"]
+            single_eval = run("single-eval", 1, evals, workdir)
+            for name, ranks, extra, atol in (("dp2-zero3-eval", 2, ["parallel.zero=3"], None),
+                                             ("pp2-dp2-zero3-eval", 4, ["parallel.zero=3", "parallel.pp=2"],
+                                              PARAM_ATOL["pp"])):
+                got = run(name, ranks, evals + extra, workdir)
+                compare(name, single_eval, got, param_atol=atol)
+                compare_eval(name, single_eval, got)
             # Gathered memory: 8 layers, so that prefetch + 2 units are well short of the model.
             deep = ["model.n_layers=8", "train.micro_batch=2", "parallel.zero=3", "parallel.bucket_mb=0.25"]
             for prefetch in (0, 1, 2):
