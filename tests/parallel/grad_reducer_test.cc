@@ -474,3 +474,45 @@ CATCH_TEST_CASE("zero 3: tensors saved for backward survive a release; gradients
     }
   }
 }
+
+CATCH_TEST_CASE("zero 3 layout: no bucket spans two units; the gathered-unit bound") {
+  using tessera::parallel::FlatLayout;
+  using tessera::parallel::FlatParameter;
+  // In order of use: unit 0 (one parameter of 10 elements), units 1..3 (two of 3 each), unit 4
+  // (one of 1: smaller than DP, padded with the rest of its bucket), and a late one.
+  std::vector<FlatParameter> params = {{10, true, false, 0}, {3, true, false, 1},  {3, false, false, 1},
+                                       {3, true, false, 2},  {3, false, false, 2}, {3, true, false, 3},
+                                       {3, false, false, 3}, {1, false, false, 4}, {5, false, true, 4}};
+  for (int dp : {1, 2, 4}) {
+    CATCH_INFO("dp " << dp);
+    const FlatLayout split = tessera::parallel::LayOutFlatBuffers(params, dp, /*bucket_mb=*/25, true);
+    const FlatLayout merged = tessera::parallel::LayOutFlatBuffers(params, dp, /*bucket_mb=*/25, false);
+    CATCH_CHECK(merged.buckets.size() == 2);   // everything, then the late bucket
+    CATCH_REQUIRE(split.buckets.size() == 6);  // units 4, 3, 2, 1, 0, then the late bucket
+    std::vector<int64_t> unit_padded(5, 0);
+    for (const auto& b : split.buckets) {
+      CATCH_CHECK(b.padded % dp == 0);
+      if (b.late) {
+        CATCH_CHECK(b.unit == -1);
+        continue;
+      }
+      for (int p : b.params) CATCH_CHECK(params[p].unit == b.unit);
+      unit_padded[b.unit] += b.padded;
+    }
+    auto round = [&](int64_t n) { return (n + dp - 1) / dp * dp; };
+    CATCH_CHECK(unit_padded[4] == round(1));
+    // prefetch 0: the worst 2 consecutive units; prefetch 1: 3; tied: plus unit 0 (4 bytes each).
+    const int64_t u0 = round(10), u = round(6), u4 = round(1);
+    CATCH_CHECK(tessera::parallel::GatheredUnitBound(split, 0, false, false) == 4 * (u0 + u));
+    CATCH_CHECK(tessera::parallel::GatheredUnitBound(split, 1, false, false) == 4 * (u0 + 2 * u));
+    CATCH_CHECK(tessera::parallel::GatheredUnitBound(split, 1, true, false) ==
+                4 * std::max(u0 + 2 * u, u0 + 3 * u));
+    CATCH_CHECK(tessera::parallel::GatheredUnitBound(split, 1, true, true) ==
+                2 * std::max(u0 + 2 * u, u0 + 3 * u));
+    CATCH_CHECK(tessera::parallel::GatheredUnitBound(split, 9, false, false) == 4 * (u0 + 3 * u + u4));
+    // Zero 3's static weights: the shards and the late bucket whole.
+    const auto bytes = tessera::parallel::StaticBytesOf(split, 3, false);
+    CATCH_CHECK(bytes.weights == 4 * (split.shard_total + round(5)));
+    CATCH_CHECK(bytes.grads == 4 * split.shard_total);
+  }
+}
