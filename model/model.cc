@@ -347,6 +347,8 @@ class GatherBeforeBackward : public torch::autograd::Function<GatherBeforeBackwa
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                parallel::UnitGatherer* gatherer, std::vector<int64_t> units,
                                std::vector<int64_t> prefetch) {
+    // An IValue holds no raw pointer: the address as an integer. The gatherer (the trainer's
+    // reducer) outlives every graph the model builds.
     ctx->saved_data["gatherer"] = reinterpret_cast<int64_t>(gatherer);
     ctx->saved_data["units"] = units;
     ctx->saved_data["prefetch"] = prefetch;
