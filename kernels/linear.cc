@@ -1,5 +1,6 @@
-// The bf16 Linear as autograd functions, one per path. Both save the bf16 operands (not fp32
-// copies), so activation memory is what a bf16 GEMM keeps, and both return the weight gradient
+// The bf16 Linear as autograd functions, one per path. Both save the bf16 input and the weights
+// themselves (no fp32, converted or stacked copy: backward makes those again), so activation
+// memory is what a bf16 GEMM keeps, and both return the weight gradient
 // in fp32, never rounded to bf16: summed over the micro-steps of gradient accumulation, bf16
 // rounding of each step's gradient (what autograd through `weight.to(bf16)` does) would add a
 // relative error of up to 2^-9 per step (tests/kernels/linear_test.cc shows it).
@@ -36,7 +37,10 @@ torch::Tensor WeightGradFp32(const torch::Tensor& g, const torch::Tensor& x) {
 }
 
 // The weights stacked by output rows: one GEMM for several layers that read the same input
-// (q|k|v, gate|up). The copy is of the bf16 weights, once per forward.
+// (q|k|v, gate|up). The copy is of the bf16 weights, made in forward and again in backward but
+// never kept in between: saved for backward, it would hold a copy of most of a layer's weights
+// for every micro-batch in flight (16 copies of each layer on the first stage of a 16-stage
+// 1F1B pipeline).
 torch::Tensor StackedBf16(at::TensorList weights) {
   if (weights.size() == 1) return weights[0].to(torch::kBFloat16);
   std::vector<torch::Tensor> parts;
@@ -73,21 +77,21 @@ class EmulatedBf16Linear : public torch::autograd::Function<EmulatedBf16Linear> 
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                at::TensorList weights) {
-    torch::Tensor w16 = StackedBf16(weights);  // the rounding a bf16 GEMM would apply
-    ctx->save_for_backward({x, w16});
+    const torch::Tensor w16 = StackedBf16(weights);  // the rounding a bf16 GEMM would apply
+    ctx->save_for_backward({x});
     ctx->saved_data["weights"] = weights.vec();
     return torch::linear(x.to(torch::kFloat), w16.to(torch::kFloat)).to(torch::kBFloat16);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const torch::Tensor& x = saved[0];
-    const torch::Tensor& w16 = saved[1];
+    const torch::Tensor x = ctx->get_saved_variables()[0];
     const std::vector<torch::Tensor> weights = ctx->saved_data["weights"].toTensorVector();
     torch::Tensor g = grads[0].to(torch::kFloat);
     torch::Tensor grad_x, grad_w;
-    if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, w16.to(torch::kFloat)).to(torch::kBFloat16);
+    if (ctx->needs_input_grad(0)) {
+      grad_x = torch::matmul(g, StackedBf16(weights).to(torch::kFloat)).to(torch::kBFloat16);
+    }
     if (NeedsAnyWeightGrad(ctx, weights.size())) grad_w = WeightGradFp32(g, x);
     torch::autograd::variable_list out{grad_x};
     for (torch::Tensor& w : WeightGrads(grad_w, weights, ctx)) out.push_back(std::move(w));
@@ -99,21 +103,18 @@ class NativeBf16Linear : public torch::autograd::Function<NativeBf16Linear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                at::TensorList weights) {
-    torch::Tensor w16 = StackedBf16(weights);
-    ctx->save_for_backward({x, w16});
+    ctx->save_for_backward({x});
     ctx->saved_data["weights"] = weights.vec();
-    return torch::linear(x, w16);
+    return torch::linear(x, StackedBf16(weights));
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const torch::Tensor& x = saved[0];
-    const torch::Tensor& w16 = saved[1];
+    const torch::Tensor x = ctx->get_saved_variables()[0];
     const std::vector<torch::Tensor> weights = ctx->saved_data["weights"].toTensorVector();
     const torch::Tensor g = grads[0].to(torch::kBFloat16);
     torch::Tensor grad_x, grad_w;
-    if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, w16);
+    if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, StackedBf16(weights));
     if (NeedsAnyWeightGrad(ctx, weights.size())) grad_w = WeightGradFp32(g, x);
     torch::autograd::variable_list out{grad_x};
     for (torch::Tensor& w : WeightGrads(grad_w, weights, ctx)) out.push_back(std::move(w));
