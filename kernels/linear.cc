@@ -73,6 +73,21 @@ bool NeedsAnyWeightGrad(torch::autograd::AutogradContext* ctx, size_t weights) {
   return false;
 }
 
+// The two bf16 paths' arithmetic, shared by the autograd functions below and by the pieces
+// exported for code with its own backward (LinearProduct and friends).
+torch::Tensor EmulatedProduct(const torch::Tensor& x, const torch::Tensor& w16) {
+  return torch::linear(x.to(torch::kFloat), w16.to(torch::kFloat)).to(torch::kBFloat16);
+}
+torch::Tensor EmulatedInputGrad(const torch::Tensor& g_fp32, const torch::Tensor& w16) {
+  return torch::matmul(g_fp32, w16.to(torch::kFloat)).to(torch::kBFloat16);
+}
+torch::Tensor NativeInputGrad(const torch::Tensor& g_bf16, const torch::Tensor& w16) {
+  return torch::matmul(g_bf16, w16);
+}
+bool TakesEmulatedPath(const torch::Tensor& x, Bf16MatmulPath path) {
+  return x.device().is_cpu() && path == Bf16MatmulPath::kEmulated;
+}
+
 class EmulatedBf16Linear : public torch::autograd::Function<EmulatedBf16Linear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
@@ -80,7 +95,7 @@ class EmulatedBf16Linear : public torch::autograd::Function<EmulatedBf16Linear> 
     const torch::Tensor w16 = StackedBf16(weights);  // the rounding a bf16 GEMM would apply
     ctx->save_for_backward({x});
     ctx->saved_data["weights"] = weights.vec();
-    return torch::linear(x.to(torch::kFloat), w16.to(torch::kFloat)).to(torch::kBFloat16);
+    return EmulatedProduct(x, w16);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -90,7 +105,7 @@ class EmulatedBf16Linear : public torch::autograd::Function<EmulatedBf16Linear> 
     torch::Tensor g = grads[0].to(torch::kFloat);
     torch::Tensor grad_x, grad_w;
     if (ctx->needs_input_grad(0)) {
-      grad_x = torch::matmul(g, StackedBf16(weights).to(torch::kFloat)).to(torch::kBFloat16);
+      grad_x = EmulatedInputGrad(g, StackedBf16(weights));
     }
     if (NeedsAnyWeightGrad(ctx, weights.size())) grad_w = WeightGradFp32(g, x);
     torch::autograd::variable_list out{grad_x};
@@ -114,7 +129,7 @@ class NativeBf16Linear : public torch::autograd::Function<NativeBf16Linear> {
     const std::vector<torch::Tensor> weights = ctx->saved_data["weights"].toTensorVector();
     const torch::Tensor g = grads[0].to(torch::kBFloat16);
     torch::Tensor grad_x, grad_w;
-    if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, StackedBf16(weights));
+    if (ctx->needs_input_grad(0)) grad_x = NativeInputGrad(g, StackedBf16(weights));
     if (NeedsAnyWeightGrad(ctx, weights.size())) grad_w = WeightGradFp32(g, x);
     torch::autograd::variable_list out{grad_x};
     for (torch::Tensor& w : WeightGrads(grad_w, weights, ctx)) out.push_back(std::move(w));
@@ -174,8 +189,7 @@ std::string DescribeCpuBf16MatmulPath() {
 torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights, Bf16MatmulPath path) {
   TORCH_CHECK(!weights.empty(), "Linear: no weights");
   if (x.scalar_type() == torch::kBFloat16) {
-    if (x.device().is_cpu() && path == Bf16MatmulPath::kEmulated)
-      return EmulatedBf16Linear::apply(x, weights);
+    if (TakesEmulatedPath(x, path)) return EmulatedBf16Linear::apply(x, weights);
     return NativeBf16Linear::apply(x, weights);
   }
   // fp32 (and fp64, for gradient checks): weights of the same dtype, stacked by autograd's cat.
@@ -185,6 +199,36 @@ torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights, Bf16MatmulP
 
 torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights) {
   return Linear(x, weights, CpuBf16MatmulPath());
+}
+
+torch::Tensor LinearProduct(const torch::Tensor& x, const torch::Tensor& weight) {
+  torch::NoGradGuard no_grad;
+  if (x.scalar_type() == torch::kBFloat16) {
+    const torch::Tensor w16 = weight.to(torch::kBFloat16);
+    return TakesEmulatedPath(x, CpuBf16MatmulPath()) ? EmulatedProduct(x, w16) : torch::linear(x, w16);
+  }
+  return torch::linear(x, weight.to(x.scalar_type()));
+}
+
+torch::Tensor LinearInputGrad(const torch::Tensor& grad_y, const torch::Tensor& weight,
+                              at::ScalarType x_dtype) {
+  torch::NoGradGuard no_grad;
+  if (x_dtype == torch::kBFloat16) {
+    const torch::Tensor w16 = weight.to(torch::kBFloat16);
+    return TakesEmulatedPath(grad_y, CpuBf16MatmulPath()) ? EmulatedInputGrad(grad_y.to(torch::kFloat), w16)
+                                                          : NativeInputGrad(grad_y.to(torch::kBFloat16), w16);
+  }
+  return torch::matmul(grad_y.to(x_dtype), weight.to(x_dtype));
+}
+
+torch::Tensor LinearWeightGradFp32(const torch::Tensor& grad_y, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  if (x.scalar_type() == torch::kBFloat16) {
+    const bool emulated = TakesEmulatedPath(x, CpuBf16MatmulPath());
+    return WeightGradFp32(emulated ? grad_y.to(torch::kFloat) : grad_y.to(torch::kBFloat16), x);
+  }
+  const int64_t out = grad_y.size(-1), in = x.size(-1);
+  return torch::mm(grad_y.reshape({-1, out}).t(), x.reshape({-1, in})).to(torch::kFloat);
 }
 
 }  // namespace tessera::kernels

@@ -28,6 +28,17 @@ torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights);
 // where the CPU lacks bf16 units).
 torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights, Bf16MatmulPath path);
 
+// The pieces of Linear with one weight, outside autograd, for code that runs its own backward
+// (the chunked loss, parallel/tensor_parallel/chunked_cross_entropy.h): the same arithmetic as
+// Linear's forward and backward on the path CpuBf16MatmulPath() picks.
+//   LinearProduct:        y = x W^T in x's dtype
+//   LinearInputGrad:      grad_x = grad_y W in x_dtype
+//   LinearWeightGradFp32: grad_W = grad_y^T x in fp32, never rounded to bf16
+torch::Tensor LinearProduct(const torch::Tensor& x, const torch::Tensor& weight);
+torch::Tensor LinearInputGrad(const torch::Tensor& grad_y, const torch::Tensor& weight,
+                              at::ScalarType x_dtype);
+torch::Tensor LinearWeightGradFp32(const torch::Tensor& grad_y, const torch::Tensor& x);
+
 // Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 on x86-64).
 bool CpuHasNativeBf16Matmul();
 

@@ -22,6 +22,7 @@
 #include "kernels/rms_norm.h"
 #include "kernels/swiglu.h"
 #include "kernels/weight_grad.h"
+#include "parallel/tensor_parallel/chunked_cross_entropy.h"
 #include "parallel/tensor_parallel/layers.h"
 #include "parallel/tensor_parallel/mappings.h"
 #include "parallel/tensor_parallel/vocab_parallel.h"
@@ -303,6 +304,22 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {
 }
 
 torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch::Tensor& targets) {
+  const int64_t chunk = config_.loss_chunk_tokens;
+  if (chunk > 0 && targets.numel() > chunk) {
+    // The head's input as ColumnParallelLinear would see it (the whole sequence under SP), then
+    // the head and the loss chunk by chunk; the head's input gradient is summed over the group
+    // by the same mapping in backward.
+    const torch::Tensor hidden = Hidden(input);
+    const torch::Tensor head_input = tp_.sequence_parallel
+                                         ? parallel::GatherFromSequence(hidden, tp_.group)
+                                         : parallel::CopyToTensorParallel(hidden, tp_.group);
+    return parallel::ChunkedLinearCrossEntropy(head_input.reshape({-1, head_input.size(-1)}), HeadWeight(),
+                                               targets.reshape({-1}),
+                                               {.chunk_tokens = chunk,
+                                                .vocab_begin = VocabBegin(),
+                                                .vocab_size = config_.vocab_size,
+                                                .group = tp_.group});
+  }
   torch::Tensor logits = LocalLogits(input);
   if (tp_.size == 1) {
     return torch::nn::functional::cross_entropy(AtLeastFloat(logits.view({-1, logits.size(-1)})),
