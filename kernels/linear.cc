@@ -14,6 +14,7 @@
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -201,24 +202,25 @@ torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights) {
   return Linear(x, weights, CpuBf16MatmulPath());
 }
 
-torch::Tensor LinearProduct(const torch::Tensor& x, const torch::Tensor& weight) {
+torch::Tensor LinearProduct(const torch::Tensor& x, at::TensorList weights) {
   torch::NoGradGuard no_grad;
   if (x.scalar_type() == torch::kBFloat16) {
-    const torch::Tensor w16 = weight.to(torch::kBFloat16);
+    const torch::Tensor w16 = StackedBf16(weights);
     return TakesEmulatedPath(x, CpuBf16MatmulPath()) ? EmulatedProduct(x, w16) : torch::linear(x, w16);
   }
-  return torch::linear(x, weight.to(x.scalar_type()));
+  const torch::Tensor w = weights.size() == 1 ? weights[0] : torch::cat(weights);
+  return torch::linear(x, w.to(x.scalar_type()));
 }
 
-torch::Tensor LinearInputGrad(const torch::Tensor& grad_y, const torch::Tensor& weight,
-                              at::ScalarType x_dtype) {
+torch::Tensor LinearInputGrad(const torch::Tensor& grad_y, at::TensorList weights, at::ScalarType x_dtype) {
   torch::NoGradGuard no_grad;
   if (x_dtype == torch::kBFloat16) {
-    const torch::Tensor w16 = weight.to(torch::kBFloat16);
+    const torch::Tensor w16 = StackedBf16(weights);
     return TakesEmulatedPath(grad_y, CpuBf16MatmulPath()) ? EmulatedInputGrad(grad_y.to(torch::kFloat), w16)
                                                           : NativeInputGrad(grad_y.to(torch::kBFloat16), w16);
   }
-  return torch::matmul(grad_y.to(x_dtype), weight.to(x_dtype));
+  const torch::Tensor w = weights.size() == 1 ? weights[0] : torch::cat(weights);
+  return torch::matmul(grad_y.to(x_dtype), w.to(x_dtype));
 }
 
 torch::Tensor LinearWeightGradFp32(const torch::Tensor& grad_y, const torch::Tensor& x) {
@@ -227,8 +229,31 @@ torch::Tensor LinearWeightGradFp32(const torch::Tensor& grad_y, const torch::Ten
     const bool emulated = TakesEmulatedPath(x, CpuBf16MatmulPath());
     return WeightGradFp32(emulated ? grad_y.to(torch::kFloat) : grad_y.to(torch::kBFloat16), x);
   }
-  const int64_t out = grad_y.size(-1), in = x.size(-1);
-  return torch::mm(grad_y.reshape({-1, out}).t(), x.reshape({-1, in})).to(torch::kFloat);
+  const int64_t out = grad_y.size(-1), in = x.size(-1);  // fp32 (fp64 stays fp64, for gradient checks)
+  return torch::mm(grad_y.to(x.scalar_type()).reshape({-1, out}).t(), x.reshape({-1, in}));
+}
+
+std::vector<torch::Tensor> LinearWeightGrads(const torch::Tensor& grad_y, const torch::Tensor& x,
+                                             at::TensorList weights, const std::vector<bool>& wanted) {
+  TORCH_CHECK(wanted.size() == weights.size(), "LinearWeightGrads: ", wanted.size(), " flags for ",
+              weights.size(), " weights");
+  torch::NoGradGuard no_grad;
+  const bool any = std::find(wanted.begin(), wanted.end(), true) != wanted.end();
+  const torch::Tensor stacked = any ? LinearWeightGradFp32(grad_y, x) : torch::Tensor();
+  std::vector<torch::Tensor> out;
+  int64_t row = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const int64_t rows = weights[i].size(0);
+    if (wanted[i]) {
+      torch::Tensor part = AccumulateWeightGrad(weights[i], stacked.narrow(0, row, rows));
+      // An fp32 weight's gradient goes back through autograd in the weight's own dtype.
+      out.push_back(part.defined() ? part.to(weights[i].scalar_type()) : part);
+    } else {
+      out.emplace_back();
+    }
+    row += rows;
+  }
+  return out;
 }
 
 }  // namespace tessera::kernels
