@@ -306,19 +306,18 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {
 torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch::Tensor& targets) {
   const int64_t chunk = config_.loss_chunk_tokens;
   if (chunk > 0 && targets.numel() > chunk) {
-    // The head's input as ColumnParallelLinear would see it (the whole sequence under SP), then
-    // the head and the loss chunk by chunk; the head's input gradient is summed over the group
-    // by the same mapping in backward.
+    // The head and the loss chunk by chunk, vocab-parallel; without SP the head's input
+    // gradient is summed over the group by CopyToTensorParallel, under SP the function gathers
+    // the sequence itself (and again in backward) and reduce-scatters the gradient.
     const torch::Tensor hidden = Hidden(input);
-    const torch::Tensor head_input = tp_.sequence_parallel
-                                         ? parallel::GatherFromSequence(hidden, tp_.group)
-                                         : parallel::CopyToTensorParallel(hidden, tp_.group);
-    return parallel::ChunkedLinearCrossEntropy(head_input.reshape({-1, head_input.size(-1)}), HeadWeight(),
-                                               targets.reshape({-1}),
-                                               {.chunk_tokens = chunk,
-                                                .vocab_begin = VocabBegin(),
-                                                .vocab_size = config_.vocab_size,
-                                                .group = tp_.group});
+    return parallel::ChunkedLinearCrossEntropy(
+        tp_.sequence_parallel ? hidden : parallel::CopyToTensorParallel(hidden, tp_.group), HeadWeight(),
+        targets,
+        {.chunk_tokens = chunk,
+         .vocab_begin = VocabBegin(),
+         .vocab_size = config_.vocab_size,
+         .group = tp_.group,
+         .sequence_parallel = tp_.sequence_parallel});
   }
   torch::Tensor logits = LocalLogits(input);
   if (tp_.size == 1) {

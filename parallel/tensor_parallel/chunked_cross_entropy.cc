@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "kernels/linear.h"
 #include "kernels/weight_grad.h"
@@ -33,6 +34,14 @@ torch::Tensor ChunkLogits(const torch::Tensor& hidden_chunk, const torch::Tensor
   return logits;
 }
 
+// The hidden states as [tokens, dim] rows; under sequence parallelism this rank's block
+// [batch, seq/tp, dim] gathered along seq first.
+torch::Tensor Rows(const torch::Tensor& hidden, Communicator* group, bool sequence_parallel) {
+  const torch::Tensor full =
+      sequence_parallel && GroupSize(group) > 1 ? AllGatherSequence(hidden, *group) : hidden;
+  return full.reshape({-1, full.size(-1)});
+}
+
 struct TargetColumns {
   torch::Tensor index;    // [rows, 1]: the target's local column (0 where outside)
   torch::Tensor outside;  // [rows]: the target is not among this rank's valid columns
@@ -47,9 +56,14 @@ TargetColumns LocalTargets(const torch::Tensor& targets, int64_t vocab_begin, in
 class ChunkedLinearCrossEntropyFunction
     : public torch::autograd::Function<ChunkedLinearCrossEntropyFunction> {
  public:
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& hidden, const torch::Tensor& weight,
-                               const torch::Tensor& targets, int64_t chunk_tokens, int64_t vocab_begin,
-                               int64_t vocab_size, Communicator* group) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& local_hidden,
+                               const torch::Tensor& weight, const torch::Tensor& targets_any_shape,
+                               int64_t chunk_tokens, int64_t vocab_begin, int64_t vocab_size,
+                               Communicator* group, bool sequence_parallel) {
+    const torch::Tensor hidden = Rows(local_hidden, group, sequence_parallel);
+    const torch::Tensor targets = targets_any_shape.reshape({-1});
+    TORCH_CHECK(targets.size(0) == hidden.size(0), "chunked cross-entropy: ", targets.size(0),
+                " targets for ", hidden.size(0), " rows of hidden states");
     const int64_t rows = hidden.size(0);
     const int64_t valid = std::clamp<int64_t>(vocab_size - vocab_begin, 0, weight.size(0));
     torch::Tensor lse = torch::empty({rows}, hidden.options().dtype(torch::kFloat));
@@ -70,7 +84,10 @@ class ChunkedLinearCrossEntropyFunction
       lse.narrow(0, begin, n).copy_(log_sum + row_max);
       losses.narrow(0, begin, n).copy_(log_sum - sums[1]);
     }
-    ctx->save_for_backward({hidden, targets, lse});
+    // Under SP only this rank's sequence block is kept: backward gathers it again.
+    ctx->save_for_backward({local_hidden, targets, lse});
+    ctx->saved_data["group"] = reinterpret_cast<int64_t>(group);
+    ctx->saved_data["sequence_parallel"] = sequence_parallel;
     // The weight itself, not a saved copy of it: unpacked from save_for_backward it would not be
     // the leaf whose fp32 .grad a bf16 weight's gradient goes to.
     ctx->saved_data["weight"] = weight;
@@ -82,7 +99,10 @@ class ChunkedLinearCrossEntropyFunction
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const torch::Tensor &hidden = saved[0], &targets = saved[1], &lse = saved[2];
+    const torch::Tensor &local_hidden = saved[0], &targets = saved[1], &lse = saved[2];
+    Communicator* group = reinterpret_cast<Communicator*>(ctx->saved_data["group"].toInt());
+    const bool sequence_parallel = ctx->saved_data["sequence_parallel"].toBool();
+    const torch::Tensor hidden = Rows(local_hidden, group, sequence_parallel);
     const torch::Tensor weight = ctx->saved_data["weight"].toTensor();
     const int64_t chunk_tokens = ctx->saved_data["chunk_tokens"].toInt();
     const int64_t vocab_begin = ctx->saved_data["vocab_begin"].toInt();
@@ -123,8 +143,18 @@ class ChunkedLinearCrossEntropyFunction
       }
     }
     if (grad_weight.defined()) grad_weight = grad_weight.to(weight.scalar_type());
+    if (grad_hidden.defined()) {
+      // Back to the input's shape; under SP the sum over the group of this rank's block.
+      if (sequence_parallel) {
+        std::vector<int64_t> gathered = local_hidden.sizes().vec();
+        gathered[1] *= GroupSize(group);
+        grad_hidden = ReduceScatterSequence(grad_hidden.view(gathered), *group);
+      } else {
+        grad_hidden = grad_hidden.view(local_hidden.sizes());
+      }
+    }
     return {grad_hidden,     grad_weight,     torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor(), torch::Tensor()};
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -133,15 +163,19 @@ class ChunkedLinearCrossEntropyFunction
 torch::Tensor ChunkedLinearCrossEntropy(const torch::Tensor& hidden, const torch::Tensor& weight,
                                         const torch::Tensor& targets,
                                         const ChunkedCrossEntropyOptions& options) {
-  TORCH_CHECK(hidden.dim() == 2 && weight.dim() == 2 && hidden.size(1) == weight.size(1),
-              "chunked cross-entropy: hidden [tokens, dim] and weight [vocab, dim] expected, got ",
+  TORCH_CHECK(hidden.dim() >= 2 && weight.dim() == 2 && hidden.size(-1) == weight.size(1),
+              "chunked cross-entropy: hidden [..., dim] and weight [vocab, dim] expected, got ",
               hidden.sizes(), " and ", weight.sizes());
-  TORCH_CHECK(targets.dim() == 1 && targets.size(0) == hidden.size(0), "chunked cross-entropy: targets ",
-              targets.sizes(), " must be [", hidden.size(0), "]");
+  const bool sp = options.sequence_parallel && GroupSize(options.group) > 1;
+  TORCH_CHECK(!sp || hidden.dim() == 3, "chunked cross-entropy: under sequence parallelism hidden is ",
+              "[batch, seq/tp, dim], got ", hidden.sizes());
+  const int64_t rows = hidden.numel() / hidden.size(-1) * (sp ? GroupSize(options.group) : 1);
+  TORCH_CHECK(targets.numel() == rows, "chunked cross-entropy: targets ", targets.sizes(), " must hold ",
+              rows, " ids, one per row of hidden states");
   TORCH_CHECK(options.chunk_tokens > 0, "chunked cross-entropy: chunk_tokens must be positive, got ",
               options.chunk_tokens);
   return ChunkedLinearCrossEntropyFunction::apply(hidden, weight, targets, options.chunk_tokens,
-                                                  options.vocab_begin, options.vocab_size, options.group);
+                                                  options.vocab_begin, options.vocab_size, options.group, sp);
 }
 
 }  // namespace tessera::parallel

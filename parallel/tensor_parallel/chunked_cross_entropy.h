@@ -26,14 +26,18 @@ struct ChunkedCrossEntropyOptions {
   int64_t vocab_begin = 0;
   int64_t vocab_size = 0;
   Communicator* group = nullptr;  // the tensor-parallel group (nullptr: one rank)
+  // hidden is this rank's sequence block [batch, seq/tp, dim]: gathered along seq in forward
+  // and again in backward (only the block is kept), the input gradient reduce-scattered back.
+  bool sequence_parallel = false;
 };
 
-// The mean over tokens of -log softmax(hidden W^T)[target], with hidden [tokens, dim] (fp32 or
+// The mean over tokens of -log softmax(hidden W^T)[target], with hidden [..., dim] (fp32 or
 // bf16: the head's product runs in that dtype, as kernels::Linear does), weight [vocab / tp, dim]
 // (this rank's rows; a bf16 weight's gradient goes to its fp32 .grad as kernels::Linear's does)
-// and targets int64 [tokens]. Returns an fp32 scalar, equal on every rank of the group. The
-// gradient of `hidden` is this rank's part only: the caller sums it over the group (the
-// CopyToTensorParallel / GatherFromSequence in front of the head does).
+// and targets int64 with one id per row (of the gathered rows under SP). Returns an fp32 scalar,
+// equal on every rank of the group. Without SP the gradient of `hidden` is this rank's part
+// only: the caller sums it over the group (CopyToTensorParallel in front of the head does);
+// under SP it is already the reduce-scattered sum.
 torch::Tensor ChunkedLinearCrossEntropy(const torch::Tensor& hidden, const torch::Tensor& weight,
                                         const torch::Tensor& targets,
                                         const ChunkedCrossEntropyOptions& options);
