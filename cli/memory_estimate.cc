@@ -88,8 +88,15 @@ std::vector<StageRow> StageMemory(const Config& c, const parallel::pipeline::Par
   const int64_t rows = VocabRowsPerRank(m, p.tp);
   const double layer_act = LayerActivationBytes(c, p.tp, false);
   const double layer_act_fused = LayerActivationBytes(c, p.tp, true);
-  const double logits = static_cast<double>(c.train.seq_len) * static_cast<double>(c.train.micro_batch) *
-                        static_cast<double>(rows) * 4.0;
+  // The head's logits per micro-batch: whole, in the compute dtype, as an fp32 copy and as the
+  // fp32 log-softmax saved for backward; chunked (model.loss_chunk_tokens), one chunk at a time
+  // in the compute dtype and one fp32 copy (parallel/tensor_parallel/chunked_cross_entropy.h).
+  const int64_t tokens = c.train.seq_len * c.train.micro_batch;
+  const int64_t chunk = m.loss_chunk_tokens;
+  const bool chunked = chunk > 0 && tokens > chunk;
+  const double compute_bytes = c.train.precision == Precision::kBf16 ? 2.0 : 4.0;
+  const double logits = static_cast<double>(chunked ? chunk : tokens) * static_cast<double>(rows) *
+                        (chunked ? compute_bytes + 4.0 : compute_bytes + 8.0);
   std::vector<StageRow> stages;
   for (int64_t r = 0; r < p.pp; ++r) {
     StageRow s = StageLayers(p, partition, r);

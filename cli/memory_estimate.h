@@ -15,8 +15,9 @@
 //   s b h (10 + 24 / t + 5 a s / (h t)); with sequence parallelism too, s b h (34 + 5 a s / h) / t.
 //   fp32 runs store 4-byte activations: twice that. Times the layers on the rank and the
 //   micro-batches in flight at the schedule's peak (1 without pipeline parallelism; the
-//   simulated peak otherwise: pp on the first stage for 1F1B), plus the last stage's fp32 logits
-//   for one micro-batch. The 5 a s / h term is the s x s attention scores; a fused (flash)
+//   simulated peak otherwise: pp on the first stage for 1F1B), plus the last stage's logits for
+//   one micro-batch: tokens x vocab/tp x (compute dtype + fp32 copy + fp32 log-softmax), or with
+//   the chunked head + loss one chunk's: chunk x vocab/tp x (compute dtype + fp32 copy). The 5 a s / h term is the s x s attention scores; a fused (flash)
 //   attention kernel, which LibTorch's scaled_dot_product_attention picks for bf16 on recent
 //   GPUs, never stores them, so the estimate is given with and without it. Communication
 //   buffers, the allocator's fragmentation and the CUDA context are not counted.

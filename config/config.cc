@@ -113,6 +113,12 @@ std::vector<FieldSpec> BuildSchema() {
             "output projections of attention and MLP use init_std / sqrt(2 * n_layers)."),
       Bool("model.tie_embeddings", TS_FIELD_REF(model.tie_embeddings),
            "Share the token embedding with the output head."),
+      IntOrWord("model.loss_chunk_tokens", TS_FIELD_REF(model.loss_chunk_tokens), 0, 1 << 30, "off",
+                "Tokens per chunk of the fused output head + cross-entropy: the logits [tokens, vocab] "
+                "never exist beyond one chunk (chunk x vocab/tp x ~10 bytes at a time, instead of the "
+                "micro-batch's), at the cost of computing each chunk's logits again in backward. A "
+                "micro-batch of at most this many tokens takes the unchunked path; off (0): always "
+                "unchunked."),
 
       Int("train.seq_len", TS_FIELD_REF(train.seq_len), 1, 1 << 24, "Tokens per training sequence."),
       Int("train.micro_batch", TS_FIELD_REF(train.micro_batch), 1, 1 << 20,

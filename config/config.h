@@ -68,6 +68,9 @@ struct ModelConfig {
   double norm_eps = 1e-5;
   double init_std = 0.02;
   bool tie_embeddings = true;
+  // Tokens per chunk of the fused head + cross-entropy (parallel/tensor_parallel/
+  // chunked_cross_entropy.h); 0: the whole micro-batch's logits at once.
+  int64_t loss_chunk_tokens = 2048;
 
   int64_t head_dim() const { return dim / n_heads; }
 };

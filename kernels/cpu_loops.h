@@ -1,6 +1,8 @@
 // Row loops of Tessera's fused CPU kernels (fp32), free of LibTorch so they can be compiled at
-// -O3 with per-ISA clones (AVX2+FMA and baseline x86-64, picked at load time). The autograd
-// wrappers in rms_norm.cc and rotary.cc call them over row ranges in parallel.
+// -O3, once for any x86-64 and once with AVX2 (cpu_loops_body.h); the AVX2 build runs where the
+// CPU has AVX2, unless TESSERA_CPU_LOOPS=baseline says otherwise. Both builds give the same bits.
+// The autograd wrappers (rms_norm.cc, rotary.cc, sum_squares.cc) and the optimizer
+// (trainer/flat_adamw.cc) call them over ranges in parallel.
 #pragma once
 
 #include <cstdint>
@@ -47,5 +49,21 @@ void AdamWElementsBf16(float* master, uint16_t* param_bf16, const float* grad, f
 // Sum of x[i]^2 over [0, n), each square formed and accumulated in fp64 (the square of an fp32
 // value is exact in fp64), for the gradient norm: one read of the fp32 data, no fp64 copy.
 double SumSquaresF64(const float* x, int64_t n);
+
+// One build of the loops above.
+struct CpuLoops {
+  decltype(&RmsNormForwardRows) rms_norm_forward_rows;
+  decltype(&RmsNormBackwardRows) rms_norm_backward_rows;
+  decltype(&RotateRow) rotate_row;
+  decltype(&AdamWElements) adamw_elements;
+  decltype(&AdamWElementsBf16) adamw_elements_bf16;
+  decltype(&SumSquaresF64) sum_squares_f64;
+};
+
+// The builds: "baseline" (any CPU) always, "avx2" where this CPU has AVX2 (else nullptr).
+const CpuLoops* CpuLoopsNamed(const char* name);
+// The build the functions above run: "avx2" where the CPU has it, unless the environment sets
+// TESSERA_CPU_LOOPS=baseline (or =avx2, refused with an error on a CPU without AVX2).
+const char* ActiveCpuLoopsName();
 
 }  // namespace tessera::kernels::cpu

@@ -1,5 +1,6 @@
-// The bf16 Linear as autograd functions, one per path. Both save the bf16 operands (not fp32
-// copies), so activation memory is what a bf16 GEMM keeps, and both return the weight gradient
+// The bf16 Linear as autograd functions, one per path. Both save the bf16 input and the weights
+// themselves (no fp32, converted or stacked copy: backward makes those again), so activation
+// memory is what a bf16 GEMM keeps, and both return the weight gradient
 // in fp32, never rounded to bf16: summed over the micro-steps of gradient accumulation, bf16
 // rounding of each step's gradient (what autograd through `weight.to(bf16)` does) would add a
 // relative error of up to 2^-9 per step (tests/kernels/linear_test.cc shows it).
@@ -13,6 +14,7 @@
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -36,7 +38,10 @@ torch::Tensor WeightGradFp32(const torch::Tensor& g, const torch::Tensor& x) {
 }
 
 // The weights stacked by output rows: one GEMM for several layers that read the same input
-// (q|k|v, gate|up). The copy is of the bf16 weights, once per forward.
+// (q|k|v, gate|up). The copy is of the bf16 weights, made in forward and again in backward but
+// never kept in between: saved for backward, it would hold a copy of most of a layer's weights
+// for every micro-batch in flight (16 copies of each layer on the first stage of a 16-stage
+// 1F1B pipeline).
 torch::Tensor StackedBf16(at::TensorList weights) {
   if (weights.size() == 1) return weights[0].to(torch::kBFloat16);
   std::vector<torch::Tensor> parts;
@@ -69,25 +74,40 @@ bool NeedsAnyWeightGrad(torch::autograd::AutogradContext* ctx, size_t weights) {
   return false;
 }
 
+// The two bf16 paths' arithmetic, shared by the autograd functions below and by the pieces
+// exported for code with its own backward (LinearProduct and friends).
+torch::Tensor EmulatedProduct(const torch::Tensor& x, const torch::Tensor& w16) {
+  return torch::linear(x.to(torch::kFloat), w16.to(torch::kFloat)).to(torch::kBFloat16);
+}
+torch::Tensor EmulatedInputGrad(const torch::Tensor& g_fp32, const torch::Tensor& w16) {
+  return torch::matmul(g_fp32, w16.to(torch::kFloat)).to(torch::kBFloat16);
+}
+torch::Tensor NativeInputGrad(const torch::Tensor& g_bf16, const torch::Tensor& w16) {
+  return torch::matmul(g_bf16, w16);
+}
+bool TakesEmulatedPath(const torch::Tensor& x, Bf16MatmulPath path) {
+  return x.device().is_cpu() && path == Bf16MatmulPath::kEmulated;
+}
+
 class EmulatedBf16Linear : public torch::autograd::Function<EmulatedBf16Linear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                at::TensorList weights) {
-    torch::Tensor w16 = StackedBf16(weights);  // the rounding a bf16 GEMM would apply
-    ctx->save_for_backward({x, w16});
+    const torch::Tensor w16 = StackedBf16(weights);  // the rounding a bf16 GEMM would apply
+    ctx->save_for_backward({x});
     ctx->saved_data["weights"] = weights.vec();
-    return torch::linear(x.to(torch::kFloat), w16.to(torch::kFloat)).to(torch::kBFloat16);
+    return EmulatedProduct(x, w16);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const torch::Tensor& x = saved[0];
-    const torch::Tensor& w16 = saved[1];
+    const torch::Tensor x = ctx->get_saved_variables()[0];
     const std::vector<torch::Tensor> weights = ctx->saved_data["weights"].toTensorVector();
     torch::Tensor g = grads[0].to(torch::kFloat);
     torch::Tensor grad_x, grad_w;
-    if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, w16.to(torch::kFloat)).to(torch::kBFloat16);
+    if (ctx->needs_input_grad(0)) {
+      grad_x = EmulatedInputGrad(g, StackedBf16(weights));
+    }
     if (NeedsAnyWeightGrad(ctx, weights.size())) grad_w = WeightGradFp32(g, x);
     torch::autograd::variable_list out{grad_x};
     for (torch::Tensor& w : WeightGrads(grad_w, weights, ctx)) out.push_back(std::move(w));
@@ -99,21 +119,18 @@ class NativeBf16Linear : public torch::autograd::Function<NativeBf16Linear> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                at::TensorList weights) {
-    torch::Tensor w16 = StackedBf16(weights);
-    ctx->save_for_backward({x, w16});
+    ctx->save_for_backward({x});
     ctx->saved_data["weights"] = weights.vec();
-    return torch::linear(x, w16);
+    return torch::linear(x, StackedBf16(weights));
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const torch::Tensor& x = saved[0];
-    const torch::Tensor& w16 = saved[1];
+    const torch::Tensor x = ctx->get_saved_variables()[0];
     const std::vector<torch::Tensor> weights = ctx->saved_data["weights"].toTensorVector();
     const torch::Tensor g = grads[0].to(torch::kBFloat16);
     torch::Tensor grad_x, grad_w;
-    if (ctx->needs_input_grad(0)) grad_x = torch::matmul(g, w16);
+    if (ctx->needs_input_grad(0)) grad_x = NativeInputGrad(g, StackedBf16(weights));
     if (NeedsAnyWeightGrad(ctx, weights.size())) grad_w = WeightGradFp32(g, x);
     torch::autograd::variable_list out{grad_x};
     for (torch::Tensor& w : WeightGrads(grad_w, weights, ctx)) out.push_back(std::move(w));
@@ -173,8 +190,7 @@ std::string DescribeCpuBf16MatmulPath() {
 torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights, Bf16MatmulPath path) {
   TORCH_CHECK(!weights.empty(), "Linear: no weights");
   if (x.scalar_type() == torch::kBFloat16) {
-    if (x.device().is_cpu() && path == Bf16MatmulPath::kEmulated)
-      return EmulatedBf16Linear::apply(x, weights);
+    if (TakesEmulatedPath(x, path)) return EmulatedBf16Linear::apply(x, weights);
     return NativeBf16Linear::apply(x, weights);
   }
   // fp32 (and fp64, for gradient checks): weights of the same dtype, stacked by autograd's cat.
@@ -184,6 +200,60 @@ torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights, Bf16MatmulP
 
 torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights) {
   return Linear(x, weights, CpuBf16MatmulPath());
+}
+
+torch::Tensor LinearProduct(const torch::Tensor& x, at::TensorList weights) {
+  torch::NoGradGuard no_grad;
+  if (x.scalar_type() == torch::kBFloat16) {
+    const torch::Tensor w16 = StackedBf16(weights);
+    return TakesEmulatedPath(x, CpuBf16MatmulPath()) ? EmulatedProduct(x, w16) : torch::linear(x, w16);
+  }
+  const torch::Tensor w = weights.size() == 1 ? weights[0] : torch::cat(weights);
+  return torch::linear(x, w.to(x.scalar_type()));
+}
+
+torch::Tensor LinearInputGrad(const torch::Tensor& grad_y, at::TensorList weights, at::ScalarType x_dtype) {
+  torch::NoGradGuard no_grad;
+  if (x_dtype == torch::kBFloat16) {
+    const torch::Tensor w16 = StackedBf16(weights);
+    return TakesEmulatedPath(grad_y, CpuBf16MatmulPath()) ? EmulatedInputGrad(grad_y.to(torch::kFloat), w16)
+                                                          : NativeInputGrad(grad_y.to(torch::kBFloat16), w16);
+  }
+  const torch::Tensor w = weights.size() == 1 ? weights[0] : torch::cat(weights);
+  return torch::matmul(grad_y.to(x_dtype), w.to(x_dtype));
+}
+
+torch::Tensor LinearWeightGradFp32(const torch::Tensor& grad_y, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  if (x.scalar_type() == torch::kBFloat16) {
+    const bool emulated = TakesEmulatedPath(x, CpuBf16MatmulPath());
+    return WeightGradFp32(emulated ? grad_y.to(torch::kFloat) : grad_y.to(torch::kBFloat16), x);
+  }
+  const int64_t out = grad_y.size(-1), in = x.size(-1);  // fp32 (fp64 stays fp64, for gradient checks)
+  return torch::mm(grad_y.to(x.scalar_type()).reshape({-1, out}).t(), x.reshape({-1, in}));
+}
+
+std::vector<torch::Tensor> LinearWeightGrads(const torch::Tensor& grad_y, const torch::Tensor& x,
+                                             at::TensorList weights, const std::vector<bool>& wanted) {
+  TORCH_CHECK(wanted.size() == weights.size(), "LinearWeightGrads: ", wanted.size(), " flags for ",
+              weights.size(), " weights");
+  torch::NoGradGuard no_grad;
+  const bool any = std::find(wanted.begin(), wanted.end(), true) != wanted.end();
+  const torch::Tensor stacked = any ? LinearWeightGradFp32(grad_y, x) : torch::Tensor();
+  std::vector<torch::Tensor> out;
+  int64_t row = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const int64_t rows = weights[i].size(0);
+    if (wanted[i]) {
+      torch::Tensor part = AccumulateWeightGrad(weights[i], stacked.narrow(0, row, rows));
+      // An fp32 weight's gradient goes back through autograd in the weight's own dtype.
+      out.push_back(part.defined() ? part.to(weights[i].scalar_type()) : part);
+    } else {
+      out.emplace_back();
+    }
+    row += rows;
+  }
+  return out;
 }
 
 }  // namespace tessera::kernels

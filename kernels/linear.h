@@ -10,6 +10,7 @@
 #include <torch/types.h>
 
 #include <string>
+#include <vector>
 
 namespace tessera::kernels {
 
@@ -27,6 +28,21 @@ torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights);
 // The same on an explicit path (tests run both on every machine; kNative is slow but exact
 // where the CPU lacks bf16 units).
 torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights, Bf16MatmulPath path);
+
+// The pieces of Linear, outside autograd, for code that runs its own backward (the chunked loss,
+// the sequence-parallel column layer): the same arithmetic as Linear's forward and backward on
+// the path CpuBf16MatmulPath() picks, weights stacked by rows as Linear stacks them.
+//   LinearProduct:        y = x W^T in x's dtype
+//   LinearInputGrad:      grad_x = grad_y W in x_dtype
+//   LinearWeightGrads:    each weight's gradient from grad_y^T x in fp32: where `wanted[i]`, a
+//                         bf16 weight's goes into its fp32 .grad (undefined is returned), an fp32
+//                         weight's is returned for autograd; undefined where not wanted
+//   LinearWeightGradFp32: grad_y^T x in fp32 for one weight, returned, never rounded to bf16
+torch::Tensor LinearProduct(const torch::Tensor& x, at::TensorList weights);
+torch::Tensor LinearInputGrad(const torch::Tensor& grad_y, at::TensorList weights, at::ScalarType x_dtype);
+std::vector<torch::Tensor> LinearWeightGrads(const torch::Tensor& grad_y, const torch::Tensor& x,
+                                             at::TensorList weights, const std::vector<bool>& wanted);
+torch::Tensor LinearWeightGradFp32(const torch::Tensor& grad_y, const torch::Tensor& x);
 
 // Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 on x86-64).
 bool CpuHasNativeBf16Matmul();

@@ -23,6 +23,7 @@
 #include "kernels/rms_norm.h"
 #include "kernels/swiglu.h"
 #include "kernels/weight_grad.h"
+#include "parallel/tensor_parallel/chunked_cross_entropy.h"
 #include "parallel/tensor_parallel/layers.h"
 #include "parallel/tensor_parallel/mappings.h"
 #include "parallel/tensor_parallel/vocab_parallel.h"
@@ -301,11 +302,14 @@ torch::Tensor TransformerImpl::LocalLogits(const torch::Tensor& input) {
   BeginStep(head);
   // The final norm, then the head: column-parallel over the (padded) vocabulary; under SP it
   // gathers the whole sequence.
-  torch::Tensor logits = parallel::ColumnParallelLinear(
-      kernels::RmsNorm(h, kernels::Fp32Weight(norm), config_.norm_eps, compute_dtype_), HeadWeight(),
-      tp_.group, tp_.sequence_parallel);
+  torch::Tensor logits =
+      parallel::ColumnParallelLinear(FinalNorm(h), HeadWeight(), tp_.group, tp_.sequence_parallel);
   EndStep(head);
   return GateBackward(logits, head);
+}
+
+torch::Tensor TransformerImpl::FinalNorm(const torch::Tensor& h) {
+  return kernels::RmsNorm(h, kernels::Fp32Weight(norm), config_.norm_eps, compute_dtype_);
 }
 
 std::vector<std::vector<int>> TransformerImpl::ForwardSteps() const {
@@ -384,6 +388,28 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {
 }
 
 torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch::Tensor& targets) {
+  const int64_t chunk = config_.loss_chunk_tokens;
+  if (chunk > 0 && targets.numel() > chunk) {
+    // The head and the loss chunk by chunk, vocab-parallel; without SP the head's input
+    // gradient is summed over the group by CopyToTensorParallel, under SP the function gathers
+    // the sequence itself (and again in backward) and reduce-scatters the gradient.
+    TORCH_CHECK(options_.has_head, "this model chunk (layers ", first_layer_, "..",
+                first_layer_ + num_layers(), ") has no head: use StageForward");
+    const torch::Tensor h = StageForward(input);
+    const size_t head = ForwardSteps().size() - 1;
+    BeginStep(head);
+    const torch::Tensor hidden = FinalNorm(h);
+    torch::Tensor loss = parallel::ChunkedLinearCrossEntropy(
+        tp_.sequence_parallel ? hidden : parallel::CopyToTensorParallel(hidden, tp_.group), HeadWeight(),
+        targets,
+        {.chunk_tokens = chunk,
+         .vocab_begin = VocabBegin(),
+         .vocab_size = config_.vocab_size,
+         .group = tp_.group,
+         .sequence_parallel = tp_.sequence_parallel});
+    EndStep(head);
+    return GateBackward(loss, head);
+  }
   torch::Tensor logits = LocalLogits(input);
   if (tp_.size == 1) {
     return torch::nn::functional::cross_entropy(AtLeastFloat(logits.view({-1, logits.size(-1)})),

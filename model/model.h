@@ -158,6 +158,8 @@ class TransformerImpl : public torch::nn::Module {
   std::vector<Block> layers;  // this chunk's layers: layers[i] is global layer first_layer() + i
 
  private:
+  // The final norm of StageForward's output: [batch, seq (or seq/tp), dim] in the compute dtype.
+  torch::Tensor FinalNorm(const torch::Tensor& h);
   // Zero 3: the units each step of this chunk's forward uses (the embedding, each layer, the
   // head with the embedding when it is tied), and the gathering around step `step`.
   std::vector<std::vector<int>> ForwardSteps() const;

@@ -1,7 +1,8 @@
 // AdamW as in Loshchilov & Hutter / torch.optim.AdamW: decoupled decay p *= 1 - lr*wd, then
 // p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). On CPU one fused pass per range
-// (kernels/cpu_loops.h AdamWElements); elsewhere the same arithmetic as LibTorch tensor ops.
-// With bf16 parameters p is the range's fp32 master, and the pass also writes the bf16 weights.
+// (kernels/cpu_loops.h AdamWElements); elsewhere LibTorch's fused AdamW kernel with its scalars
+// in device tensors. With bf16 parameters p is the range's fp32 master, and the bf16 weights are
+// written from it (in the same pass on CPU).
 #include "trainer/flat_adamw.h"
 
 #include <torch/torch.h>
@@ -46,19 +47,48 @@ std::vector<torch::Tensor> FlatAdamW::ExpAvgSqByRange() const {
   return out;
 }
 
+int64_t FlatAdamW::step_count() const {
+  if (!device_step_.defined()) return step_;
+  return static_cast<int64_t>(device_step_.item<float>());
+}
+
+void FlatAdamW::set_step_count(int64_t step) {
+  step_ = step;
+  if (device_step_.defined()) device_step_.fill_(static_cast<double>(step));
+}
+
 void FlatAdamW::Step(double lr, double grad_scale) {
   torch::NoGradGuard no_grad;
+  if (!ranges_.empty() && !ranges_.front().owned.grads.is_cpu()) {
+    const auto options = ranges_.front().owned.grads.options().dtype(torch::kFloat);
+    StepOnDevice(torch::full({}, lr, options), torch::full({}, grad_scale, options),
+                 torch::zeros({}, options));
+    return;
+  }
   ++step_;
   const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
   const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(step_));
   for (Range& r : ranges_) {
-    if (r.owned.params.numel() == 0) continue;
-    if (r.owned.params.is_cpu()) {
-      StepRangeFused(r, lr, grad_scale, bias1, bias2);
-    } else {
-      StepRangeWithTensorOps(r, lr, grad_scale, bias1, bias2);
-    }
+    if (r.owned.params.numel() > 0) StepRangeFused(r, lr, grad_scale, bias1, bias2);
   }
+}
+
+void FlatAdamW::StepOnDevice(const torch::Tensor& lr, const torch::Tensor& grad_scale,
+                             const torch::Tensor& skip) {
+  torch::NoGradGuard no_grad;
+  if (ranges_.empty()) return;
+  if (!device_step_.defined()) {
+    device_step_ = torch::full({}, static_cast<double>(step_), ranges_.front().owned.grads.options());
+  }
+  // `_fused_adamw_` reads the step count as already advanced, divides the gradients by its
+  // grad_scale (AMP's convention: clipping multiplies, so pass the reciprocal) and returns at
+  // once when found_inf is 1; a skipped step then takes its count back.
+  device_step_.add_(1.0);
+  const torch::Tensor inverse_scale = grad_scale.reciprocal();
+  for (Range& r : ranges_) {
+    if (r.owned.params.numel() > 0) StepRangeOnDevice(r, lr, inverse_scale, skip);
+  }
+  device_step_.sub_(skip);
 }
 
 void FlatAdamW::StepRangeFused(Range& r, double lr, double grad_scale, double bias1, double bias2) {
@@ -91,16 +121,19 @@ void FlatAdamW::StepRangeFused(Range& r, double lr, double grad_scale, double bi
   });
 }
 
-void FlatAdamW::StepRangeWithTensorOps(Range& r, double lr, double grad_scale, double bias1, double bias2) {
+void FlatAdamW::StepRangeOnDevice(Range& r, const torch::Tensor& lr, const torch::Tensor& inverse_scale,
+                                  const torch::Tensor& skip) {
   torch::Tensor& params = r.owned.master.defined() ? r.owned.master : r.owned.params;
-  const torch::Tensor grads = grad_scale != 1.0 ? r.owned.grads * grad_scale : r.owned.grads;
-  if (options_.weight_decay != 0.0 && r.owned.decayed > 0) {
-    params.narrow(0, 0, r.owned.decayed).mul_(1.0 - lr * options_.weight_decay);
-  }
-  r.exp_avg.lerp_(grads, 1.0 - options_.beta1);
-  r.exp_avg_sq.mul_(options_.beta2).addcmul_(grads, grads, 1.0 - options_.beta2);
-  torch::Tensor denom = (r.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
-  params.addcdiv_(r.exp_avg, denom, -lr / bias1);
+  const int64_t n = params.numel(), split = r.owned.decayed;  // elements [0, split) are decayed
+  auto update = [&](int64_t from, int64_t to, double weight_decay) {
+    if (to <= from) return;
+    at::_fused_adamw_({params.narrow(0, from, to - from)}, {r.owned.grads.narrow(0, from, to - from)},
+                      {r.exp_avg.narrow(0, from, to - from)}, {r.exp_avg_sq.narrow(0, from, to - from)}, {},
+                      {device_step_}, lr, options_.beta1, options_.beta2, weight_decay, options_.eps,
+                      /*amsgrad=*/false, /*maximize=*/false, inverse_scale, skip);
+  };
+  update(0, split, options_.weight_decay);
+  update(split, n, 0.0);
   if (r.owned.master.defined()) r.owned.params.copy_(params);  // the bf16 weights, rounded once
 }
 

@@ -2,10 +2,11 @@
 // (parallel/data_parallel/grad_reducer.h). It updates exactly the ranges this rank owns: every
 // bucket under parallel.zero 0, this rank's shard of every bucket under ZeRO 1 and 2, so its two
 // moments take 8 bytes per owned element, i.e. 1/DP of the model's under ZeRO. Each range is a
-// single fused pass over its elements on CPU (a handful of whole-buffer operations elsewhere)
-// instead of a loop over tensors. Where the parameters are bf16 (train.precision bf16) each range
-// carries an fp32 master (grad_reducer.h): the update runs on the master and writes the rounded
-// bf16 weights in the same pass.
+// single fused pass over its elements on CPU (kernels/cpu_loops.h); on other devices LibTorch's
+// fused AdamW kernel (`_fused_adamw_`), which reads the learning rate, the clipping factor, the
+// skip flag and the step count from device tensors, so the update never waits for the host. Where the
+// parameters are bf16 (train.precision bf16) each range carries an fp32 master (grad_reducer.h): the update
+// runs on the master and writes the rounded bf16 weights in the same pass.
 #pragma once
 
 #include <torch/types.h>
@@ -29,14 +30,21 @@ class FlatAdamW {
   FlatAdamW(std::vector<parallel::OwnedRange> ranges, AdamWOptions options);
 
   // One AdamW update at `lr` with the gradients scaled by `grad_scale` (clipping); the gradient
-  // buffers themselves are left as they are.
+  // buffers themselves are left as they are. On a non-CPU device this is StepOnDevice.
   void Step(double lr, double grad_scale);
+  // The same update with its inputs in 0-dim fp32 tensors on the ranges' device: the learning
+  // rate, the clipping factor, and `skip` (1: leave parameters, moments and the step count as
+  // they are, 0: update). Runs LibTorch's fused AdamW over each range (on the fp32 master, then
+  // one copy into the bf16 weights) with the step count kept on the device: nothing here reads
+  // a value back to the host. Equal to Step's CPU loop within a few ulp (flat_adamw_test.cc).
+  void StepOnDevice(const torch::Tensor& lr, const torch::Tensor& grad_scale, const torch::Tensor& skip);
 
   // Elements this rank updates, and how many of them are decayed.
   int64_t numel() const { return numel_; }
   int64_t decayed_numel() const { return decayed_numel_; }
-  int64_t step_count() const { return step_; }
-  void set_step_count(int64_t step) { step_ = step; }
+  // Updates taken (reads the device's count back when StepOnDevice ran: a host sync).
+  int64_t step_count() const;
+  void set_step_count(int64_t step);
   // Bytes of optimizer state (two fp32 moments) held by this process.
   int64_t StateBytes() const { return 2 * numel_ * static_cast<int64_t>(sizeof(float)); }
   // The moments, one flat buffer each, ranges back to back (checkpoints read them).
@@ -52,13 +60,17 @@ class FlatAdamW {
     torch::Tensor exp_avg, exp_avg_sq;  // views of the flat moments
   };
   void StepRangeFused(Range& r, double lr, double grad_scale, double bias1, double bias2);
-  void StepRangeWithTensorOps(Range& r, double lr, double grad_scale, double bias1, double bias2);
+  void StepRangeOnDevice(Range& r, const torch::Tensor& lr, const torch::Tensor& inverse_scale,
+                         const torch::Tensor& skip);
 
   AdamWOptions options_;
   std::vector<Range> ranges_;
   torch::Tensor exp_avg_, exp_avg_sq_;
   int64_t numel_ = 0, decayed_numel_ = 0;
   int64_t step_ = 0;
+  // StepOnDevice's count of updates taken: a 0-dim fp32 tensor on the ranges' device (as
+  // `_fused_adamw_` reads it; exact up to 2^24 steps), created from step_ on first use.
+  torch::Tensor device_step_;
 };
 
 }  // namespace tessera

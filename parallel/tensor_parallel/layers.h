@@ -7,7 +7,9 @@
 //
 //                          forward                          backward
 //   column, plain          none (CopyToTensorParallel)      all-reduce of grad x
-//   column, seq-parallel   all-gather x along seq           reduce-scatter of grad x along seq
+//   column, seq-parallel   all-gather x along seq           all-gather x again (only the local
+//                                                           block is kept between the passes),
+//                                                           reduce-scatter of grad x along seq
 //   row, plain             all-reduce of the output         none
 //   row, seq-parallel      reduce-scatter of the output     all-gather of grad output along seq
 //

@@ -190,6 +190,14 @@ torch::Tensor ScatterToSequence(const torch::Tensor& x, Communicator* group) {
   return GroupSize(group) == 1 ? x : ScatterToSequenceFunction::apply(x, group);
 }
 
+torch::Tensor AllGatherSequence(const torch::Tensor& x, Communicator& group) {
+  return AllGatherAlong(x, kSeqDim, group);
+}
+
+torch::Tensor ReduceScatterSequence(const torch::Tensor& x, Communicator& group) {
+  return ReduceScatterAlong(x, kSeqDim, group);
+}
+
 torch::Tensor GatherFromSequence(const torch::Tensor& x, Communicator* group) {
   return GroupSize(group) == 1 ? x : GatherFromSequenceFunction::apply(x, group);
 }

@@ -68,4 +68,11 @@ torch::Tensor GatherFromSequence(const torch::Tensor& x, Communicator* group);
 // of the gradient along seq.
 torch::Tensor ReduceScatterToSequence(const torch::Tensor& x, Communicator* group);
 
+// The collectives underneath, without autograd, for functions that run their own backward (the
+// sequence-parallel column layer re-gathers its input in backward): the all-gather of every
+// rank's sequence block into [batch, s, ...], and the reduce-scatter (sum) of [batch, s, ...]
+// into this rank's block. Throw c10::Error on a failed collective.
+torch::Tensor AllGatherSequence(const torch::Tensor& x, Communicator& group);
+torch::Tensor ReduceScatterSequence(const torch::Tensor& x, Communicator& group);
+
 }  // namespace tessera::parallel

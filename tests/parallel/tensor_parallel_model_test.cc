@@ -5,7 +5,8 @@
 // loss, its weights and gradients gathered from every rank's shard (through the ShardSpecs of
 // ParameterInfos) must equal the reference's, for TP 2 and 4, with and without sequence
 // parallelism, with kv heads split (8 heads / 4 kv) and replicated (8 heads / 2 kv at TP 4), a
-// vocabulary divisible by neither 2 nor 4, tied and untied embeddings.
+// vocabulary divisible by neither 2 nor 4, tied and untied embeddings, the head + loss whole and
+// in chunks (model.loss_chunk_tokens).
 //
 // Tolerances. fp32: the sharded model does the same arithmetic except that each row-parallel
 // product sums its input features in tp partial GEMMs, then over the group, and the
@@ -159,8 +160,9 @@ struct Reference {
   std::map<std::string, at::Tensor> weights, grads;
 };
 
-Reference RunReference(const ModelConfig& config, torch::ScalarType dtype, const at::Tensor& tokens,
+Reference RunReference(ModelConfig config, torch::ScalarType dtype, const at::Tensor& tokens,
                        const at::Tensor& targets) {
+  config.loss_chunk_tokens = 0;  // the whole logits at once
   Transformer model(config, kSeq);
   model->InitializeWeights(kSeed);
   model->SetComputeDtype(dtype);
@@ -181,10 +183,14 @@ Reference RunReference(const ModelConfig& config, torch::ScalarType dtype, const
 
 // Builds the TP model, runs forward, loss and backward on the batch and compares everything with
 // the reference.
-void CompareWithReference(const ModelConfig& config, Group& g, bool sp, torch::ScalarType dtype,
-                          const Reference& ref, const at::Tensor& tokens, const at::Tensor& targets) {
+// `loss_chunk`: the sharded model's model.loss_chunk_tokens (the reference's loss is unchunked).
+void CompareWithReference(const ModelConfig& reference_config, Group& g, bool sp, torch::ScalarType dtype,
+                          const Reference& ref, const at::Tensor& tokens, const at::Tensor& targets,
+                          int64_t loss_chunk = 0) {
+  ModelConfig config = reference_config;
+  config.loss_chunk_tokens = loss_chunk;
   CATCH_INFO(Describe(config) << ", tp " << g.size << ", sequence parallel " << sp << ", "
-                              << c10::toString(dtype));
+                              << c10::toString(dtype) << ", loss chunk " << loss_chunk);
   ModelShardOptions options;
   options.tp = g.comm;
   options.sequence_parallel = sp;
@@ -226,7 +232,13 @@ CATCH_TEST_CASE("TP model: loss, logits, weights and gradients equal the TP=1 mo
     const Reference ref = RunReference(config, torch::kFloat, tokens, targets);
     for (int n : Degrees()) {
       Group g = MakeGroup(n);
-      for (bool sp : {false, true}) CompareWithReference(config, g, sp, torch::kFloat, ref, tokens, targets);
+      for (bool sp : {false, true}) {
+        // The chunked head + loss in chunks of 5 tokens (a ragged last chunk) against the
+        // unchunked reference: the same tolerances hold.
+        for (int64_t chunk : {int64_t{0}, int64_t{5}}) {
+          CompareWithReference(config, g, sp, torch::kFloat, ref, tokens, targets, chunk);
+        }
+      }
     }
   }
 }
@@ -237,7 +249,9 @@ CATCH_TEST_CASE("TP model: bf16 compute stays within bf16 rounding of the TP=1 m
   const Reference ref = RunReference(config, torch::kBFloat16, tokens, targets);
   for (int n : Degrees()) {
     Group g = MakeGroup(n);
-    CompareWithReference(config, g, /*sp=*/true, torch::kBFloat16, ref, tokens, targets);
+    for (int64_t chunk : {int64_t{0}, int64_t{5}}) {
+      CompareWithReference(config, g, /*sp=*/true, torch::kBFloat16, ref, tokens, targets, chunk);
+    }
   }
 }
 

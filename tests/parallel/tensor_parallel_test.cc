@@ -1,7 +1,7 @@
-// Tests of parallel/tensor_parallel (mappings, layers, vocab_parallel) as every rank of a real job
-// sees them: run as one process (TP = 1, the identity paths) and under mpirun with 2 and 4 ranks
-// (TP = 2; TP = 4 and TP = 2 x DP = 2 with 4 ranks). Every split computation is compared with
-// the unsplit one that each rank computes locally from the same seeded inputs.
+// Tests of parallel/tensor_parallel (mappings, layers, vocab_parallel, chunked_cross_entropy) as every rank
+// of a real job sees them: run as one process (TP = 1, the identity paths) and under mpirun with 2 and 4
+// ranks (TP = 2; TP = 4 and TP = 2 x DP = 2 with 4 ranks). Every split computation is compared with the
+// unsplit one that each rank computes locally from the same seeded inputs.
 //
 // Tolerances: the mappings, linear layers and embedding run in float64 (the communicators carry
 // it), where the split and unsplit computations differ only in summation order: a few ulps of
@@ -11,11 +11,14 @@
 #include <ATen/ATen.h>
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "kernels/linear.h"
 #include "parallel/process_grid.h"
+#include "parallel/tensor_parallel/chunked_cross_entropy.h"
 #include "parallel/tensor_parallel/layers.h"
 #include "parallel/tensor_parallel/mappings.h"
 #include "parallel/tensor_parallel/vocab_parallel.h"
@@ -304,4 +307,97 @@ CATCH_TEST_CASE("vocab-parallel cross-entropy keeps the logits' dtype for the gr
     CheckClose(shard.grad(), ref_logits.grad().narrow(1, spec.begin(), spec.block_size()), 1.0 / 256,
                "bf16 gradient");
   }
+}
+
+CATCH_TEST_CASE(
+    "the chunked head + cross-entropy equals the unchunked head and loss, vocab not divisible by TP") {
+  // fp32 throughout: the chunked loss forms the same logits row by row and the same fp32 softmax
+  // statistics, in another summation order (kFloat32Tol, see the file comment); its gradients
+  // come from the recomputed logits and the saved log-sum-exp instead of a saved softmax.
+  const int64_t tokens = 24, dim = 8;
+  for (int64_t vocab : {37, 5}) {
+    const at::Tensor hidden = Randn({tokens, dim}, 50, at::kFloat);
+    const at::Tensor table = Randn({vocab, dim}, 51, at::kFloat);
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(52);
+    const at::Tensor targets = at::randint(vocab, {tokens}, generator, at::kLong);
+    at::Tensor ref_h = Leaf(hidden), ref_w = Leaf(table);
+    const at::Tensor ref_loss = torch::nn::functional::cross_entropy(at::matmul(ref_h, ref_w.t()), targets);
+    (ref_loss * 0.7).backward();  // an incoming gradient other than 1
+    for (int n : Degrees()) {
+      Group g = MakeGroup(n);
+      const tp::ShardSpec spec = tp::VocabShard(vocab, n, g.rank);
+      for (int64_t chunk : {int64_t{1}, int64_t{5}, tokens, int64_t{100}}) {
+        CATCH_INFO("vocab " << vocab << ", tp " << n << ", chunk " << chunk);
+        at::Tensor h = Leaf(hidden), w = Leaf(VocabBlock(table, spec));
+        const at::Tensor loss = tp::ChunkedLinearCrossEntropy(
+            h, w, targets,
+            {.chunk_tokens = chunk, .vocab_begin = spec.begin(), .vocab_size = vocab, .group = g.comm});
+        CATCH_CHECK(loss.dim() == 0);
+        CheckClose(loss, ref_loss, kFloat32Tol, "loss");
+        (loss * 0.7).backward();
+        // Each rank's input gradient is its columns' part: summed over the group, it is the whole.
+        at::Tensor grad_h = h.grad().clone();
+        if (g.size > 1) CATCH_REQUIRE(g.comm->AllReduce(grad_h, tp::ReduceOp::kSum).ok());
+        CheckClose(grad_h, ref_h.grad(), kFloat32Tol, "grad of the hidden states");
+        CheckClose(w.grad(), VocabBlock(ref_w.grad(), spec), kFloat32Tol,
+                   "grad of the head shard (zero on padding)");
+      }
+    }
+  }
+}
+
+CATCH_TEST_CASE(
+    "the chunked head + cross-entropy in bf16: a bf16 weight's gradient lands in its fp32 .grad") {
+  const int64_t tokens = 16, dim = 8, vocab = 37;
+  const at::Tensor hidden = Randn({tokens, dim}, 60, at::kFloat).to(at::kBFloat16);
+  const at::Tensor table = Randn({vocab, dim}, 61, at::kFloat).to(at::kBFloat16);
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(62);
+  const at::Tensor targets = at::randint(vocab, {tokens}, generator, at::kLong);
+  // The unchunked path as the model ran it: the bf16 product, the loss on its fp32 values.
+  at::Tensor ref_h = Leaf(hidden), ref_w = Leaf(table);  // its gradient: fp32, in .grad
+  const at::Tensor ref_logits = tessera::kernels::Linear(ref_h, {ref_w});
+  const at::Tensor ref_loss = torch::nn::functional::cross_entropy(ref_logits.to(at::kFloat), targets);
+  ref_loss.backward();
+  for (int n : Degrees()) {
+    Group g = MakeGroup(n);
+    const tp::ShardSpec spec = tp::VocabShard(vocab, n, g.rank);
+    at::Tensor h = Leaf(hidden), w = Leaf(VocabBlock(table, spec));
+    const at::Tensor loss = tp::ChunkedLinearCrossEntropy(
+        h, w, targets,
+        {.chunk_tokens = 3, .vocab_begin = spec.begin(), .vocab_size = vocab, .group = g.comm});
+    CheckClose(loss, ref_loss, kFloat32Tol, "bf16 loss");
+    loss.backward();
+    CATCH_CHECK(h.grad().scalar_type() == at::kBFloat16);
+    CATCH_REQUIRE(w.grad().defined());
+    CATCH_CHECK(w.grad().scalar_type() == at::kFloat);  // never rounded to bf16
+    at::Tensor grad_h = h.grad().to(at::kFloat);
+    if (g.size > 1) CATCH_REQUIRE(g.comm->AllReduce(grad_h, tp::ReduceOp::kSum).ok());
+    // The input gradient is rounded to bf16 per rank before the sum (2^-8 relative, on values
+    // below 1); the weight gradient is fp32 from the bf16-rounded softmax gradient, as the
+    // unchunked path's.
+    CheckClose(grad_h, ref_h.grad().to(at::kFloat), 1.0 / 128, "bf16 grad of the hidden states");
+    CATCH_CHECK(ref_w.grad().scalar_type() == at::kFloat);
+    CheckClose(w.grad(), VocabBlock(ref_w.grad(), spec), 1.0 / 256, "fp32 grad of the bf16 head shard");
+  }
+}
+
+CATCH_TEST_CASE("the chunked head + cross-entropy refuses shapes that do not agree") {
+  const at::Tensor h = at::zeros({4, 8}), w = at::zeros({5, 8}), t = at::zeros({4}, at::kLong);
+  const auto error_of = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  };
+  CATCH_CHECK(error_of([&] {
+                tp::ChunkedLinearCrossEntropy(h, at::zeros({5, 7}), t, {.vocab_size = 5});
+              }).find("hidden [..., dim] and weight [vocab, dim]") != std::string::npos);
+  CATCH_CHECK(error_of([&] {
+                tp::ChunkedLinearCrossEntropy(h, w, at::zeros({3}, at::kLong), {.vocab_size = 5});
+              }).find("targets [3] must hold 4 ids") != std::string::npos);
+  CATCH_CHECK(error_of([&] {
+                tp::ChunkedLinearCrossEntropy(h, w, t, {.chunk_tokens = 0, .vocab_size = 5});
+              }).find("chunk_tokens must be positive, got 0") != std::string::npos);
 }

@@ -398,6 +398,11 @@ def main():
                 got = run(name, ranks, evals + extra, workdir)
                 compare(name, single_eval, got, param_atol=atol)
                 compare_eval(name, single_eval, got)
+            # The head and loss in chunks of tokens (model.loss_chunk_tokens below the micro-batch's
+            # 128 tokens): the head's unit is gathered around the chunked loss and before its backward.
+            chunked = ["train.micro_batch=4", "parallel.bucket_mb=0.25", "model.loss_chunk_tokens=48"]
+            compare_exact("dp2-zero3 vs dp2-zero2, chunked loss", run("dp2-zero2-chunked", 2, chunked + ["parallel.zero=2"], workdir),
+                          run("dp2-zero3-chunked", 2, chunked + ["parallel.zero=3"], workdir))
             # Gathered memory: 8 layers, so that prefetch + 2 units are well short of the model.
             deep = ["model.n_layers=8", "train.micro_batch=2", "parallel.zero=3", "parallel.bucket_mb=0.25"]
             for prefetch in (0, 1, 2):
