@@ -1,6 +1,8 @@
 // Parameters and memory per rank (memory_estimate.h).
 #include "cli/memory_estimate.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "model/sharding.h"
 #include "parallel/data_parallel/bucket_layout.h"
@@ -86,8 +88,16 @@ std::vector<StageRow> StageMemory(const Config& c, const parallel::pipeline::Par
   const ModelConfig& m = c.model;
   const ParallelConfig& p = c.parallel;
   const int64_t rows = VocabRowsPerRank(m, p.tp);
-  const double layer_act = LayerActivationBytes(c, p.tp, false);
-  const double layer_act_fused = LayerActivationBytes(c, p.tp, true);
+  double layer_act = LayerActivationBytes(c, p.tp, false);
+  double layer_act_fused = LayerActivationBytes(c, p.tp, true);
+  if (m.recompute == RecomputeMode::kSelective) {
+    // The attention core runs again in backward, so no scores are kept whatever the kernel; the
+    // SwiGLU values (tokens x ffn_dim / tp in the compute dtype) are formed again too.
+    const double swiglu = static_cast<double>(c.train.seq_len * c.train.micro_batch) *
+                          static_cast<double>(m.ffn_dim / p.tp) *
+                          (c.train.precision == Precision::kBf16 ? 2.0 : 4.0);
+    layer_act = layer_act_fused = std::max(0.0, layer_act_fused - swiglu);
+  }
   // The head's logits per micro-batch: whole, in the compute dtype, as an fp32 copy and as the
   // fp32 log-softmax saved for backward; chunked (model.loss_chunk_tokens), one chunk at a time
   // in the compute dtype and one fp32 copy (parallel/tensor_parallel/chunked_cross_entropy.h).
@@ -109,8 +119,23 @@ std::vector<StageRow> StageMemory(const Config& c, const parallel::pipeline::Par
                                                m.tie_embeddings && s.embedding && s.head, bf16);
     }
     const double chunk_layers = static_cast<double>(s.layers) / static_cast<double>(p.virtual_stages);
-    s.act = static_cast<double>(s.in_flight) * chunk_layers * layer_act + (s.head ? logits : 0.0);
-    s.act_fused = static_cast<double>(s.in_flight) * chunk_layers * layer_act_fused + (s.head ? logits : 0.0);
+    // Full recomputation: a recomputed block keeps its input alone (the fp32 residual stream,
+    // this rank's sequence block under SP) per micro-batch in flight; its backward holds one
+    // block's activations again, once.
+    double recomputed = 0.0;
+    if (m.recompute == RecomputeMode::kFull) {
+      recomputed = m.recompute_layers == 0 ? chunk_layers
+                                           : std::min(chunk_layers, static_cast<double>(m.recompute_layers));
+    }
+    const double input_bytes = static_cast<double>(tokens) * static_cast<double>(m.dim) * 4.0 /
+                               (p.sequence_parallel && p.tp > 1 ? static_cast<double>(p.tp) : 1.0);
+    const auto activations = [&](double per_layer) {
+      return static_cast<double>(s.in_flight) *
+                 ((chunk_layers - recomputed) * per_layer + recomputed * input_bytes) +
+             (recomputed > 0 ? per_layer : 0.0) + (s.head ? logits : 0.0);
+    };
+    s.act = activations(layer_act);
+    s.act_fused = activations(layer_act_fused);
     stages.push_back(s);
   }
   return stages;

@@ -17,8 +17,14 @@
 //   micro-batches in flight at the schedule's peak (1 without pipeline parallelism; the
 //   simulated peak otherwise: pp on the first stage for 1F1B), plus the last stage's logits for
 //   one micro-batch: tokens x vocab/tp x (compute dtype + fp32 copy + fp32 log-softmax), or with
-//   the chunked head + loss one chunk's: chunk x vocab/tp x (compute dtype + fp32 copy). The 5 a s / h term is the s x s attention scores; a fused (flash)
-//   attention kernel, which LibTorch's scaled_dot_product_attention picks for bf16 on recent
+//   the chunked head + loss one chunk's: chunk x vocab/tp x (compute dtype + fp32 copy).
+//   Under model.recompute: selective the scores term is dropped (the attention core runs again
+//   in backward) and so are the SwiGLU values, tokens x ffn_dim / t in the compute dtype.
+//   Under model.recompute: full each recomputed layer keeps only its input instead, 4 s b h
+//   bytes (the fp32 residual stream; / t under sequence parallelism), and the backward holds one
+//   layer's activations once more while it recomputes. The 5 a s / h term is the s x s
+//   attention scores; a fused (flash) attention kernel, which LibTorch's
+//   scaled_dot_product_attention picks for bf16 on recent
 //   GPUs, never stores them, so the estimate is given with and without it. Communication
 //   buffers, the allocator's fragmentation and the CUDA context are not counted.
 #pragma once

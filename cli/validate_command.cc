@@ -259,7 +259,7 @@ void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t d
   const char* unit_name = largest >= kGiB ? "GiB" : "MiB";
   std::printf(
       "memory per rank, %s (weights %s, fp32 master%s, AdamW 8 B%s, gradients %s: exact, as the "
-      "trainer allocates them; activations estimated after Korthikanti et al.%s):\n",
+      "trainer allocates them; activations estimated after Korthikanti et al.%s%s):\n",
       unit_name,
       p.zero == 3 ? (bf16 ? "2 B/param / dp (bf16)" : "4 B/param / dp (fp32)")
                   : (bf16 ? "2 B/param (bf16)" : "4 B/param (fp32)"),
@@ -268,7 +268,10 @@ void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t d
       : p.zero == 1 ? "4 B + 4 B / dp"
                     : "4 B / dp",
       p.tp > 1 ? (p.sequence_parallel ? " with tensor and sequence parallelism" : " with tensor parallelism")
-               : "");
+               : "",
+      c.model.recompute == RecomputeMode::kNone        ? ""
+      : c.model.recompute == RecomputeMode::kSelective ? ", selective recomputation"
+                                                       : ", full recomputation");
   std::printf("  %5s  %-24s  %12s  %8s  %8s  %8s  %8s  %9s  %11s  %8s  %22s\n", "stage", "layers",
               "params/rank", "weights", "master", "AdamW", "grads", "in flight", "activations", "total",
               "total w/ fused attn");

@@ -113,6 +113,18 @@ std::vector<FieldSpec> BuildSchema() {
             "output projections of attention and MLP use init_std / sqrt(2 * n_layers)."),
       Bool("model.tie_embeddings", TS_FIELD_REF(model.tie_embeddings),
            "Share the token embedding with the output head."),
+      Enum<RecomputeMode>("model.recompute", TS_FIELD_REF(model.recompute),
+                          "Activations recomputed in backward instead of saved: none; selective (every "
+                          "block keeps its attention core's input q|k|v and runs rotary and attention "
+                          "again in backward, and forms the SwiGLU values again instead of keeping them: "
+                          "one more attention forward per block); or full (each recomputed block keeps "
+                          "only its input, 4 x tokens x dim bytes (the fp32 residual stream), and runs "
+                          "its forward again in backward: about a third more compute for those blocks). "
+                          "The model has no dropout, so a recomputed forward equals the first."),
+      IntOrWord("model.recompute_layers", TS_FIELD_REF(model.recompute_layers), 0, 4096, "all",
+                "Under model.recompute: full, how many blocks of each model chunk (pipeline stage, or "
+                "virtual stage), from its first, are recomputed (all: every block). A chunk with fewer "
+                "layers recomputes all of its blocks; a count above the largest chunk's is refused."),
       IntOrWord("model.loss_chunk_tokens", TS_FIELD_REF(model.loss_chunk_tokens), 0, 1 << 30, "off",
                 "Tokens per chunk of the fused output head + cross-entropy: the logits [tokens, vocab] "
                 "never exist beyond one chunk (chunk x vocab/tp x ~10 bytes at a time, instead of the "
@@ -139,6 +151,11 @@ std::vector<FieldSpec> BuildSchema() {
       Float("train.adam_eps", TS_FIELD_REF(train.adam_eps), 0, 1, "AdamW epsilon."),
       Float("train.grad_clip", TS_FIELD_REF(train.grad_clip), 0, kInf,
             "Clip the global gradient L2 norm to this value; 0 disables clipping."),
+      Float("train.z_loss", TS_FIELD_REF(train.z_loss), 0, 1,
+            "Weight of the z-loss (PaLM): z_loss x mean over tokens of log(Z)^2, Z the softmax's "
+            "normaliser, added to the training loss to keep the logits from drifting (1e-4 in "
+            "PaLM). The logged training loss includes it; evaluation reports the cross-entropy "
+            "alone. 0: off."),
       Bool("train.decay_norms_and_embeddings", TS_FIELD_REF(train.decay_norms_and_embeddings),
            "Apply weight decay to norm weights and embeddings too (off: only matrices of linear "
            "layers decay)."),
@@ -600,6 +617,11 @@ std::span<const std::string_view> EnumNames<GridOrder>() {
   return kNames;
 }
 template <>
+std::span<const std::string_view> EnumNames<RecomputeMode>() {
+  static constexpr std::string_view kNames[] = {"none", "selective", "full"};
+  return kNames;
+}
+template <>
 std::span<const std::string_view> EnumNames<PipelineScheduleKind>() {
   static constexpr std::string_view kNames[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
   return kNames;
@@ -633,18 +655,11 @@ absl::Status ApplyOverride(Config& config, const std::string& assignment) {
   return SetField(config, *f, node, where);
 }
 
-absl::Status ValidateConfig(const Config& const_config) {
-  Config config = const_config;  // FieldSpec::ref takes a mutable Config
+namespace {
+
+// The model section's constraints between keys (each key's range is checked by the schema).
+absl::Status ValidateModelConfig(const Config& config) {
   const std::string& src = config.source;
-  for (const FieldSpec& f : ConfigSchema()) {
-    if (!f.has_range) continue;
-    double value = f.type == FieldType::kInt ? static_cast<double>(*static_cast<int64_t*>(f.ref(config)))
-                                             : *static_cast<double*>(f.ref(config));
-    if (value < f.min || value > f.max) {
-      return Invalid(src, absl::StrCat("key '", f.key, "' = ", FieldValueText(config, f),
-                                       " is out of range: expected a value in [", f.min, ", ", f.max, "]"));
-    }
-  }
   const ModelConfig& m = config.model;
   if (m.dim % m.n_heads != 0) {
     return Invalid(src, absl::StrCat("model.dim = ", m.dim, " is not divisible by model.n_heads = ",
@@ -668,6 +683,31 @@ absl::Status ValidateConfig(const Config& const_config) {
                                        " exceeds model.n_layers = ", m.n_layers));
     }
   }
+  if (m.recompute_layers != 0 && m.recompute != RecomputeMode::kFull) {
+    return Invalid(
+        src, absl::StrCat("model.recompute_layers = ", m.recompute_layers,
+                          " counts the blocks that model.recompute: full recomputes; model.recompute is ",
+                          EnumName(m.recompute), " (selective recomputes parts of every block)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateConfig(const Config& const_config) {
+  Config config = const_config;  // FieldSpec::ref takes a mutable Config
+  const std::string& src = config.source;
+  for (const FieldSpec& f : ConfigSchema()) {
+    if (!f.has_range) continue;
+    double value = f.type == FieldType::kInt ? static_cast<double>(*static_cast<int64_t*>(f.ref(config)))
+                                             : *static_cast<double*>(f.ref(config));
+    if (value < f.min || value > f.max) {
+      return Invalid(src, absl::StrCat("key '", f.key, "' = ", FieldValueText(config, f),
+                                       " is out of range: expected a value in [", f.min, ", ", f.max, "]"));
+    }
+  }
+  TS_RETURN_IF_ERROR(ValidateModelConfig(config));
+  const ModelConfig& m = config.model;
   const TrainConfig& t = config.train;
   if (t.global_batch % t.micro_batch != 0) {
     return Invalid(src, absl::StrCat("train.global_batch = ", t.global_batch,

@@ -22,6 +22,7 @@ enum class DeviceChoice { kAuto, kCpu, kCuda };                                 
 enum class DivergencePolicy { kStop, kRollback };                               // train.on_divergence
 enum class CommBackend { kAuto, kLocal, kMpi, kNccl };                          // parallel.backend
 enum class GridOrder { kTpDpPp, kTpPpDp, kDpTpPp, kDpPpTp, kPpTpDp, kPpDpTp };  // parallel.order
+enum class RecomputeMode { kNone, kSelective, kFull };                          // model.recompute
 // parallel.pp_schedule: a generated schedule by name, or kFile: a schedule file's path.
 enum class PipelineScheduleKind { kGpipe, k1F1B, kInterleaved, kZbH1, kFile };
 
@@ -40,6 +41,8 @@ std::span<const std::string_view> EnumNames<GridOrder>();
 // The four generated schedules' names; kFile has none (its text is the path).
 template <>
 std::span<const std::string_view> EnumNames<PipelineScheduleKind>();
+template <>
+std::span<const std::string_view> EnumNames<RecomputeMode>();
 
 template <typename E>
 std::string EnumName(E value) {
@@ -71,6 +74,10 @@ struct ModelConfig {
   // Tokens per chunk of the fused head + cross-entropy (parallel/tensor_parallel/
   // chunked_cross_entropy.h); 0: the whole micro-batch's logits at once.
   int64_t loss_chunk_tokens = 2048;
+  // Activations recomputed in backward instead of saved (model/recompute.h): under kFull the
+  // first `recompute_layers` blocks of each model chunk (0: all of them) keep only their input.
+  RecomputeMode recompute = RecomputeMode::kNone;
+  int64_t recompute_layers = 0;
 
   int64_t head_dim() const { return dim / n_heads; }
 };
@@ -88,6 +95,8 @@ struct TrainConfig {
   double beta2 = 0.95;
   double adam_eps = 1e-8;
   double grad_clip = 1.0;
+  // Weight of PaLM's z-loss, mean log(Z)^2 over the tokens, added to the training loss; 0: off.
+  double z_loss = 0.0;
   bool decay_norms_and_embeddings = false;
   Precision precision = Precision::kFp32;
   DeviceChoice device = DeviceChoice::kAuto;

@@ -23,6 +23,7 @@
 #include "kernels/rms_norm.h"
 #include "kernels/swiglu.h"
 #include "kernels/weight_grad.h"
+#include "model/recompute.h"
 #include "parallel/tensor_parallel/chunked_cross_entropy.h"
 #include "parallel/tensor_parallel/layers.h"
 #include "parallel/tensor_parallel/mappings.h"
@@ -93,7 +94,10 @@ absl::Status SumGradients(const std::vector<torch::Tensor>& params, parallel::Co
 }  // namespace
 
 AttentionImpl::AttentionImpl(const ModelConfig& config, const TensorParallelContext& tp)
-    : tp_(tp), n_heads_(config.n_heads / tp.size), head_dim_(config.head_dim()) {
+    : tp_(tp),
+      n_heads_(config.n_heads / tp.size),
+      head_dim_(config.head_dim()),
+      selective_(config.recompute == RecomputeMode::kSelective) {
   wq = register_parameter("wq", EmptyLocal(config, "wq", tp));
   wk = register_parameter("wk", EmptyLocal(config, "wk", tp));
   wv = register_parameter("wv", EmptyLocal(config, "wv", tp));
@@ -106,6 +110,16 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::Rota
   // stacking the weights copies 3 x dim^2 / tp elements, small beside the activations.
   // Under sequence parallelism it gathers the whole sequence first.
   torch::Tensor fused = parallel::ColumnParallelLinear(x, {wq, wk, wv}, tp_.group, tp_.sequence_parallel);
+  // Under selective recomputation the core (rotary, the kv heads' expansion, attention) keeps only
+  // its input q|k|v and runs again in backward: its saved rotated q and k, attention output and
+  // softmax statistics (and expanded k and v off the CPU) do not live between the passes.
+  const torch::Tensor y =
+      selective_ ? Recompute(fused, [this, &rotary](const torch::Tensor& qkv) { return Core(qkv, rotary); })
+                 : Core(fused, rotary);
+  return parallel::RowParallelLinear(y, wo, tp_.group, tp_.sequence_parallel);
+}
+
+torch::Tensor AttentionImpl::Core(const torch::Tensor& fused, const kernels::RotaryTables& rotary) const {
   const int64_t batch = fused.size(0), seq = fused.size(1);
   std::vector<torch::Tensor> qkv =
       fused.split_with_sizes({n_heads_ * head_dim_, n_kv_heads_ * head_dim_, n_kv_heads_ * head_dim_}, -1);
@@ -134,11 +148,11 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::Rota
   torch::Tensor y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                                      /*is_causal=*/true, /*scale=*/std::nullopt,
                                                      /*enable_gqa=*/native_gqa);
-  y = y.transpose(1, 2).reshape({batch, seq, n_heads_ * head_dim_});
-  return parallel::RowParallelLinear(y, wo, tp_.group, tp_.sequence_parallel);
+  return y.transpose(1, 2).reshape({batch, seq, n_heads_ * head_dim_});
 }
 
-FeedForwardImpl::FeedForwardImpl(const ModelConfig& config, const TensorParallelContext& tp) : tp_(tp) {
+FeedForwardImpl::FeedForwardImpl(const ModelConfig& config, const TensorParallelContext& tp)
+    : tp_(tp), selective_(config.recompute == RecomputeMode::kSelective) {
   w_gate = register_parameter("w_gate", EmptyLocal(config, "w_gate", tp));
   w_up = register_parameter("w_up", EmptyLocal(config, "w_up", tp));
   w_down = register_parameter("w_down", EmptyLocal(config, "w_down", tp));
@@ -148,6 +162,7 @@ torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
   // gate and up in one matrix product, as for q/k/v; each rank's gate|up rows are its blocks of
   // both, so SwiGLU pairs them locally.
   torch::Tensor gate_up = parallel::ColumnParallelLinear(x, {w_gate, w_up}, tp_.group, tp_.sequence_parallel);
+  if (selective_) return parallel::RowParallelSwigluLinear(gate_up, w_down, tp_.group, tp_.sequence_parallel);
   return parallel::RowParallelLinear(kernels::Swiglu(gate_up), w_down, tp_.group, tp_.sequence_parallel);
 }
 
@@ -286,12 +301,23 @@ torch::Tensor TransformerImpl::StageForward(const torch::Tensor& input) {
     h = input;
   }
   size_t step = options_.has_embedding ? 1 : 0;
-  for (Block& block : layers) {
+  for (size_t i = 0; i < layers.size(); ++i) {
     BeginStep(step);
-    h = GateBackward(block->forward(h, rotary_, compute_dtype_), step);
+    h = GateBackward(ForwardBlock(i, h), step);
     EndStep(step++);
   }
   return h;
+}
+
+torch::Tensor TransformerImpl::ForwardBlock(size_t index, const torch::Tensor& h) {
+  Block& block = layers[index];
+  const int64_t recomputed = config_.recompute_layers == 0 ? num_layers() : config_.recompute_layers;
+  if (config_.recompute != RecomputeMode::kFull || static_cast<int64_t>(index) >= recomputed) {
+    return block->forward(h, rotary_, compute_dtype_);
+  }
+  return Recompute(
+      h, [block, this](const torch::Tensor& x) mutable { return block->forward(x, rotary_, compute_dtype_); },
+      block->parameters());
 }
 
 torch::Tensor TransformerImpl::LocalLogits(const torch::Tensor& input) {
@@ -389,7 +415,10 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {
 
 torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch::Tensor& targets) {
   const int64_t chunk = config_.loss_chunk_tokens;
-  if (chunk > 0 && targets.numel() > chunk) {
+  // The z-loss needs log Z per token, which the fused function keeps: with it the head always
+  // runs there (one chunk of the whole micro-batch when chunking is off or the batch is small).
+  const double z_loss = torch::GradMode::is_enabled() ? z_loss_ : 0.0;
+  if ((chunk > 0 && targets.numel() > chunk) || z_loss != 0.0) {
     // The head and the loss chunk by chunk, vocab-parallel; without SP the head's input
     // gradient is summed over the group by CopyToTensorParallel, under SP the function gathers
     // the sequence itself (and again in backward) and reduce-scatters the gradient.
@@ -402,11 +431,12 @@ torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch
     torch::Tensor loss = parallel::ChunkedLinearCrossEntropy(
         tp_.sequence_parallel ? hidden : parallel::CopyToTensorParallel(hidden, tp_.group), HeadWeight(),
         targets,
-        {.chunk_tokens = chunk,
+        {.chunk_tokens = chunk > 0 ? chunk : targets.numel(),
          .vocab_begin = VocabBegin(),
          .vocab_size = config_.vocab_size,
          .group = tp_.group,
-         .sequence_parallel = tp_.sequence_parallel});
+         .sequence_parallel = tp_.sequence_parallel,
+         .z_loss = z_loss});
     EndStep(head);
     return GateBackward(loss, head);
   }

@@ -52,8 +52,13 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor wq, wk, wv, wo;  // [out_features, in_features], this rank's blocks
 
  private:
+  // The attention core: the fused q|k|v product [batch, seq, (h + 2 kv) hd / tp] -> rotary,
+  // causal attention -> [batch, seq, h hd / tp], the input of the output projection.
+  torch::Tensor Core(const torch::Tensor& fused, const kernels::RotaryTables& rotary) const;
+
   TensorParallelContext tp_;
   int64_t n_heads_, n_kv_heads_, head_dim_;  // heads on this rank
+  bool selective_;  // model.recompute: selective: the attention core runs again in backward
 };
 TORCH_MODULE(Attention);
 
@@ -66,6 +71,7 @@ class FeedForwardImpl : public torch::nn::Module {
 
  private:
   TensorParallelContext tp_;
+  bool selective_;  // model.recompute: selective: the SwiGLU values are formed again in backward
 };
 TORCH_MODULE(FeedForward);
 
@@ -108,7 +114,7 @@ class TransformerImpl : public torch::nn::Module {
   // layout (what a pipeline stage sends on).
   torch::Tensor StageForward(const torch::Tensor& input);
   // For a chunk with the head: StageForward, the final norm, the head and the mean cross-entropy
-  // over all batch x seq target tokens.
+  // over all batch x seq target tokens (plus the z-loss in training, SetZLoss).
   torch::Tensor StageLoss(const torch::Tensor& input, const torch::Tensor& targets);
 
   // The parameters this rank holds, in named_parameters() order, with their layout.
@@ -127,6 +133,9 @@ class TransformerImpl : public torch::nn::Module {
   absl::Status SyncTensorParallelGrads();
 
   void SetComputeDtype(torch::ScalarType dtype) { compute_dtype_ = dtype; }
+  // train.z_loss: StageLoss adds z_loss x mean log(Z)^2 while the graph is recorded (training);
+  // without it (evaluation) the loss is the cross-entropy alone.
+  void SetZLoss(double z_loss) { z_loss_ = z_loss; }
   // Under parallel.zero 3: the parameters are whole only between gatherer->Gather(unit) and
   // Release(unit) (units: sharding.h's ParameterUnit). The forward then gathers each unit before
   // computing with it (prefetching the next gatherer->prefetch() units) and releases it after;
@@ -168,6 +177,9 @@ class TransformerImpl : public torch::nn::Module {
   // `output` of step `step`, through an identity node that gathers the step's units before
   // their backward (in training with a gatherer; otherwise `output` itself).
   torch::Tensor GateBackward(const torch::Tensor& output, size_t step);
+  // Block `index` of this chunk on the residual stream h; recomputed in backward when
+  // model.recompute says so (model/recompute.h).
+  torch::Tensor ForwardBlock(size_t index, const torch::Tensor& h);
   // This rank's logits columns [batch, seq, vocab_padded / tp] (the full vocabulary at TP 1).
   torch::Tensor LocalLogits(const torch::Tensor& input);
   torch::Tensor HeadWeight() const { return output.defined() ? output : tok_embeddings; }
@@ -179,6 +191,7 @@ class TransformerImpl : public torch::nn::Module {
   int64_t first_layer_ = 0;
   kernels::RotaryTables rotary_;
   torch::ScalarType compute_dtype_ = torch::kFloat;
+  double z_loss_ = 0.0;
   // The ranks of the TP group holding the same kv heads (only when kv heads are replicated).
   std::unique_ptr<parallel::Communicator> kv_replica_group_;
   parallel::UnitGatherer* gatherer_ = nullptr;

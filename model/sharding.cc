@@ -81,12 +81,39 @@ parallel::pipeline::StageCosts PipelineStageCosts(const ModelConfig& config, int
 absl::StatusOr<parallel::pipeline::Partition> PlanPartition(const ModelConfig& config, int64_t seq_len,
                                                             int64_t pp, int64_t v,
                                                             const std::vector<int64_t>& pp_layers) {
+  absl::StatusOr<parallel::pipeline::Partition> split;
   if (pp_layers.empty()) {
-    return parallel::pipeline::BalancedPartition(config.n_layers, pp, v, PipelineStageCosts(config, seq_len));
+    split =
+        parallel::pipeline::BalancedPartition(config.n_layers, pp, v, PipelineStageCosts(config, seq_len));
+    if (!split.ok()) return split;
+  } else {
+    split = parallel::pipeline::ExplicitPartition(config.n_layers, pp, v, pp_layers);
+    if (!split.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("parallel.pp_layers: ", split.status().message()));
+    }
   }
-  auto split = parallel::pipeline::ExplicitPartition(config.n_layers, pp, v, pp_layers);
-  if (!split.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("parallel.pp_layers: ", split.status().message()));
+  // Checked here, on the whole partition, so every rank reaches the same verdict: a chunk with
+  // fewer layers than recompute_layers recomputes all of its blocks (a balanced split gives the
+  // stages with the embedding or the head fewer), but a count above every chunk's is a mistake.
+  if (config.recompute == RecomputeMode::kFull && config.recompute_layers > 0) {
+    int64_t largest = 0, first = 0, first_of_largest = 0;
+    for (int64_t layers : split->layers) {
+      if (layers > largest) {
+        largest = layers;
+        first_of_largest = first;
+      }
+      first += layers;
+    }
+    if (config.recompute_layers > largest) {
+      return absl::InvalidArgumentError(absl::StrCat("model.recompute_layers = ", config.recompute_layers,
+                                                     " is more than the ", largest,
+                                                     " layer(s) of the largest model chunk (layers [",
+                                                     first_of_largest, ", ", first_of_largest + largest,
+                                                     ")): it counts blocks per chunk (per pipeline stage, or "
+                                                     "per virtual stage), from the chunk's first; "
+                                                     "at most ",
+                                                     largest, ", or all"));
+    }
   }
   return split;
 }

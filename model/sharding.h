@@ -53,7 +53,8 @@ absl::Status ValidateShardOptions(const ModelConfig& config, int64_t max_seq_len
 parallel::pipeline::StageCosts PipelineStageCosts(const ModelConfig& config, int64_t seq_len);
 
 // The layers of each model chunk over `pp` ranks of `v` chunks: `pp_layers` (parallel.pp_layers)
-// when given, else balanced by PipelineStageCosts. Errors name parallel.pp_layers.
+// when given, else balanced by PipelineStageCosts. Errors name parallel.pp_layers, or
+// model.recompute_layers when it exceeds the largest chunk's layer count.
 absl::StatusOr<parallel::pipeline::Partition> PlanPartition(const ModelConfig& config, int64_t seq_len,
                                                             int64_t pp, int64_t v,
                                                             const std::vector<int64_t>& pp_layers);

@@ -351,6 +351,7 @@ absl::StatusOr<std::vector<Transformer>> Trainer::BuildChunks() const {
     chunk->to(device_);
     chunk->InitializeWeights(static_cast<uint64_t>(t.seed));
     chunk->SetComputeDtype(ComputeDtype(t.precision));
+    chunk->SetZLoss(t.z_loss);
     chunks.push_back(chunk);
   }
   return chunks;

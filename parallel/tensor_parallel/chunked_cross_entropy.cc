@@ -59,7 +59,7 @@ class ChunkedLinearCrossEntropyFunction
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& local_hidden,
                                const torch::Tensor& weight, const torch::Tensor& targets_any_shape,
                                int64_t chunk_tokens, int64_t vocab_begin, int64_t vocab_size,
-                               Communicator* group, bool sequence_parallel) {
+                               Communicator* group, bool sequence_parallel, double z_loss) {
     const torch::Tensor hidden = Rows(local_hidden, group, sequence_parallel);
     const torch::Tensor targets = targets_any_shape.reshape({-1});
     TORCH_CHECK(targets.size(0) == hidden.size(0), "chunked cross-entropy: ", targets.size(0),
@@ -84,6 +84,7 @@ class ChunkedLinearCrossEntropyFunction
       lse.narrow(0, begin, n).copy_(log_sum + row_max);
       losses.narrow(0, begin, n).copy_(log_sum - sums[1]);
     }
+    if (z_loss != 0.0) losses.add_(lse.square() * z_loss);
     // Under SP only this rank's sequence block is kept: backward gathers it again.
     ctx->save_for_backward({local_hidden, targets, lse});
     ctx->saved_data["group"] = reinterpret_cast<int64_t>(group);
@@ -94,6 +95,7 @@ class ChunkedLinearCrossEntropyFunction
     ctx->saved_data["chunk_tokens"] = chunk_tokens;
     ctx->saved_data["vocab_begin"] = vocab_begin;
     ctx->saved_data["valid"] = valid;
+    ctx->saved_data["z_loss"] = z_loss;
     return losses.mean();
   }
 
@@ -107,8 +109,10 @@ class ChunkedLinearCrossEntropyFunction
     const int64_t chunk_tokens = ctx->saved_data["chunk_tokens"].toInt();
     const int64_t vocab_begin = ctx->saved_data["vocab_begin"].toInt();
     const int64_t valid = ctx->saved_data["valid"].toInt();
+    const double z_loss = ctx->saved_data["z_loss"].toDouble();
     const int64_t rows = hidden.size(0);
-    // d mean / d logit_j = (softmax_j - [j == target]) / rows, times the incoming gradient.
+    // d mean / d logit_j = (softmax_j - [j == target]) / rows, times the incoming gradient; the
+    // z-loss adds z * 2 log Z * softmax_j: the softmax scaled by 1 + 2 z log Z.
     const torch::Tensor scale = grads[0].to(torch::kFloat) / static_cast<double>(rows);
     const bool want_hidden = ctx->needs_input_grad(0), want_weight = ctx->needs_input_grad(1);
     torch::Tensor grad_hidden = want_hidden ? torch::empty_like(hidden) : torch::Tensor();
@@ -122,6 +126,7 @@ class ChunkedLinearCrossEntropyFunction
       const torch::Tensor h = hidden.narrow(0, begin, n);
       torch::Tensor d = ChunkLogits(h, weight, valid);
       d.sub_(lse.narrow(0, begin, n).unsqueeze(-1)).exp_();
+      if (z_loss != 0.0) d.mul_(lse.narrow(0, begin, n).mul(2.0 * z_loss).add_(1.0).unsqueeze(-1));
       const TargetColumns t = LocalTargets(targets.narrow(0, begin, n), vocab_begin, valid);
       d.scatter_add_(-1, t.index,
                      torch::ones({n, 1}, d.options()).neg_().masked_fill_(t.outside.unsqueeze(-1), 0.0));
@@ -153,7 +158,7 @@ class ChunkedLinearCrossEntropyFunction
         grad_hidden = grad_hidden.view(local_hidden.sizes());
       }
     }
-    return {grad_hidden,     grad_weight,     torch::Tensor(), torch::Tensor(),
+    return {grad_hidden,     grad_weight,     torch::Tensor(), torch::Tensor(), torch::Tensor(),
             torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -175,7 +180,8 @@ torch::Tensor ChunkedLinearCrossEntropy(const torch::Tensor& hidden, const torch
   TORCH_CHECK(options.chunk_tokens > 0, "chunked cross-entropy: chunk_tokens must be positive, got ",
               options.chunk_tokens);
   return ChunkedLinearCrossEntropyFunction::apply(hidden, weight, targets, options.chunk_tokens,
-                                                  options.vocab_begin, options.vocab_size, options.group, sp);
+                                                  options.vocab_begin, options.vocab_size, options.group, sp,
+                                                  options.z_loss);
 }
 
 }  // namespace tessera::parallel

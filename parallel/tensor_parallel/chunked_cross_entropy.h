@@ -29,10 +29,13 @@ struct ChunkedCrossEntropyOptions {
   // hidden is this rank's sequence block [batch, seq/tp, dim]: gathered along seq in forward
   // and again in backward (only the block is kept), the input gradient reduce-scattered back.
   bool sequence_parallel = false;
+  // PaLM's z-loss: z_loss x log(Z)^2 per token is added to each token's loss (Z the softmax's
+  // normaliser, log Z the log-sum-exp the function keeps anyway); 0: plain cross-entropy.
+  double z_loss = 0.0;
 };
 
-// The mean over tokens of -log softmax(hidden W^T)[target], with hidden [..., dim] (fp32 or
-// bf16: the head's product runs in that dtype, as kernels::Linear does), weight [vocab / tp, dim]
+// The mean over tokens of -log softmax(hidden W^T)[target] (+ z_loss x log(Z)^2), with hidden [..., dim]
+// (fp32 or bf16: the head's product runs in that dtype, as kernels::Linear does), weight [vocab / tp, dim]
 // (this rank's rows; a bf16 weight's gradient goes to its fp32 .grad as kernels::Linear's does)
 // and targets int64 with one id per row (of the gathered rows under SP). Returns an fp32 scalar,
 // equal on every rank of the group. Without SP the gradient of `hidden` is this rank's part

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/linear.h"
+#include "kernels/swiglu_linear.h"
 #include "parallel/tensor_parallel/mappings.h"
 
 namespace tessera::parallel {
@@ -65,6 +66,13 @@ torch::Tensor ColumnParallelLinear(const torch::Tensor& x, at::TensorList weight
 torch::Tensor RowParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard,
                                 Communicator* group, bool sequence_parallel) {
   const torch::Tensor partial = kernels::Linear(x, weight_shard);
+  return sequence_parallel ? ReduceScatterToSequence(partial, group)
+                           : ReduceFromTensorParallel(partial, group);
+}
+
+torch::Tensor RowParallelSwigluLinear(const torch::Tensor& gate_up, const torch::Tensor& weight_shard,
+                                      Communicator* group, bool sequence_parallel) {
+  const torch::Tensor partial = kernels::SwigluLinear(gate_up, weight_shard);
   return sequence_parallel ? ReduceScatterToSequence(partial, group)
                            : ReduceFromTensorParallel(partial, group);
 }

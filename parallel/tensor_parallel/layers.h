@@ -38,4 +38,9 @@ torch::Tensor ColumnParallelLinear(const torch::Tensor& x, at::TensorList weight
 torch::Tensor RowParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard,
                                 Communicator* group, bool sequence_parallel);
 
+// RowParallelLinear(kernels::Swiglu(gate_up), weight_shard, ...) with the SwiGLU values formed
+// again in backward instead of saved (kernels/swiglu_linear.h; model.recompute: selective).
+torch::Tensor RowParallelSwigluLinear(const torch::Tensor& gate_up, const torch::Tensor& weight_shard,
+                                      Communicator* group, bool sequence_parallel);
+
 }  // namespace tessera::parallel

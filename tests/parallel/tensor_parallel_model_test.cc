@@ -6,7 +6,7 @@
 // ParameterInfos) must equal the reference's, for TP 2 and 4, with and without sequence
 // parallelism, with kv heads split (8 heads / 4 kv) and replicated (8 heads / 2 kv at TP 4), a
 // vocabulary divisible by neither 2 nor 4, tied and untied embeddings, the head + loss whole and
-// in chunks (model.loss_chunk_tokens).
+// in chunks (model.loss_chunk_tokens), the blocks saved or recomputed (model.recompute).
 //
 // Tolerances. fp32: the sharded model does the same arithmetic except that each row-parallel
 // product sums its input features in tp partial GEMMs, then over the group, and the
@@ -183,14 +183,17 @@ Reference RunReference(ModelConfig config, torch::ScalarType dtype, const at::Te
 
 // Builds the TP model, runs forward, loss and backward on the batch and compares everything with
 // the reference.
-// `loss_chunk`: the sharded model's model.loss_chunk_tokens (the reference's loss is unchunked).
+// `loss_chunk`: the sharded model's model.loss_chunk_tokens (the reference's loss is unchunked);
+// `recompute`: its blocks recomputed in backward (the reference saves everything).
 void CompareWithReference(const ModelConfig& reference_config, Group& g, bool sp, torch::ScalarType dtype,
                           const Reference& ref, const at::Tensor& tokens, const at::Tensor& targets,
-                          int64_t loss_chunk = 0) {
+                          int64_t loss_chunk = 0, bool recompute = false) {
   ModelConfig config = reference_config;
   config.loss_chunk_tokens = loss_chunk;
+  config.recompute = recompute ? tessera::RecomputeMode::kFull : tessera::RecomputeMode::kNone;
   CATCH_INFO(Describe(config) << ", tp " << g.size << ", sequence parallel " << sp << ", "
-                              << c10::toString(dtype) << ", loss chunk " << loss_chunk);
+                              << c10::toString(dtype) << ", loss chunk " << loss_chunk << ", recompute "
+                              << recompute);
   ModelShardOptions options;
   options.tp = g.comm;
   options.sequence_parallel = sp;
@@ -238,6 +241,8 @@ CATCH_TEST_CASE("TP model: loss, logits, weights and gradients equal the TP=1 mo
         for (int64_t chunk : {int64_t{0}, int64_t{5}}) {
           CompareWithReference(config, g, sp, torch::kFloat, ref, tokens, targets, chunk);
         }
+        // Recomputed blocks replay their collectives in backward.
+        CompareWithReference(config, g, sp, torch::kFloat, ref, tokens, targets, 5, /*recompute=*/true);
       }
     }
   }

@@ -346,6 +346,45 @@ CATCH_TEST_CASE(
   }
 }
 
+CATCH_TEST_CASE("the z-loss adds z log(Z)^2 per token, with its gradient, chunked and vocab-parallel") {
+  // Against autograd through the plain formula: cross-entropy + z * mean(logsumexp(logits)^2).
+  // Large logits (x 4) so that log Z is far from 0 and the term is not lost in the tolerance.
+  const int64_t tokens = 24, dim = 8, vocab = 37;
+  const double z = 0.05;
+  const at::Tensor hidden = Randn({tokens, dim}, 70, at::kFloat) * 2.0;
+  const at::Tensor table = Randn({vocab, dim}, 71, at::kFloat) * 2.0;
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(72);
+  const at::Tensor targets = at::randint(vocab, {tokens}, generator, at::kLong);
+  at::Tensor ref_h = Leaf(hidden), ref_w = Leaf(table);
+  const at::Tensor logits = at::matmul(ref_h, ref_w.t());
+  const at::Tensor ref_loss =
+      torch::nn::functional::cross_entropy(logits, targets) + at::logsumexp(logits, -1).square().mean() * z;
+  ref_loss.backward();
+  // The term is not negligible here, so a function that dropped it would fail.
+  const double plain = torch::nn::functional::cross_entropy(logits, targets).item<double>();
+  CATCH_REQUIRE(ref_loss.item<double>() - plain > 0.1);
+  for (int n : Degrees()) {
+    Group g = MakeGroup(n);
+    const tp::ShardSpec spec = tp::VocabShard(vocab, n, g.rank);
+    for (int64_t chunk : {int64_t{5}, tokens}) {
+      CATCH_INFO("tp " << n << ", chunk " << chunk);
+      at::Tensor h = Leaf(hidden), w = Leaf(VocabBlock(table, spec));
+      const at::Tensor loss = tp::ChunkedLinearCrossEntropy(h, w, targets,
+                                                            {.chunk_tokens = chunk,
+                                                             .vocab_begin = spec.begin(),
+                                                             .vocab_size = vocab,
+                                                             .group = g.comm,
+                                                             .z_loss = z});
+      CheckClose(loss, ref_loss, kFloat32Tol, "loss with z-loss");
+      loss.backward();
+      at::Tensor grad_h = h.grad().clone();
+      if (g.size > 1) CATCH_REQUIRE(g.comm->AllReduce(grad_h, tp::ReduceOp::kSum).ok());
+      CheckClose(grad_h, ref_h.grad(), kFloat32Tol, "grad of the hidden states with z-loss");
+      CheckClose(w.grad(), VocabBlock(ref_w.grad(), spec), kFloat32Tol, "grad of the head shard with z-loss");
+    }
+  }
+}
+
 CATCH_TEST_CASE(
     "the chunked head + cross-entropy in bf16: a bf16 weight's gradient lands in its fp32 .grad") {
   const int64_t tokens = 16, dim = 8, vocab = 37;

@@ -101,6 +101,9 @@ PARAM_ATOL = {
     "pp": 1e-4,
     # measured: 1.66e-5 (both schedules, tok_embeddings).
     "3d": 1e-4,
+    # the same layouts as pp, tp and 3d with every block replayed in backward: the same arithmetic,
+    # so the same tolerance (measured: see the suite's printed table).
+    "recompute": 1e-4,
 }
 
 failures = []
@@ -597,6 +600,48 @@ def main():
                 untied = ["model.tie_embeddings=false", "train.micro_batch=2"]
                 compare("pp2-untied", run("single-8-untied-m4", 1, deep + untied, workdir),
                         run("pp2-untied", 2, deep + untied + ["parallel.pp=2"], workdir))
+        elif SUITE == "recompute":
+            # Full and selective recomputation against the single process that saves everything, in every
+            # layout that runs a block's backward differently: plain, tensor + sequence parallel
+            # (collectives replayed), each pipeline schedule (ZB-H1 replays a block in its input
+            # pass and again in its weight pass), zero 3 (weights gathered again for the replay),
+            # and all at once. The replay is the same
+            # arithmetic: the pp suite's tolerances hold.
+            deep = ["model.n_layers=8"]
+            ref8 = run("single-8-layers", 1, deep + ["train.micro_batch=8"], workdir)
+            full = ["model.recompute=full"]
+            cases = [("single-recompute", 1, 8, []),
+                     ("tp2-sp-recompute", 2, 8, ["parallel.tp=2", "parallel.sequence_parallel=true"]),
+                     ("pp2-1f1b-m4-recompute", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=1f1b"]),
+                     ("pp2-1f1b-m4-recompute-first-2", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=1f1b",
+                                                             "model.recompute_layers=2"]),
+                     ("pp2-zb-h1-m4-recompute", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=zb-h1"]),
+                     ("pp2-interleaved-m4-recompute", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=interleaved",
+                                                            "parallel.virtual_stages=2"]),
+                     # Zero 3: the unit's gather before its backward precedes the replay.
+                     ("dp2-zero3-recompute", 2, 4, ["parallel.zero=3", "parallel.bucket_mb=0.25"]),
+                     ("tp2-pp2-dp2-1f1b-sp-zero1-recompute", 8, 1,
+                      ["parallel.tp=2", "parallel.pp=2", "parallel.sequence_parallel=true", "parallel.zero=1",
+                       "parallel.pp_schedule=1f1b"])]
+            # Selective: the attention core and the SwiGLU values again in backward, every block.
+            selective = ["model.recompute=selective"]
+            cases_selective = [(name.replace("recompute", "selective"), ranks, micro, extra)
+                               for name, ranks, micro, extra in cases if "first-2" not in name]
+            for name, ranks, micro, extra in cases:
+                compare(name, ref8, run(name, ranks, deep + [f"train.micro_batch={micro}"] + full + extra, workdir))
+            for name, ranks, micro, extra in cases_selective:
+                compare(name, ref8, run(name, ranks, deep + [f"train.micro_batch={micro}"] + selective + extra,
+                                        workdir))
+            # A count above a chunk's layers is refused before training starts, naming both.
+            args = [TESSERA, "train", "--set", f"train.run_dir={workdir}/too-many"]
+            for o in BASE + deep + ["model.recompute=full", "model.recompute_layers=9"]:
+                args += ["--set", o]
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+            said = "model.recompute_layers = 9 is more than the 8 layer(s)" in proc.stderr
+            print(f"  {'ok  ' if proc.returncode != 0 and said else 'FAIL'} recompute_layers=9 with 8 layers: "
+                  f"exit {proc.returncode}, {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
+            if proc.returncode == 0 or not said:
+                failures.append("recompute_layers above the layer count")
         else:
             sys.exit(f"unknown suite {SUITE}")
     if worst_params:
