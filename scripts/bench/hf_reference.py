@@ -31,7 +31,9 @@ steps are dropped; tokens_per_s = global_batch * seq_len * timed_steps / sum(tim
 which is the same formula vs_hf.sh applies to Tessera's metrics.jsonl step_time_s values.
 
 Output: one line per step `step=N loss=... tokens_per_s=...`, then one JSON line
-{"impl":"hf","tokens_per_s":X,"step_time_s":Y,"params":P,"final_loss":L, ...}.
+{"impl":"hf","tokens_per_s":X,"step_time_s":Y,"params":P,"final_loss":L,"peak_rss_mib":M, ...};
+peak_rss_mib is the process's peak resident set (VmHWM), what Tessera logs as its peak memory
+on the CPU. --gradient-checkpointing 1 recomputes each decoder layer in backward.
 """
 import argparse
 import json
@@ -77,6 +79,8 @@ def parse_args(argv=None):
     a("--profile-step", type=int, default=0,
       help="1-based optimizer step to record with torch.profiler as a Chrome trace (0 = off)")
     a("--profile-out", default="hf_profile_step.json", help="where --profile-step writes its trace")
+    a("--gradient-checkpointing", type=int, choices=(0, 1), default=0,
+      help="1: model.gradient_checkpointing_enable() (each decoder layer recomputed in backward)")
     a("--warmup-steps-excluded", type=int, default=2,
       help="number of initial optimizer steps excluded from the throughput figure")
     args = p.parse_args(argv)
@@ -157,6 +161,8 @@ def build_model(args):
         sys.exit(f"error: model uses attention implementation {impl!r}, expected 'sdpa'")
     if bool(args.tie_embeddings) != (model.lm_head.weight is model.model.embed_tokens.weight):
         sys.exit("error: embedding tying did not come out as requested")
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     model.train()
     return model
 
@@ -236,12 +242,19 @@ def main(argv=None):
               f"step_time_s={dt:.4f} lr={lr:.3e} grad_norm={gnorm:.4f}{tag}", flush=True)
 
     timed = step_times[args.warmup_steps_excluded:]
+    peak_rss_mib = float("nan")
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                peak_rss_mib = int(line.split()[1]) / 1024.0
     result = {
         "impl": "hf",
         "tokens_per_s": tokens_per_step * len(timed) / sum(timed),
         "step_time_s": sum(timed) / len(timed),
         "params": params,
         "final_loss": loss_val,
+        "peak_rss_mib": peak_rss_mib,
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
         "timed_steps": len(timed),
         "precision": args.precision,
         "threads": torch.get_num_threads(),
