@@ -120,6 +120,10 @@ absl::Status Trainer::Run() {
                  << Mib(gathered_bound_) << ", parallel.zero3_prefetch = " << config_.parallel.zero3_prefetch
                  << ")";
   }
+  if (reducer_->zero() == 2) {
+    TS_LOG(INFO) << "zero 2: peak gradient buckets in flight " << Mib(reducer_->PeakPendingBytes())
+                 << " (each freed once its reduce-scatter completed)";
+  }
   return checkpoints_->Finish();
 }
 

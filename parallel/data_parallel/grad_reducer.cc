@@ -68,6 +68,8 @@ struct GradReducer::Pending {
   at::Tensor result;                  // zero 2: the reduce-scatter's output
   at::Tensor keep_alive;              // zero 2: the bucket's gathered gradients, until sent
   at::Tensor fault_from, fault_into;  // the planted fault: copied over the result when it lands
+  int64_t bytes = 0;                  // zero 2: keep_alive + result
+  bool retired = false;               // finished early by RetireCompleted
 };
 
 GradReducer::GradReducer(Communicator& dp, DataParallelOptions options) : dp_(dp), options_(options) {}
@@ -324,6 +326,7 @@ void GradReducer::OnGradReady(int index) {
 }
 
 absl::Status GradReducer::Launch(int index) {
+  RetireCompleted();
   Bucket& b = *buckets_[index];
   b.launched = true;
   torch::NoGradGuard no_grad;
@@ -357,6 +360,9 @@ absl::Status GradReducer::Launch(int index) {
     pending->result = torch::empty({shard}, shard_grads_.options());
     pending->accumulate_into = shard_grads_.narrow(0, b.shard_begin, shard);
     pending->keep_alive = gathered;
+    pending->bytes = (gathered.numel() + shard) * static_cast<int64_t>(gathered.element_size());
+    pending_bytes_ += pending->bytes;
+    peak_pending_bytes_ = std::max(peak_pending_bytes_, pending_bytes_);
     if (index == 0 && fault_drop_tail_ > 0) PlantFault(b, gathered, pending->result, mine, *pending);
     TS_ASSIGN_OR_RETURN(pending->work, dp_.ReduceScatterAsync(pending->result, gathered, ReduceOp::kAvg));
   }
@@ -390,13 +396,35 @@ absl::Status GradReducer::FinishBackward(const std::function<absl::Status()>& la
   launch_error_ = absl::OkStatus();
   torch::NoGradGuard no_grad;
   for (auto& p : in_flight_) {
-    absl::Status s = p->work->Wait();
+    absl::Status s = Complete(*p);
     if (!s.ok() && status.ok()) status = s;
-    if (s.ok() && p->fault_into.defined()) p->fault_into.copy_(p->fault_from);
-    if (s.ok() && p->accumulate_into.defined()) p->accumulate_into.add_(p->result);
   }
   in_flight_.clear();
+  pending_bytes_ = 0;
   return status;
+}
+
+absl::Status GradReducer::Complete(Pending& p) {
+  if (p.retired) return absl::OkStatus();
+  p.retired = true;
+  absl::Status s = p.work->Wait();
+  if (s.ok() && p.fault_into.defined()) p.fault_into.copy_(p.fault_from);
+  if (s.ok() && p.accumulate_into.defined()) p.accumulate_into.add_(p.result);
+  // The buffers go; the Work stays until FinishBackward (its status was reported here).
+  p.keep_alive = at::Tensor();
+  p.result = at::Tensor();
+  p.fault_from = at::Tensor();
+  pending_bytes_ -= p.bytes;
+  return s;
+}
+
+void GradReducer::RetireCompleted() {
+  if (options_.zero != 2) return;
+  torch::NoGradGuard no_grad;
+  for (auto& p : in_flight_) {
+    if (p->retired || !p->work->IsCompleted()) continue;
+    if (absl::Status s = Complete(*p); !s.ok() && launch_error_.ok()) launch_error_ = s;
+  }
 }
 
 absl::StatusOr<double> GradReducer::GlobalGradNorm(Communicator& norm_group) {

@@ -134,6 +134,15 @@ class GradReducer : public UnitGatherer {
   // bucket and any bucket whose hooks did not fire (a parameter unused this step), and waits for
   // every reduction. Collective over dp.
   absl::Status FinishBackward(const std::function<absl::Status()>& late_fixup);
+  // Zero 2: finishes the reductions that have completed (without waiting for any other) and
+  // frees their buffers: each bucket's gathered gradients and its reduce-scatter's output. Called
+  // before every launch, so at most the reductions still on the wire hold their copies; an error
+  // of one surfaces from FinishBackward. A no-op at the other levels.
+  void RetireCompleted();
+  // Zero 2: bytes held by reductions not yet retired (gathered gradients + outputs), and their
+  // peak over the run.
+  int64_t PendingBytes() const { return pending_bytes_; }
+  int64_t PeakPendingBytes() const { return peak_pending_bytes_; }
 
   // The L2 norm of the reduced gradient of the whole model: this rank's weighted sum of squares,
   // all-reduced over `norm_group` (the world: DP shards, TP shards and pipeline stages are
@@ -208,6 +217,8 @@ class GradReducer : public UnitGatherer {
   void AssignOwnedRanges(const at::Tensor& flat_fp32);
   void InstallHooks();
   absl::Status Launch(int bucket);
+  // Waits for a launched reduction (once), lands its result and frees its buffers.
+  absl::Status Complete(Pending& pending);
   // Zero 3: the storage of bucket `b` grows back and its all-gather starts; waits for it; frees it.
   absl::Status StartGather(Bucket& b);
   absl::Status FinishGather(Bucket& b);
@@ -238,6 +249,7 @@ class GradReducer : public UnitGatherer {
   std::vector<int> unit_params_;                // zero 3: per unit, its parameters (not late)
   std::vector<int> unit_fired_;                 // zero 3: accumulators run since the last release
   int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
+  int64_t pending_bytes_ = 0, peak_pending_bytes_ = 0;  // zero 2's reductions in flight
   bool held_ = false;
   at::Tensor flat_grads_;   // zero 0/1: the gradients (parameters' .grad are views into it)
   at::Tensor shard_grads_;  // zero 1/2: this rank's shards of every bucket, back to back

@@ -21,10 +21,12 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "parallel/data_parallel/grad_reducer.h"
@@ -328,6 +330,43 @@ CATCH_TEST_CASE("reduced gradients, norm and gathers equal the single-rank refer
       CheckFlat(m, m.tensors[p].detach(), want, m.reducer->flat_offset(static_cast<int>(p)),
                 "updated parameter");
     }
+  }
+}
+
+CATCH_TEST_CASE("zero 2: a completed bucket reduction is landed and its buffers freed before the step ends") {
+  // Several buckets; every rank launches them all in its hooks. Once all have been issued (the
+  // barrier) each completes without this rank waiting on any other, so RetireCompleted alone must
+  // land them all and free every gathered copy; FinishBackward then has nothing left to hold, and
+  // the gradients are those of the reference.
+  Model m = Build(2, 0.0005);
+  m.reducer->ZeroGrad();
+  m.reducer->MarkFinalBackward(0);
+  at::Tensor loss = at::zeros({}, at::kFloat);
+  for (size_t p = 0; p < m.tensors.size(); ++p) loss = loss + (m.tensors[p].sin() * Data(p, m.rank, 0)).sum();
+  loss.backward();
+  CATCH_CHECK(m.reducer->PeakPendingBytes() > 0);
+  CATCH_REQUIRE(m.grid->dp().Barrier().ok());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (m.reducer->PendingBytes() > 0 && std::chrono::steady_clock::now() < deadline) {
+    m.reducer->RetireCompleted();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  CATCH_CHECK(m.reducer->PendingBytes() == 0);
+  CATCH_REQUIRE(m.reducer
+                    ->FinishBackward([&]() -> absl::Status {
+                      torch::NoGradGuard no_grad;
+                      for (size_t p = 0; p < m.tensors.size(); ++p) {
+                        if (Specs()[p].late) m.tensors[p].mutable_grad().mul_(kLateScale);
+                      }
+                      return absl::OkStatus();
+                    })
+                    .ok());
+  std::vector<at::Tensor> reference;
+  for (size_t p = 0; p < Specs().size(); ++p) reference.push_back(ReferenceGrad(p, m.world, 1));
+  const at::Tensor flat_reference = Flat(m, reference);
+  for (const OwnedRange& r : m.reducer->owned()) {
+    CheckFlat(m, r.grads, flat_reference.narrow(0, r.flat_offset, r.grads.numel()), r.flat_offset,
+              "reduced gradient after early retirement");
   }
 }
 
