@@ -28,6 +28,7 @@
 #include "core/status_macros.h"
 #include "data/indexed_dataset.h"
 #include "model/model.h"
+#include "model/sharding.h"
 #include "parallel/pipeline/partition.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/simulator.h"
@@ -214,12 +215,9 @@ struct Pipeline {
 absl::StatusOr<Pipeline> CheckPipeline(const Config& c, int64_t microbatches) {
   const ModelConfig& m = c.model;
   const ParallelConfig& p = c.parallel;
-  // The trainer's stage costs (Trainer::SetupModel): FLOPs per token, forward and backward.
-  const double seq = static_cast<double>(c.train.seq_len);
-  const pl::StageCosts costs{
-      6.0 * static_cast<double>(LayerPerRank(m, 1).matmul) + 12.0 * seq * static_cast<double>(m.dim), 0.0,
-      6.0 * static_cast<double>(m.vocab_size * m.dim)};
-  auto partition = pl::BalancedPartition(m.n_layers, p.pp, p.virtual_stages, costs);
+  // The trainer's partition (Trainer::SetupModel): parallel.pp_layers, or balanced by the stage
+  // costs; it also checks model.recompute_layers against the chunks.
+  auto partition = PlanPartition(m, c.train.seq_len, p.pp, p.virtual_stages, p.pp_layers);
   if (!partition.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("pipeline partition of model.n_layers = ", m.n_layers, " over parallel.pp = ", p.pp,

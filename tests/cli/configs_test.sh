@@ -66,6 +66,18 @@ expect_invalid "pipeline partition of model.n_layers = 80 over parallel.pp = 4 x
   "$CONFIGS/llama3_70b.yaml" --world 64 --set parallel.virtual_stages=3
 expect_invalid "model.ffn_dim = 100 is not a multiple of parallel.tp = 8" "$CONFIGS/tiny.yaml" --world 8 \
   --set parallel.tp=8 --set model.ffn_dim=100
+expect_invalid "model.recompute_layers = 9 is more than the 4 layer(s) of the largest model chunk" \
+  "$CONFIGS/tiny.yaml" --world 1 --set model.recompute=full --set model.recompute_layers=9
+expect_invalid "model.recompute_layers = 2 counts the blocks that model.recompute: full recomputes" \
+  "$CONFIGS/tiny.yaml" --world 1 --set model.recompute=selective --set model.recompute_layers=2
+# The stages' layers come from parallel.pp_layers when it is given, as in the trainer.
+out="$("$TESSERA" validate "$CONFIGS/cpu_pp.yaml" --world 4 --set 'parallel.pp_layers=[3,1]' 2>&1)"
+if [[ "$out" == *"[0, 3) +emb"* && "$out" == *"[3, 4) +head"* ]]; then
+  passes=$((passes + 1))
+else
+  echo "FAIL: validate with parallel.pp_layers=[3,1] does not show stages [0, 3) and [3, 4):"; echo "$out" | grep -A3 "stage "
+  failures=$((failures + 1))
+fi
 
 echo "$passes passed, $failures failed"
 [[ $failures -eq 0 && $passes -gt 0 ]]
