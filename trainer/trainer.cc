@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,7 @@
 #include "core/status_macros.h"
 #include "model/flops.h"
 #include "model/sharding.h"
+#include "trainer/live_tensor_bytes.h"
 
 namespace tessera {
 namespace {
@@ -89,6 +91,11 @@ absl::Status Trainer::Run() {
                  << ": nothing to do";
   }
   TS_RETURN_IF_ERROR(metrics_->Start(start_step_));
+  // On the CPU, the tensors the training steps allocate (activations, gradients, temporaries;
+  // not the weights and optimizer state that exist already): VmHWM alone cannot tell them apart
+  // from the C allocator's cached pages.
+  std::optional<LiveTensorBytes> live;
+  if (device_.is_cpu()) live.emplace();
   for (int64_t step = start_step_; step < t.steps; ++step) {
     StepMetrics metrics;
     metrics.step = step + 1;
@@ -115,6 +122,11 @@ absl::Status Trainer::Run() {
   }
   TS_RETURN_IF_ERROR(metrics_->Close());
   TS_LOG(INFO) << absl::StrFormat("peak memory on this rank: %.1f MiB", PeakMemoryMb(device_));
+  if (live) {
+    TS_LOG(INFO) << absl::StrFormat(
+        "peak live tensors allocated by the training steps on this rank: %.1f MiB",
+        static_cast<double>(live->peak()) / (1 << 20));
+  }
   if (reducer_->zero() == 3) {
     TS_LOG(INFO) << "zero 3: peak gathered parameters " << Mib(reducer_->PeakGatheredBytes()) << " (bound "
                  << Mib(gathered_bound_) << ", parallel.zero3_prefetch = " << config_.parallel.zero3_prefetch
