@@ -286,6 +286,12 @@ void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t d
   // The exact figure, for comparison with the run's own "static memory" line (rank 0 is stage 0).
   std::printf("  static bytes per rank (weights + master + AdamW + grads), stage 0: %lld\n",
               static_cast<long long>(stages[0].bytes.total()));
+  // The activation estimate per stage, unrounded, for comparison with a run's "peak live
+  // tensors" line (tests/cli/planner_vs_measured_test.py).
+  for (const StageRow& s : stages) {
+    std::printf("  activation bytes per rank, stage %lld: %.0f (with a fused attention kernel: %.0f)\n",
+                static_cast<long long>(s.stage), s.act, s.act_fused);
+  }
   if (p.zero == 3) {
     std::printf(
         "  zero 3: gathered units in flight, stage 0: at most %lld bytes (the largest %lld consecutive "
