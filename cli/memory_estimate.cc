@@ -88,23 +88,21 @@ std::vector<StageRow> StageMemory(const Config& c, const parallel::pipeline::Par
   const ModelConfig& m = c.model;
   const ParallelConfig& p = c.parallel;
   const int64_t rows = VocabRowsPerRank(m, p.tp);
+  const int64_t tokens = c.train.seq_len * c.train.micro_batch;
+  const double compute_bytes = c.train.precision == Precision::kBf16 ? 2.0 : 4.0;
   double layer_act = LayerActivationBytes(c, p.tp, false);
   double layer_act_fused = LayerActivationBytes(c, p.tp, true);
   if (m.recompute == RecomputeMode::kSelective) {
     // The attention core runs again in backward, so no scores are kept whatever the kernel; the
     // SwiGLU values (tokens x ffn_dim / tp in the compute dtype) are formed again too.
-    const double swiglu = static_cast<double>(c.train.seq_len * c.train.micro_batch) *
-                          static_cast<double>(m.ffn_dim / p.tp) *
-                          (c.train.precision == Precision::kBf16 ? 2.0 : 4.0);
+    const double swiglu = static_cast<double>(tokens) * static_cast<double>(m.ffn_dim / p.tp) * compute_bytes;
     layer_act = layer_act_fused = std::max(0.0, layer_act_fused - swiglu);
   }
   // The head's logits per micro-batch: whole, in the compute dtype, as an fp32 copy and as the
   // fp32 log-softmax saved for backward; chunked (model.loss_chunk_tokens), one chunk at a time
   // in the compute dtype and one fp32 copy (parallel/tensor_parallel/chunked_cross_entropy.h).
-  const int64_t tokens = c.train.seq_len * c.train.micro_batch;
   const int64_t chunk = m.loss_chunk_tokens;
   const bool chunked = chunk > 0 && tokens > chunk;
-  const double compute_bytes = c.train.precision == Precision::kBf16 ? 2.0 : 4.0;
   const double logits = static_cast<double>(chunked ? chunk : tokens) * static_cast<double>(rows) *
                         (chunked ? compute_bytes + 4.0 : compute_bytes + 8.0);
   std::vector<StageRow> stages;

@@ -400,7 +400,6 @@ absl::Status GradReducer::FinishBackward(const std::function<absl::Status()>& la
     if (!s.ok() && status.ok()) status = s;
   }
   in_flight_.clear();
-  pending_bytes_ = 0;
   return status;
 }
 

@@ -120,8 +120,9 @@ Model Build(int zero, double bucket_mb) {
   return m;
 }
 
-// One optimizer step's backward passes, as the trainer drives them.
-void Backward(Model& m, int micro_steps) {
+// One optimizer step's backward passes, as the trainer drives them: the passes (their hooks
+// launch the bucket reductions), then FinishStep.
+void BackwardPasses(Model& m, int micro_steps) {
   m.reducer->ZeroGrad();
   for (int micro = 0; micro < micro_steps; ++micro) {
     if (micro == micro_steps - 1) m.reducer->MarkFinalBackward(0);
@@ -130,6 +131,9 @@ void Backward(Model& m, int micro_steps) {
       loss = loss + (m.tensors[p].sin() * Data(p, m.rank, micro)).sum();
     loss.backward();
   }
+}
+
+void FinishStep(Model& m) {
   absl::Status s = m.reducer->FinishBackward([&]() -> absl::Status {
     torch::NoGradGuard no_grad;
     for (size_t p = 0; p < m.tensors.size(); ++p) {
@@ -138,6 +142,11 @@ void Backward(Model& m, int micro_steps) {
     return absl::OkStatus();
   });
   CATCH_REQUIRE(s.ok());
+}
+
+void Backward(Model& m, int micro_steps) {
+  BackwardPasses(m, micro_steps);
+  FinishStep(m);
 }
 
 // Element `index` of the flat buffer: "parameter NAME element j", or padding.
@@ -339,11 +348,7 @@ CATCH_TEST_CASE("zero 2: a completed bucket reduction is landed and its buffers 
   // land them all and free every gathered copy; FinishBackward then has nothing left to hold, and
   // the gradients are those of the reference.
   Model m = Build(2, 0.0005);
-  m.reducer->ZeroGrad();
-  m.reducer->MarkFinalBackward(0);
-  at::Tensor loss = at::zeros({}, at::kFloat);
-  for (size_t p = 0; p < m.tensors.size(); ++p) loss = loss + (m.tensors[p].sin() * Data(p, m.rank, 0)).sum();
-  loss.backward();
+  BackwardPasses(m, 1);
   CATCH_CHECK(m.reducer->PeakPendingBytes() > 0);
   CATCH_REQUIRE(m.grid->dp().Barrier().ok());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -352,15 +357,7 @@ CATCH_TEST_CASE("zero 2: a completed bucket reduction is landed and its buffers 
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   CATCH_CHECK(m.reducer->PendingBytes() == 0);
-  CATCH_REQUIRE(m.reducer
-                    ->FinishBackward([&]() -> absl::Status {
-                      torch::NoGradGuard no_grad;
-                      for (size_t p = 0; p < m.tensors.size(); ++p) {
-                        if (Specs()[p].late) m.tensors[p].mutable_grad().mul_(kLateScale);
-                      }
-                      return absl::OkStatus();
-                    })
-                    .ok());
+  FinishStep(m);
   std::vector<at::Tensor> reference;
   for (size_t p = 0; p < Specs().size(); ++p) reference.push_back(ReferenceGrad(p, m.world, 1));
   const at::Tensor flat_reference = Flat(m, reference);
