@@ -12,6 +12,7 @@ namespace tessera::cli {
 Command TrainCommand();
 Command ConfigCommand();
 Command ValidateCommand();
+Command PlanCommand();
 Command TopologyCommand();
 Command SweepCommand();
 

@@ -21,7 +21,10 @@
 #include "absl/strings/str_join.h"
 #include "cli/commands.h"
 #include "cli/config_args.h"
+#include "cli/hardware_args.h"
+#include "cli/layout_check.h"
 #include "cli/memory_estimate.h"
+#include "cli/step_time_estimate.h"
 #include "config/config.h"
 #include "core/exit_codes.h"
 #include "core/file_util.h"
@@ -76,37 +79,6 @@ int Invalid(const absl::Status& s) {
   return kExitUsage;
 }
 
-// The pipeline schedule the trainer would run: by name, or read from the file that
-// parallel.pp_schedule names (which must match pp, virtual_stages and the micro-batch count).
-absl::StatusOr<pl::Schedule> ScheduleOf(const Config& c, int64_t microbatches) {
-  const ParallelConfig& p = c.parallel;
-  const std::string name = p.pp_schedule.Text();
-  if (p.pp_schedule.kind != PipelineScheduleKind::kFile) {
-    auto s = pl::MakeSchedule(name, p.pp, microbatches, p.virtual_stages);
-    if (!s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "parallel.pp_schedule = ", name, " with pp = ", p.pp, ", virtual_stages = ", p.virtual_stages,
-          " and ", microbatches, " micro-batches per step: ", s.status().message()));
-    }
-    return s;
-  }
-  if (!PathExists(name)) {
-    return absl::InvalidArgumentError(absl::StrCat("parallel.pp_schedule = '", name,
-                                                   "': neither a schedule (", pl::kScheduleNames,
-                                                   ") nor an existing schedule file"));
-  }
-  TS_ASSIGN_OR_RETURN(std::string text, ReadFileToString(name));
-  auto s = pl::ParseSchedule(text);
-  if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(name, ": ", s.status().message()));
-  if (s->pp != p.pp || s->v != p.virtual_stages || s->microbatches != microbatches) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": the schedule is for pp ", s->pp, ", ", s->v, " virtual stage(s), ",
-                     s->microbatches, " micro-batches; the config asks for pp ", p.pp, ", ", p.virtual_stages,
-                     ", ", microbatches, " (train.global_batch / (train.micro_batch x dp))"));
-  }
-  return s;
-}
-
 void PrintModel(const ModelConfig& m) {
   const LayerShare layer = LayerPerRank(m, 1);
   const int64_t table = m.vocab_size * m.dim;
@@ -119,46 +91,6 @@ void PrintModel(const ModelConfig& m) {
               static_cast<long long>(m.dim), static_cast<long long>(m.n_heads),
               static_cast<long long>(m.n_kv_heads), static_cast<long long>(m.head_dim()),
               static_cast<long long>(m.ffn_dim), static_cast<long long>(m.vocab_size), m.rope_theta);
-}
-
-// The rank layout and the batch split over it, checked as the trainer checks them.
-struct Layout {
-  parallel::Topology topology;
-  int64_t world = 0;
-  std::string world_note;  // how the world size was chosen, when --world was not given
-  int64_t dp = 0;
-  int64_t microbatches = 0;  // per step and data-parallel rank
-};
-
-absl::StatusOr<Layout> CheckLayout(const Config& c, int64_t world_arg) {
-  const ParallelConfig& p = c.parallel;
-  int64_t world = world_arg;
-  std::string world_note;
-  if (world == 0) {
-    world = p.tp * p.pp * std::max<int64_t>(p.dp, 1);
-    world_note =
-        p.dp == 0 ? " (no --world and parallel.dp auto: assuming dp 1)" : " (tp x pp x dp; no --world)";
-  }
-  TS_ASSIGN_OR_RETURN(parallel::Topology topology,
-                      parallel::Topology::Create(world, {p.tp, p.pp, p.dp}, EnumName(p.order)));
-  const int64_t dp = topology.dims().dp;
-  if (world > 1 && p.backend == CommBackend::kLocal) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("parallel.backend = local runs one process, but the world has ", world, " ranks"));
-  }
-  if (c.model.ffn_dim % p.tp != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model.ffn_dim = ", c.model.ffn_dim, " is not a multiple of parallel.tp = ", p.tp,
-                     ": tensor parallelism splits the MLP's hidden features over the ranks"));
-  }
-  const TrainConfig& tr = c.train;
-  if (tr.global_batch % (tr.micro_batch * dp) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "train.global_batch = ", tr.global_batch,
-        " is not divisible by train.micro_batch x dp = ", tr.micro_batch, " x ", dp, " = ",
-        tr.micro_batch * dp, ": each data-parallel rank needs whole micro-batches of the same count"));
-  }
-  return Layout{std::move(topology), world, world_note, dp, tr.global_batch / (tr.micro_batch * dp)};
 }
 
 void PrintTraining(const Config& c, const Layout& layout) {
@@ -205,46 +137,21 @@ void PrintLayout(const ParallelConfig& p, const Layout& layout) {
       EnumName(p.order).c_str());
 }
 
-// The partition of the layers over the pipeline stages, and per stage the micro-batches in
-// flight at the schedule's peak (simulated, and printed with the bubble).
-struct Pipeline {
-  pl::Partition partition;
-  std::vector<int64_t> peak;
-};
-
-absl::StatusOr<Pipeline> CheckPipeline(const Config& c, int64_t microbatches) {
-  const ModelConfig& m = c.model;
-  const ParallelConfig& p = c.parallel;
-  // The trainer's partition (Trainer::SetupModel): parallel.pp_layers, or balanced by the stage
-  // costs; it also checks model.recompute_layers against the chunks.
-  auto partition = PlanPartition(m, c.train.seq_len, p.pp, p.virtual_stages, p.pp_layers);
-  if (!partition.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("pipeline partition of model.n_layers = ", m.n_layers, " over parallel.pp = ", p.pp,
-                     " x virtual_stages = ", p.virtual_stages, ": ", partition.status().message()));
-  }
-  Pipeline out{*std::move(partition), std::vector<int64_t>(p.pp, 1)};
+// The pipeline's schedule, its simulated bubble and the micro-batches in flight per stage.
+void PrintPipeline(const ParallelConfig& p, const PipelinePlan& plan, int64_t microbatches) {
   if (p.pp == 1) {
     std::printf("pipeline: none (pp 1): micro-batches run one after another, one in flight\n");
-    return out;
+    return;
   }
-  TS_ASSIGN_OR_RETURN(pl::Schedule schedule, ScheduleOf(c, microbatches));
-  auto sim = pl::Simulate(schedule, pl::ActionCosts::PerChunk(p.virtual_stages));
-  if (!sim.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("parallel.pp_schedule: ", sim.status().message()));
-  }
-  out.peak = sim->peak_live;
   std::printf(
       "pipeline: %s, %lld stages x %lld chunk(s), %lld micro-batches per step: bubble %.1f%% (simulated, "
       "backward = 2 x forward, free communication); micro-batches in flight at the peak, per stage: %s\n",
       p.pp_schedule.Text().c_str(), static_cast<long long>(p.pp), static_cast<long long>(p.virtual_stages),
-      static_cast<long long>(microbatches), 100.0 * sim->bubble_fraction,
-      absl::StrJoin(sim->peak_live, " ").c_str());
+      static_cast<long long>(microbatches), 100.0 * plan.bubble, absl::StrJoin(plan.peak, " ").c_str());
   if (p.virtual_stages > 1) {
     std::printf("          (counted in chunks: each holds 1/%lld of a stage's layers)\n",
                 static_cast<long long>(p.virtual_stages));
   }
-  return out;
 }
 
 void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t dp) {
@@ -308,6 +215,27 @@ void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t d
       unit_name, static_cast<long long>(p.tp), static_cast<long long>(dp));
 }
 
+// The step-time estimate of step_time_estimate.h, with what it assumes.
+int PrintStepTime(const Config& c, const Layout& layout, const PipelinePlan& plan,
+                  const std::vector<StageRow>& stages, const Hardware& hw) {
+  auto e = EstimateStepTime(c, layout, plan, stages, hw);
+  if (!e.ok()) return Invalid(e.status());
+  std::printf(
+      "step time, estimated (a model, not a measurement: tessera plan --help): %.3g s = pipeline %.3g s "
+      "(%lld micro-batch(es)%s, tensor-parallel communication %.3g s of it) + data-parallel communication "
+      "not hidden %.3g s + optimizer %.3g s\n",
+      e->total_s, e->pipeline_s, static_cast<long long>(layout.microbatches),
+      plan.schedule ? absl::StrFormat(", bubble %.1f%%", 100.0 * e->bubble).c_str() : "", e->tp_comm_s,
+      e->dp_exposed_s, e->optimizer_s);
+  std::printf("  %s tokens/s (%.0f per GPU); MFU %.1f%% (model FLOPs per token as the trainer counts them)\n",
+              Short(e->tokens_per_s).c_str(), e->tokens_per_s / static_cast<double>(layout.world),
+              100.0 * e->mfu);
+  std::printf("  assuming %s; tp %s, pp %s, dp %s a node\n", DescribeHardware(hw).c_str(),
+              e->tp_inside_node ? "inside" : "across", e->pp_inside_node ? "inside" : "across",
+              e->dp_inside_node ? "inside" : "across");
+  return kExitOk;
+}
+
 // Whether each corpus is on this machine (nothing is opened); returns the number missing.
 int CheckData(const DataConfig& data) {
   int warnings = 0;
@@ -335,6 +263,11 @@ int CheckData(const DataConfig& data) {
   return warnings;
 }
 
+std::vector<Flag> WithHardwareFlags(std::vector<Flag> flags) {
+  for (Flag& f : HardwareFlags()) flags.push_back(std::move(f));
+  return flags;
+}
+
 int Validate(const Args& args) {
   auto world = args.GetInt("world", 0, {.min = 1});
   if (!world.ok()) return Invalid(world.status());
@@ -350,7 +283,12 @@ int Validate(const Args& args) {
   PrintLayout(c.parallel, *layout);
   auto pipeline = CheckPipeline(c, layout->microbatches);
   if (!pipeline.ok()) return Invalid(pipeline.status());
-  PrintMemory(c, StageMemory(c, pipeline->partition, pipeline->peak, layout->dp), layout->dp);
+  PrintPipeline(c.parallel, *pipeline, layout->microbatches);
+  const std::vector<StageRow> stages = StageMemory(c, pipeline->partition, pipeline->peak, layout->dp);
+  PrintMemory(c, stages, layout->dp);
+  auto hardware = HardwareFromArgs(args, c);
+  if (!hardware.ok()) return Invalid(hardware.status());
+  if (const int rc = PrintStepTime(c, *layout, *pipeline, stages, *hardware); rc != kExitOk) return rc;
   const int warnings = CheckData(c.data);
   if (warnings > 0) {
     std::printf("valid, with %d warning(s)\n", warnings);
@@ -364,11 +302,11 @@ int Validate(const Args& args) {
 
 Command ValidateCommand() {
   return {.name = kName,
-          .usage = "validate [CONFIG.yaml] [--world N] [--set key=value]...",
+          .usage = "validate [CONFIG.yaml] [--world N] [--set key=value]... [machine flags of tessera plan]",
           .summary =
               "check a config (and with --world, its layout)\nwithout running: parameters, memory per "
               "rank,\npipeline bubble, data presence",
-          .args = ConfigArgSpec({Flag::Value("world", "a positive integer")}),
+          .args = ConfigArgSpec(WithHardwareFlags({Flag::Value("world", "a positive integer")})),
           .run = Validate,
           .on_usage_error = [](const Command& command, const absl::Status& status) {
             ReportUsageError(command, status);
