@@ -75,7 +75,7 @@ parallel::FlatLayout StageFlatLayout(const Config& c, const parallel::pipeline::
   for (const PlannedParameter& planned : PlanParameters(chunks, c.model, context)) {
     int64_t numel = 1;
     for (int64_t d : LocalShape({planned.info.shard, planned.info.global_shape})) numel *= d;
-    flat.push_back({numel, planned.role.decay, planned.role.late, planned.unit});
+    flat.push_back({numel, planned.role.decay, planned.role.late, planned.unit, planned.fuse_with_next});
     *params += numel;
   }
   return parallel::LayOutFlatBuffers(flat, static_cast<int>(dp), p.bucket_mb, p.zero == 3);

@@ -37,17 +37,29 @@ torch::Tensor WeightGradFp32(const torch::Tensor& g, const torch::Tensor& x) {
   return torch::mm(g2.t().to(torch::kFloat), x2.to(torch::kFloat));
 }
 
-// The weights stacked by output rows: one GEMM for several layers that read the same input
-// (q|k|v, gate|up). The copy is of the bf16 weights, made in forward and again in backward but
-// never kept in between: saved for backward, it would hold a copy of most of a layer's weights
-// for every micro-batch in flight (16 copies of each layer on the first stage of a 16-stage
-// 1F1B pipeline).
-torch::Tensor StackedBf16(at::TensorList weights) {
-  if (weights.size() == 1) return weights[0].to(torch::kBFloat16);
-  std::vector<torch::Tensor> parts;
-  for (const torch::Tensor& w : weights) parts.push_back(w.to(torch::kBFloat16));
-  return torch::cat(parts);
+// Whether the weights are consecutive row blocks of one buffer, in order: the flat buffers of the
+// data-parallel reducer lay q|k|v and gate|up out that way (bucket_layout.h).
+bool AdjacentRows(at::TensorList weights) {
+  const torch::Tensor& first = weights[0];
+  if (first.dim() != 2 || !first.is_contiguous()) return false;
+  for (size_t i = 1; i < weights.size(); ++i) {
+    const torch::Tensor& prev = weights[i - 1];
+    const torch::Tensor& w = weights[i];
+    if (w.dim() != 2 || !w.is_contiguous() || w.size(1) != first.size(1) ||
+        w.scalar_type() != first.scalar_type() || !w.storage().is_alias_of(first.storage()) ||
+        w.storage_offset() != prev.storage_offset() + prev.numel()) {
+      return false;
+    }
+  }
+  return true;
 }
+
+// The weights stacked by output rows in bf16: one GEMM for several layers that read the same
+// input (q|k|v, gate|up). Stored adjacent in bf16 (the trainer's flat buffers), it is a view and
+// nothing is copied; otherwise the copy is made in forward and again in backward but never kept
+// in between: saved for backward, it would hold a copy of most of a layer's weights for every
+// micro-batch in flight (16 copies of each layer on the first stage of a 16-stage 1F1B pipeline).
+torch::Tensor StackedBf16(at::TensorList weights) { return StackRows(weights).to(torch::kBFloat16); }
 
 // Splits the fp32 gradient of the stacked weight back into each weight's rows; a bf16 weight
 // takes its part straight into its fp32 .grad (kernels/weight_grad.h).
@@ -185,6 +197,18 @@ std::string DescribeCpuBf16MatmulPath() {
     text += std::string("; TESSERA_BF16_MATMUL='") + value + "' ignored: expected native or emulated";
   }
   return text;
+}
+
+torch::Tensor StackRows(at::TensorList weights) {
+  TORCH_CHECK(!weights.empty(), "StackRows: no weights");
+  if (weights.size() == 1) return weights[0];
+  if (AdjacentRows(weights)) {
+    int64_t rows = 0;
+    for (const torch::Tensor& w : weights) rows += w.size(0);
+    const int64_t in = weights[0].size(1);
+    return weights[0].as_strided({rows, in}, {in, 1}, weights[0].storage_offset());
+  }
+  return torch::cat(weights);
 }
 
 torch::Tensor Linear(const torch::Tensor& x, at::TensorList weights, Bf16MatmulPath path) {

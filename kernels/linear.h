@@ -44,6 +44,11 @@ std::vector<torch::Tensor> LinearWeightGrads(const torch::Tensor& grad_y, const 
                                              at::TensorList weights, const std::vector<bool>& wanted);
 torch::Tensor LinearWeightGradFp32(const torch::Tensor& grad_y, const torch::Tensor& x);
 
+// The weights stacked by rows as one [sum out_i, in] matrix, outside autograd: a view of their
+// buffer when they are consecutive row blocks of one (as the trainer's flat buffers hold q|k|v
+// and gate|up), else a copy.
+torch::Tensor StackRows(at::TensorList weights);
+
 // Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 on x86-64).
 bool CpuHasNativeBf16Matmul();
 

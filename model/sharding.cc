@@ -3,6 +3,8 @@
 #include "model/sharding.h"
 
 #include <algorithm>
+#include <string>
+#include <string_view>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -228,6 +230,19 @@ int ParameterUnit(const std::string& name, int64_t n_layers) {
   return static_cast<int>(n_layers + 1);  // norm, output
 }
 
+namespace {
+
+// Whether the parameters named `a` and `b` (full names) are rows of one product, `a` first, in
+// the order Attention and FeedForward stack them (q|k|v, gate|up).
+bool ReadTogether(const std::string& a, const std::string& b) {
+  const size_t dot = a.rfind('.');
+  if (dot == std::string::npos || b.rfind('.') != dot || a.compare(0, dot, b, 0, dot) != 0) return false;
+  const std::string_view x = std::string_view(a).substr(dot + 1), y = std::string_view(b).substr(dot + 1);
+  return (x == "wq" && y == "wk") || (x == "wk" && y == "wv") || (x == "w_gate" && y == "w_up");
+}
+
+}  // namespace
+
 std::vector<PlannedParameter> PlanParameters(const std::vector<std::vector<ParameterInfo>>& chunk_infos,
                                              const ModelConfig& config, const ShardingContext& context) {
   std::vector<PlannedParameter> plan;
@@ -236,6 +251,9 @@ std::vector<PlannedParameter> PlanParameters(const std::vector<std::vector<Param
       plan.push_back({info, static_cast<int>(c), RoleOf(info, config, context),
                       ParameterUnit(info.name, config.n_layers)});
     }
+  }
+  for (size_t i = 0; i + 1 < plan.size(); ++i) {
+    plan[i].fuse_with_next = ReadTogether(plan[i].info.name, plan[i + 1].info.name);
   }
   return plan;
 }

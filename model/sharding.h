@@ -134,12 +134,15 @@ ParameterRole RoleOf(const ParameterInfo& info, const ModelConfig& config, const
 int ParameterUnit(const std::string& name, int64_t n_layers);
 
 // Every parameter this rank holds, in order of use in the forward pass (chunk by chunk), with
-// its chunk, role and ZeRO-3 unit.
+// its chunk, role and ZeRO-3 unit, and whether one matrix product reads it together with the
+// next (wq with wk, wk with wv, w_gate with w_up of the same layer): the flat buffers then lay
+// them out as one matrix (parallel/data_parallel/bucket_layout.h).
 struct PlannedParameter {
   ParameterInfo info;
   int chunk = 0;
   ParameterRole role;
   int unit = 0;
+  bool fuse_with_next = false;
 };
 std::vector<PlannedParameter> PlanParameters(const std::vector<std::vector<ParameterInfo>>& chunk_infos,
                                              const ModelConfig& config, const ShardingContext& context);

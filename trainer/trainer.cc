@@ -382,8 +382,8 @@ absl::Status Trainer::SetupReducer(const std::vector<Transformer>& chunks) {
   // Parameters in order of use in the forward pass (the reducer buckets them in reverse).
   std::vector<parallel::DataParallelParameter> params;
   for (const PlannedParameter& p : PlanParameters(infos, config_.model, context)) {
-    params.push_back(
-        {p.info.name, p.info.tensor, p.role.decay, p.role.norm_weight, p.role.late, p.chunk, p.unit});
+    params.push_back({p.info.name, p.info.tensor, p.role.decay, p.role.norm_weight, p.role.late, p.chunk,
+                      p.unit, p.fuse_with_next});
     rank_params_.infos.push_back(p.info);
     if (p.role.tied_across_stages) tied_embedding_copies_.push_back(p.info.tensor);
   }

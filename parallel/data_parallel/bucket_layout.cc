@@ -4,23 +4,41 @@
 #include <algorithm>
 
 namespace tessera::parallel {
+namespace {
+
+// Whether `a` is laid out as one run with `b`, the parameter after it.
+bool JoinsNext(const FlatParameter& a, const FlatParameter& b) {
+  return a.fuse_with_next && a.decay == b.decay && a.late == b.late && a.unit == b.unit;
+}
+
+}  // namespace
 
 FlatLayout LayOutFlatBuffers(const std::vector<FlatParameter>& params, int dp, double bucket_mb,
                              bool split_units) {
-  // The parameters of each bucket: the reverse of the order of use, cut after about bucket_mb.
+  // The parameters of each bucket: the reverse of the order of use, cut after about bucket_mb,
+  // a run of fused parameters taken whole and in its own order.
   std::vector<std::vector<int>> groups;
   const int64_t bucket_elements = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1048576.0 / 4));
   int64_t in_group = 0;
-  for (int i = static_cast<int>(params.size()) - 1; i >= 0; --i) {
-    if (params[i].late) continue;
+  for (int last = static_cast<int>(params.size()) - 1; last >= 0;) {
+    int first = last;
+    while (first > 0 && JoinsNext(params[first - 1], params[first])) --first;
+    const int next = first - 1;
+    if (params[last].late) {
+      last = next;
+      continue;
+    }
     const bool new_unit =
-        split_units && !groups.empty() && params[groups.back().back()].unit != params[i].unit;
+        split_units && !groups.empty() && params[groups.back().back()].unit != params[first].unit;
     if (groups.empty() || in_group >= bucket_elements || new_unit) {
       groups.emplace_back();
       in_group = 0;
     }
-    groups.back().push_back(i);
-    in_group += params[i].numel;
+    for (int i = first; i <= last; ++i) {
+      groups.back().push_back(i);
+      in_group += params[i].numel;
+    }
+    last = next;
   }
   const size_t late_group = groups.size();
   std::vector<int> late;

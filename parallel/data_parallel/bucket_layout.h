@@ -14,6 +14,12 @@
 // embedding, one transformer block, the final norm + head: FlatParameter::unit), so that a
 // unit's parameters can be gathered and freed bucket by bucket; the late bucket is the
 // exception, kept gathered for the whole run.
+//
+// Parameters that one matrix product reads together (q|k|v, gate|up: FlatParameter::
+// fuse_with_next) are laid out as one run, in the order given and in one bucket, so that the
+// product reads their rows as one matrix straight from the buffer (kernels::StackRows) instead
+// of concatenating copies on every forward. A run's members share decay, late and unit; a member
+// that does not is not joined to the run.
 #pragma once
 
 #include <cstdint>
@@ -26,6 +32,7 @@ struct FlatParameter {
   bool decay = true;
   bool late = false;
   int unit = 0;  // zero 3's gather unit, numbered in forward order (bucket boundaries fall between units)
+  bool fuse_with_next = false;  // read by one product with the next: laid out right before it
 };
 
 struct BucketSpan {

@@ -144,7 +144,8 @@ absl::StatusOr<std::unique_ptr<GradReducer>> GradReducer::Create(std::vector<Dat
 
 std::pair<int64_t, int64_t> GradReducer::LayOutBuckets() {
   std::vector<FlatParameter> sizes;
-  for (const DataParallelParameter& p : params_) sizes.push_back({p.tensor.numel(), p.decay, p.late, p.unit});
+  for (const DataParallelParameter& p : params_)
+    sizes.push_back({p.tensor.numel(), p.decay, p.late, p.unit, p.fuse_with_next});
   FlatLayout layout = LayOutFlatBuffers(sizes, dp_.size(), options_.bucket_mb, options_.zero == 3);
   layout_ = layout;
   param_bucket_ = std::move(layout.param_bucket);

@@ -81,13 +81,14 @@ namespace tessera::parallel {
 
 struct DataParallelParameter {
   std::string name;
-  at::Tensor tensor;         // a leaf fp32 parameter; its storage moves into the flat buffer
-                             // (and its dtype becomes DataParallelOptions::param_dtype)
-  bool decay = true;         // receives weight decay (the optimizer reads this)
-  double norm_weight = 1.0;  // share of each element in the global gradient norm
-  bool late = false;         // reduced only in FinishBackward, after the caller's fix-up
-  int group = 0;             // MarkFinalBackward's unit (the model chunk that owns it)
-  int unit = 0;              // zero 3's gather unit, in forward order (ignored below zero 3)
+  at::Tensor tensor;            // a leaf fp32 parameter; its storage moves into the flat buffer
+                                // (and its dtype becomes DataParallelOptions::param_dtype)
+  bool decay = true;            // receives weight decay (the optimizer reads this)
+  double norm_weight = 1.0;     // share of each element in the global gradient norm
+  bool late = false;            // reduced only in FinishBackward, after the caller's fix-up
+  int group = 0;                // MarkFinalBackward's unit (the model chunk that owns it)
+  int unit = 0;                 // zero 3's gather unit, in forward order (ignored below zero 3)
+  bool fuse_with_next = false;  // rows of one product with the next: adjacent in the buffer
 };
 
 struct DataParallelOptions {

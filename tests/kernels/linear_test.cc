@@ -105,7 +105,8 @@ namespace {
 // accumulated gradient against the fp64 sum of g_i^T x_i, within fp32 accumulation only (each
 // step sums K = 40 rows; the 8 steps add 8 more fp32 roundings: 48 u_fp32 = 2^-18.4; allowed
 // 2^-16). `linear` is the product under test.
-bool AccumulatedGradIsFp32Exact(const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& linear) {
+bool AccumulatedGradIsFp32Exact(
+    const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& linear) {
   torch::manual_seed(11);
   auto w = torch::randn({24, 48}, torch::requires_grad());
   auto reference = torch::zeros({24, 48}, torch::kDouble);
@@ -127,11 +128,63 @@ bool AccumulatedGradIsFp32Exact(const std::function<torch::Tensor(const torch::T
 CATCH_TEST_CASE("bf16 Linear accumulates weight gradients over 8 micro-steps without bf16 rounding") {
   for (Bf16MatmulPath path : {Bf16MatmulPath::kEmulated, Bf16MatmulPath::kNative}) {
     CATCH_INFO("path " << (path == Bf16MatmulPath::kNative ? "native" : "emulated"));
-    CATCH_CHECK(AccumulatedGradIsFp32Exact(
-        [path](const torch::Tensor& x, const torch::Tensor& w) { return tessera::kernels::Linear(x, w, path); }));
+    CATCH_CHECK(AccumulatedGradIsFp32Exact([path](const torch::Tensor& x, const torch::Tensor& w) {
+      return tessera::kernels::Linear(x, w, path);
+    }));
   }
   // The test's power: autograd through a bf16 copy of the weight (the product before Linear kept
   // its weight gradient in fp32) rounds each micro-step's gradient to bf16 and fails the bound.
-  CATCH_CHECK_FALSE(AccumulatedGradIsFp32Exact(
-      [](const torch::Tensor& x, const torch::Tensor& w) { return torch::linear(x, w.to(torch::kBFloat16)); }));
+  CATCH_CHECK_FALSE(AccumulatedGradIsFp32Exact([](const torch::Tensor& x, const torch::Tensor& w) {
+    return torch::linear(x, w.to(torch::kBFloat16));
+  }));
+}
+
+CATCH_TEST_CASE("StackRows: consecutive row blocks of one buffer are a view, anything else a copy") {
+  using tessera::kernels::StackRows;
+  torch::manual_seed(11);
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    const torch::Tensor buffer = torch::randn({2 + 40 * 8}, torch::TensorOptions().dtype(dtype));
+    // q|k|v as the flat buffers hold them: rows 8, 4, 4 of width 8, after an offset.
+    const torch::Tensor q = buffer.narrow(0, 2, 64).view({8, 8});
+    const torch::Tensor k = buffer.narrow(0, 66, 32).view({4, 8});
+    const torch::Tensor v = buffer.narrow(0, 98, 32).view({4, 8});
+    const torch::Tensor stacked = StackRows({q, k, v});
+    CATCH_CHECK(stacked.data_ptr() == q.data_ptr());
+    CATCH_CHECK(stacked.sizes() == torch::IntArrayRef({16, 8}));
+    CATCH_CHECK(torch::equal(stacked, torch::cat({q, k, v})));
+    // Out of order, a gap, or separate tensors: copies, with the same values as cat.
+    for (const std::vector<torch::Tensor>& parts :
+         {std::vector<torch::Tensor>{k, q, v}, std::vector<torch::Tensor>{q, v},
+          std::vector<torch::Tensor>{q.clone(), k.clone(), v.clone()}}) {
+      const torch::Tensor copy = StackRows(parts);
+      CATCH_CHECK(copy.data_ptr() != parts[0].data_ptr());
+      CATCH_CHECK(torch::equal(copy, torch::cat(parts)));
+    }
+  }
+}
+
+CATCH_TEST_CASE("bf16 Linear over q|k|v held in one buffer equals the separate weights, gradients too") {
+  torch::manual_seed(12);
+  const torch::Tensor x = torch::randn({2, 5, 8}).to(torch::kBFloat16);
+  const torch::Tensor g = torch::randn({2, 5, 16});
+  for (auto path : {Bf16MatmulPath::kEmulated, Bf16MatmulPath::kNative}) {
+    const torch::Tensor buffer = torch::randn({128}).to(torch::kBFloat16);
+    std::vector<torch::Tensor> fused, separate;
+    int64_t offset = 0;
+    for (int64_t rows : {8, 4, 4}) {
+      torch::Tensor w = buffer.narrow(0, offset, rows * 8).view({rows, 8}).detach().requires_grad_(true);
+      fused.push_back(w);
+      separate.push_back(w.detach().clone().requires_grad_(true));
+      offset += rows * 8;
+    }
+    for (auto* ws : {&fused, &separate}) {
+      for (auto& w : *ws) w.mutable_grad() = torch::zeros({w.size(0), 8});  // fp32 .grad, as the reducer's
+    }
+    const torch::Tensor a = tessera::kernels::Linear(x, fused, path);
+    const torch::Tensor b = tessera::kernels::Linear(x, separate, path);
+    CATCH_CHECK(torch::equal(a, b));
+    (a.to(torch::kFloat) * g).sum().backward();
+    (b.to(torch::kFloat) * g).sum().backward();
+    for (size_t i = 0; i < fused.size(); ++i) CATCH_CHECK(torch::equal(fused[i].grad(), separate[i].grad()));
+  }
 }

@@ -552,3 +552,72 @@ CATCH_TEST_CASE("zero 3 layout: no bucket spans two units; the gathered-unit bou
     CATCH_CHECK(bytes.grads == 4 * split.shard_total);
   }
 }
+
+CATCH_TEST_CASE("fused parameters: one run in the order of use, in one bucket, whatever the bucket size") {
+  using tessera::parallel::FlatLayout;
+  using tessera::parallel::FlatParameter;
+  // norm, q, k, v (fused), o, norm, gate, up (fused), down: as one transformer block lists them.
+  std::vector<FlatParameter> params = {
+      {7, false, false, 1},      {12, true, false, 1, true}, {5, true, false, 1, true},
+      {5, true, false, 1},       {12, true, false, 1},       {7, false, false, 1},
+      {9, true, false, 1, true}, {9, true, false, 1},        {9, true, false, 1}};
+  for (bool split_units : {false, true}) {
+    for (double bucket_mb : {25.0, 1e-9}) {  // one bucket; a bucket per parameter or run
+      for (int dp : {1, 2, 4}) {
+        CATCH_INFO("dp " << dp << ", bucket_mb " << bucket_mb << ", split_units " << split_units);
+        const FlatLayout layout = tessera::parallel::LayOutFlatBuffers(params, dp, bucket_mb, split_units);
+        for (const auto& [first, last] : {std::pair{1, 3}, std::pair{6, 7}}) {
+          for (int i = first; i < last; ++i) {
+            CATCH_CHECK(layout.param_bucket[i] == layout.param_bucket[i + 1]);
+            CATCH_CHECK(layout.param_offset[i + 1] == layout.param_offset[i] + params[i].numel);
+          }
+        }
+        int64_t numel = 0;
+        for (const auto& p : params) numel += p.numel;
+        int64_t laid = 0;
+        for (const auto& b : layout.buckets) laid += b.numel;
+        CATCH_CHECK(laid == numel);
+      }
+    }
+  }
+  // A member whose role differs (a late k/v, replicated over TP) is not joined to the run.
+  params[2].late = params[3].late = true;
+  const FlatLayout layout = tessera::parallel::LayOutFlatBuffers(params, 2, 1e-9, false);
+  CATCH_CHECK(layout.param_bucket[1] != layout.param_bucket[2]);
+  CATCH_CHECK(layout.param_offset[3] == layout.param_offset[2] + params[2].numel);  // k, v: late, in order
+}
+
+CATCH_TEST_CASE("the reducer holds fused parameters as consecutive rows of one buffer, at every zero level") {
+  auto grid = MakeGrid({1, 1, 0});
+  if (!grid.ok()) CATCH_FAIL(std::string(grid.status().message()));
+  const std::vector<std::pair<const char*, std::vector<int64_t>>> shapes = {
+      {"norm", {8}},     {"wq", {8, 8}},      {"wk", {4, 8}},    {"wv", {4, 8}},     {"wo", {8, 8}},
+      {"ffn_norm", {8}}, {"w_gate", {12, 8}}, {"w_up", {12, 8}}, {"w_down", {8, 12}}};
+  for (int zero : {0, 1, 2, 3}) {
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      CATCH_INFO("zero " << zero << ", " << c10::toString(dtype));
+      std::vector<at::Tensor> tensors;
+      std::vector<DataParallelParameter> params;
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        tensors.push_back(Seeded(shapes[i].second, 77 + i).requires_grad_(true));
+        const std::string name = shapes[i].first;
+        DataParallelParameter p{name, tensors.back(), shapes[i].second.size() == 2, 1.0, false, 0, 0};
+        p.fuse_with_next = name == "wq" || name == "wk" || name == "w_gate";
+        params.push_back(p);
+      }
+      DataParallelOptions options{zero, 1e-9};  // a bucket per run: runs must not be cut
+      options.param_dtype = dtype;
+      auto reducer = GradReducer::Create(std::move(params), (*grid)->dp(), options);
+      if (!reducer.ok()) CATCH_FAIL(std::string(reducer.status().message()));
+      if (zero == 3) (*reducer)->Gather(0);  // the unit is released until the model uses it
+      for (const auto& [first, last] : {std::pair{1, 3}, std::pair{6, 7}}) {
+        for (int i = first; i < last; ++i) {
+          CATCH_CHECK(tensors[i].scalar_type() == dtype);
+          CATCH_CHECK(static_cast<const char*>(tensors[i + 1].data_ptr()) ==
+                      static_cast<const char*>(tensors[i].data_ptr()) + tensors[i].nbytes());
+        }
+      }
+      CATCH_CHECK(at::equal(tensors[1].to(at::kFloat), Seeded({8, 8}, 78).to(dtype).to(at::kFloat)));
+    }
+  }
+}
