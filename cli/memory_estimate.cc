@@ -32,9 +32,10 @@ struct Tensors {
   double rms = 0;      // the two RMSNorms' saved 1 / rms: 2 x T_r x 4
   double lse = 0;      // the flash kernel's log-sum-exp: T x n_heads / tp x 4
   double stacked = 0;  // fp32 off SP: the q|k|v and gate|up weights autograd's cat stacks and the
-                       // product saves: (q + 2 kv + 2 ffn)_width x dim x 4
+                       // product saves: (q + 2 kv + 2 ffn widths) x dim x 4
   double scores = 0;   // an unfused kernel's s x s scores: 5 a s^2 b / tp (Korthikanti), x 2 in fp32
-  double w_down = 0;   // fp32: w_down's gradient, dim x ffn_dim / tp x 4
+  double w_down = 0;   // fp32 weights: w_down's gradient (a full replay returns it at its end),
+                       // dim x ffn_dim / tp x 4
 };
 
 Tensors TensorsOf(const Config& c, int64_t tp) {
