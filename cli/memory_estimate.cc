@@ -18,23 +18,73 @@ LayerShare LayerPerRank(const ModelConfig& m, int64_t tp) {
 
 int64_t VocabRowsPerRank(const ModelConfig& m, int64_t tp) { return (m.vocab_size + tp - 1) / tp; }
 
-double LayerActivationBytes(const Config& c, int64_t tp, bool fused_attention) {
+namespace {
+
+// The tensors of one micro-batch's pass on one rank, in bytes, as model/model.cc makes them. T is
+// the micro-batch's tokens, T_r this rank's share of the residual stream (T / tp under sequence
+// parallelism, else T), cb the compute dtype's bytes (2 for bf16, 4 for fp32).
+struct Tensors {
+  double stream = 0;   // the residual stream (fp32 whatever the precision): T_r x dim x 4
+  double normed = 0;   // an RMSNorm's output, the next product's input: T_r x dim x cb
+  double q = 0;        // T x (n_heads / tp) x head_dim x cb: rotated q, the attention output
+  double kv = 0;       // T x (this rank's kv heads) x head_dim x cb: rotated k, v
+  double ffn = 0;      // T x ffn_dim / tp x cb: gate, up, the SwiGLU values
+  double rms = 0;      // the two RMSNorms' saved 1 / rms: 2 x T_r x 4
+  double lse = 0;      // the flash kernel's log-sum-exp: T x n_heads / tp x 4
+  double stacked = 0;  // fp32 off SP: the q|k|v and gate|up weights autograd's cat stacks and the
+                       // product saves: (q + 2 kv + 2 ffn widths) x dim x 4
+  double scores = 0;   // an unfused kernel's s x s scores: 5 a s^2 b / tp (Korthikanti), x 2 in fp32
+  double w_down = 0;   // fp32 weights: w_down's gradient (a full replay returns it at its end),
+                       // dim x ffn_dim / tp x 4
+};
+
+Tensors TensorsOf(const Config& c, int64_t tp) {
+  const ModelConfig& m = c.model;
+  const double tokens = static_cast<double>(c.train.seq_len * c.train.micro_batch);
+  const bool sp = c.parallel.sequence_parallel && tp > 1;
+  const double local = sp ? tokens / static_cast<double>(tp) : tokens;
+  const bool fp32 = c.train.precision == Precision::kFp32;
+  const double cb = fp32 ? 4.0 : 2.0;
+  const double dim = static_cast<double>(m.dim);
+  const double q_width = static_cast<double>(m.n_heads / tp * m.head_dim());
+  const double kv_width = static_cast<double>((m.n_kv_heads >= tp ? m.n_kv_heads / tp : 1) * m.head_dim());
+  const double ffn_width = static_cast<double>(m.ffn_dim / tp);
   const double s = static_cast<double>(c.train.seq_len);
-  const double b = static_cast<double>(c.train.micro_batch);
-  const double h = static_cast<double>(c.model.dim);
-  const double a = static_cast<double>(c.model.n_heads);
-  const double t = static_cast<double>(tp);
-  const double scores = fused_attention ? 0.0 : 5.0 * a * s / h;
-  double per_sbh;
-  if (tp == 1) {
-    per_sbh = 34.0 + scores;
-  } else if (c.parallel.sequence_parallel) {
-    per_sbh = (34.0 + scores) / t;
-  } else {
-    per_sbh = 10.0 + 24.0 / t + scores / t;
-  }
-  const double bytes = s * b * h * per_sbh;
-  return c.train.precision == Precision::kFp32 ? 2.0 * bytes : bytes;
+  Tensors t;
+  t.stream = local * dim * 4.0;
+  t.normed = local * dim * cb;
+  t.q = tokens * q_width * cb;
+  t.kv = tokens * kv_width * cb;
+  t.ffn = tokens * ffn_width * cb;
+  t.rms = 2.0 * local * 4.0;
+  t.lse = tokens * static_cast<double>(m.n_heads / tp) * 4.0;
+  // kernels::Linear stacks fp32 weights with autograd's cat (the bf16 paths keep the weights
+  // themselves); the sequence-parallel column layer's product runs outside autograd.
+  if (fp32 && !sp) t.stacked = (q_width + 2.0 * kv_width + 2.0 * ffn_width) * dim * 4.0;
+  t.scores = 5.0 * static_cast<double>(m.n_heads) * s * tokens / static_cast<double>(tp) * (cb / 2.0);
+  if (fp32) t.w_down = dim * ffn_width * 4.0;
+  return t;
+}
+
+// What one layer keeps from forward to backward without recomputation, in creation order: its
+// input (the attention norm's), the norm's output (q|k|v's input), q|k|v (v, a view of it, is
+// saved by the attention kernel), rotated q and k and the attention output (the kernel's) with
+// its log-sum-exp, the residual stream after attention (the MLP norm's input), that norm's output
+// (gate|up's input), gate|up (SwiGLU's input), the SwiGLU values (w_down's input).
+double LayerSaved(const Tensors& t, bool fused_attention) {
+  return t.stream + t.normed + (t.q + 2.0 * t.kv) + t.q + t.kv + t.q + t.lse + t.stream + t.normed +
+         2.0 * t.ffn + t.ffn + t.rms + t.stacked + (fused_attention ? 0.0 : t.scores);
+}
+
+// Under selective recomputation the attention core (rotary, attention) and SwiGLU run again in
+// backward: rotated q and k, the log-sum-exp, the scores and the SwiGLU values are not kept (the
+// core's output is: it is w_o's input).
+double SelectiveLayerSaved(const Tensors& t) { return LayerSaved(t, true) - t.q - t.kv - t.lse - t.ffn; }
+
+}  // namespace
+
+double LayerActivationBytes(const Config& c, int64_t tp, bool fused_attention) {
+  return LayerSaved(TensorsOf(c, tp), fused_attention);
 }
 
 namespace {
@@ -81,59 +131,128 @@ parallel::FlatLayout StageFlatLayout(const Config& c, const parallel::pipeline::
   return parallel::LayOutFlatBuffers(flat, static_cast<int>(dp), p.bucket_mb, p.zero == 3);
 }
 
+// The head and loss of one micro-batch: what it keeps until its backward (beside the final norm's
+// input, the chunk's output) and the most its backward holds at once.
+struct HeadBytes {
+  double saved = 0;
+  double backward = 0;
+};
+
+HeadBytes HeadOf(const Config& c, const Tensors& t, int64_t tp) {
+  const ModelConfig& m = c.model;
+  const double tokens = static_cast<double>(c.train.seq_len * c.train.micro_batch);
+  const double rows = static_cast<double>(VocabRowsPerRank(m, tp));
+  const double dim = static_cast<double>(m.dim);
+  const bool fp32 = c.train.precision == Precision::kFp32;
+  const double cb = fp32 ? 4.0 : 2.0;
+  const bool chunked =
+      (m.loss_chunk_tokens > 0 && tokens > static_cast<double>(m.loss_chunk_tokens)) || c.train.z_loss != 0.0;
+  HeadBytes h;
+  if (!chunked) {
+    // LibTorch's cross-entropy keeps the fp32 log-softmax (VocabParallelCrossEntropy its
+    // probabilities); its backward holds the gradients of the loss and of the log-softmax.
+    h.saved = t.normed + tokens * rows * 4.0;
+    h.backward = 2.0 * tokens * rows * 4.0;
+    return h;
+  }
+  // parallel/tensor_parallel/chunked_cross_entropy.cc keeps the final norm's output and log Z.
+  // Its backward holds the hidden states' gradient (the whole sequence; under SP the gathered
+  // hidden states too) and, per chunk, either the logits in the compute dtype beside their fp32
+  // copy, or the fp32 logits' gradient (and its compute-dtype copy in bf16), the hidden chunk's
+  // gradient and the head's fp32 weight gradient. An fp32 weight sums that gradient over the
+  // chunks (from the second on, one more); a bf16 one adds it to its .grad.
+  const double chunk =
+      m.loss_chunk_tokens > 0 ? std::min(tokens, static_cast<double>(m.loss_chunk_tokens)) : tokens;
+  const bool sp = c.parallel.sequence_parallel && tp > 1;
+  const double weight_grad = rows * dim * 4.0;
+  const double summed = fp32 && tokens > chunk ? weight_grad : 0.0;
+  const double logits = chunk * rows * (cb + 4.0);
+  const double gradients = chunk * rows * (fp32 ? 4.0 : 6.0) + chunk * dim * cb + weight_grad;
+  h.saved = t.normed + tokens * 4.0;
+  h.backward = tokens * dim * cb * (sp ? 2.0 : 1.0) + std::max(logits, gradients) + summed;
+  return h;
+}
+
+// The most a layer's backward adds to what its micro-batch keeps: the first layer to run
+// backward (the chunk's last) at its SwiGLU backward, which holds the residual stream's gradient
+// (fp32), gate|up's gradient (2 ffn) and SwiGLU's output gradient and one product of it (ffn
+// each), after w_down's backward freed the SwiGLU values (selective: formed again, and kept
+// until the end: 5 ffn). The attention's backward comes after the layer's MLP activations are
+// freed, and for Llama shapes (ffn_dim ~ 3 dim) holds less. Under full recomputation the
+// replayed layer's activations (its input is the kept one), its output, and, in fp32, w_down's
+// gradient, returned only when the replay's backward ends.
+double LayerBackwardPeak(const Tensors& t, RecomputeMode mode, bool fused_attention) {
+  switch (mode) {
+    case RecomputeMode::kSelective:
+      return t.stream + 5.0 * t.ffn;
+    case RecomputeMode::kFull:  // the replay's input is the kept one; its output is new
+      return t.stream + (LayerSaved(t, fused_attention) - t.stream) + t.stream + 3.0 * t.ffn + t.w_down;
+    default:
+      return t.stream + 3.0 * t.ffn;
+  }
+}
+
+// A stage's activation bytes at its peak: what its micro-batches in flight keep, plus the most
+// one backward adds: the head's (on the last stage) or a layer's. A layer's comes after its
+// micro-batch's head backward freed the head's tensors and the last layer's output.
+double StageActivations(const Config& c, const StageRow& s, const Tensors& t, const HeadBytes& head,
+                        bool fused_attention) {
+  const ModelConfig& m = c.model;
+  const double v = static_cast<double>(c.parallel.virtual_stages);
+  const double chunk_layers = static_cast<double>(s.layers) / v;
+  // Full recomputation: a recomputed layer keeps its input alone (the residual stream).
+  double recomputed = 0.0;
+  if (m.recompute == RecomputeMode::kFull) {
+    recomputed = m.recompute_layers == 0 ? chunk_layers
+                                         : std::min(chunk_layers, static_cast<double>(m.recompute_layers));
+  }
+  const double layer =
+      m.recompute == RecomputeMode::kSelective ? SelectiveLayerSaved(t) : LayerSaved(t, fused_attention);
+  // Per chunk and micro-batch in flight: the layers' tensors and the chunk's output (the
+  // executor's, sent or kept; on the last chunk the final norm's input).
+  const double per_chunk = (chunk_layers - recomputed) * layer + recomputed * t.stream + t.stream;
+  // The head's tensors, per micro-batch in flight on the last chunk: all of the stage's without
+  // virtual stages; interleaved, the last chunk runs each backward right after its forward.
+  const double head_in_flight = s.head ? (v == 1.0 ? static_cast<double>(s.in_flight) : 1.0) : 0.0;
+  double layer_peak = 0.0;
+  if (recomputed < chunk_layers) {  // the layers kept whole come last: their backward runs first
+    const RecomputeMode kept = m.recompute == RecomputeMode::kFull ? RecomputeMode::kNone : m.recompute;
+    layer_peak = LayerBackwardPeak(t, kept, fused_attention);
+  }
+  if (recomputed > 0.0) {
+    layer_peak = std::max(layer_peak, LayerBackwardPeak(t, RecomputeMode::kFull, fused_attention));
+  }
+  if (s.head) layer_peak -= head.saved + t.stream;
+  // fp32, tied, embedding and head on this stage: the head's weight gradient waits in autograd's
+  // buffer for the embedding's until the pass ends.
+  if (c.train.precision == Precision::kFp32 && m.tie_embeddings && s.embedding && s.head) {
+    layer_peak += static_cast<double>(VocabRowsPerRank(m, c.parallel.tp) * m.dim) * 4.0;
+  }
+  return static_cast<double>(s.in_flight) * per_chunk + head_in_flight * head.saved +
+         std::max(s.head ? head.backward : 0.0, layer_peak);
+}
+
 }  // namespace
 
 std::vector<StageRow> StageMemory(const Config& c, const parallel::pipeline::Partition& partition,
                                   const std::vector<int64_t>& peak_in_flight, int64_t dp) {
   const ModelConfig& m = c.model;
   const ParallelConfig& p = c.parallel;
-  const int64_t rows = VocabRowsPerRank(m, p.tp);
-  const int64_t tokens = c.train.seq_len * c.train.micro_batch;
-  const double compute_bytes = c.train.precision == Precision::kBf16 ? 2.0 : 4.0;
-  double layer_act = LayerActivationBytes(c, p.tp, false);
-  double layer_act_fused = LayerActivationBytes(c, p.tp, true);
-  if (m.recompute == RecomputeMode::kSelective) {
-    // The attention core runs again in backward, so no scores are kept whatever the kernel; the
-    // SwiGLU values (tokens x ffn_dim / tp in the compute dtype) are formed again too.
-    const double swiglu = static_cast<double>(tokens) * static_cast<double>(m.ffn_dim / p.tp) * compute_bytes;
-    layer_act = layer_act_fused = std::max(0.0, layer_act_fused - swiglu);
-  }
-  // The head's logits per micro-batch: whole, in the compute dtype, as an fp32 copy and as the
-  // fp32 log-softmax saved for backward; chunked (model.loss_chunk_tokens), one chunk at a time
-  // in the compute dtype and one fp32 copy (parallel/tensor_parallel/chunked_cross_entropy.h).
-  const int64_t chunk = m.loss_chunk_tokens;
-  const bool chunked = chunk > 0 && tokens > chunk;
-  const double logits = static_cast<double>(chunked ? chunk : tokens) * static_cast<double>(rows) *
-                        (chunked ? compute_bytes + 4.0 : compute_bytes + 8.0);
+  const bool bf16 = c.train.precision == Precision::kBf16;
+  const Tensors t = TensorsOf(c, p.tp);
+  const HeadBytes head = HeadOf(c, t, p.tp);
   std::vector<StageRow> stages;
   for (int64_t r = 0; r < p.pp; ++r) {
     StageRow s = StageLayers(p, partition, r);
     s.in_flight = peak_in_flight[r];
     const parallel::FlatLayout layout = StageFlatLayout(c, partition, r, dp, &s.params);
-    const bool bf16 = c.train.precision == Precision::kBf16;
     s.bytes = parallel::StaticBytesOf(layout, static_cast<int>(p.zero), bf16);
     if (p.zero == 3) {
       s.gathered = parallel::GatheredUnitBound(layout, static_cast<int>(p.zero3_prefetch),
                                                m.tie_embeddings && s.embedding && s.head, bf16);
     }
-    const double chunk_layers = static_cast<double>(s.layers) / static_cast<double>(p.virtual_stages);
-    // Full recomputation: a recomputed block keeps its input alone (the fp32 residual stream,
-    // this rank's sequence block under SP) per micro-batch in flight; its backward holds one
-    // block's activations again, once.
-    double recomputed = 0.0;
-    if (m.recompute == RecomputeMode::kFull) {
-      recomputed = m.recompute_layers == 0 ? chunk_layers
-                                           : std::min(chunk_layers, static_cast<double>(m.recompute_layers));
-    }
-    const double input_bytes = static_cast<double>(tokens) * static_cast<double>(m.dim) * 4.0 /
-                               (p.sequence_parallel && p.tp > 1 ? static_cast<double>(p.tp) : 1.0);
-    const auto activations = [&](double per_layer) {
-      return static_cast<double>(s.in_flight) *
-                 ((chunk_layers - recomputed) * per_layer + recomputed * input_bytes) +
-             (recomputed > 0 ? per_layer : 0.0) + (s.head ? logits : 0.0);
-    };
-    s.act = activations(layer_act);
-    s.act_fused = activations(layer_act_fused);
+    s.act = StageActivations(c, s, t, head, false);
+    s.act_fused = StageActivations(c, s, t, head, true);
     stages.push_back(s);
   }
   return stages;

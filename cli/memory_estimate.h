@@ -8,25 +8,43 @@
 // (zero 1), 4F/dp (zero 2 and 3); at zero 3 the weights are 4F/dp or 2F/dp (the shards) plus the
 // late bucket whole, and the units gathered for use add at most bucket_layout.h's
 // GatheredUnitBound (the largest zero3_prefetch + 2 consecutive units, plus the embedding under
-// a tied head), which is reported beside the static bytes; and an estimate of the activations per layer and
-// micro-batch after Korthikanti
-//   et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", 16-bit
-//   activations, no recomputation): s b h (34 + 5 a s / h); with tensor parallelism t,
-//   s b h (10 + 24 / t + 5 a s / (h t)); with sequence parallelism too, s b h (34 + 5 a s / h) / t.
-//   fp32 runs store 4-byte activations: twice that. Times the layers on the rank and the
-//   micro-batches in flight at the schedule's peak (1 without pipeline parallelism; the
-//   simulated peak otherwise: pp on the first stage for 1F1B), plus the last stage's logits for
-//   one micro-batch: tokens x vocab/tp x (compute dtype + fp32 copy + fp32 log-softmax), or with
-//   the chunked head + loss one chunk's: chunk x vocab/tp x (compute dtype + fp32 copy).
-//   Under model.recompute: selective the scores term is dropped (the attention core runs again
-//   in backward) and so are the SwiGLU values, tokens x ffn_dim / t in the compute dtype.
-//   Under model.recompute: full each recomputed layer keeps only its input instead, 4 s b h
-//   bytes (the fp32 residual stream; / t under sequence parallelism), and the backward holds one
-//   layer's activations once more while it recomputes. The 5 a s / h term is the s x s
-//   attention scores; a fused (flash) attention kernel, which LibTorch's
-//   scaled_dot_product_attention picks for bf16 on recent
-//   GPUs, never stores them, so the estimate is given with and without it. Communication
-//   buffers, the allocator's fragmentation and the CUDA context are not counted.
+// a tied head), which is reported beside the static bytes; and the activations.
+//
+// The activations are counted tensor by tensor, as model/model.cc and its kernels keep them, and
+// checked against the bytes of live tensors a run allocates (tests/trainer/planner_vs_measured_test.py,
+// docs/perf.md). T is a micro-batch's tokens, T_r this rank's share of the residual stream (T / tp
+// under sequence parallelism, else T), cb the compute dtype's bytes, q and kv the widths of this
+// rank's query and key/value heads (n_heads / tp x head_dim; max(1, n_kv_heads / tp) x head_dim),
+// f = ffn_dim / tp, V = the vocabulary rows per rank.
+//   One layer keeps (recompute none): its input and the residual after attention (fp32: 2 x T_r
+//   dim 4), the two RMSNorm outputs (2 x T_r dim cb) and 1/rms (2 x T_r 4), q|k|v (T (q + 2 kv) cb:
+//   v, a view of it, is saved by the attention kernel), rotated q and k and the attention output
+//   (T (2q + kv) cb) with its log-sum-exp (T heads/tp 4), gate|up and the SwiGLU values (3 T f cb);
+//   in fp32 off sequence parallelism also the q|k|v and gate|up weights that autograd's cat stacks
+//   ((q + 2 kv + 2 f) dim 4). Without a fused (flash) kernel the s x s scores too, Korthikanti et al.
+//   2022's 5 a s^2 b / tp (16-bit; x 2 in fp32). selective drops rotated q and k, the log-sum-exp
+//   and the SwiGLU values (formed again in backward); full keeps the input alone (T_r dim 4).
+//   A chunk of layers keeps its output too (T_r dim 4: sent or kept by the pipeline executor; on
+//   the last chunk the final norm's input), and the head its input, the final norm's output
+//   (T_r dim cb), and log Z (T 4) with the chunked loss, or the fp32 log-softmax (T V 4) without.
+//   All of that per micro-batch in flight at the schedule's peak (1 without pipeline parallelism;
+//   the simulated peak otherwise: pp on the first stage for 1F1B).
+//   Plus the most one backward adds, once: on the last stage the chunked loss's backward, the
+//   hidden states' gradient (T dim cb; under sequence parallelism the gathered hidden states too)
+//   and the larger of one chunk's logits in the compute dtype beside their fp32 copy (chunk V
+//   (cb + 4)) and the chunk's fp32 logit gradient (and its compute-dtype copy), hidden gradient and
+//   the head's fp32 weight gradient (V dim 4), with an fp32 head's gradient summed over chunks
+//   (V dim 4) from the second chunk; without chunks the loss's and log-softmax's gradients
+//   (2 T V 4). Or a layer's backward, at its SwiGLU backward: the residual stream's gradient
+//   (T_r dim 4) and 3 T f cb (gate|up's and the SwiGLU values' gradients and a product of them,
+//   the values freed), 5 T f cb under selective (the values formed again); under full the
+//   replayed layer's activations, its output and, in fp32, w_down's gradient.
+//   Not counted: communication buffers, the allocator's fragmentation, the CUDA context, and
+//   what the CPU's bf16 products add: they multiply fp32 copies of their bf16 operands, so the
+//   loss chunk's backward holds one more fp32 chunk of logit gradients (chunk V 4), which the
+//   CUDA kernels do not (measured on the CPU: bf16 runs 16% (none) to 43% (full) above the
+//   estimate). On CUDA with grouped kv heads the attention kernel saves k and v expanded to the
+//   query heads (3q instead of 2q + 3 kv under recompute none).
 #pragma once
 
 #include <cstdint>
@@ -52,7 +70,7 @@ LayerShare LayerPerRank(const ModelConfig& m, int64_t tp);
 // Vocabulary rows per rank of the vocab-parallel embedding and head (padded to a multiple of tp).
 int64_t VocabRowsPerRank(const ModelConfig& m, int64_t tp);
 
-// Activation bytes of one layer for one micro-batch (the formula above).
+// Activation bytes one layer keeps for one micro-batch without recomputation (the count above).
 double LayerActivationBytes(const Config& c, int64_t tp, bool fused_attention);
 
 // What each tp x dp rank of one pipeline stage holds, in bytes.

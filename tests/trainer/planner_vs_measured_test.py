@@ -11,19 +11,22 @@ optimizer state exist before and are not in it). Each rank's measurement is comp
 stage's estimate.
 
 Configurations: one process with recompute none / selective / full at 1024 tokens and none at
-512; TP2 + SP with none and full, TP4 + SP with none; PP2 with 1F1B (none) and ZB-H1
-(selective); DP2 at ZeRO 1.
+512; TP2 + SP with none and full, TP4 + SP with none; PP2 with 1F1B (none), ZB-H1 (selective)
+and interleaved 1F1B over 2 virtual stages (none); DP2 at ZeRO 1.
 
 Also: under sequence parallelism, with the sequence-parallel inputs gathered again in backward,
 each of TP ranks holds 1/TP of one process's activations: TP2 and TP4 within 10% of 1/TP of the
 one-process run (measured 0.506 and 0.264).
 
-Tolerance: measured / predicted within [0.8, 1.4]. Measured on 2026-12-04 (docs/perf.md): 0.87
-to 1.16 without pipeline parallelism and 1.06 to 1.32 with it (the pipeline's first stage holds
-more than its layers' activations: the estimate does not yet count the micro-batches' exchanged
-tensors and the backward's transients). The goal for the planner is 10%; this test holds the
-present accuracy, so that a change to the model's memory or to the estimate that moves either by
-more fails here. The measurement is exact and repeatable (the same bytes in every run).
+Tolerance: measured / predicted within [0.9, 1.1], the planner's goal. Measured on 2026-12-04
+(docs/perf.md, AMD EPYC, 2 cores): 1.000 to 1.001 on every rank of every layout but ZB-H1's last
+stage, 1.008: at its peak, a weight pass, the next micro-batch's activation has been received
+already and waits for its forward (one residual stream, 2 MiB; the estimate counts the
+micro-batches in flight, not the schedule's receives posted ahead of them).
+The estimate counts the tensors the model keeps per micro-batch in flight and the most one
+backward adds (cli/memory_estimate.h); the runs are fp32, whose CPU products keep no extra
+copies (the CPU's bf16 products multiply fp32 copies, which the estimate leaves out: it follows
+the CUDA kernels). The measurement is exact and repeatable (the same bytes in every run).
 
 Usage: planner_vs_measured_test.py TESSERA MPIEXEC
 """
@@ -37,7 +40,7 @@ TESSERA, MPIEXEC = sys.argv[1], sys.argv[2]
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DATA = os.environ.get("TESSERA_SAMPLE_DATA", os.path.join(ROOT, ".cache", "sample_data"))
-LOW, HIGH = 0.8, 1.4
+LOW, HIGH = 0.9, 1.1
 BASE = ["model.dim=256", "model.n_layers=4", "model.n_heads=8", "model.n_kv_heads=4", "model.ffn_dim=768",
         "model.vocab_size=4224", "model.tie_embeddings=true", "train.steps=2", "train.eval_every=0",
         "train.peak_tflops=1", "train.threads=1", "checkpoint.at_end=false", f"data.train={DATA}/text",
@@ -54,6 +57,7 @@ CASES = [
     ("tp4 + sp, none", 4, S1024 + ["parallel.tp=4", "parallel.sequence_parallel=true"]),
     ("pp2 1f1b, none", 2, PP + ["parallel.pp_schedule=1f1b"]),
     ("pp2 zb-h1, selective", 2, PP + ["parallel.pp_schedule=zb-h1", "model.recompute=selective"]),
+    ("pp2 interleaved, v2, none", 2, PP + ["parallel.pp_schedule=interleaved", "parallel.virtual_stages=2"]),
     ("dp2 zero 1, none, 512 tokens x 4", 2,
      ["train.seq_len=512", "train.micro_batch=4", "train.global_batch=8", "parallel.zero=1"]),
 ]
