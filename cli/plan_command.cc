@@ -7,7 +7,8 @@
 // parallel for what remains; per pipeline size 1F1B, ZB-H1 and interleaved 1F1B with 2, 4 or 8
 // virtual stages (when the layers do not split evenly into the chunks, the first and last chunks
 // get one layer fewer each, in turn, as Llama 3 did with its first and last stages; the plan
-// prints that parallel.pp_layers); ZeRO 0-3 (0 alone at dp 1); recompute none, selective and full.
+// prints that parallel.pp_layers); ZeRO 0-3 (0 alone at dp 1); recompute none, selective, full,
+// and full for the first half of each chunk's layers (model.recompute_layers).
 // The micro-batch, sequence length, global batch and precision are the config's.
 //
 // Each candidate goes through the checks `tessera validate` makes (layout_check.h, the config
@@ -57,8 +58,10 @@ std::string Describe(const Config& c, int64_t dp) {
   const ParallelConfig& p = c.parallel;
   std::string schedule = p.pp == 1 ? "-" : p.pp_schedule.Text();
   if (p.virtual_stages > 1) absl::StrAppend(&schedule, " v", p.virtual_stages);
+  std::string recompute = EnumName(c.model.recompute);
+  if (c.model.recompute_layers > 0) absl::StrAppend(&recompute, " ", c.model.recompute_layers, "/chunk");
   return absl::StrFormat("tp %d pp %d dp %d, %s, zero %d, recompute %s", p.tp, p.pp, dp, schedule, p.zero,
-                         EnumName(c.model.recompute));
+                         recompute);
 }
 
 // Layer counts per model chunk for interleaving `n_layers` over pp x v chunks when they do not
@@ -144,11 +147,17 @@ std::vector<Candidate> Candidates(const Config& base, int64_t world, double budg
   for (const Config& layout : LayoutGrid(base, world, hw.gpus_per_node)) {
     const int64_t dp = world / (layout.parallel.tp * layout.parallel.pp);
     for (int64_t zero = 0; zero <= (dp > 1 ? 3 : 0); ++zero) {
-      for (RecomputeMode mode : {RecomputeMode::kNone, RecomputeMode::kSelective, RecomputeMode::kFull}) {
+      // Full recomputation of every layer, or of the first half of each chunk's layers.
+      const int64_t chunk = layout.parallel.pp * layout.parallel.virtual_stages;
+      const int64_t half = (base.model.n_layers + chunk - 1) / chunk / 2;
+      std::vector<std::pair<RecomputeMode, int64_t>> modes = {
+          {RecomputeMode::kNone, 0}, {RecomputeMode::kSelective, 0}, {RecomputeMode::kFull, 0}};
+      if (half > 0) modes.push_back({RecomputeMode::kFull, half});
+      for (const auto& [mode, layers] : modes) {
         Candidate k{layout, dp};
         k.config.parallel.zero = zero;
         k.config.model.recompute = mode;
-        k.config.model.recompute_layers = 0;
+        k.config.model.recompute_layers = layers;
         Evaluate(k, world, budget, hw);
         out.push_back(std::move(k));
       }
@@ -168,8 +177,12 @@ std::string SetFlags(const Candidate& k) {
     absl::StrAppend(&out, " --set parallel.pp_schedule=", p.pp_schedule.Text(),
                     " --set parallel.virtual_stages=", p.virtual_stages);
   }
-  if (!p.pp_layers.empty())
+  if (k.config.model.recompute_layers > 0) {
+    absl::StrAppend(&out, " --set model.recompute_layers=", k.config.model.recompute_layers);
+  }
+  if (!p.pp_layers.empty()) {
     absl::StrAppend(&out, " --set parallel.pp_layers=[", absl::StrJoin(p.pp_layers, ","), "]");
+  }
   return out;
 }
 
@@ -293,7 +306,8 @@ Command PlanCommand() {
           "others do not fit",
       .details =
           "Tries every layout of the config's model and batch on N GPUs (tp inside a node, pp, dp; 1F1B,\n"
-          "ZB-H1, interleaved with 2/4/8 virtual stages; ZeRO 0-3; recompute none/selective/full) and\n"
+          "ZB-H1, interleaved with 2/4/8 virtual stages; ZeRO 0-3; recompute none/selective/full, and full\n"
+          "for half of each chunk's layers) and\n"
           "keeps those whose largest pipeline stage fits in M - reserve GiB (tessera validate's memory\n"
           "estimate, with a fused attention kernel). They are ranked by an estimated step time: matrix\n"
           "products at --gemm-efficiency x --peak-tflops, collectives as rings at the bus bandwidths\n"
