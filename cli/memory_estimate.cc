@@ -76,10 +76,14 @@ double LayerSaved(const Tensors& t, bool fused_attention) {
          2.0 * t.ffn + t.ffn + t.rms + t.stacked + (fused_attention ? 0.0 : t.scores);
 }
 
-// Under selective recomputation the attention core (rotary, attention) and SwiGLU run again in
-// backward: rotated q and k, the log-sum-exp, the scores and the SwiGLU values are not kept (the
-// core's output is: it is w_o's input).
-double SelectiveLayerSaved(const Tensors& t) { return LayerSaved(t, true) - t.q - t.kv - t.lse - t.ffn; }
+// Under selective recomputation the attention core (rotary, attention), SwiGLU and the two norms
+// run again in backward: rotated q and k, the log-sum-exp, the scores, the SwiGLU values and the
+// norms' outputs are not kept (the core's output is: it is w_o's input), and the q|k|v and
+// gate|up products, folded with their norms (parallel/tensor_parallel/norm_column_linear.h), run
+// outside autograd and keep no stacked fp32 weights.
+double SelectiveLayerSaved(const Tensors& t) {
+  return LayerSaved(t, true) - t.q - t.kv - t.lse - t.ffn - 2.0 * t.normed - t.stacked;
+}
 
 }  // namespace
 

@@ -22,8 +22,9 @@
 //   (T (2q + kv) cb) with its log-sum-exp (T heads/tp 4), gate|up and the SwiGLU values (3 T f cb);
 //   in fp32 off sequence parallelism also the q|k|v and gate|up weights that autograd's cat stacks
 //   ((q + 2 kv + 2 f) dim 4). Without a fused (flash) kernel the s x s scores too, Korthikanti et al.
-//   2022's 5 a s^2 b / tp (16-bit; x 2 in fp32). selective drops rotated q and k, the log-sum-exp
-//   and the SwiGLU values (formed again in backward); full keeps the input alone (T_r dim 4).
+//   2022's 5 a s^2 b / tp (16-bit; x 2 in fp32). selective drops rotated q and k, the log-sum-exp,
+//   the SwiGLU values and the two norm outputs (formed again in backward), and with the norms
+//   folded into their products the stacked fp32 weights; full keeps the input alone (T_r dim 4).
 //   A chunk of layers keeps its output too (T_r dim 4: sent or kept by the pipeline executor; on
 //   the last chunk the final norm's input), and the head its input, the final norm's output
 //   (T_r dim cb), and log Z (T 4) with the chunked loss, or the fp32 log-softmax (T V 4) without.

@@ -27,6 +27,7 @@
 #include "parallel/tensor_parallel/chunked_cross_entropy.h"
 #include "parallel/tensor_parallel/layers.h"
 #include "parallel/tensor_parallel/mappings.h"
+#include "parallel/tensor_parallel/norm_column_linear.h"
 #include "parallel/tensor_parallel/vocab_parallel.h"
 
 namespace tessera {
@@ -105,11 +106,15 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, const TensorParallelCont
   n_kv_heads_ = wk.size(0) / head_dim_;
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::RotaryTables& rotary) {
-  // One matrix product for q, k and v: a wider GEMM runs closer to peak than three narrow ones;
-  // stacking the weights copies 3 x dim^2 / tp elements, small beside the activations.
-  // Under sequence parallelism it gathers the whole sequence first.
-  torch::Tensor fused = parallel::ColumnParallelLinear(x, {wq, wk, wv}, tp_.group, tp_.sequence_parallel);
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::RotaryTables& rotary,
+                                     const PreNorm* norm) {
+  // One matrix product for q, k and v: a wider GEMM runs closer to peak than three narrow ones
+  // (the trainer's flat buffers hold the three as one matrix, kernels::StackRows). Under sequence
+  // parallelism it gathers the whole sequence first.
+  torch::Tensor fused =
+      norm == nullptr ? parallel::ColumnParallelLinear(x, {wq, wk, wv}, tp_.group, tp_.sequence_parallel)
+                      : parallel::NormColumnParallelLinear(x, norm->weight, norm->eps, norm->dtype,
+                                                           {wq, wk, wv}, tp_.group, tp_.sequence_parallel);
   // Under selective recomputation the core (rotary, the kv heads' expansion, attention) keeps only
   // its input q|k|v and runs again in backward: its saved rotated q and k, attention output and
   // softmax statistics (and expanded k and v off the CPU) do not live between the passes.
@@ -158,16 +163,19 @@ FeedForwardImpl::FeedForwardImpl(const ModelConfig& config, const TensorParallel
   w_down = register_parameter("w_down", EmptyLocal(config, "w_down", tp));
 }
 
-torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x) {
+torch::Tensor FeedForwardImpl::forward(const torch::Tensor& x, const PreNorm* norm) {
   // gate and up in one matrix product, as for q/k/v; each rank's gate|up rows are its blocks of
   // both, so SwiGLU pairs them locally.
-  torch::Tensor gate_up = parallel::ColumnParallelLinear(x, {w_gate, w_up}, tp_.group, tp_.sequence_parallel);
+  torch::Tensor gate_up =
+      norm == nullptr ? parallel::ColumnParallelLinear(x, {w_gate, w_up}, tp_.group, tp_.sequence_parallel)
+                      : parallel::NormColumnParallelLinear(x, norm->weight, norm->eps, norm->dtype,
+                                                           {w_gate, w_up}, tp_.group, tp_.sequence_parallel);
   if (selective_) return parallel::RowParallelSwigluLinear(gate_up, w_down, tp_.group, tp_.sequence_parallel);
   return parallel::RowParallelLinear(kernels::Swiglu(gate_up), w_down, tp_.group, tp_.sequence_parallel);
 }
 
 BlockImpl::BlockImpl(const ModelConfig& config, const TensorParallelContext& tp)
-    : norm_eps_(config.norm_eps) {
+    : norm_eps_(config.norm_eps), fold_norms_(config.recompute == RecomputeMode::kSelective) {
   attention_norm = register_parameter("attention_norm", torch::ones({config.dim}));
   ffn_norm = register_parameter("ffn_norm", torch::ones({config.dim}));
   attention = register_module("attention", Attention(config, tp));
@@ -176,6 +184,12 @@ BlockImpl::BlockImpl(const ModelConfig& config, const TensorParallelContext& tp)
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& h, const kernels::RotaryTables& rotary,
                                  torch::ScalarType compute_dtype) {
+  if (fold_norms_) {
+    const PreNorm before_attention{attention_norm, norm_eps_, compute_dtype};
+    const torch::Tensor x = h + attention->forward(h, rotary, &before_attention);
+    const PreNorm before_mlp{ffn_norm, norm_eps_, compute_dtype};
+    return x + feed_forward->forward(x, &before_mlp);
+  }
   torch::Tensor x =
       h + attention->forward(
               kernels::RmsNorm(h, kernels::Fp32Weight(attention_norm), norm_eps_, compute_dtype), rotary);

@@ -40,14 +40,26 @@ struct TensorParallelContext {
   bool sequence_parallel = false;
 };
 
+// The RMSNorm in front of a block's sublayer, handed to the sublayer to fold into its first
+// product instead of applied before it: under model.recompute: selective, so that the norm's
+// output is formed again in backward rather than kept
+// (parallel/tensor_parallel/norm_column_linear.h).
+struct PreNorm {
+  const torch::Tensor& weight;
+  double eps;
+  torch::ScalarType dtype;  // the normalised activations' (the compute dtype)
+};
+
 class AttentionImpl : public torch::nn::Module {
  public:
   // Query heads split over the group; key/value heads split when n_kv_heads % size == 0, else
   // this rank holds the one kv head its query heads use.
   explicit AttentionImpl(const ModelConfig& config, const TensorParallelContext& tp = {});
   // x: [batch, seq, dim] in the compute dtype ([batch, seq/tp, dim] under sequence parallelism).
-  // Returns the same shape.
-  torch::Tensor forward(const torch::Tensor& x, const kernels::RotaryTables& rotary);
+  // Returns the same shape. With `norm`, x is the fp32 residual stream and the norm is applied
+  // inside the q|k|v product.
+  torch::Tensor forward(const torch::Tensor& x, const kernels::RotaryTables& rotary,
+                        const PreNorm* norm = nullptr);
 
   torch::Tensor wq, wk, wv, wo;  // [out_features, in_features], this rank's blocks
 
@@ -65,7 +77,8 @@ TORCH_MODULE(Attention);
 class FeedForwardImpl : public torch::nn::Module {
  public:
   explicit FeedForwardImpl(const ModelConfig& config, const TensorParallelContext& tp = {});
-  torch::Tensor forward(const torch::Tensor& x);
+  // As Attention's: with `norm`, x is the residual stream and the norm runs inside gate|up.
+  torch::Tensor forward(const torch::Tensor& x, const PreNorm* norm = nullptr);
 
   torch::Tensor w_gate, w_up, w_down;  // gate/up split by rows (column-parallel), down by columns
 
@@ -89,6 +102,7 @@ class BlockImpl : public torch::nn::Module {
 
  private:
   double norm_eps_;
+  bool fold_norms_;  // model.recompute: selective: the norms run inside the following products
 };
 TORCH_MODULE(Block);
 

@@ -17,10 +17,13 @@
 #include <vector>
 
 #include "kernels/linear.h"
+#include "kernels/rms_norm.h"
+#include "kernels/weight_grad.h"
 #include "parallel/process_grid.h"
 #include "parallel/tensor_parallel/chunked_cross_entropy.h"
 #include "parallel/tensor_parallel/layers.h"
 #include "parallel/tensor_parallel/mappings.h"
+#include "parallel/tensor_parallel/norm_column_linear.h"
 #include "parallel/tensor_parallel/vocab_parallel.h"
 #include "tests/catch_compat.h"
 #include "tests/parallel/comm/comm_test_util.h"
@@ -439,4 +442,54 @@ CATCH_TEST_CASE("the chunked head + cross-entropy refuses shapes that do not agr
   CATCH_CHECK(error_of([&] {
                 tp::ChunkedLinearCrossEntropy(h, w, t, {.chunk_tokens = 0, .vocab_size = 5});
               }).find("chunk_tokens must be positive, got 0") != std::string::npos);
+}
+
+CATCH_TEST_CASE(
+    "the norm folded into the column layer equals RmsNorm then the layer, bit for bit, split passes too") {
+  // fp32 and bf16 (bf16 weights, fp32 .grad as the reducer gives them); two weights as q|k|v's.
+  const int64_t batch = 2, seq = 8, in = 6;
+  for (int n : Degrees()) {
+    Group g = MakeGroup(n);
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+      for (bool sp : {false, true}) {
+        for (bool split : {false, true}) {  // one backward, or an input pass then a weight pass (ZB-H1)
+          CATCH_INFO("tp " << n << ", " << c10::toString(dtype) << ", sp " << sp << ", split " << split);
+          const at::Tensor h_full = Randn({batch, seq, in}, 40, at::kFloat);
+          const at::Tensor h_block = sp ? Block(h_full, 1, n, g.rank) : h_full;
+          const at::Tensor upstream = Randn({batch, seq, 8 / n + 2}, 41 + g.rank, at::kFloat);
+          std::vector<std::vector<at::Tensor>> leaves(2);  // [norm weight, w1, w2] of each side
+          for (auto& side : leaves) {
+            side.push_back(Leaf((Randn({in}, 42, at::kFloat) * 0.1 + 1.0).to(dtype)));
+            side.push_back(Leaf(Block(Randn({8, in}, 43, at::kFloat), 0, n, g.rank).to(dtype)));
+            side.push_back(Leaf(Block(Randn({2 * n, in}, 44, at::kFloat), 0, n, g.rank).to(dtype)));
+            if (dtype == at::kBFloat16) {
+              for (auto& p : side) p.mutable_grad() = at::zeros(p.sizes(), at::kFloat);
+            }
+          }
+          std::vector<at::Tensor> inputs = {Leaf(h_block), Leaf(h_block)};
+          at::Tensor a = tp::ColumnParallelLinear(
+              tessera::kernels::RmsNorm(inputs[0], tessera::kernels::Fp32Weight(leaves[0][0]), 1e-5, dtype),
+              {leaves[0][1], leaves[0][2]}, g.comm, sp);
+          at::Tensor b = tp::NormColumnParallelLinear(inputs[1], leaves[1][0], 1e-5, dtype,
+                                                      {leaves[1][1], leaves[1][2]}, g.comm, sp);
+          CATCH_CHECK(at::equal(a, b));
+          at::Tensor la = (a.to(at::kFloat) * upstream).sum();
+          at::Tensor lb = (b.to(at::kFloat) * upstream).sum();
+          if (split) {
+            inputs[1].mutable_grad() = torch::autograd::grad({lb}, {inputs[1]}, {}, /*retain_graph=*/true)[0];
+            torch::autograd::backward({lb}, {}, /*retain_graph=*/false, /*create_graph=*/false,
+                                      std::vector<at::Tensor>(leaves[1].begin(), leaves[1].end()));
+          } else {
+            lb.backward();
+          }
+          la.backward();
+          CATCH_CHECK(at::equal(inputs[0].grad(), inputs[1].grad()));
+          for (size_t i = 0; i < 3; ++i) {
+            CATCH_INFO("parameter " << i);
+            CATCH_CHECK(at::equal(leaves[0][i].grad(), leaves[1][i].grad()));
+          }
+        }
+      }
+    }
+  }
 }
