@@ -154,7 +154,9 @@ std::vector<Candidate> Candidates(const Config& base, int64_t world, double budg
           {RecomputeMode::kNone, 0}, {RecomputeMode::kSelective, 0}, {RecomputeMode::kFull, 0}};
       if (half > 0) modes.push_back({RecomputeMode::kFull, half});
       for (const auto& [mode, layers] : modes) {
-        Candidate k{layout, dp};
+        Candidate k;
+        k.config = layout;
+        k.dp = dp;
         k.config.parallel.zero = zero;
         k.config.model.recompute = mode;
         k.config.model.recompute_layers = layers;
