@@ -116,7 +116,8 @@ std::vector<FieldSpec> BuildSchema() {
       Enum<RecomputeMode>("model.recompute", TS_FIELD_REF(model.recompute),
                           "Activations recomputed in backward instead of saved: none; selective (every "
                           "block keeps its attention core's input q|k|v and runs rotary and attention "
-                          "again in backward, and forms the SwiGLU values again instead of keeping them: "
+                          "again in backward, and forms the SwiGLU values and the two norm outputs again "
+                          "instead of keeping them: "
                           "one more attention forward per block); or full (each recomputed block keeps "
                           "only its input, 4 x tokens x dim bytes (the fp32 residual stream), and runs "
                           "its forward again in backward: about a third more compute for those blocks). "
@@ -180,6 +181,11 @@ std::vector<FieldSpec> BuildSchema() {
       Float("train.peak_tflops", TS_FIELD_REF(train.peak_tflops), 0, kInf,
             "Peak TFLOP/s of one device for MFU; 0 = measure it (CPU: a short matmul probe at the "
             "compute precision) or look it up (known GPUs)."),
+      Bool("train.allow_tf32", TS_FIELD_REF(train.allow_tf32),
+           "On CUDA, run fp32 matrix products and convolutions on the tensor cores as TF32 (10-bit "
+           "mantissa inputs, fp32 accumulation), as Megatron-LM and PyTorch's AMP recipes do; MFU "
+           "of fp32 runs is then counted against the TF32 peak, else against the CUDA cores' fp32 "
+           "peak. No effect on CPU or on bf16 products."),
       Int("train.profile_step", TS_FIELD_REF(train.profile_step), 0, 1e12,
           "Record LibTorch's profiler over this optimizer step (1-based) and write a Chrome trace "
           "to RUN_DIR/profile_step_N.json (open in chrome://tracing or Perfetto); 0 = off."),

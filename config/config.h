@@ -107,6 +107,7 @@ struct TrainConfig {
   int64_t eval_batches = 8;
   std::string run_dir = "runs/default";
   double peak_tflops = 0.0;
+  bool allow_tf32 = true;  // fp32 products on CUDA tensor cores as TF32
   int64_t profile_step = 0;
   double spike_factor = 3.0;
   int64_t max_skips = 5;

@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
 
 #include "absl/strings/str_format.h"
 
+#include "kernels/device_name.h"
 #include "kernels/linear.h"
 #include "model/model.h"
 
@@ -67,13 +69,50 @@ PeakRate MeasureCpuPeak(torch::ScalarType dtype, const std::vector<MatmulShape>&
   return best;
 }
 
+namespace {
+
+// Dense (no 2:4 sparsity) peaks of the vendor's data sheets, TFLOP/s: bf16 on the tensor cores,
+// TF32 on the tensor cores, fp32 on the CUDA cores. Matched by the first name fragment the
+// device name contains, most specific first (docs/perf.md cites the sheets).
+struct DataSheetRow {
+  const char* fragment;
+  const char* model;
+  double bf16, tf32, fp32;
+};
+constexpr DataSheetRow kDataSheets[] = {
+    {"H100 PCIe", "H100 PCIe", 756.0, 378.0, 51.2}, {"H100 NVL", "H100 NVL", 835.5, 417.5, 60.0},
+    {"H100", "H100 SXM", 989.4, 494.7, 66.9},       {"H200 NVL", "H200 NVL", 835.5, 417.5, 60.0},
+    {"H200", "H200 SXM", 989.4, 494.7, 66.9},       {"A100", "A100", 312.0, 156.0, 19.5},
+    {"L40S", "L40S", 362.05, 183.0, 91.6},          {"B200", "B200", 2250.0, 1100.0, 75.0},
+};
+
+}  // namespace
+
+PeakRate DataSheetPeak(const std::string& device_name, torch::ScalarType dtype, bool tf32) {
+  const DataSheetRow* row = &kDataSheets[2];  // H100 SXM when the name is unknown
+  bool known = false;
+  for (const DataSheetRow& r : kDataSheets) {
+    if (device_name.find(r.fragment) != std::string::npos) {
+      row = &r;
+      known = true;
+      break;
+    }
+  }
+  const bool bf16 = dtype == torch::kBFloat16;
+  const double tflops = bf16 ? row->bf16 : tf32 ? row->tf32 : row->fp32;
+  const char* what = bf16 ? "dense bf16" : tf32 ? "dense TF32 (train.allow_tf32)" : "fp32 without TF32";
+  const std::string device = device_name.empty() ? "an unnamed device" : "'" + device_name + "'";
+  return {tflops, known
+                      ? absl::StrFormat("data sheet: %s, %s (train.peak_tflops overrides)", row->model, what)
+                      : absl::StrFormat("data sheet: %s, %s, assumed for %s (not in Tessera's table; "
+                                        "train.peak_tflops overrides)",
+                                        row->model, what, device)};
+}
+
 PeakRate PeakTflops(torch::Device device, torch::ScalarType dtype, const std::vector<MatmulShape>& shapes) {
   if (device.is_cuda()) {
-    // Dense tensor-core peaks from the vendors' data sheets (bf16 / tf32-as-fp32), TFLOP/s.
-    // The device name is not available through the CPU-portable API; H100/H200 SXM are assumed
-    // when unknown, and train.peak_tflops overrides.
-    return {dtype == torch::kBFloat16 ? 989.0 : 494.5,
-            "data sheet: H100/H200 SXM dense (train.peak_tflops overrides)"};
+    return DataSheetPeak(kernels::CudaDeviceName(device.index()), dtype,
+                         at::globalContext().allowTF32CuBLAS());
   }
   if (dtype == torch::kBFloat16 && kernels::CpuBf16MatmulPath() == kernels::Bf16MatmulPath::kEmulated) {
     dtype = torch::kFloat;

@@ -40,8 +40,13 @@ std::vector<MatmulShape> PeakProbeShapes(const ModelConfig& model, int64_t token
 // among them, cannot read above 100% the way a single 1024^3 probe could (measured: 101%).
 PeakRate MeasureCpuPeak(torch::ScalarType dtype, const std::vector<MatmulShape>& shapes);
 
-// Dense peak of one device at `dtype`: a data-sheet lookup on GPU, MeasureCpuPeak on CPU (bf16
-// without native bf16 units is timed on the fp32 GEMM it runs on, see kernels/linear.h).
+// The data sheet's dense peak of the CUDA device named `device_name` at `dtype` (fp32 on the
+// tensor cores as TF32 when `tf32`, else on the CUDA cores): H100 SXM / PCIe / NVL, H200 SXM /
+// NVL, A100, L40S, B200; an unknown name gets H100 SXM's, and the basis says so.
+PeakRate DataSheetPeak(const std::string& device_name, torch::ScalarType dtype, bool tf32);
+
+// Dense peak of one device at `dtype`: a data-sheet lookup on GPU by the device's name, MeasureCpuPeak on CPU
+// (bf16 without native bf16 units is timed on the fp32 GEMM it runs on, see kernels/linear.h).
 PeakRate PeakTflops(torch::Device device, torch::ScalarType dtype, const std::vector<MatmulShape>& shapes);
 
 }  // namespace tessera

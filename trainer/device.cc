@@ -49,6 +49,13 @@ torch::ScalarType ComputeDtype(Precision precision) {
   return precision == Precision::kBf16 ? torch::kBFloat16 : torch::kFloat;
 }
 
+bool ApplyTf32Setting(bool allow_tf32, torch::Device device) {
+  if (!device.is_cuda()) return false;
+  at::globalContext().setAllowTF32CuBLAS(allow_tf32);
+  at::globalContext().setAllowTF32CuDNN(allow_tf32);
+  return allow_tf32;
+}
+
 PeakRate PeakTflopsOf(const Config& config, torch::Device device) {
   const TrainConfig& train = config.train;
   if (train.peak_tflops > 0) return {train.peak_tflops, "train.peak_tflops"};

@@ -28,6 +28,10 @@ void SetCpuThreads(int64_t threads, int ranks_here);
 // The dtype matrix products compute in (train.precision).
 torch::ScalarType ComputeDtype(Precision precision);
 
+// On CUDA, fp32 matrix products (cuBLAS) and convolutions (cuDNN) as TF32 or not, per
+// train.allow_tf32; on other devices nothing changes. Returns what was set, for the log.
+bool ApplyTf32Setting(bool allow_tf32, torch::Device device);
+
 // Peak TFLOP/s of one device for MFU: train.peak_tflops, or measured / looked up (model/flops.h).
 PeakRate PeakTflopsOf(const Config& config, torch::Device device);
 

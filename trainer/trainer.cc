@@ -242,6 +242,8 @@ absl::Status Trainer::Setup() {
   const TrainConfig& t = config_.train;
   TS_RETURN_IF_ERROR(CheckBatchLayout());
   SetCpuThreads(t.threads, grid_.launch().local_size);
+  // Before any product, and before the peak MFU counts fp32 runs against (TF32's or fp32's).
+  ApplyTf32Setting(t.allow_tf32, device_);
   TS_RETURN_IF_ERROR(SetupData());
   TS_ASSIGN_OR_RETURN(metrics_, MetricsSink::Open(config_, is_logger()));
   guard_ = std::make_unique<DivergenceGuard>(t, is_logger());

@@ -13,6 +13,7 @@
 #include "core/file_util.h"
 #include "data/indexed_dataset.h"
 #include "tests/catch_compat.h"
+#include "trainer/device.h"
 
 namespace fs = std::filesystem;
 
@@ -198,4 +199,20 @@ CATCH_TEST_CASE("bad data is reported before the model is built") {
     CATCH_CHECK(std::string(cuda.status().message()).find("train.device = cuda, but no CUDA device") !=
                 std::string::npos);
   }
+}
+
+CATCH_TEST_CASE("train.allow_tf32 sets cuBLAS's and cuDNN's TF32 switches for CUDA devices only") {
+  auto& context = at::globalContext();
+  const bool cublas = context.allowTF32CuBLAS(), cudnn = context.allowTF32CuDNN();
+  for (bool allow : {true, false}) {
+    context.setAllowTF32CuBLAS(!allow);
+    context.setAllowTF32CuDNN(!allow);
+    CATCH_CHECK(tessera::ApplyTf32Setting(allow, torch::Device(torch::kCUDA, 0)) == allow);
+    CATCH_CHECK(context.allowTF32CuBLAS() == allow);
+    CATCH_CHECK(context.allowTF32CuDNN() == allow);
+    CATCH_CHECK_FALSE(tessera::ApplyTf32Setting(allow, torch::Device(torch::kCPU)));
+    CATCH_CHECK(context.allowTF32CuBLAS() == allow);  // a CPU device leaves them as they were
+  }
+  context.setAllowTF32CuBLAS(cublas);
+  context.setAllowTF32CuDNN(cudnn);
 }
