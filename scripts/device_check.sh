@@ -27,8 +27,10 @@
 #
 # Options and environment:
 #   --dry-run                  for a machine without a GPU: no nvidia-smi, phases "facts deps
-#                              configure" by default, build dir /tmp/tessera-device-check-dry,
-#                              TESSERA_PYTHON .venv/bin/python when python3 has no torch
+#                              configure" by default, build dir /tmp/tessera-device-check-dry
+#   TESSERA_PYTHON             the python with torch; default: the first that imports it of
+#                              python3, python, /opt/*/{.venv,venv}/bin, /opt/conda, /opt/*/bin,
+#                              /usr/local/bin and .venv (printed first)
 #   DEVICE_CHECK_PHASES        the phases to run, in order (default: all of the above)
 #   DEVICE_CHECK_BUILD_DIR     default build-gpu
 #   DEVICE_CHECK_BUDGET_S      default 470
@@ -53,14 +55,34 @@ done
 if ((DRY_RUN)); then
   PHASES="${DEVICE_CHECK_PHASES:-facts deps configure}"
   BUILD_DIR="${DEVICE_CHECK_BUILD_DIR:-/tmp/tessera-device-check-dry}"
-  if [[ -z "${TESSERA_PYTHON:-}" ]] && ! python3 -c "import torch" 2>/dev/null && [[ -x "$ROOT/.venv/bin/python" ]]; then
-    export TESSERA_PYTHON="$ROOT/.venv/bin/python"
-  fi
 else
   PHASES="${DEVICE_CHECK_PHASES:-facts deps configure build gpu_tests nccl bench tests sanitize}"
   BUILD_DIR="${DEVICE_CHECK_BUILD_DIR:-$ROOT/build-gpu}"
 fi
-export TESSERA_PYTHON="${TESSERA_PYTHON:-python3}"
+
+# The python whose torch the build uses: TESSERA_PYTHON when set, else the first that imports
+# torch of python3 and python on PATH, the virtualenvs and installs under /opt (a GPU image's
+# usual place: /opt/*/.venv, /opt/*/venv, /opt/conda, /opt/*/bin), /usr/local/bin, and this
+# checkout's .venv (a CPU torch: enough for --dry-run). A GPU machine's python3 is often not the
+# one with torch, so the choice and how it was made are printed first.
+find_torch_python() {
+  local c
+  for c in python3 python /opt/*/.venv/bin/python3 /opt/*/venv/bin/python3 /opt/conda/bin/python3 \
+           /opt/*/bin/python3 /usr/local/bin/python3 "$ROOT/.venv/bin/python"; do
+    c="$(command -v "$c" 2>/dev/null)" || continue
+    if "$c" -c "import torch" >/dev/null 2>&1; then echo "$c"; return 0; fi
+  done
+  return 1
+}
+if [[ -n "${TESSERA_PYTHON:-}" ]]; then
+  PYTHON_HOW="TESSERA_PYTHON"
+elif TESSERA_PYTHON="$(find_torch_python)"; then
+  PYTHON_HOW="the first python that imports torch"
+else
+  TESSERA_PYTHON=python3
+  PYTHON_HOW="no python imports torch (tried python3, python, /opt/*/{.venv,venv,bin}, /opt/conda, /usr/local/bin, .venv): set TESSERA_PYTHON"
+fi
+export TESSERA_PYTHON PYTHON_HOW
 BUDGET="${DEVICE_CHECK_BUDGET_S:-470}"
 JOBS="${DEVICE_CHECK_JOBS:-$(nproc)}"
 TEST_JOBS="${DEVICE_CHECK_TEST_JOBS:-4}"
@@ -408,6 +430,7 @@ run_phase() {
 
 main() {
   echo "Tessera device check: phases [$PHASES], budget ${BUDGET}s, build dir $BUILD_DIR, logs $LOGDIR$( ((DRY_RUN)) && echo ', DRY RUN')"
+  echo "python with torch: $TESSERA_PYTHON ($PYTHON_HOW)"
   local p
   for p in $PHASES; do
     export PHASE="$p"
