@@ -1,21 +1,21 @@
 // `tessera validate`: checks a config the way `tessera train` would at start-up, without
 // starting anything or opening data, and prints what an operator needs before queueing a job:
 // the parameter count (total, and per rank under tensor and pipeline parallelism), a per-rank
-// memory estimate (memory_estimate.h), the rank layout, the pipeline schedule's bubble, and
-// whether the data corpora exist on this machine (a warning, not an error: clusters have their
-// own paths). Exit codes: 0 valid (also with warnings), 2 invalid, with the message.
+// memory estimate (memory_estimate.h), the rank layout, the pipeline schedule's bubble, an
+// estimated step time and MFU (step_time_estimate.h), and whether the data corpora exist on this
+// machine (a warning, not an error: clusters have their own paths). Exit codes: 0 valid (also
+// with warnings), 2 invalid, with the message.
 //
-// The checks are the ones `tessera train` makes before its first step: the config
-// (ValidateConfig), the layout against the world size, the batch split over data-parallel ranks,
-// the tensor-parallel divisibility of the MLP, the pipeline partition and the schedule (generated
-// or read from its file, and simulated).
+// The checks are the ones `tessera train` makes before its first step (layout_check.h): the
+// config (ValidateConfig), the layout against the world size, the batch split over data-parallel
+// ranks, the tensor-parallel divisibility of the MLP, the pipeline partition and the schedule
+// (generated or read from its file, and simulated).
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -27,20 +27,12 @@
 #include "cli/step_time_estimate.h"
 #include "config/config.h"
 #include "core/exit_codes.h"
-#include "core/file_util.h"
-#include "core/status_macros.h"
 #include "data/indexed_dataset.h"
 #include "model/model.h"
-#include "model/sharding.h"
-#include "parallel/pipeline/partition.h"
-#include "parallel/pipeline/schedule.h"
-#include "parallel/pipeline/simulator.h"
 #include "parallel/topology.h"
 
 namespace tessera::cli {
 namespace {
-
-namespace pl = parallel::pipeline;
 
 constexpr char kName[] = "validate";
 constexpr double kMiB = 1024.0 * 1024.0;
