@@ -75,36 +75,11 @@ DIM=512 N_LAYERS=6 N_HEADS=8 N_KV_HEADS=2 FFN_DIM=1536 VOCAB=512
 LR=3e-4 MIN_LR=3e-5 WEIGHT_DECAY=0.1 GRAD_CLIP=1.0 ROPE_THETA=500000 NORM_EPS=1e-5 SEED=1234 LR_WARMUP=1
 
 # ---- environment, build, tokens (as recompute_vs_hf.sh) -----------------------------------------
-[[ -x "$PY" ]] || bash "$ROOT/scripts/setup.sh"
-if ! "$PY" -c "import transformers" 2>/dev/null; then
-  log "installing $TRANSFORMERS_SPEC into .venv (torch pinned to the installed version)"
-  pin="$(mktemp)"
-  "$PY" -c "import torch; print('torch==' + torch.__version__)" >"$pin"
-  "$PY" -m pip install -q -c "$pin" "$TRANSFORMERS_SPEC"
-  rm -f "$pin"
-fi
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then bash "$ROOT/scripts/build.sh" >/dev/null || die "scripts/build.sh failed"; fi
-[[ -x "$TESSERA" ]] || die "$TESSERA is missing (run scripts/build.sh)"
-bash "$ROOT/scripts/make_sample_corpus.sh" >/dev/null || die "scripts/make_sample_corpus.sh failed"
-mkdir -p "$BENCH_DIR"
-TOKENS="$BENCH_DIR/tokens.u16"
-# The byte-level token file of vs_hf.sh: token id = byte, 256 after each document.
-"$PY" - "$ROOT/.cache/sample_corpus/train" "$TOKENS" <<'EOF'
-import numpy as np, os, sys
-src, dst = sys.argv[1], sys.argv[2]
-parts = []
-for n in sorted(n for n in os.listdir(src) if n.endswith(".txt")):
-    with open(os.path.join(src, n), "rb") as f:
-        parts.append(np.frombuffer(f.read(), dtype=np.uint8).astype("<u2"))
-    parts.append(np.array([256], dtype="<u2"))
-np.concatenate(parts).tofile(dst)
-EOF
-"$PY" "$ROOT/scripts/bench/u16_to_megatron.py" "$TOKENS" "${TOKENS%.u16}" >/dev/null || die "cannot wrap the token file"
+# shellcheck source=scripts/bench/hf_peer_setup.sh
+source "$ROOT/scripts/bench/hf_peer_setup.sh"
+prepare_hf_peer
 log "$("$PY" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")'), threads $THREADS, budget $BUDGET MiB, sequences $MIN_SEQ..$MAX_SEQ"
-read -r load1 _ </proc/loadavg
-if "$PY" -c "import sys; sys.exit(0 if float('$load1') > 0.5 else 1)"; then
-  log "WARNING: the machine is busy (load $load1): tokens/s will be skewed (the peaks are not)"
-fi
+warn_if_busy "tokens/s will be skewed (the peaks are not)"
 export OMP_NUM_THREADS="$THREADS"
 
 # run_watched LOG CMD...: runs CMD with its output in LOG, killing it once its VmHWM exceeds the
@@ -197,30 +172,27 @@ print("%.1f %.1f" % (r["peak_rss_mib"], r["tokens_per_s"]))' "$out")
 }
 
 declare -A BEST BEST_PEAK BEST_SPEED FIRST_OVER OVER_PEAK
+# try NAME SEQ: runs it and records it as the longest that fit or the first over budget.
+try() {
+  run_program "$1" "$2"
+  if ((FIT)); then
+    BEST[$1]=$2 BEST_PEAK[$1]=$PEAK_MIB BEST_SPEED[$1]=$SPEED
+  else
+    FIRST_OVER[$1]=$2 OVER_PEAK[$1]=$PEAK_MIB
+  fi
+}
 for name in $PROGRAMS; do
   BEST[$name]=0 BEST_PEAK[$name]="-" BEST_SPEED[$name]="-" FIRST_OVER[$name]=0 OVER_PEAK[$name]="-"
   seq=$MIN_SEQ
   while ((seq <= MAX_SEQ)); do
-    run_program "$name" "$seq"
-    if ((FIT)); then
-      BEST[$name]=$seq BEST_PEAK[$name]=$PEAK_MIB BEST_SPEED[$name]=$SPEED
-    else
-      FIRST_OVER[$name]=$seq OVER_PEAK[$name]=$PEAK_MIB
-      break
-    fi
+    try "$name" "$seq"
+    ((FIT)) || break
     seq=$((seq * 2))
   done
   # One bisection step between the longest that fit and the first that did not.
   if ((BEST[$name] > 0 && FIRST_OVER[$name] > 0)); then
     mid=$(((BEST[$name] + FIRST_OVER[$name]) / 2 / 1024 * 1024))
-    if ((mid > BEST[$name] && mid < FIRST_OVER[$name])); then
-      run_program "$name" "$mid"
-      if ((FIT)); then
-        BEST[$name]=$mid BEST_PEAK[$name]=$PEAK_MIB BEST_SPEED[$name]=$SPEED
-      else
-        FIRST_OVER[$name]=$mid OVER_PEAK[$name]=$PEAK_MIB
-      fi
-    fi
+    if ((mid > BEST[$name] && mid < FIRST_OVER[$name])); then try "$name" "$mid"; fi
   fi
 done
 

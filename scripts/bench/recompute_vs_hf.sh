@@ -46,36 +46,11 @@ DIM=768 N_LAYERS=14 N_HEADS=12 N_KV_HEADS=4 FFN_DIM=2432 VOCAB=512
 LR=3e-4 MIN_LR=3e-5 WEIGHT_DECAY=0.1 GRAD_CLIP=1.0 ROPE_THETA=500000 NORM_EPS=1e-5 SEED=1234 LR_WARMUP=1
 
 # ---- environment, build, tokens ----------------------------------------------------------------
-[[ -x "$PY" ]] || bash "$ROOT/scripts/setup.sh"
-if ! "$PY" -c "import transformers" 2>/dev/null; then
-  log "installing $TRANSFORMERS_SPEC into .venv (torch pinned to the installed version)"
-  pin="$(mktemp)"
-  "$PY" -c "import torch; print('torch==' + torch.__version__)" >"$pin"
-  "$PY" -m pip install -q -c "$pin" "$TRANSFORMERS_SPEC"
-  rm -f "$pin"
-fi
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then bash "$ROOT/scripts/build.sh" >/dev/null || die "scripts/build.sh failed"; fi
-[[ -x "$TESSERA" ]] || die "build/tessera is missing (run scripts/build.sh)"
-bash "$ROOT/scripts/make_sample_corpus.sh" >/dev/null || die "scripts/make_sample_corpus.sh failed"
-mkdir -p "$BENCH_DIR"
-TOKENS="$BENCH_DIR/tokens.u16"
-# The byte-level token file of vs_hf.sh: token id = byte, 256 after each document.
-"$PY" - "$ROOT/.cache/sample_corpus/train" "$TOKENS" <<'EOF'
-import numpy as np, os, sys
-src, dst = sys.argv[1], sys.argv[2]
-parts = []
-for n in sorted(n for n in os.listdir(src) if n.endswith(".txt")):
-    with open(os.path.join(src, n), "rb") as f:
-        parts.append(np.frombuffer(f.read(), dtype=np.uint8).astype("<u2"))
-    parts.append(np.array([256], dtype="<u2"))
-np.concatenate(parts).tofile(dst)
-EOF
-"$PY" "$ROOT/scripts/bench/u16_to_megatron.py" "$TOKENS" "${TOKENS%.u16}" >/dev/null || die "cannot wrap the token file"
+# shellcheck source=scripts/bench/hf_peer_setup.sh
+source "$ROOT/scripts/bench/hf_peer_setup.sh"
+prepare_hf_peer
 log "$("$PY" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")'), threads $THREADS"
-read -r load1 _ </proc/loadavg
-if "$PY" -c "import sys; sys.exit(0 if float('$load1') > 0.5 else 1)"; then
-  log "WARNING: the machine is busy (load $load1): timings will be skewed"
-fi
+warn_if_busy "timings will be skewed"
 export OMP_NUM_THREADS="$THREADS"
 
 declare -A PEAK SPEED
