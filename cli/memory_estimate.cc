@@ -9,10 +9,13 @@
 
 namespace tessera::cli {
 
+int64_t KvHeadsPerRank(const ModelConfig& m, int64_t tp) {
+  return m.n_kv_heads >= tp ? m.n_kv_heads / tp : 1;
+}
+
 LayerShare LayerPerRank(const ModelConfig& m, int64_t tp) {
   const int64_t hd = m.head_dim();
-  const int64_t kv_heads = m.n_kv_heads >= tp ? m.n_kv_heads / tp : 1;
-  const int64_t attention = 2 * m.dim * (m.n_heads / tp) * hd + 2 * m.dim * kv_heads * hd;
+  const int64_t attention = 2 * m.dim * (m.n_heads / tp) * hd + 2 * m.dim * KvHeadsPerRank(m, tp) * hd;
   return {attention + 3 * m.dim * (m.ffn_dim / tp), 2 * m.dim};
 }
 
@@ -47,7 +50,7 @@ Tensors TensorsOf(const Config& c, int64_t tp) {
   const double cb = fp32 ? 4.0 : 2.0;
   const double dim = static_cast<double>(m.dim);
   const double q_width = static_cast<double>(m.n_heads / tp * m.head_dim());
-  const double kv_width = static_cast<double>((m.n_kv_heads >= tp ? m.n_kv_heads / tp : 1) * m.head_dim());
+  const double kv_width = static_cast<double>(KvHeadsPerRank(m, tp) * m.head_dim());
   const double ffn_width = static_cast<double>(m.ffn_dim / tp);
   const double s = static_cast<double>(c.train.seq_len);
   Tensors t;
@@ -189,8 +192,8 @@ double LayerBackwardPeak(const Tensors& t, RecomputeMode mode, bool fused_attent
   switch (mode) {
     case RecomputeMode::kSelective:
       return t.stream + 5.0 * t.ffn;
-    case RecomputeMode::kFull:  // the replay's input is the kept one; its output is new
-      return t.stream + (LayerSaved(t, fused_attention) - t.stream) + t.stream + 3.0 * t.ffn + t.w_down;
+    case RecomputeMode::kFull:  // the replayed layer's tensors (its input among them), its output
+      return LayerSaved(t, fused_attention) + t.stream + 3.0 * t.ffn + t.w_down;
     default:
       return t.stream + 3.0 * t.ffn;
   }

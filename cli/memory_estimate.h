@@ -68,6 +68,9 @@ struct LayerShare {
 };
 LayerShare LayerPerRank(const ModelConfig& m, int64_t tp);
 
+// Key/value heads per rank: split over the ranks, or one (replicated) when there are fewer than tp.
+int64_t KvHeadsPerRank(const ModelConfig& m, int64_t tp);
+
 // Vocabulary rows per rank of the vocab-parallel embedding and head (padded to a multiple of tp).
 int64_t VocabRowsPerRank(const ModelConfig& m, int64_t tp);
 

@@ -120,7 +120,6 @@ void Evaluate(Candidate& k, int64_t world, double budget, const Hardware& hw) {
   if (absl::Status s = ValidateConfig(k.config); !s.ok()) return refuse("config", s);
   auto layout = CheckLayout(k.config, world);
   if (!layout.ok()) return refuse("batch or layout", layout.status());
-  k.dp = layout->dp;
   auto pipeline = CheckPipeline(k.config, layout->microbatches);
   if (!pipeline.ok()) return refuse("pipeline partition or schedule", pipeline.status());
   const std::vector<StageRow> stages = StageMemory(k.config, pipeline->partition, pipeline->peak, layout->dp);
@@ -146,13 +145,13 @@ std::vector<Candidate> Candidates(const Config& base, int64_t world, double budg
   std::vector<Candidate> out;
   for (const Config& layout : LayoutGrid(base, world, hw.gpus_per_node)) {
     const int64_t dp = world / (layout.parallel.tp * layout.parallel.pp);
+    // Full recomputation of every layer, or of the first half of each chunk's layers.
+    const int64_t chunks = layout.parallel.pp * layout.parallel.virtual_stages;
+    const int64_t half = (base.model.n_layers + chunks - 1) / chunks / 2;
+    std::vector<std::pair<RecomputeMode, int64_t>> modes = {
+        {RecomputeMode::kNone, 0}, {RecomputeMode::kSelective, 0}, {RecomputeMode::kFull, 0}};
+    if (half > 0) modes.push_back({RecomputeMode::kFull, half});
     for (int64_t zero = 0; zero <= (dp > 1 ? 3 : 0); ++zero) {
-      // Full recomputation of every layer, or of the first half of each chunk's layers.
-      const int64_t chunk = layout.parallel.pp * layout.parallel.virtual_stages;
-      const int64_t half = (base.model.n_layers + chunk - 1) / chunk / 2;
-      std::vector<std::pair<RecomputeMode, int64_t>> modes = {
-          {RecomputeMode::kNone, 0}, {RecomputeMode::kSelective, 0}, {RecomputeMode::kFull, 0}};
-      if (half > 0) modes.push_back({RecomputeMode::kFull, half});
       for (const auto& [mode, layers] : modes) {
         Candidate k;
         k.config = layout;

@@ -232,8 +232,7 @@ torch::Tensor LinearProduct(const torch::Tensor& x, at::TensorList weights) {
     const torch::Tensor w16 = StackedBf16(weights);
     return TakesEmulatedPath(x, CpuBf16MatmulPath()) ? EmulatedProduct(x, w16) : torch::linear(x, w16);
   }
-  const torch::Tensor w = weights.size() == 1 ? weights[0] : torch::cat(weights);
-  return torch::linear(x, w.to(x.scalar_type()));
+  return torch::linear(x, StackRows(weights).to(x.scalar_type()));
 }
 
 torch::Tensor LinearInputGrad(const torch::Tensor& grad_y, at::TensorList weights, at::ScalarType x_dtype) {
@@ -243,8 +242,7 @@ torch::Tensor LinearInputGrad(const torch::Tensor& grad_y, at::TensorList weight
     return TakesEmulatedPath(grad_y, CpuBf16MatmulPath()) ? EmulatedInputGrad(grad_y.to(torch::kFloat), w16)
                                                           : NativeInputGrad(grad_y.to(torch::kBFloat16), w16);
   }
-  const torch::Tensor w = weights.size() == 1 ? weights[0] : torch::cat(weights);
-  return torch::matmul(grad_y.to(x_dtype), w.to(x_dtype));
+  return torch::matmul(grad_y.to(x_dtype), StackRows(weights).to(x_dtype));
 }
 
 torch::Tensor LinearWeightGradFp32(const torch::Tensor& grad_y, const torch::Tensor& x) {
