@@ -41,7 +41,8 @@
 //   the values freed), 5 T f cb under selective (the values formed again); under full the
 //   replayed layer's activations, its output and, in fp32, w_down's gradient.
 //   Not counted: communication buffers, the allocator's fragmentation, the CUDA context, and
-//   what the CPU's bf16 products add: they multiply fp32 copies of their bf16 operands, so the
+//   what the CPU's bf16 weight-gradient products add: they multiply fp32 copies of their bf16
+//   operands, so the
 //   loss chunk's backward holds one more fp32 chunk of logit gradients (chunk V 4), which the
 //   CUDA kernels do not (measured on the CPU: bf16 runs 16% (none) to 43% (full) above the
 //   estimate). On CUDA with grouped kv heads the attention kernel saves k and v expanded to the

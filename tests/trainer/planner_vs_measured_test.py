@@ -25,7 +25,7 @@ already and waits for its forward (one residual stream, 2 MiB; the estimate coun
 micro-batches in flight, not the schedule's receives posted ahead of them).
 The estimate counts the tensors the model keeps per micro-batch in flight and the most one
 backward adds (cli/memory_estimate.h); the runs are fp32, whose CPU products keep no extra
-copies (the CPU's bf16 products multiply fp32 copies, which the estimate leaves out: it follows
+copies (the CPU's bf16 weight-gradient products multiply fp32 copies, which the estimate leaves out: it follows
 the CUDA kernels). The measurement is exact and repeatable (the same bytes in every run).
 
 Usage: planner_vs_measured_test.py TESSERA MPIEXEC
