@@ -126,6 +126,13 @@ std::vector<FieldSpec> BuildSchema() {
                 "Under model.recompute: full, how many blocks of each model chunk (pipeline stage, or "
                 "virtual stage), from its first, are recomputed (all: every block). A chunk with fewer "
                 "layers recomputes all of its blocks; a count above the largest chunk's is refused."),
+      Enum<AttentionBackend>("model.attention_backend", TS_FIELD_REF(model.attention_backend),
+                             "The scaled-dot-product-attention kernel: auto lets LibTorch pick (on CUDA "
+                             "cuDNN, flash or memory-efficient, in its order, before the unfused math; on "
+                             "the CPU its flash kernel); cudnn, flash, efficient or math is then the only "
+                             "one allowed, and inputs it does not take are an error. The start-up log "
+                             "names the kernel and whether kv heads are read in place (enable_gqa) or "
+                             "expanded."),
       IntOrWord("model.loss_chunk_tokens", TS_FIELD_REF(model.loss_chunk_tokens), 0, 1 << 30, "off",
                 "Tokens per chunk of the fused output head + cross-entropy: the logits [tokens, vocab] "
                 "never exist beyond one chunk (chunk x vocab/tp x ~10 bytes at a time, instead of the "
@@ -625,6 +632,11 @@ std::span<const std::string_view> EnumNames<GridOrder>() {
 template <>
 std::span<const std::string_view> EnumNames<RecomputeMode>() {
   static constexpr std::string_view kNames[] = {"none", "selective", "full"};
+  return kNames;
+}
+template <>
+std::span<const std::string_view> EnumNames<AttentionBackend>() {
+  static constexpr std::string_view kNames[] = {"auto", "cudnn", "flash", "efficient", "math"};
   return kNames;
 }
 template <>

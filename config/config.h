@@ -23,6 +23,7 @@ enum class DivergencePolicy { kStop, kRollback };                               
 enum class CommBackend { kAuto, kLocal, kMpi, kNccl };                          // parallel.backend
 enum class GridOrder { kTpDpPp, kTpPpDp, kDpTpPp, kDpPpTp, kPpTpDp, kPpDpTp };  // parallel.order
 enum class RecomputeMode { kNone, kSelective, kFull };                          // model.recompute
+enum class AttentionBackend { kAuto, kCudnn, kFlash, kEfficient, kMath };       // model.attention_backend
 // parallel.pp_schedule: a generated schedule by name, or kFile: a schedule file's path.
 enum class PipelineScheduleKind { kGpipe, k1F1B, kInterleaved, kZbH1, kFile };
 
@@ -43,6 +44,8 @@ template <>
 std::span<const std::string_view> EnumNames<PipelineScheduleKind>();
 template <>
 std::span<const std::string_view> EnumNames<RecomputeMode>();
+template <>
+std::span<const std::string_view> EnumNames<AttentionBackend>();
 
 template <typename E>
 std::string EnumName(E value) {
@@ -78,6 +81,9 @@ struct ModelConfig {
   // first `recompute_layers` blocks of each model chunk (0: all of them) keep only their input.
   RecomputeMode recompute = RecomputeMode::kNone;
   int64_t recompute_layers = 0;
+  // The scaled-dot-product-attention kernel (kernels/attention_backend.h): kAuto lets LibTorch
+  // pick; any other is the only one LibTorch may run (an input it does not take is an error).
+  AttentionBackend attention_backend = AttentionBackend::kAuto;
 
   int64_t head_dim() const { return dim / n_heads; }
 };

@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "kernels/attention_backend.h"
 #include "kernels/linear.h"
 #include "kernels/rms_norm.h"
 #include "kernels/swiglu.h"
@@ -135,12 +136,12 @@ torch::Tensor AttentionImpl::Core(const torch::Tensor& fused, const kernels::Rot
   k = kernels::ApplyRotary(k, rotary).transpose(1, 2);
   v = v.transpose(1, 2);
   // Each kv head serves n_heads / n_kv_heads consecutive query heads (on this rank too: its
-  // query heads are consecutive and their kv heads are the ones it holds). LibTorch's CPU flash
-  // kernel reads shared kv heads itself (enable_gqa: measured ~13% faster per attention forward +
-  // backward than expanding, and no copies of k and v); on other backends k and v are expanded,
-  // which keeps the fused flash-attention path on all of them.
+  // query heads are consecutive and their kv heads are the ones it holds). The fused kernels read
+  // shared kv heads themselves (enable_gqa; on the CPU measured ~13% faster per attention
+  // forward + backward than expanding, and no copies of k and v); only where no fused kernel
+  // takes grouped inputs are k and v expanded, which keeps a fused kernel rather than the math.
   const bool grouped = n_kv_heads_ != n_heads_;
-  const bool native_gqa = grouped && q.device().is_cpu();
+  const bool native_gqa = grouped && kernels::NativeGroupedAttention(q, k, v);
   if (grouped && !native_gqa) {
     const int64_t group = n_heads_ / n_kv_heads_;
     k = k.unsqueeze(2)

@@ -11,11 +11,13 @@
 #              compiler
 #   configure  cmake into build-gpu/ with python3's torch (TESSERA_PYTHON), CUDA arch 90, the
 #              .deps prefix
-#   build      ninja, all targets, -j$(nproc); then the CUDA kernels' registers and spills
-#   gpu_tests  ctest -L gpu (tests/gpu: the CUDA RMSNorm kernel, training on CUDA)
-#   nccl       tests/parallel/comm/nccl_device_check.sh: NCCL communicator tests on CUDA, world 1, then one rank per GPU
+#   build_gpu  ninja -j$(nproc), only what the GPU phases run (tessera, gpu_tests, gpu_comm_tests,
+#              nccl_core_smoke); then the CUDA kernels' registers and spills
+#   gpu_tests  ctest -L gpu (tests/gpu: the CUDA kernels, attention, training on CUDA)
 #   bench      scripts/bench/gpu_vs_hf.sh: Tessera vs Hugging Face transformers, Llama-3.2-1B
 #              shape, seq 4096, bf16
+#   nccl       tests/parallel/comm/nccl_device_check.sh: NCCL communicator tests on CUDA, world 1, then one rank per GPU
+#   build      every other target
 #   tests      the rest of the ctest suite (ctest -LE gpu)
 #   sanitize   compute-sanitizer memcheck and racecheck on the CUDA RMSNorm test, if time is left
 #
@@ -36,6 +38,7 @@
 #   DEVICE_CHECK_BUDGET_S      default 470
 #   DEVICE_CHECK_DEPS=auto|debian|source   force the Debian libraries or the source build
 #   DEVICE_CHECK_TORCH_DIR     -DTorch_DIR=... instead of asking TESSERA_PYTHON
+#   DEVICE_CHECK_BUILD_TYPE    default Release (no debug information: a third less compile time)
 #   DEVICE_CHECK_CMAKE_ARGS    extra cmake arguments
 #   DEVICE_CHECK_JOBS          build jobs (default nproc); DEVICE_CHECK_TEST_JOBS (default 4)
 #   BENCH_*                    passed to scripts/bench/gpu_vs_hf.sh (e.g. BENCH_SHAPE=tiny)
@@ -56,7 +59,7 @@ if ((DRY_RUN)); then
   PHASES="${DEVICE_CHECK_PHASES:-facts deps configure}"
   BUILD_DIR="${DEVICE_CHECK_BUILD_DIR:-/tmp/tessera-device-check-dry}"
 else
-  PHASES="${DEVICE_CHECK_PHASES:-facts deps configure build gpu_tests nccl bench tests sanitize}"
+  PHASES="${DEVICE_CHECK_PHASES:-facts deps configure build_gpu gpu_tests bench nccl build tests sanitize}"
   BUILD_DIR="${DEVICE_CHECK_BUILD_DIR:-$ROOT/build-gpu}"
 fi
 
@@ -272,7 +275,7 @@ export -f load_deps_env
 
 phase_configure() {
   load_deps_env || { note "no deps (the deps phase failed)"; return 1; }
-  local args=(-S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CUDA_ARCHITECTURES=90
+  local args=(-S "$ROOT" -B "$BUILD_DIR" -G Ninja "-DCMAKE_BUILD_TYPE=${DEVICE_CHECK_BUILD_TYPE:-Release}" -DCMAKE_CUDA_ARCHITECTURES=90
               "-DCMAKE_PREFIX_PATH=$DEPS_PREFIX" "-Dabsl_DIR=$ABSL_DIR" "-Dyaml-cpp_DIR=$YAML_DIR"
               "-DCatch2_DIR=$CATCH_DIR" -DCMAKE_POLICY_VERSION_MINIMUM=3.5)
   [[ -n "${PKG_CONFIG_EXE:-}" ]] && args+=("-DPKG_CONFIG_EXECUTABLE=$PKG_CONFIG_EXE")
@@ -290,9 +293,26 @@ phase_configure() {
   fi
 }
 
-phase_build() {
+# The targets the GPU phases run, built first so that they run however long the rest takes.
+GPU_TARGETS="tessera gpu_tests gpu_comm_tests nccl_core_smoke"
+export GPU_TARGETS
+
+phase_build_gpu() {
   load_deps_env || true
-  cmake --build "$BUILD_DIR" -j "$JOBS" >"$LOGDIR/build.log" 2>&1
+  local targets=() t
+  for t in $GPU_TARGETS; do
+    ninja -C "$BUILD_DIR" -t query "$t" >/dev/null 2>&1 && targets+=("$t")
+  done
+  echo "targets: ${targets[*]}"
+  build_and_report --target "${targets[@]}"
+}
+
+phase_build() { load_deps_env || true; build_and_report; }
+
+# Builds (extra arguments to cmake --build) into build.log and reports errors, warnings and the
+# CUDA kernels' register use.
+build_and_report() {
+  cmake --build "$BUILD_DIR" -j "$JOBS" "$@" >>"$LOGDIR/build.log" 2>&1
   local rc=$?
   grep -E '^\[[0-9]+/[0-9]+\]' "$LOGDIR/build.log" | tail -4
   local warnings; warnings="$(grep -c 'warning:' "$LOGDIR/build.log")"
@@ -398,12 +418,13 @@ phase_sanitize() {
   return "$rc"
 }
 
+export -f build_and_report phase_build_gpu
 export -f phase_facts phase_deps phase_configure phase_build phase_gpu_tests phase_nccl phase_bench phase_tests phase_sanitize
 
 # ---- runner ------------------------------------------------------------------------------------
-declare -A MAX_S=([facts]=30 [deps]=240 [configure]=120 [build]=360 [gpu_tests]=180 [nccl]=150 [bench]=240 [tests]=240 [sanitize]=120)
+declare -A MAX_S=([facts]=30 [deps]=240 [configure]=120 [build_gpu]=330 [build]=360 [gpu_tests]=180 [nccl]=150 [bench]=240 [tests]=240 [sanitize]=120)
 # Seconds a phase needs at the least to be worth starting.
-declare -A MIN_S=([facts]=5 [deps]=5 [configure]=20 [build]=60 [gpu_tests]=30 [nccl]=30 [bench]=60 [tests]=30 [sanitize]=40)
+declare -A MIN_S=([facts]=5 [deps]=5 [configure]=20 [build_gpu]=60 [build]=60 [gpu_tests]=30 [nccl]=30 [bench]=60 [tests]=30 [sanitize]=40)
 NAMES=() STATUS=() SECS=() NOTES=()
 
 run_phase() {

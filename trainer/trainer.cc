@@ -7,6 +7,7 @@
 // divergence guard, metrics, checkpoints, profiling) are the components in trainer/.
 #include "trainer/trainer.h"
 
+#include "kernels/attention_backend.h"
 #include "kernels/linear.h"
 
 #include <torch/torch.h>
@@ -244,6 +245,7 @@ absl::Status Trainer::Setup() {
   SetCpuThreads(t.threads, grid_.launch().local_size);
   // Before any product, and before the peak MFU counts fp32 runs against (TF32's or fp32's).
   ApplyTf32Setting(t.allow_tf32, device_);
+  kernels::RestrictAttentionKernels(EnumName(config_.model.attention_backend));
   TS_RETURN_IF_ERROR(SetupData());
   TS_ASSIGN_OR_RETURN(metrics_, MetricsSink::Open(config_, is_logger()));
   guard_ = std::make_unique<DivergenceGuard>(t, is_logger());
@@ -439,6 +441,14 @@ void Trainer::LogSetup() const {
                << EnumName(t.precision);
   if (device_.is_cpu() && t.precision == Precision::kBf16) {
     TS_LOG(INFO) << "bf16 matrix products: " << kernels::DescribeCpuBf16MatmulPath();
+  }
+  if (is_logger()) {
+    // The heads one rank attends with: query heads split over tp, kv heads too, or one each
+    // where tp exceeds their count (replicated).
+    const int64_t tp = grid_.topology().dims().tp;
+    TS_LOG(INFO) << "attention: "
+                 << kernels::DescribeAttention(m.n_heads / tp, std::max<int64_t>(1, m.n_kv_heads / tp),
+                                               t.seq_len, m.head_dim(), device_, ComputeDtype(t.precision));
   }
   int64_t local_parameters = 0;
   for (const ParameterInfo& info : rank_params_.infos) local_parameters += info.tensor.numel();

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention_backend.h"
 #include "kernels/linear.h"
 #include "kernels/sum_squares.h"
 
@@ -188,4 +189,35 @@ CATCH_TEST_CASE("CUDA Linear with bf16 weights accumulates their gradients in fp
   // fp32 accumulation of 8 x 128 products of bf16 values: ~1e-5 relative to the largest entry.
   const double err = (w.grad().to(torch::kCPU, torch::kDouble) - reference).abs().max().item<double>();
   CATCH_CHECK(err <= 1e-4 * reference.abs().max().item<double>());
+}
+
+CATCH_TEST_CASE("CUDA attention reads grouped kv heads in place on a fused kernel, equal to expanded ones") {
+  torch::manual_seed(33);
+  // Llama 3 8B's per-GPU heads at head_dim 128, bf16, in the layouts the model passes.
+  const int64_t heads = 32, kv_heads = 8, seq = 1024, hd = 128;
+  const std::string line =
+      tessera::kernels::DescribeAttention(heads, kv_heads, seq, hd, torch::kCUDA, torch::kBFloat16);
+  CATCH_INFO(line);
+  CATCH_CHECK(line.find("in place") != std::string::npos);
+  const auto options = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  auto q = torch::randn({1, seq, heads, hd}, options).transpose(1, 2).requires_grad_();
+  auto k = torch::randn({1, seq, kv_heads, hd}, options).transpose(1, 2).requires_grad_();
+  auto v = torch::randn({1, seq, kv_heads, hd}, options).transpose(1, 2).requires_grad_();
+  CATCH_CHECK(tessera::kernels::NativeGroupedAttention(q, k, v));
+  auto out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, std::nullopt, /*enable_gqa=*/true);
+  auto seed = torch::randn_like(out);
+  out.backward(seed);
+  // Reference: fp64 math on the CPU over expanded kv heads.
+  auto q64 = q.detach().to(torch::kCPU, torch::kDouble).requires_grad_();
+  auto k64 = k.detach().to(torch::kCPU, torch::kDouble).requires_grad_();
+  auto v64 = v.detach().to(torch::kCPU, torch::kDouble).requires_grad_();
+  auto ref = at::scaled_dot_product_attention(q64, k64.repeat_interleave(heads / kv_heads, 1),
+                                              v64.repeat_interleave(heads / kv_heads, 1), {}, 0.0, true);
+  ref.backward(seed.to(torch::kCPU, torch::kDouble));
+  // bf16 inputs and outputs with fp32 accumulation: errors of a few bf16 ulps (2^-8 relative)
+  // of the largest entries; a wrong kv-head mapping is off by order 1.
+  CATCH_CHECK(Compare(out, ref, 2e-2, 2e-2) == "");
+  CATCH_CHECK(Compare(q.grad(), q64.grad(), 5e-2, 2e-2) == "");
+  CATCH_CHECK(Compare(k.grad(), k64.grad(), 5e-2, 2e-2) == "");
+  CATCH_CHECK(Compare(v.grad(), v64.grad(), 5e-2, 2e-2) == "");
 }
