@@ -95,8 +95,10 @@ absl::Status Trainer::Run() {
   // On the CPU, the tensors the training steps allocate (activations, gradients, temporaries;
   // not the weights and optimizer state that exist already): VmHWM alone cannot tell them apart
   // from the C allocator's cached pages.
+  // It is a profiler of the thread, so train.profile_step, which needs the thread's profiler for
+  // itself, goes without it.
   std::optional<LiveTensorBytes> live;
-  if (device_.is_cpu()) live.emplace();
+  if (device_.is_cpu() && t.profile_step == 0) live.emplace();
   for (int64_t step = start_step_; step < t.steps; ++step) {
     StepMetrics metrics;
     metrics.step = step + 1;
@@ -257,7 +259,7 @@ absl::Status Trainer::Setup() {
   TS_RETURN_IF_ERROR(SetupLoader());
   TS_ASSIGN_OR_RETURN(evaluator_, Evaluator::Create(t, val_stream_, *stage_, grid_, partition_.v, device_));
   if (reducer_->zero() == 3) evaluator_->set_unit_gatherer(reducer_.get());
-  profiler_ = std::make_unique<StepProfiler>(t, grid_.rank(), grid_.world_size());
+  profiler_ = std::make_unique<StepProfiler>(t, grid_.rank(), grid_.world_size(), device_);
   flops_per_token_ = TrainingFlopsPerToken(config_.model, t.seq_len);
   const PeakRate peak = PeakTflopsOf(config_, device_);
   peak_tflops_ = peak.tflops;

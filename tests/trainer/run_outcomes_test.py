@@ -8,6 +8,7 @@
     (diverged) and a message that names the count and what to do, printed once (by rank 0);
   * with train.on_divergence: rollback, the run reloads its last checkpoint instead, skips the
     data that diverged, and completes;
+  * train.profile_step writes each rank's Chrome trace of that step, holding the matrix products;
   * the run's TensorBoard event files hold exactly the scalars of its metrics.jsonl (read by the
     real tensorboard package, through tests/trainer/tensorboard_test.py's check).
 
@@ -103,6 +104,21 @@ with tempfile.TemporaryDirectory(prefix="tessera_outcomes_") as tmp:
         check(all(r["loss"] == r["loss"] for r in m) and m[-1]["grad_norm"] == m[-1]["grad_norm"],
               "rollback: finite after the rollback")
         check(m[6]["loss"] != m[4]["loss"], "rollback: the re-run step 5 trains on other data")
+
+    # The profiler over one step: a Chrome trace per rank, with the step's operators in it.
+    run = os.path.join(tmp, "profile")
+    p = train(run, ["train.steps=3", "train.profile_step=2"], {})
+    check(p.returncode == 0, f"profile_step: the run completes (exit {p.returncode}: {p.stderr[-400:]})")
+    for rank in (0, 1):
+        trace = os.path.join(run, f"profile_step_2_rank{rank:05d}.json")
+        names = set()
+        if os.path.exists(trace):
+            with open(trace) as f:
+                data = json.load(f)  # a list of events (LibTorch's legacy profiler) or Kineto's object
+            events = data.get("traceEvents", []) if isinstance(data, dict) else data
+            names = {e.get("name", "") for e in events}
+        check(any(n in names for n in ("aten::mm", "aten::addmm", "aten::matmul")),
+              f"profile_step: rank {rank}'s trace holds the step's matrix products")
 
 if failures:
     sys.exit(f"{len(failures)} failure(s)")
