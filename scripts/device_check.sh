@@ -89,9 +89,9 @@ export TESSERA_PYTHON PYTHON_HOW
 BUDGET="${DEVICE_CHECK_BUDGET_S:-470}"
 JOBS="${DEVICE_CHECK_JOBS:-$(nproc)}"
 TEST_JOBS="${DEVICE_CHECK_TEST_JOBS:-4}"
-# $OUT returns at most 8 files: device_check.log, configure.log, build.log, ctest_gpu.log,
-# ctest_rest.log, bench.log, bench_results.json, bench_tessera_metrics.jsonl. Other logs stay in
-# WORKDIR.
+# $OUT returns at most 8 files: device_check.log, build.log, ctest_gpu.log, ctest_rest.log,
+# bench.log, bench_results.json, bench_tessera_metrics.jsonl, tessera_profile.json.gz (the
+# benchmark's profiled step). Other logs (configure.log, NCCL's, sanitizers') stay in WORKDIR.
 WORKDIR="$BUILD_DIR/device_check"
 LOGDIR="${OUT:-$WORKDIR}"
 STATE="$(mktemp -d "${TMPDIR:-/tmp}/tessera-device-check.XXXXXX")"
@@ -283,12 +283,12 @@ phase_configure() {
   # shellcheck disable=SC2206
   args+=(${DEVICE_CHECK_CMAKE_ARGS:-})
   echo "cmake ${args[*]}"
-  cmake "${args[@]}" 2>&1 | tee "$LOGDIR/configure.log" | grep -vE '^-- (Detecting|Check|Looking|Performing|Found Threads)'
+  cmake "${args[@]}" 2>&1 | tee "$WORKDIR/configure.log" | grep -vE '^-- (Detecting|Check|Looking|Performing|Found Threads)'
   local rc=${PIPESTATUS[0]}
-  local summary; summary="$(grep -oE 'Tessera: CUDA compiler [A-Z]+, torch with CUDA [A-Z]+' "$LOGDIR/configure.log" | tail -1)"
+  local summary; summary="$(grep -oE 'Tessera: CUDA compiler [A-Z]+, torch with CUDA [A-Z]+' "$WORKDIR/configure.log" | tail -1)"
   note "${summary:-no Tessera summary line}"
   ((rc == 0)) || return "$rc"
-  if ((!DRY_RUN)) && ! grep -q 'torch with CUDA ON' "$LOGDIR/configure.log"; then
+  if ((!DRY_RUN)) && ! grep -q 'torch with CUDA ON' "$WORKDIR/configure.log"; then
     echo "this torch has no CUDA (or CMake did not see it): no CUDA kernels, no gpu tests"; return 1
   fi
 }
@@ -372,6 +372,8 @@ phase_bench() {
   local rc=${PIPESTATUS[0]} bdir="${BENCH_DIR:-$BUILD_DIR/gpu_bench}"
   [[ -f "$bdir/results.json" ]] && cp "$bdir/results.json" "$LOGDIR/bench_results.json"
   [[ -f "$bdir/tessera_run/metrics.jsonl" ]] && cp "$bdir/tessera_run/metrics.jsonl" "$LOGDIR/bench_tessera_metrics.jsonl"
+  local trace; trace="$(ls "$bdir"/tessera_run/profile_step_*.json 2>/dev/null | head -1)"
+  [[ -n "$trace" ]] && gzip -c "$trace" >"$LOGDIR/tessera_profile.json.gz"
   local last; last="$(grep '^gpu_bench ' "$LOGDIR/bench.log" | tail -1)"
   note "${last#gpu_bench }"
   return "$rc"

@@ -9,7 +9,8 @@
 #   Tessera: build-gpu/tessera train configs/tiny.yaml --set ... (train.device=cuda,
 #            train.precision=bf16); per-step step_time_s from RUN_DIR/metrics.jsonl.
 #   HF:      scripts/bench/hf_gpu_reference.py: LlamaForCausalLM, eager PyTorch,
-#            attn_implementation="sdpa", torch.autocast bf16 with fp32 weights, torch.optim.AdamW.
+#            attn_implementation="sdpa", torch.autocast bf16 with fp32 weights, torch.optim.AdamW
+#            (fused=True on cuda: its fastest AdamW).
 # Both: the same raw uint16 token file of random ids (uint16 caps ids at 65535, which does not
 # matter for speed), the same sequential reading contract, gradient clipping at 1.0.
 #
@@ -32,6 +33,9 @@
 #   BENCH_PEAK_TFLOPS      default 989 (cuda), 0 = no MFU (cpu)
 #   BENCH_TIMEOUT_S        limit for each side (default 240)
 #   BENCH_ONLY=tessera|hf  run one side
+#   BENCH_PROFILE_STEP     profile this step (1-based) on both sides and print the GPU kernels that
+#                          took most (default: the last untimed step on cuda, 0 = off, on cpu);
+#                          Tessera's Chrome trace is RUN_DIR/profile_step_N.json
 # Usage (repository root): bash scripts/bench/gpu_vs_hf.sh
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -56,6 +60,8 @@ esac
 SEQ="${BENCH_SEQ:-$SEQ}" MICRO="${BENCH_MICRO:-$MICRO}" GLOBAL="${BENCH_GLOBAL:-$GLOBAL}"
 STEPS="${BENCH_STEPS:-$STEPS}" EXCLUDED="${BENCH_EXCLUDED:-$EXCLUDED}"
 if [[ $DEVICE == cuda ]]; then PEAK="${BENCH_PEAK_TFLOPS:-989}"; else PEAK="${BENCH_PEAK_TFLOPS:-0}"; fi
+# The profiled step is an untimed one: the profiler's own work stays out of the figures.
+if [[ $DEVICE == cuda ]]; then PROFILE_STEP="${BENCH_PROFILE_STEP:-$EXCLUDED}"; else PROFILE_STEP="${BENCH_PROFILE_STEP:-0}"; fi
 TIE=1 THETA=500000 LR=3e-4 CLIP=1.0
 TESSERA="$BUILD_DIR/tessera"
 
@@ -113,6 +119,7 @@ if [[ "$ONLY" != hf ]]; then
       --set train.peak_tflops=$([[ $PEAK == 0 ]] && echo 1 || echo "$PEAK") \
       --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false \
       --set train.eval_every=0 --set train.log_every=1 --set train.run_dir="$RUN" \
+      --set train.profile_step=$PROFILE_STEP \
       2>&1 | tee "$BENCH_DIR/tessera.log" | sed -u 's/^/    [tessera] /'
     rc=${PIPESTATUS[0]}
     if [[ $rc -ne 0 ]]; then
@@ -150,6 +157,7 @@ if [[ "$ONLY" != tessera ]]; then
     --tie-embeddings $TIE --rope-theta $THETA --seq-len $SEQ --micro-batch $MICRO --global-batch $GLOBAL \
     --steps $STEPS --warmup-steps-excluded $EXCLUDED --lr $LR --grad-clip $CLIP --precision $PRECISION \
     --device $DEVICE --peak-tflops $PEAK --data "$TOKENS" --json-out "$BENCH_DIR/hf.json" \
+    --profile-step $PROFILE_STEP \
     2>&1 | tee "$BENCH_DIR/hf.log" | sed -u 's/^/    [hf] /'
   rc=${PIPESTATUS[0]}
   if [[ $rc -ne 0 ]]; then

@@ -74,6 +74,11 @@ def parse_args(argv=None):
     a("--data", required=True, help="raw little-endian uint16 token file")
     a("--seed", type=int, default=1234)
     a("--json-out", default=None, help="also write the result JSON here")
+    a("--profile-step", type=int, default=0,
+      help="record this step (1-based) with torch.profiler and print its GPU kernels' summary, as "
+           "Tessera's train.profile_step does; 0 = off")
+    a("--fused-adamw", type=int, choices=(0, 1), default=None,
+      help="torch.optim.AdamW(fused=...): default 1 on cuda (its fastest AdamW), 0 on cpu")
     args = p.parse_args(argv)
     if args.global_batch % args.micro_batch:
         p.error("--global-batch must be a multiple of --micro-batch")
@@ -81,6 +86,8 @@ def parse_args(argv=None):
         p.error("--dim must be divisible by --n-heads, and --n-heads by --n-kv-heads")
     if args.steps <= args.warmup_steps_excluded:
         p.error("--steps must exceed --warmup-steps-excluded")
+    if args.fused_adamw is None:
+        args.fused_adamw = 1 if args.device == "cuda" else 0
     if args.peak_tflops is None:
         args.peak_tflops = 989.0 if args.device == "cuda" else 0.0
     return args
@@ -144,6 +151,34 @@ def build_model(a, device):
     return model
 
 
+def start_profiler(device):
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    prof = profile(activities=activities)
+    prof.__enter__()
+    return prof
+
+
+def print_profile(prof, wall_s):
+    """The GPU activities of the profiled step, summed by kernel name, as Tessera's log prints them."""
+    from torch.autograd import DeviceType
+
+    totals, count, busy = {}, 0, 0.0
+    for e in prof.events():
+        if e.device_type != DeviceType.CUDA:
+            continue
+        n, us = totals.get(e.name, (0, 0.0))
+        dur = e.time_range.elapsed_us()
+        totals[e.name] = (n + 1, us + dur)
+        count += 1
+        busy += dur
+    print(f"profile: {count} GPU activities (kernels, copies, fills) of {len(totals)} kinds, GPU busy "
+          f"{busy / 1e3:.1f} ms of a {wall_s * 1e3:.1f} ms step ({100 * busy / 1e6 / wall_s:.0f}%)")
+    for name, (n, us) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:20]:
+        print(f"profile: {us / 1e3:8.2f} ms {100 * us / max(busy, 1e-9):5.1f}% {n:6d} x  {name[:110]}")
+
+
 def main(argv=None):
     a = parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -158,7 +193,8 @@ def main(argv=None):
     decay = [p for p in model.parameters() if p.dim() >= 2 and id(p) not in embedding_ids]
     no_decay = [p for p in model.parameters() if not (p.dim() >= 2 and id(p) not in embedding_ids)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
+                             {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, betas=(0.9, 0.95), eps=1e-8,
+                            fused=bool(a.fused_adamw))
     data = TokenSequences(a.data, a.seq_len, a.micro_batch, a.vocab_size)
     accum = a.global_batch // a.micro_batch
     tokens_per_step = a.global_batch * a.seq_len
@@ -179,6 +215,7 @@ def main(argv=None):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for step in range(a.steps):
+        profiler = start_profiler(device) if step + 1 == a.profile_step else None
         sync()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -201,6 +238,9 @@ def main(argv=None):
         sync()
         dt = time.perf_counter() - t0
         times.append(dt)
+        if profiler is not None:
+            profiler.__exit__(None, None, None)
+            print_profile(profiler, dt)
         tps = tokens_per_step / dt
         mfu = fpt * tps / (a.peak_tflops * 1e12) if a.peak_tflops > 0 else 0.0
         tag = " (not timed)" if step < a.warmup_steps_excluded else ""
