@@ -132,6 +132,11 @@ class NcclCommunicator final : public Communicator {
       auto comm = weak.lock();
       return comm ? comm->AsyncError() : absl::OkStatus();
     });
+    // A failing rank aborts its communicators before it exits: a kernel of this rank blocked in
+    // a collective would otherwise keep the GPU busy, and its peers' NCCL waiting, after it.
+    watchdog_->AddAbortHook([weak] {
+      if (auto comm = weak.lock()) comm->Abort();
+    });
   }
 
   Backend backend() const override { return Backend::kNccl; }

@@ -97,6 +97,10 @@ void Watchdog::AddHealthCheck(std::function<absl::Status()> check) {
   std::lock_guard<std::mutex> lock(hooks_mu_);
   health_checks_.push_back(std::move(check));
 }
+void Watchdog::AddAbortHook(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(hooks_mu_);
+  abort_hooks_.push_back(std::move(hook));
+}
 void Watchdog::ClearHooks() {
   std::lock_guard<std::mutex> tick(tick_mu_);
   std::lock_guard<std::mutex> lock(hooks_mu_);
@@ -104,6 +108,7 @@ void Watchdog::ClearHooks() {
   notifier_ = nullptr;
   tick_hook_ = nullptr;
   health_checks_.clear();
+  abort_hooks_.clear();
 }
 
 void Watchdog::Start() {
@@ -338,12 +343,28 @@ void Watchdog::Fail(FailureKind kind, const OpRecord* op, const std::string& wha
     ReportAbsentRanks(kind, *op, waited, emit);
   }
   emit(absl::StrFormat("%s: exiting with code %d", me, code));
+  RunAbortHooks();
   if (options_.on_fatal) {
     options_.on_fatal(code, report);
     return;
   }
   std::fflush(nullptr);
   _exit(code);
+}
+
+void Watchdog::RunAbortHooks() {
+  std::vector<std::function<void()>> hooks;
+  {
+    std::lock_guard<std::mutex> lock(hooks_mu_);
+    hooks = abort_hooks_;
+  }
+  for (const std::function<void()>& hook : hooks) {
+    try {
+      hook();
+    } catch (const std::exception& e) {
+      TS_LOG(ERROR) << "rank " << options_.world_rank << ": while aborting communication: " << e.what();
+    }
+  }
 }
 
 std::string Watchdog::FailureHeadline(FailureKind kind, const OpRecord* op, const std::string& what, int sig,

@@ -115,6 +115,10 @@ class Watchdog {
   void SetTickHook(std::function<void()> hook);
   // Checked on every tick; an error is a fatal communication failure.
   void AddHealthCheck(std::function<absl::Status()> check);
+  // Called by Fail, in the order added, after the report and before the exit: each ends what
+  // would keep this rank's device busy once the process is gone (an NCCL communicator's
+  // ncclCommAbort, so that no kernel of this rank is left waiting for peers inside a collective).
+  void AddAbortHook(std::function<void()> hook);
   void ClearHooks();
 
   void Start();
@@ -168,11 +172,12 @@ class Watchdog {
   void Loop();
   void Tick();
   void PruneLocked();
-  // Steps of Fail: its first line, the notice to peers of a local error, and the probe of who
-  // had not arrived at the collective `op`.
+  // Steps of Fail: its first line, the notice to peers of a local error, the probe of who had not
+  // arrived at the collective `op`, and the abort hooks.
   std::string FailureHeadline(FailureKind kind, const OpRecord* op, const std::string& what, int sig,
                               double waited) const;
   void NotifyPeersOfLocalError(const std::string& what);
+  void RunAbortHooks();
   void ReportAbsentRanks(FailureKind kind, const OpRecord& op, double waited,
                          const std::function<void(const std::string&)>& emit);
 
@@ -195,6 +200,7 @@ class Watchdog {
   Notifier notifier_;
   std::function<void()> tick_hook_;
   std::vector<std::function<absl::Status()>> health_checks_;
+  std::vector<std::function<void()>> abort_hooks_;
 
   std::mutex thread_mu_;
   std::condition_variable thread_cv_;

@@ -11,7 +11,11 @@
 #include <cstdio>
 #include <functional>
 #include <future>
+#include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "tests/catch_compat.h"
 
@@ -169,6 +173,38 @@ CATCH_TEST_CASE("a failing health check is a communication failure") {
   CATCH_CHECK(Has(report, "reduce_scatter #1"));
   CATCH_CHECK(Has(report, "NCCL: remote process exited"));
   watchdog.Stop();
+}
+
+CATCH_TEST_CASE("a failure runs every abort hook, in order, after the report and before the exit") {
+  Fatal fatal;
+  Watchdog::Options o = Fast(&fatal);
+  std::vector<std::string> order;
+  std::mutex mu;
+  // The exit stand-in records when it ran relative to the hooks.
+  o.on_fatal = [&](int code, const std::string& report) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back("exit");
+    }
+    fatal.Callback()(code, report);
+  };
+  Watchdog watchdog(o);
+  auto group = watchdog.RegisterGroup("tp", {0, 2}, 1);
+  for (const char* name : {"first", "second"}) {
+    watchdog.AddAbortHook([&, name] {
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back(name);
+    });
+  }
+  watchdog.AddAbortHook([] { throw std::runtime_error("ncclCommAbort failed"); });  // does not stop the exit
+  watchdog.Start();
+  auto op = watchdog.Begin(group, "all_reduce", "float32[8], sum");
+  auto [code, report] = fatal.Get(5);
+  watchdog.Stop();
+  CATCH_CHECK(code == 3);
+  CATCH_CHECK(Has(report, "collective timed out"));
+  std::lock_guard<std::mutex> lock(mu);
+  CATCH_CHECK(order == std::vector<std::string>{"first", "second", "exit"});
 }
 
 CATCH_TEST_CASE("SIGTERM outside a collective exits with 128 + 15 when nobody else handles it") {
