@@ -4,20 +4,105 @@
 // backward of chunk: a strided copy of the whole [..., 2F] tensor that took ~10% of a step of
 // the tiny CPU model (docs/perf.md). LibTorch's vectorised silu and silu_backward do the
 // arithmetic: a fused fp32 CPU loop was tried and was slower, since without -ffast-math glibc
-// offers no vector expf and the loop ran scalar.
+// offers no vector expf and the loop ran scalar. On CUDA (fp32 or bf16, when the build has
+// Tessera's kernels) each direction is one fused kernel (kernels/cuda/swiglu_kernel.cu) instead
+// of LibTorch's several elementwise passes and their intermediate tensors.
 #include "kernels/swiglu.h"
 
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
+#include <vector>
+
+#if TESSERA_KERNELS_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/cuda/swiglu_kernel.h"
+#endif
+
 namespace tessera::kernels {
+namespace {
+
+#if TESSERA_KERNELS_CUDA
+namespace kc = ::tessera::kernels::cuda;
+
+// The kernels take what the model gives them: a CUDA tensor of fp32 or bf16 with an even, non-
+// empty last dimension within the kernels' bound.
+bool UseCudaKernel(const torch::Tensor& gate_up) {
+  const torch::ScalarType t = gate_up.scalar_type();
+  return gate_up.is_cuda() && (t == torch::kFloat || t == torch::kBFloat16) && gate_up.dim() >= 1 &&
+         gate_up.numel() > 0 && gate_up.size(-1) % 2 == 0 && gate_up.size(-1) / 2 <= kc::kSwigluMaxF;
+}
+
+kc::DType ToKernel(torch::ScalarType t) {
+  return t == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
+}
+
+void CheckCuda(cudaError_t status, const char* what) {
+  TORCH_CHECK(status == cudaSuccess, "Tessera SwiGLU CUDA kernel (", what, "): ", cudaGetErrorString(status));
+}
+
+torch::Tensor SwigluValuesCuda(const torch::Tensor& gate_up) {
+  const torch::Tensor x = gate_up.contiguous();
+  const int64_t f = x.size(-1) / 2;
+  const int64_t rows = x.numel() / x.size(-1);
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = f;
+  const c10::cuda::CUDAGuard guard(x.device());
+  torch::Tensor y = torch::empty(sizes, x.options());
+  CheckCuda(kc::SwigluForward(x.data_ptr(), y.data_ptr(), ToKernel(x.scalar_type()), rows, f,
+                              c10::cuda::getCurrentCUDAStream(x.device().index())),
+            "forward");
+  return y;
+}
+
+torch::Tensor SwigluGradCuda(const torch::Tensor& grad_y, const torch::Tensor& gate_up) {
+  const torch::Tensor x = gate_up.contiguous();
+  const torch::Tensor dy = grad_y.contiguous();
+  const int64_t f = x.size(-1) / 2;
+  const int64_t rows = x.numel() / x.size(-1);
+  const c10::cuda::CUDAGuard guard(x.device());
+  torch::Tensor grad = torch::empty(x.sizes(), x.options());
+  CheckCuda(kc::SwigluBackward(dy.data_ptr(), x.data_ptr(), grad.data_ptr(), ToKernel(x.scalar_type()), rows,
+                               f, c10::cuda::getCurrentCUDAStream(x.device().index())),
+            "backward");
+  return grad;
+}
+
+// The backward kernel reads grad_y in gate_up's type and shape; anything else (a gradient of
+// another dtype, say) keeps LibTorch's type promotion.
+bool UseCudaKernel(const torch::Tensor& grad_y, const torch::Tensor& gate_up) {
+  if (!UseCudaKernel(gate_up) || grad_y.scalar_type() != gate_up.scalar_type() ||
+      grad_y.device() != gate_up.device() || grad_y.dim() != gate_up.dim()) {
+    return false;
+  }
+  for (int64_t d = 0; d + 1 < gate_up.dim(); ++d) {
+    if (grad_y.size(d) != gate_up.size(d)) return false;
+  }
+  return grad_y.size(-1) * 2 == gate_up.size(-1);
+}
+#endif  // TESSERA_KERNELS_CUDA
+
+// fp32 for every storage type but fp64, which the references keep.
+torch::ScalarType ReferenceMath(const torch::Tensor& t) {
+  return t.scalar_type() == torch::kDouble ? torch::kDouble : torch::kFloat;
+}
+
+}  // namespace
 
 torch::Tensor SwigluValues(const torch::Tensor& gate_up) {
+#if TESSERA_KERNELS_CUDA
+  if (UseCudaKernel(gate_up)) return SwigluValuesCuda(gate_up);
+#endif
   const int64_t f = gate_up.size(-1) / 2;
   return torch::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f);
 }
 
 torch::Tensor SwigluGrad(const torch::Tensor& grad_y, const torch::Tensor& gate_up) {
+#if TESSERA_KERNELS_CUDA
+  if (UseCudaKernel(grad_y, gate_up)) return SwigluGradCuda(grad_y, gate_up);
+#endif
   const int64_t f = gate_up.size(-1) / 2;
   const torch::Tensor gate = gate_up.narrow(-1, 0, f);
   const torch::Tensor up = gate_up.narrow(-1, f, f);
@@ -31,6 +116,27 @@ torch::Tensor SwigluGrad(const torch::Tensor& grad_y, const torch::Tensor& gate_
   torch::mul_out(grad_up, grad_y, torch::silu(gate));
   at::silu_backward_out(grad_gate, grad_y * up, gate);
   return grad;
+}
+
+torch::Tensor SwigluValuesReference(const torch::Tensor& gate_up) {
+  const int64_t f = gate_up.size(-1) / 2;
+  const torch::ScalarType math = ReferenceMath(gate_up);
+  const torch::Tensor g = gate_up.narrow(-1, 0, f).to(math);
+  const torch::Tensor u = gate_up.narrow(-1, f, f).to(math);
+  const torch::Tensor s = torch::reciprocal(1 + torch::exp(-g));
+  return (g * s * u).to(gate_up.scalar_type());
+}
+
+torch::Tensor SwigluGradReference(const torch::Tensor& grad_y, const torch::Tensor& gate_up) {
+  const int64_t f = gate_up.size(-1) / 2;
+  const torch::ScalarType math = ReferenceMath(gate_up);
+  const torch::Tensor g = gate_up.narrow(-1, 0, f).to(math);
+  const torch::Tensor u = gate_up.narrow(-1, f, f).to(math);
+  const torch::Tensor dy = grad_y.to(math);
+  const torch::Tensor s = torch::reciprocal(1 + torch::exp(-g));
+  const torch::Tensor grad_gate = dy * u * s * (1 + g * (1 - s));
+  const torch::Tensor grad_up = dy * (g * s);
+  return torch::cat({grad_gate, grad_up}, -1).to(gate_up.scalar_type());
 }
 
 namespace {

@@ -18,8 +18,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
+
+#include "kernels/cuda/device_common.cuh"
 
 namespace tessera::kernels::cuda {
 namespace {
@@ -29,38 +30,6 @@ constexpr int kVecWidth = 8;     // elements per vector access
 constexpr int kBlocksPerSm = 4;  // backward pass-1 blocks per multiprocessor
 constexpr int kRedSlots = 36;    // shared floats for reductions (32 warps + broadcast), 16-byte multiple
 constexpr int kStaticSmemLimit = 48 * 1024;
-
-// ---- element types --------------------------------------------------------------------------
-
-__device__ __forceinline__ float ToFloat(float v) { return v; }
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T FromFloat(float v);
-template <>
-__device__ __forceinline__ float FromFloat<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-// N consecutive elements moved as one access (two for 8 floats); 16-byte alignment at most,
-// which is what the dispatcher checks.
-template <typename T, int N>
-struct alignas(sizeof(T) * N > 16 ? 16 : sizeof(T) * N) Pack {
-  T v[N];
-};
-
-template <typename T, int N>
-__device__ __forceinline__ Pack<T, N> Load(const T* p) {
-  return *reinterpret_cast<const Pack<T, N>*>(p);
-}
-template <typename T, int N>
-__device__ __forceinline__ void Store(T* p, const Pack<T, N>& value) {
-  *reinterpret_cast<Pack<T, N>*>(p) = value;
-}
 
 // ---- reductions -----------------------------------------------------------------------------
 
@@ -228,8 +197,6 @@ cudaError_t DispatchTypes(DType a, DType b, F&& f) {
   return cudaErrorInvalidValue;
 }
 
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // Threads per block: enough for one pass over the row in vector accesses, a multiple of 32,
 // between one warp and kMaxThreads.
 int ThreadsFor(int64_t dim, int vec) {
@@ -239,21 +206,6 @@ int ThreadsFor(int64_t dim, int vec) {
 }
 
 unsigned GridFor(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>(rows, int64_t{1} << 30)); }
-
-int MultiprocessorCount() {
-  static std::atomic<int> cached[64];
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 1;
-  if (device >= 0 && device < 64) {
-    if (const int n = cached[device].load(std::memory_order_relaxed); n > 0) return n;
-  }
-  int count = 1;
-  if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count < 1) {
-    count = 1;
-  }
-  if (device >= 0 && device < 64) cached[device].store(count, std::memory_order_relaxed);
-  return count;
-}
 
 int64_t BackwardBlocks(int64_t rows) {
   return std::min<int64_t>(rows, int64_t{MultiprocessorCount()} * kBlocksPerSm);

@@ -20,9 +20,9 @@
 
 #include <cstdint>
 
-namespace tessera::kernels::cuda {
+#include "kernels/cuda/dtype.h"
 
-enum class DType : int { kFloat32 = 0, kBFloat16 = 1 };
+namespace tessera::kernels::cuda {
 
 // The backward keeps one fp32 row of partial weight gradients per block in shared memory, so
 // dim is bounded by the opt-in shared memory of a block (227 KB on Hopper, 163 KB on A100);

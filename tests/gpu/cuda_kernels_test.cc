@@ -1,20 +1,26 @@
 // Tests of the CUDA RMSNorm kernel (kernels/cuda/rms_norm_kernel.cu) through kernels::RmsNorm,
 // the wrapper the model calls: forward values and the gradients of x and of the weight against
 // kernels::RmsNormReference evaluated in fp64 on the CPU, for fp32 and bf16 storage, vectorised
-// and scalar paths, and a row long enough to need the opt-in shared memory. Needs a CUDA device
-// (label gpu).
+// and scalar paths, and a row long enough to need the opt-in shared memory. The SwiGLU kernels
+// (kernels/cuda/swiglu_kernel.cu) called directly against kernels::SwigluValuesReference and
+// SwigluGradReference in fp64, and kernels::Swiglu through autograd against the CPU. Needs a CUDA
+// device (label gpu).
 #include "kernels/rms_norm.h"
 
+#include <c10/cuda/CUDAStream.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "kernels/attention_backend.h"
+#include "kernels/cuda/swiglu_kernel.h"
 #include "kernels/linear.h"
 #include "kernels/sum_squares.h"
+#include "kernels/swiglu.h"
 
 #include "tests/catch_compat.h"
 
@@ -220,4 +226,122 @@ CATCH_TEST_CASE("CUDA attention reads grouped kv heads in place on a fused kerne
   CATCH_CHECK(Compare(q.grad(), q64.grad(), 5e-2, 2e-2) == "");
   CATCH_CHECK(Compare(k.grad(), k64.grad(), 5e-2, 2e-2) == "");
   CATCH_CHECK(Compare(v.grad(), v64.grad(), 5e-2, 2e-2) == "");
+}
+
+namespace {
+
+namespace kc = ::tessera::kernels::cuda;
+
+// A CUDA buffer of `guard` + n + kSwigluGuard elements, all NaN, and the view of its n elements
+// after the first `guard` as `shape`: guard = 1 starts the data off a 16-byte boundary.
+constexpr int64_t kSwigluGuard = 8;
+
+struct Poisoned {
+  torch::Tensor buffer, view;
+};
+
+Poisoned PoisonedBuffer(std::vector<int64_t> shape, torch::ScalarType dtype, int64_t guard) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  const auto options = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+  torch::Tensor buffer =
+      torch::full({guard + n + kSwigluGuard}, std::numeric_limits<float>::quiet_NaN(), options);
+  return {buffer, buffer.narrow(0, guard, n).view(shape)};
+}
+
+// The elements of `p.buffer` outside `p.view` are still NaN: nothing was written out of bounds.
+bool GuardsUntouched(const Poisoned& p, int64_t guard) {
+  const int64_t n = p.view.numel();
+  return p.buffer.narrow(0, 0, guard).isnan().all().item<bool>() &&
+         p.buffer.narrow(0, guard + n, kSwigluGuard).isnan().all().item<bool>();
+}
+
+struct SwigluCase {
+  int64_t rows, f;
+  torch::ScalarType dtype;
+  int64_t guard;  // 0: 16-byte aligned data; 1: one element off (the scalar path)
+};
+
+// Runs both kernels on fresh random inputs into NaN-filled outputs, and checks every output
+// element against the fp64 CPU reference computed from the same stored inputs.
+void CheckSwigluKernels(const SwigluCase& c, uint64_t seed) {
+  CATCH_INFO("rows " << c.rows << ", F " << c.f << ", " << c.dtype << ", guard " << c.guard);
+  torch::manual_seed(seed);
+  const kc::DType dtype = c.dtype == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
+  Poisoned gate_up = PoisonedBuffer({c.rows, 2 * c.f}, c.dtype, c.guard);
+  Poisoned dy = PoisonedBuffer({c.rows, c.f}, c.dtype, c.guard);
+  gate_up.view.copy_(3 * torch::randn({c.rows, 2 * c.f}));  // through the sigmoid's curved part and tails
+  dy.view.copy_(torch::randn({c.rows, c.f}));
+  Poisoned y = PoisonedBuffer({c.rows, c.f}, c.dtype, c.guard);
+  Poisoned grad = PoisonedBuffer({c.rows, 2 * c.f}, c.dtype, c.guard);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+  CATCH_REQUIRE(kc::SwigluForward(gate_up.view.data_ptr(), y.view.data_ptr(), dtype, c.rows, c.f, stream) ==
+                cudaSuccess);
+  CATCH_REQUIRE(kc::SwigluBackward(dy.view.data_ptr(), gate_up.view.data_ptr(), grad.view.data_ptr(), dtype,
+                                   c.rows, c.f, stream) == cudaSuccess);
+  // Finite inputs give finite outputs: a NaN left means an element was never written.
+  CATCH_CHECK(!y.view.isnan().any().item<bool>());
+  CATCH_CHECK(!grad.view.isnan().any().item<bool>());
+  CATCH_CHECK(GuardsUntouched(y, c.guard));
+  CATCH_CHECK(GuardsUntouched(grad, c.guard));
+
+  const torch::Tensor x64 = gate_up.view.to(torch::kCPU, torch::kDouble);
+  const torch::Tensor y_ref = tessera::kernels::SwigluValuesReference(x64);
+  const torch::Tensor grad_ref =
+      tessera::kernels::SwigluGradReference(dy.view.to(torch::kCPU, torch::kDouble), x64);
+  // fp32: expf (2 ulp), the division and five products, ~10 ulps (6e-7) in all; 1e-5 leaves
+  // margin. The gate gradient's factor 1 + g (1 - s) cancels near g = -1.28, leaving an absolute
+  // error of a few 1e-7 of |dy u|: 1e-5 of the largest value. bf16: one rounding of the fp32
+  // result, at most 2^-8 relative; 2^-7 allows for the fp32 error on top.
+  const double rtol = c.dtype == torch::kBFloat16 ? 1.0 / 128 : 1e-5;
+  const std::string y_err = Compare(y.view, y_ref, rtol, 1e-5);
+  CATCH_CHECK(y_err == "");
+  const std::string grad_err = Compare(grad.view, grad_ref, rtol, 1e-5);
+  CATCH_CHECK(grad_err == "");
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("CUDA SwiGLU kernels write every element and match the fp64 reference") {
+  CATCH_REQUIRE(torch::cuda::is_available());
+  for (torch::ScalarType dtype : {torch::kFloat, torch::kBFloat16}) {
+    for (const SwigluCase& c : std::vector<SwigluCase>{
+             {300, 8192, dtype, 0},   // vectorised; more vectors than one wave of threads: grid-stride
+             {300, 1001, dtype, 0},   // F odd: scalar path, stride steps that carry into the next row
+             {2048, 2056, dtype, 0},  // vectorised, 257 (bf16) or 514 (fp32) vectors a row: carries
+             {7, 8192, dtype, 1},     // F fits vectors but the data is one element off: scalar path
+             {1, 3, dtype, 0}}) {     // fewer positions than a warp
+      CheckSwigluKernels(c, 40);
+    }
+  }
+}
+
+CATCH_TEST_CASE("CUDA Swiglu forward and backward through autograd match the CPU") {
+  CATCH_REQUIRE(torch::cuda::is_available());
+  torch::manual_seed(41);
+  for (torch::ScalarType dtype : {torch::kFloat, torch::kBFloat16}) {
+    CATCH_INFO(c10::toString(dtype));
+    // A transposed (non-contiguous) input of [2, 33, 2F], F = 1024, as well as the plain layout.
+    const torch::Tensor base = (3 * torch::randn({2, 2 * 1024, 33})).to(dtype).transpose(1, 2);
+    for (const torch::Tensor& x0 : {base, base.contiguous()}) {
+      const torch::Tensor gy = torch::randn({2, 33, 1024}).to(dtype);
+      torch::Tensor x = x0.to(torch::kCUDA).requires_grad_(true);
+      torch::Tensor y = tessera::kernels::Swiglu(x);
+      y.backward(gy.to(torch::kCUDA));
+      torch::Tensor x_cpu = x0.clone().requires_grad_(true);
+      torch::Tensor y_cpu = tessera::kernels::Swiglu(x_cpu);
+      y_cpu.backward(gy);
+      CATCH_CHECK(y.scalar_type() == dtype);
+      CATCH_CHECK(x.grad().scalar_type() == dtype);
+      CATCH_CHECK(x.grad().sizes() == x0.sizes());
+      // fp32: both sides within ~1e-6 of the exact values (see above): 1e-5. bf16: the CPU rounds
+      // to bf16 up to twice more than the kernel (silu(g), then the product; dy * u, then
+      // silu_backward), so the two differ by up to 3 roundings of 2^-8: 2^-6 holds them.
+      const double rtol = dtype == torch::kBFloat16 ? 1.0 / 64 : 1e-5;
+      const std::string y_err = Compare(y, y_cpu, rtol, 1e-5);
+      CATCH_CHECK(y_err == "");
+      const std::string grad_err = Compare(x.grad(), x_cpu.grad(), rtol, 1e-5);
+      CATCH_CHECK(grad_err == "");
+    }
+  }
 }

@@ -1,6 +1,8 @@
 // Tests of kernels/swiglu: the autograd function equals silu(gate) * up composed from LibTorch
-// ops bit for bit in fp32 (forward and backward), and an fp64 closed-form derivative; and the
-// down projection with the SwiGLU values recomputed (kernels/swiglu_linear) against the two.
+// ops bit for bit in fp32 (forward and backward), and an fp64 closed-form derivative; the CUDA
+// kernels' CPU reference (SwigluValuesReference, SwigluGradReference) against the composite in
+// fp64; and the down projection with the SwiGLU values recomputed (kernels/swiglu_linear) against
+// the two.
 #include "kernels/swiglu.h"
 
 #include <torch/torch.h>
@@ -16,6 +18,13 @@ namespace {
 torch::Tensor Composite(const torch::Tensor& gate_up) {
   std::vector<torch::Tensor> halves = gate_up.chunk(2, -1);
   return torch::silu(halves[0]) * halves[1];
+}
+
+// |actual - expected| <= rtol * |expected| + atol_rel * max|expected| for every element, in fp64.
+bool Close(const torch::Tensor& actual, const torch::Tensor& expected, double rtol, double atol_rel) {
+  const torch::Tensor a = actual.to(torch::kDouble), e = expected.to(torch::kDouble);
+  const double scale = e.abs().max().item<double>();
+  return a.sizes() == e.sizes() && ((a - e).abs() <= rtol * e.abs() + atol_rel * scale).all().item<bool>();
 }
 
 }  // namespace
@@ -50,6 +59,40 @@ CATCH_TEST_CASE("Swiglu's gradient is the closed-form derivative (fp64)") {
   auto gb = g * a * sig;
   CATCH_CHECK(torch::allclose(gx, torch::cat({ga, gb}, -1), 1e-12, 1e-12));
   CATCH_CHECK(torch::allclose(y, a * sig * b, 1e-12, 1e-12));
+}
+
+CATCH_TEST_CASE("The SwiGLU kernel reference equals the composite evaluated in fp64") {
+  torch::manual_seed(7);
+  for (torch::ScalarType dtype : {torch::kFloat, torch::kBFloat16}) {
+    CATCH_INFO(c10::toString(dtype));
+    torch::Tensor gate_up = 3 * torch::randn({4, 5, 2 * 40});
+    // The sigmoid's saturated ends: exp(-gate) overflows to inf (s = 0) or underflows (s = 1).
+    gate_up.narrow(-1, 0, 4).copy_(torch::tensor({-100.0, -30.0, 30.0, 100.0}));
+    gate_up = gate_up.to(dtype);
+    const torch::Tensor dy = torch::randn({4, 5, 40}).to(dtype);
+    // The composite and its autograd gradient in fp64 on exactly the stored values.
+    const torch::Tensor x64 = gate_up.to(torch::kDouble).requires_grad_(true);
+    const torch::Tensor y64 = Composite(x64);
+    const torch::Tensor grad64 = torch::autograd::grad({y64}, {x64}, {dy.to(torch::kDouble)})[0];
+    const torch::Tensor y = tessera::kernels::SwigluValuesReference(gate_up);
+    const torch::Tensor grad = tessera::kernels::SwigluGradReference(dy, gate_up);
+    CATCH_CHECK(y.scalar_type() == dtype);
+    CATCH_CHECK(grad.scalar_type() == dtype);
+    // fp32: exp (1 ulp), the division and five products round each once, ~10 ulps (6e-7) in all;
+    // 1e-5 leaves margin. The gate gradient's factor 1 + g (1 - s) cancels near g = -1.28, where
+    // its error is absolute: a few 1e-7 of |dy u|, covered by 1e-5 of the largest value. bf16: one
+    // rounding of the fp32 result, at most 2^-8 relative; 2^-7 allows for the fp32 error on top.
+    const double rtol = dtype == torch::kBFloat16 ? 1.0 / 128 : 1e-5;
+    CATCH_CHECK(Close(y, y64, rtol, 1e-5));
+    CATCH_CHECK(Close(grad, grad64, rtol, 1e-5));
+  }
+  // fp64 input is evaluated in fp64: the same expressions agree to rounding.
+  const torch::Tensor x = torch::randn({3, 2 * 16}, torch::kDouble).requires_grad_(true);
+  const torch::Tensor dy = torch::randn({3, 16}, torch::kDouble);
+  const torch::Tensor y = Composite(x);
+  CATCH_CHECK(Close(tessera::kernels::SwigluValuesReference(x.detach()), y, 1e-12, 1e-14));
+  CATCH_CHECK(Close(tessera::kernels::SwigluGradReference(dy, x.detach()),
+                    torch::autograd::grad({y}, {x}, {dy})[0], 1e-12, 1e-14));
 }
 
 CATCH_TEST_CASE("Swiglu rejects an odd last dimension") { CATCH_CHECK_THROWS(Swiglu(torch::randn({2, 7}))); }
