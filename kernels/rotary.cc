@@ -2,17 +2,71 @@
 //   forward:  (a cos - b sin,  b cos + a sin)
 //   backward: the transpose of that rotation, (ga cos + gb sin, gb cos - ga sin).
 // Nothing is saved for backward but the (shared) tables, which halves the memory of the naive
-// composition and its kernel count.
+// composition and its kernel count. CUDA fp32/bf16 tensors go through Tessera's fused kernel
+// (kernels/cuda/rotary_kernel.cu) when this build's LibTorch has CUDA, fp32 CPU tensors through a
+// fused loop, everything else through ATen operations.
 #include "kernels/rotary.h"
 
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
+#include <climits>
+
 #include "kernels/cpu_loops.h"
+
+#if TESSERA_KERNELS_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/cuda/rotary_kernel.h"
+#endif
 
 namespace tessera::kernels {
 namespace {
+
+#if TESSERA_KERNELS_CUDA
+namespace kc = ::tessera::kernels::cuda;
+
+// The kernel covers what the model feeds it: CUDA fp32/bf16 [B, T, H, D] with an even D, and
+// tables [>= T, D/2] on the same device.
+bool UseCudaKernel(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const bool dtype_ok = x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16;
+  return x.is_cuda() && dtype_ok && x.dim() == 4 && x.size(3) > 0 && x.size(3) % 2 == 0 &&
+         x.size(2) <= INT_MAX && cos.dim() == 2 && sin.sizes() == cos.sizes() && cos.device() == x.device() &&
+         sin.device() == x.device() && cos.size(0) >= x.size(1) && cos.size(1) == x.size(3) / 2;
+}
+
+// One launch of the fused kernel: fp32 arithmetic on fp32 tables whatever x's type (ATen's path
+// below would round the tables to bf16 for bf16 input). x keeps its batch, sequence and head
+// strides; out is contiguous.
+torch::Tensor RotateCuda(const torch::Tensor& x_in, const torch::Tensor& cos, const torch::Tensor& sin,
+                         double sign) {
+  // The kernel reads each head vector with unit stride; a gradient that arrives otherwise (an
+  // expanded one, from a sum) is copied once rather than sent down the bf16-table path.
+  const torch::Tensor x = x_in.stride(-1) == 1 ? x_in : x_in.contiguous();
+  const int64_t seq = x.size(1);
+  const torch::Tensor c = cos.narrow(0, 0, seq).to(torch::kFloat).contiguous();
+  const torch::Tensor s = sin.narrow(0, 0, seq).to(torch::kFloat).contiguous();
+  const c10::cuda::CUDAGuard guard(x.device());
+  torch::Tensor out = torch::empty(x.sizes(), x.options().memory_format(torch::MemoryFormat::Contiguous));
+  const kc::RotaryInput shape{.batch = x.size(0),
+                              .seq = seq,
+                              .heads = x.size(2),
+                              .head_dim = x.size(3),
+                              .stride_batch = x.stride(0),
+                              .stride_seq = x.stride(1),
+                              .stride_head = x.stride(2)};
+  const kc::DType dtype = x.scalar_type() == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
+  const cudaError_t status = kc::ApplyRotaryKernel(
+      x.data_ptr(), shape, dtype, c.data_ptr<float>(), s.data_ptr<float>(), out.data_ptr(),
+      sign < 0 ? kc::RotaryDirection::kInverse : kc::RotaryDirection::kForward,
+      c10::cuda::getCurrentCUDAStream(x.device().index()));
+  TORCH_CHECK(status == cudaSuccess, "Tessera rotary CUDA kernel (", sign < 0 ? "backward" : "forward",
+              "): ", cudaGetErrorString(status));
+  return out;
+}
+#endif  // TESSERA_KERNELS_CUDA
 
 // fp32 CPU path: one fused loop per head vector (kernels/cpu_loops.cc) instead of six
 // broadcasting tensor operations. Any strides for batch, sequence and heads; the head vector
@@ -41,6 +95,9 @@ torch::Tensor RotateCpu(const torch::Tensor& x_in, const torch::Tensor& cos, con
 // Rotates x [B, T, H, D] by angle tables [T, D/2] in direction `sign` (+1 forward, -1 inverse).
 torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                      double sign) {
+#if TESSERA_KERNELS_CUDA
+  if (UseCudaKernel(x, cos, sin)) return RotateCuda(x, cos, sin, sign);
+#endif
   if (x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 4 && x.size(-1) % 2 == 0) {
     return RotateCpu(x, cos, sin, static_cast<float>(sign));
   }
@@ -102,6 +159,22 @@ torch::Tensor ApplyRotaryReference(const torch::Tensor& x, const RotaryTables& t
   torch::Tensor s = torch::cat({tables.sin, tables.sin}, -1).narrow(0, 0, seq).unsqueeze(1);
   torch::Tensor rotated_half = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * c.to(x.scalar_type()) + rotated_half * s.to(x.scalar_type());
+}
+
+torch::Tensor ApplyRotaryFp32Reference(const torch::Tensor& x, const RotaryTables& tables, bool inverse) {
+  const int64_t half = x.size(-1) / 2;
+  const int64_t seq = x.size(1);
+  // [1, T, 1, D/2], fp32 as stored: never rounded to x's type.
+  const torch::Tensor c = tables.cos.narrow(0, 0, seq).unsqueeze(1).to(x.device(), torch::kFloat);
+  torch::Tensor s = tables.sin.narrow(0, 0, seq).unsqueeze(1).to(x.device(), torch::kFloat);
+  if (inverse) s = -s;
+  const torch::Tensor x32 = x.to(torch::kFloat);
+  const torch::Tensor a = x32.narrow(-1, 0, half);
+  const torch::Tensor b = x32.narrow(-1, half, half);
+  // One ATen operation per product and per sum: each rounded on its own, like the kernel.
+  const torch::Tensor out_a = a * c - b * s;
+  const torch::Tensor out_b = b * c + a * s;
+  return torch::cat({out_a, out_b}, -1).to(x.scalar_type());
 }
 
 }  // namespace tessera::kernels

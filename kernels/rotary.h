@@ -20,4 +20,11 @@ torch::Tensor ApplyRotary(const torch::Tensor& x, const RotaryTables& tables);
 // Reference built from plain tensor ops (autograd through them), for tests.
 torch::Tensor ApplyRotaryReference(const torch::Tensor& x, const RotaryTables& tables);
 
+// The fused kernels' arithmetic, from plain tensor ops, for tests: x (any floating type) is
+// widened to fp32 and rotated with the fp32 tables, every product and sum rounded to fp32 on its
+// own (no fused multiply-add), then rounded once to x's type. The inverse rotation (the backward)
+// when `inverse`. Equals the fp32 CPU path and the CUDA kernel bit for bit.
+torch::Tensor ApplyRotaryFp32Reference(const torch::Tensor& x, const RotaryTables& tables,
+                                       bool inverse = false);
+
 }  // namespace tessera::kernels

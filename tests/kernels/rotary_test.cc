@@ -57,3 +57,95 @@ CATCH_TEST_CASE("the fp32 CPU rotary loop handles strided views and matches the 
   auto gx_ref = torch::autograd::grad({y_ref}, {fused}, {g})[0];
   CATCH_CHECK(torch::allclose(gx, gx_ref, 1e-6, 1e-6));
 }
+
+namespace {
+
+using tessera::kernels::ApplyRotaryFp32Reference;
+using tessera::kernels::RotaryTables;
+
+constexpr double kFp32Unit = 1.0 / (1 << 24);  // unit roundoff of fp32 (24-bit significand)
+constexpr double kBf16Unit = 1.0 / (1 << 8);   // unit roundoff of bf16 (8-bit significand)
+
+// The rotation of x evaluated in fp64 from x's values and the fp32 tables (both exact in fp64).
+torch::Tensor RotateFp64(const torch::Tensor& x, const RotaryTables& tables, bool inverse) {
+  const torch::Tensor x64 = x.detach().to(torch::kDouble);
+  if (!inverse) return ApplyRotaryReference(x64, tables);
+  return ApplyRotaryReference(x64, {tables.cos, -tables.sin});
+}
+
+// |a|*|cos| + |b|*|sin| for every output element: the scale of the rounding error of
+// a*c -+ b*s, which is at most 2u(1+u) times it when each product and the sum round once.
+torch::Tensor PairMagnitude(const torch::Tensor& x, const RotaryTables& tables) {
+  const int64_t half = x.size(-1) / 2, seq = x.size(1);
+  const torch::Tensor x64 = x.detach().to(torch::kDouble).abs();
+  const torch::Tensor c = tables.cos.narrow(0, 0, seq).unsqueeze(1).to(torch::kDouble).abs();
+  const torch::Tensor s = tables.sin.narrow(0, 0, seq).unsqueeze(1).to(torch::kDouble).abs();
+  const torch::Tensor m = x64.narrow(-1, 0, half) * c + x64.narrow(-1, half, half) * s;
+  const torch::Tensor m_b = x64.narrow(-1, half, half) * c + x64.narrow(-1, 0, half) * s;
+  return torch::cat({m, m_b}, -1);
+}
+
+// Largest (|actual - exact| - bound) over the elements: <= 0 when every element is in bounds.
+double WorstExcess(const torch::Tensor& actual, const torch::Tensor& exact, const torch::Tensor& bound) {
+  return ((actual.detach().to(torch::kDouble) - exact).abs() - bound).max().item<double>();
+}
+
+// q as the model produces it: a strided [B, T, H, D] view of the fused q|k|v projection output.
+torch::Tensor StridedQ(int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads, int64_t dim,
+                       torch::ScalarType dtype) {
+  const torch::Tensor fused = torch::randn({batch, seq, (heads + 2 * kv_heads) * dim}).to(dtype);
+  return fused.split_with_sizes({heads * dim, kv_heads * dim, kv_heads * dim}, -1)[0].view(
+      {batch, seq, heads, dim});
+}
+
+}  // namespace
+
+CATCH_TEST_CASE("the fp32 rotary reference is the fp32 CPU path bit for bit and within fp32 rounding") {
+  torch::manual_seed(4);
+  const auto tables = MakeRotaryTables(32, 64, 500000.0, torch::kCPU);
+  const torch::Tensor q = StridedQ(2, 32, 4, 2, 64, torch::kFloat).requires_grad_();
+  const torch::Tensor y = ApplyRotary(q, tables);
+  // The CPU loop and the reference both round each product and each sum once, in the same order.
+  CATCH_CHECK(torch::equal(y, ApplyRotaryFp32Reference(q.detach(), tables)));
+  const torch::Tensor g = torch::randn_like(y);
+  const torch::Tensor gq = torch::autograd::grad({y}, {q}, {g})[0];
+  CATCH_CHECK(torch::equal(gq, ApplyRotaryFp32Reference(g, tables, /*inverse=*/true)));
+  // Two rounded products and one rounded sum: |error| <= 2u(1+u)(|a c| + |b s|), u = 2^-24; the
+  // bound below adds a further 2u of slack for the fp64 evaluation of the magnitude itself.
+  for (const bool inverse : {false, true}) {
+    const torch::Tensor& in = inverse ? g : q;
+    const torch::Tensor bound = 2 * kFp32Unit * (1 + 2 * kFp32Unit) * PairMagnitude(in, tables);
+    const torch::Tensor ref = ApplyRotaryFp32Reference(in.detach(), tables, inverse);
+    CATCH_CHECK(WorstExcess(ref, RotateFp64(in, tables, inverse), bound) <= 0);
+  }
+}
+
+CATCH_TEST_CASE("the fp32 rotary reference in bf16 is as close to fp64 as the ATen bf16 path or closer") {
+  torch::manual_seed(5);
+  const auto tables = MakeRotaryTables(64, 128, 500000.0, torch::kCPU);
+  const torch::Tensor q = StridedQ(2, 64, 4, 2, 128, torch::kBFloat16);
+  for (const bool inverse : {false, true}) {
+    CATCH_INFO("inverse " << inverse);
+    const torch::Tensor exact = RotateFp64(q, tables, inverse);
+    const torch::Tensor ref = ApplyRotaryFp32Reference(q, tables, inverse);
+    CATCH_CHECK(ref.scalar_type() == torch::kBFloat16);
+    // The fp32 result r is within d = 2u32(1+2u32)(|a c| + |b s|) of exact; one rounding to
+    // bf16 adds at most u16 |r| <= u16 (|exact| + d).
+    const torch::Tensor d = 2 * kFp32Unit * (1 + 2 * kFp32Unit) * PairMagnitude(q, tables);
+    CATCH_CHECK(WorstExcess(ref, exact, kBf16Unit * exact.abs() + d * (1 + kBf16Unit)) <= 0);
+    // ATen's path (CPU bf16 today, CUDA bf16 without the fused kernel) rounds the tables, each
+    // product and the sum to bf16.
+    const torch::Tensor aten = inverse ? ApplyRotary(q, {tables.cos, -tables.sin}) : ApplyRotary(q, tables);
+    const torch::Tensor err_ref = (ref.to(torch::kDouble) - exact).abs();
+    const torch::Tensor err_aten = (aten.to(torch::kDouble) - exact).abs();
+    CATCH_CHECK(err_ref.max().item<double>() <= err_aten.max().item<double>());
+    CATCH_CHECK(err_ref.mean().item<double>() <= err_aten.mean().item<double>());
+    // The fp32 result is correctly rounded to bf16 nearly everywhere (ties with the fp32 error are
+    // rare); ATen's is far less often.
+    const double ref_exact = (ref == exact.to(torch::kBFloat16)).to(torch::kDouble).mean().item<double>();
+    const double aten_exact = (aten == exact.to(torch::kBFloat16)).to(torch::kDouble).mean().item<double>();
+    CATCH_INFO("correctly rounded: fp32 reference " << ref_exact << ", ATen bf16 " << aten_exact);
+    CATCH_CHECK(ref_exact >= 0.99);
+    CATCH_CHECK(ref_exact >= aten_exact);
+  }
+}
