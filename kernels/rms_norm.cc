@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "kernels/cpu_loops.h"
+#include "kernels/cuda_kernels_enabled.h"
 
 #if TESSERA_KERNELS_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -153,7 +154,7 @@ class RmsNormCpuFunction : public torch::autograd::Function<RmsNormCpuFunction> 
 torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps,
                       torch::ScalarType out_dtype) {
 #if TESSERA_KERNELS_CUDA
-  if (UseCudaKernel(x, weight, out_dtype)) {
+  if (CudaKernelsEnabled() && UseCudaKernel(x, weight, out_dtype)) {
     // The kernel reads an fp32 weight; the cast (a no-op for the model's fp32 weights) carries
     // the gradient back to other dtypes.
     const torch::Tensor w32 = weight.scalar_type() == torch::kFloat ? weight : weight.to(torch::kFloat);

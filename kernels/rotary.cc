@@ -14,6 +14,7 @@
 #include <climits>
 
 #include "kernels/cpu_loops.h"
+#include "kernels/cuda_kernels_enabled.h"
 
 #if TESSERA_KERNELS_CUDA
 #include <c10/cuda/CUDAGuard.h>
@@ -96,7 +97,7 @@ torch::Tensor RotateCpu(const torch::Tensor& x_in, const torch::Tensor& cos, con
 torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                      double sign) {
 #if TESSERA_KERNELS_CUDA
-  if (UseCudaKernel(x, cos, sin)) return RotateCuda(x, cos, sin, sign);
+  if (CudaKernelsEnabled() && UseCudaKernel(x, cos, sin)) return RotateCuda(x, cos, sin, sign);
 #endif
   if (x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 4 && x.size(-1) % 2 == 0) {
     return RotateCpu(x, cos, sin, static_cast<float>(sign));

@@ -14,6 +14,8 @@
 
 #include <vector>
 
+#include "kernels/cuda_kernels_enabled.h"
+
 #if TESSERA_KERNELS_CUDA
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -93,7 +95,7 @@ torch::ScalarType ReferenceMath(const torch::Tensor& t) {
 
 torch::Tensor SwigluValues(const torch::Tensor& gate_up) {
 #if TESSERA_KERNELS_CUDA
-  if (UseCudaKernel(gate_up)) return SwigluValuesCuda(gate_up);
+  if (CudaKernelsEnabled() && UseCudaKernel(gate_up)) return SwigluValuesCuda(gate_up);
 #endif
   const int64_t f = gate_up.size(-1) / 2;
   return torch::silu(gate_up.narrow(-1, 0, f)) * gate_up.narrow(-1, f, f);
@@ -101,7 +103,7 @@ torch::Tensor SwigluValues(const torch::Tensor& gate_up) {
 
 torch::Tensor SwigluGrad(const torch::Tensor& grad_y, const torch::Tensor& gate_up) {
 #if TESSERA_KERNELS_CUDA
-  if (UseCudaKernel(grad_y, gate_up)) return SwigluGradCuda(grad_y, gate_up);
+  if (CudaKernelsEnabled() && UseCudaKernel(grad_y, gate_up)) return SwigluGradCuda(grad_y, gate_up);
 #endif
   const int64_t f = gate_up.size(-1) / 2;
   const torch::Tensor gate = gate_up.narrow(-1, 0, f);

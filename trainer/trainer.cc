@@ -8,6 +8,7 @@
 #include "trainer/trainer.h"
 
 #include "kernels/attention_backend.h"
+#include "kernels/cuda_kernels_enabled.h"
 #include "kernels/linear.h"
 
 #include <torch/torch.h>
@@ -448,6 +449,7 @@ void Trainer::LogSetup() const {
     // The heads one rank attends with: query heads split over tp, kv heads too, or one each
     // where tp exceeds their count (replicated).
     const int64_t tp = grid_.topology().dims().tp;
+    if (device_.is_cuda()) TS_LOG(INFO) << "CUDA kernels: " << kernels::DescribeCudaKernels();
     TS_LOG(INFO) << "attention: "
                  << kernels::DescribeAttention(m.n_heads / tp, std::max<int64_t>(1, m.n_kv_heads / tp),
                                                t.seq_len, m.head_dim(), device_, ComputeDtype(t.precision));

@@ -33,6 +33,8 @@
 #   BENCH_PEAK_TFLOPS      default 989 (cuda), 0 = no MFU (cpu)
 #   BENCH_TIMEOUT_S        limit for each side (default 240)
 #   BENCH_ONLY=tessera|hf  run one side
+#   BENCH_ATEN_TOO=1|0     on cuda, also run Tessera with TESSERA_CUDA_KERNELS=0 (ATen's RMSNorm,
+#                          rotary and SwiGLU instead of Tessera's kernels), first; default 1
 #   BENCH_PROFILE_STEP     profile this step (1-based) on both sides and print the GPU kernels that
 #                          took most (default: the last untimed step on cuda, 0 = off, on cpu);
 #                          Tessera's Chrome trace is RUN_DIR/profile_step_N.json
@@ -100,15 +102,18 @@ print(f"{tps:.1f} {fpt * tps / (peak * 1e12) if peak > 0 else 0.0:.4f}")
 EOF
 }
 
-T_TPS="" T_MFU="" T_STATUS="skipped" T_LOSS="" T_MEM=""
-if [[ "$ONLY" != hf ]]; then
+# One Tessera run: run_tessera NAME PROFILE_STEP (the environment passes through, e.g.
+# TESSERA_CUDA_KERNELS=0) -> T_STATUS, T_TPS, T_MFU, T_LOSS, T_MEM; its run directory is
+# BENCH_DIR/NAME.
+run_tessera() {
+  T_TPS="" T_MFU="" T_STATUS="skipped" T_LOSS="" T_MEM=""
   if [[ ! -x "$TESSERA" ]]; then
     T_STATUS="no binary $TESSERA"
     log "$T_STATUS"
   else
-    RUN="$BENCH_DIR/tessera_run"
+    RUN="$BENCH_DIR/$1"
     rm -rf "$RUN"
-    log "Tessera: $TESSERA"
+    log "Tessera ($1): $TESSERA"
     timeout "$TIMEOUT_S" "$TESSERA" train configs/tiny.yaml \
       --set model.dim=$DIM --set model.n_layers=$LAYERS --set model.n_heads=$HEADS \
       --set model.n_kv_heads=$KV --set model.ffn_dim=$FFN --set model.vocab_size=$VOCAB \
@@ -119,16 +124,16 @@ if [[ "$ONLY" != hf ]]; then
       --set train.peak_tflops=$([[ $PEAK == 0 ]] && echo 1 || echo "$PEAK") \
       --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false \
       --set train.eval_every=0 --set train.log_every=1 --set train.run_dir="$RUN" \
-      --set train.profile_step=$PROFILE_STEP \
-      2>&1 | tee "$BENCH_DIR/tessera.log" | sed -u 's/^/    [tessera] /'
+      --set train.profile_step=$2 \
+      2>&1 | tee "$BENCH_DIR/$1.log" | sed -u 's/^/    [tessera] /'
     rc=${PIPESTATUS[0]}
     if [[ $rc -ne 0 ]]; then
       T_STATUS="failed (exit $rc$([[ $rc == 124 ]] && echo ", timed out after ${TIMEOUT_S}s"))"
     elif [[ ! -s "$RUN/metrics.jsonl" ]]; then
       T_STATUS="no metrics.jsonl"
     else
-      "$PY" - "$RUN/metrics.jsonl" "$BENCH_DIR/tessera_times.txt" >"$BENCH_DIR/tessera_last.txt" <<'EOF' \
-        && read -r T_LOSS T_MEM T_ROWS <"$BENCH_DIR/tessera_last.txt"
+      "$PY" - "$RUN/metrics.jsonl" "$BENCH_DIR/$1_times.txt" >"$BENCH_DIR/$1_last.txt" <<'EOF' \
+        && read -r T_LOSS T_MEM T_ROWS <"$BENCH_DIR/$1_last.txt"
 import json, sys
 rows = sorted((json.loads(l) for l in open(sys.argv[1]) if l.strip()), key=lambda r: r["step"])
 with open(sys.argv[2], "w") as f:
@@ -138,14 +143,25 @@ print("%.4f %.1f %d" % (last["loss"], last.get("memory_mb", 0) / 1024, len(rows)
 EOF
       if [[ "${T_ROWS:-0}" != "$STEPS" ]]; then
         T_STATUS="metrics.jsonl has ${T_ROWS:-0} steps, expected $STEPS"
-      elif read -r T_TPS T_MFU < <(figures "$BENCH_DIR/tessera_times.txt"); then
+      elif read -r T_TPS T_MFU < <(figures "$BENCH_DIR/$1_times.txt"); then
         T_STATUS=ok
       else
         T_STATUS="could not compute figures"
       fi
     fi
-    log "Tessera: $T_STATUS ${T_TPS:+($T_TPS tokens/s, MFU $T_MFU)}"
+    log "Tessera ($1): $T_STATUS ${T_TPS:+($T_TPS tokens/s, MFU $T_MFU)}"
   fi
+}
+
+A_TPS="" A_MFU="" A_STATUS="skipped" A_LOSS="" A_MEM=""
+T_TPS="" T_MFU="" T_STATUS="skipped" T_LOSS="" T_MEM=""
+if [[ "$ONLY" != hf ]]; then
+  if [[ $DEVICE == cuda && "${BENCH_ATEN_TOO:-1}" == 1 ]]; then
+    # The same run on ATen's compositions instead of Tessera's CUDA kernels: what they gain.
+    TESSERA_CUDA_KERNELS=0 run_tessera tessera_aten_run 0
+    A_TPS="$T_TPS" A_MFU="$T_MFU" A_STATUS="$T_STATUS" A_LOSS="$T_LOSS" A_MEM="$T_MEM"
+  fi
+  run_tessera tessera_run "$PROFILE_STEP"
 fi
 
 H_TPS="" H_MFU="" H_STATUS="skipped" H_LOSS="" H_MEM=""
@@ -184,6 +200,8 @@ echo
 printf '%-8s %-8s %14s %8s %10s %12s  %s\n' impl status tokens_per_s mfu final_loss mem_gb note
 printf '%-8s %-8s %14s %8s %10s %12s  %s\n' tessera "${T_STATUS%% *}" "${T_TPS:--}" "${T_MFU:--}" "${T_LOSS:--}" \
   "${T_MEM:--}" "allocated at the last step; ${T_STATUS}"
+[[ "$A_STATUS" != skipped ]] && printf '%-8s %-8s %14s %8s %10s %12s  %s\n' t-aten "${A_STATUS%% *}" "${A_TPS:--}" \
+  "${A_MFU:--}" "${A_LOSS:--}" "${A_MEM:--}" "Tessera with TESSERA_CUDA_KERNELS=0 (ATen for RMSNorm, rotary, SwiGLU); ${A_STATUS}"
 printf '%-8s %-8s %14s %8s %10s %12s  %s\n' hf "${H_STATUS%% *}" "${H_TPS:--}" "${H_MFU:--}" "${H_LOSS:--}" \
   "${H_MEM:--}" "allocated at the end (peak ${H_PEAK:--}); ${H_STATUS}"
 echo "ratio tessera/hf tokens_per_s = $RATIO   ($SHAPE, seq $SEQ, global $GLOBAL x micro $MICRO, $((STEPS - EXCLUDED)) timed steps, $PRECISION, $DEVICE)"
@@ -196,9 +214,10 @@ r = {"shape": "$SHAPE", "device": "$DEVICE", "precision": "$PRECISION", "seq_len
      "global_batch": $GLOBAL, "micro_batch": $MICRO, "steps": $STEPS, "excluded": $EXCLUDED,
      "peak_tflops": $PEAK,
      "tessera": {"status": "$T_STATUS", "tokens_per_s": num("${T_TPS:-x}"), "mfu": num("${T_MFU:-x}"), "final_loss": num("${T_LOSS:-x}")},
+     "tessera_aten": {"status": "$A_STATUS", "tokens_per_s": num("${A_TPS:-x}"), "mfu": num("${A_MFU:-x}"), "final_loss": num("${A_LOSS:-x}")},
      "hf": {"status": "$H_STATUS", "tokens_per_s": num("${H_TPS:-x}"), "mfu": num("${H_MFU:-x}"), "final_loss": num("${H_LOSS:-x}")},
      "ratio": num("$RATIO")}
 json.dump(r, open(sys.argv[1] + ".tmp", "w"), indent=1); os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 EOF
-echo "gpu_bench tessera_tokens_per_s=${T_TPS:-none} hf_tokens_per_s=${H_TPS:-none} ratio=$RATIO tessera_mfu=${T_MFU:-none} hf_mfu=${H_MFU:-none}"
+echo "gpu_bench tessera_tokens_per_s=${T_TPS:-none} hf_tokens_per_s=${H_TPS:-none} ratio=$RATIO tessera_mfu=${T_MFU:-none} hf_mfu=${H_MFU:-none} tessera_aten_tokens_per_s=${A_TPS:-none}"
 [[ "$T_STATUS" == ok || "$ONLY" == hf ]] && [[ "$H_STATUS" == ok || "$ONLY" == tessera ]]
