@@ -281,7 +281,10 @@ std::vector<FieldSpec> BuildSchema() {
           "committed); 0 keeps all."),
       Bool("checkpoint.async", TS_FIELD_REF(checkpoint.async),
            "Copy the state to host memory and write it in a background thread while training goes "
-           "on (the next save waits for the previous one)."),
+           "on (the next save waits for the previous one). With several ranks the background "
+           "thread's collectives need MPI at MPI_THREAD_MULTIPLE (under NCCL they go over MPI, "
+           "so the job must be started by mpirun or srun --mpi); otherwise the run stops at start "
+           "with an error that says so."),
       String("checkpoint.resume", TS_FIELD_REF(checkpoint.resume), {},
              "auto: continue from the newest valid checkpoint in checkpoint.dir if there is one; "
              "never: start fresh; or the path of a checkpoint (a step directory, or a directory "

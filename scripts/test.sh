@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: sets up the machine if needed, builds Tessera and its tests,
-# gathers the sample corpus the training tests read, and runs ctest.
+# compiles the CUDA-only code against a CUDA LibTorch (scripts/cuda_build_check.sh), gathers the
+# sample corpus the training tests read, and runs ctest.
 #   scripts/test.sh                 everything
 #   scripts/test.sh -L torch        extra arguments go to ctest (here: one label)
 #   scripts/test.sh --asan          the unit tests under AddressSanitizer + UBSan (build-asan/)
@@ -42,6 +43,9 @@ if [[ ${1:-} == --asan || ${1:-} == --tsan ]]; then
 fi
 
 scripts/build.sh
+# The CUDA-only code against a CUDA LibTorch, warnings as errors (skipped where there is no nvcc):
+# before the tests, so that ctest's summary stays the last thing printed.
+scripts/cuda_build_check.sh
 scripts/make_sample_corpus.sh
 scripts/prepare_sample_data.sh
 export TESSERA_SAMPLE_CORPUS="$ROOT/.cache/sample_corpus" TESSERA_SAMPLE_DATA="$ROOT/.cache/sample_data"

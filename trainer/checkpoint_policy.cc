@@ -13,6 +13,7 @@
 #include "core/file_util.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "parallel/comm/mpi_comm.h"
 
 namespace tessera {
 
@@ -24,12 +25,45 @@ CheckpointPolicy::CheckpointPolicy(const Config& config, parallel::ProcessGrid& 
       parts_(parts),
       dir_(config.checkpoint.dir.empty() ? config.train.run_dir + "/checkpoints" : config.checkpoint.dir) {}
 
+absl::StatusOr<CheckpointChannel> AsyncCheckpointChannel(bool async, int world_size,
+                                                         parallel::Backend backend, bool mpi_initialized,
+                                                         bool mpi_thread_multiple) {
+  if (!async || world_size == 1 || backend == parallel::Backend::kLocal)
+    return CheckpointChannel::kWorldSplit;
+  const char* fix = "set checkpoint.async: false (saves then pause training while they write)";
+  if (backend == parallel::Backend::kMpi) {
+    if (mpi_thread_multiple) return CheckpointChannel::kWorldSplit;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "checkpoint.async = true runs the save's collectives on a background thread beside training's, "
+        "which MPI allows only at MPI_THREAD_MULTIPLE, and this MPI granted less: ",
+        fix, ", or use an MPI built with thread support"));
+  }
+  if (mpi_initialized && mpi_thread_multiple) return CheckpointChannel::kMpi;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "checkpoint.async = true on NCCL exchanges the save's reports over MPI from a background thread (a "
+      "second NCCL communicator's kernels could queue in different orders on different ranks and deadlock), "
+      "and this job has ",
+      mpi_initialized ? "an MPI without MPI_THREAD_MULTIPLE"
+                      : "no MPI (it was not started by mpirun or srun --mpi)",
+      ": ", fix, ", or launch it with mpirun / srun --mpi=pmix"));
+}
+
 absl::StatusOr<std::unique_ptr<CheckpointPolicy>> CheckpointPolicy::Create(const Config& config,
                                                                            parallel::ProcessGrid& grid,
                                                                            torch::Device device,
                                                                            CheckpointedParts parts) {
   std::unique_ptr<CheckpointPolicy> policy(new CheckpointPolicy(config, grid, device, parts));
-  TS_ASSIGN_OR_RETURN(policy->comm_, grid.world().Split(0, grid.rank(), "checkpoint"));
+  const parallel::MpiRuntime* mpi = grid.runtime().mpi();
+  TS_ASSIGN_OR_RETURN(const CheckpointChannel channel,
+                      AsyncCheckpointChannel(config.checkpoint.async, grid.world_size(), grid.backend(),
+                                             mpi != nullptr, mpi != nullptr && mpi->thread_multiple()));
+  if (channel == CheckpointChannel::kMpi) {
+    TS_ASSIGN_OR_RETURN(std::unique_ptr<parallel::Communicator> mpi_world,
+                        parallel::CreateMpiWorldCommunicator(&grid.runtime().watchdog(), {}));
+    TS_ASSIGN_OR_RETURN(policy->comm_, mpi_world->Split(0, grid.rank(), "checkpoint"));
+  } else {
+    TS_ASSIGN_OR_RETURN(policy->comm_, grid.world().Split(0, grid.rank(), "checkpoint"));
+  }
   checkpoint::WriterOptions options;
   options.dir = policy->dir_;
   options.keep = static_cast<int>(config.checkpoint.keep);

@@ -40,6 +40,16 @@ struct ResumePoint {
   int64_t sample = 0;
 };
 
+// Where checkpoint.async's background writer exchanges its reports, or why it cannot run: its
+// collectives run on another thread beside training's. Under MPI that needs
+// MPI_THREAD_MULTIPLE; under NCCL they go over MPI instead (host memory, never a second NCCL
+// stream whose kernels could queue in different orders on different ranks and deadlock), which
+// needs an MPI with MPI_THREAD_MULTIPLE too. One process, or synchronous saves: the world's own.
+enum class CheckpointChannel { kWorldSplit, kMpi };
+absl::StatusOr<CheckpointChannel> AsyncCheckpointChannel(bool async, int world_size,
+                                                         parallel::Backend backend, bool mpi_initialized,
+                                                         bool mpi_thread_multiple);
+
 class CheckpointPolicy {
  public:
   // The writer over its own communicator (split off the world: asynchronous saves must not

@@ -22,12 +22,6 @@
 namespace tessera::parallel::pipeline {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double>(to - from).count();
-}
-
 // LibTorch reports errors by exceptions; the executor's callers get a Status naming the action.
 // Running out of memory (device or host) is told by its type, and carries its exit code.
 template <typename Fn>
@@ -84,7 +78,8 @@ PipelineExecutor::PipelineExecutor(Schedule schedule, Communicator& pp_group, Pi
       device_(device),
       options_(options),
       prediction_(std::move(prediction)),
-      rank_(pp_group.rank()) {
+      rank_(pp_group.rank()),
+      clock_(device) {
   const std::vector<Action>& list = schedule_.actions[rank_];
   last_weight_action_chunk_.assign(list.size(), -1);
   std::vector<char> seen(static_cast<size_t>(std::max<int64_t>(1, schedule_.v)), 0);
@@ -132,10 +127,12 @@ absl::StatusOr<double> PipelineExecutor::RunActions() {
   // Training records the graph for the backward; a forward-only schedule evaluates without one.
   at::AutoGradMode grad_mode(!schedule_.forward_only);
   const std::vector<Action>& list = schedule_.actions[rank_];
-  stats_.timeline.reserve(list.size());
-  const Clock::time_point start = Clock::now();
+  clock_.Reset();
+  spans_.clear();
+  timing_done_ = false;
+  start_mark_ = clock_.Mark();
   for (size_t i = 0; i < list.size();) {
-    const Clock::time_point t0 = Clock::now();
+    const int t0 = clock_.Mark();
     size_t end = i + 1;
     if (list[i].IsCompute()) {
       if (last_weight_action_chunk_[i] >= 0) stage_.BeforeLastWeightGradients(last_weight_action_chunk_[i]);
@@ -145,12 +142,9 @@ absl::StatusOr<double> PipelineExecutor::RunActions() {
       while (end < list.size() && !list[end].IsCompute()) ++end;
       TS_RETURN_IF_ERROR(Guarded(Where(i), [&] { return RunExchange(i, end); }));
       Synchronize();
+      ++stats_.exchanges;
     }
-    const Clock::time_point t1 = Clock::now();
-    (list[i].IsCompute() ? stats_.compute_s : stats_.wait_s) += Seconds(t0, t1);
-    if (!list[i].IsCompute()) ++stats_.exchanges;
-    for (size_t j = i; j < end; ++j)
-      stats_.timeline.push_back({list[j], Seconds(start, t0), Seconds(start, t1)});
+    spans_.push_back({i, end, t0, clock_.Mark(), list[i].IsCompute()});
     i = end;
   }
   // A schedule that passed Simulate consumes everything it produces; leftovers are a bug here.
@@ -169,8 +163,27 @@ absl::StatusOr<double> PipelineExecutor::RunActions() {
       return absl::OkStatus();
     }));
   }
-  stats_.step_s = Seconds(start, Clock::now());
+  end_mark_ = clock_.Mark();
   return loss;
+}
+
+const PipelineStats& PipelineExecutor::stats() {
+  if (!timing_done_) FinishTiming();
+  return stats_;
+}
+
+void PipelineExecutor::FinishTiming() {
+  timing_done_ = true;
+  const std::vector<Action>& list = schedule_.actions[rank_];
+  stats_.timeline.clear();
+  stats_.timeline.reserve(list.size());
+  stats_.compute_s = stats_.wait_s = 0;
+  for (const ActionSpan& span : spans_) {
+    const double from = clock_.Seconds(start_mark_, span.from), to = clock_.Seconds(start_mark_, span.to);
+    (span.compute ? stats_.compute_s : stats_.wait_s) += to - from;
+    for (size_t j = span.begin; j < span.end; ++j) stats_.timeline.push_back({list[j], from, to});
+  }
+  stats_.step_s = clock_.Seconds(start_mark_, end_mark_);
 }
 
 absl::Status PipelineExecutor::RunCompute(size_t index) {

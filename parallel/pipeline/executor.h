@@ -48,6 +48,7 @@
 #include "parallel/comm/communicator.h"
 #include "parallel/pipeline/schedule.h"
 #include "parallel/pipeline/simulator.h"
+#include "parallel/pipeline/stream_clock.h"
 
 namespace tessera::parallel::pipeline {
 
@@ -99,9 +100,9 @@ struct PipelineStats {
 };
 
 struct ExecutorOptions {
-  // On a CUDA device, synchronize it after every action so that compute_s and wait_s measure
-  // device time (NCCL's Wait only orders streams, so host clocks would otherwise see launches
-  // only). Costs the overlap of host launches with device work; off for the fastest step.
+  // On a CUDA device, synchronize it after every action, so that each action's host-side work
+  // (and any failure) happens before the next starts. The statistics do not need it: they are
+  // timed by events on the device's stream (stream_clock.h). Off for the fastest step.
   bool synchronize_timing = true;
 };
 
@@ -123,8 +124,9 @@ class PipelineExecutor {
   // until the communicator's watchdog ends the job.
   absl::StatusOr<double> RunStep();
 
-  // Of the last RunStep.
-  const PipelineStats& stats() const { return stats_; }
+  // Of the last RunStep. Its times are device times on a GPU: the first call after a step waits
+  // for the step's last recorded event (stream_clock.h), so callers read it on log steps only.
+  const PipelineStats& stats();
   // The simulator's timing of the schedule at its default per-chunk costs
   // (ActionCosts::PerChunk(v)): the predicted bubble and peak live activations.
   const SimulationResult& prediction() const { return prediction_; }
@@ -165,6 +167,8 @@ class PipelineExecutor {
   std::string Where(size_t index) const;
   void Synchronize() const;
   void Reset();
+  // Fills stats_'s times and timeline from the clock's marks of the last step.
+  void FinishTiming();
 
   Schedule schedule_;
   Communicator& comm_;
@@ -182,6 +186,17 @@ class PipelineExecutor {
   std::map<Key, at::Tensor> input_grads_;   // B / I -> SG
   at::Tensor loss_sum_;
   PipelineStats stats_;
+  // The step's marks: its start and end, and each action group's (one action, or the exchanges
+  // between two computes) first and last action index with its begin and end marks.
+  struct ActionSpan {
+    size_t begin, end;
+    int from, to;
+    bool compute;
+  };
+  StreamClock clock_;
+  int start_mark_ = 0, end_mark_ = 0;
+  std::vector<ActionSpan> spans_;
+  bool timing_done_ = true;
 };
 
 }  // namespace tessera::parallel::pipeline

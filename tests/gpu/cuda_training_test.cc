@@ -3,6 +3,7 @@
 // train.device=cuda trains, evaluates and logs. Needs a CUDA device (label gpu).
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -12,6 +13,7 @@
 
 #include "config/config.h"
 #include "model/model.h"
+#include "parallel/pipeline/stream_clock.h"
 #include "parallel/process_grid.h"
 #include "tests/catch_compat.h"
 #include "trainer/flat_adamw.h"
@@ -192,4 +194,29 @@ CATCH_TEST_CASE("a Trainer run with train.device=cuda trains, evaluates and logs
   int lines = 0;
   while (std::getline(metrics, line)) ++lines;
   CATCH_CHECK(lines == 5);  // steps 1, 5, 10 (with eval), 15 and 20 (with eval)
+}
+
+CATCH_TEST_CASE("the pipeline's StreamClock times the device's work, not the host's launches") {
+  tessera::parallel::pipeline::StreamClock clock(torch::Device(torch::kCUDA, 0));
+  CATCH_REQUIRE(clock.on_device());
+  const auto options = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const torch::Tensor a = torch::randn({8192, 8192}, options) / 90.0;
+  torch::cuda::synchronize();
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point host_start = Clock::now();
+  clock.Reset();
+  const int from = clock.Mark();
+  // ~11 TFLOP: milliseconds of device work behind microseconds of launches.
+  for (int i = 0; i < 10; ++i) torch::mm(a, a);
+  const int to = clock.Mark();
+  const double launch_s = std::chrono::duration<double>(Clock::now() - host_start).count();
+  torch::cuda::synchronize();
+  const double host_s = std::chrono::duration<double>(Clock::now() - host_start).count();
+  const double device_s = clock.Seconds(from, to);
+  CATCH_INFO("launches " << launch_s << " s, device " << device_s << " s, host with sync " << host_s << " s");
+  // The events bracket the products on the stream: within the synchronised host time (plus the
+  // events' own microseconds), and well above the launches alone.
+  CATCH_CHECK(device_s <= host_s + 1e-4);
+  CATCH_CHECK(device_s >= 0.8 * host_s - 1e-3);
+  CATCH_CHECK(device_s > 3 * launch_s);
 }

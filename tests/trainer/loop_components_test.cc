@@ -3,9 +3,11 @@
 // logging steps and its duration text. (Whole runs: tests/trainer/run_outcomes_test.py.)
 #include <cmath>
 #include <cstdlib>
+#include <string>
 
 #include "core/exit_codes.h"
 #include "tests/catch_compat.h"
+#include "trainer/checkpoint_policy.h"
 #include "trainer/divergence_guard.h"
 #include "trainer/metrics_sink.h"
 
@@ -101,4 +103,34 @@ CATCH_TEST_CASE("the metrics sink logs every log_every-th, the first, the last a
   CATCH_CHECK(tessera::DurationText(45.4) == "45s");
   CATCH_CHECK(tessera::DurationText(83) == "1m23s");
   CATCH_CHECK(tessera::DurationText(7500) == "2h05m");
+}
+
+CATCH_TEST_CASE("checkpoint.async gets a channel its background collectives may use, or a clear refusal") {
+  using tessera::AsyncCheckpointChannel;
+  using tessera::CheckpointChannel;
+  using tessera::parallel::Backend;
+  // Synchronous saves, one process, the local backend: the world's own communicator.
+  CATCH_CHECK(*AsyncCheckpointChannel(false, 8, Backend::kMpi, true, false) ==
+              CheckpointChannel::kWorldSplit);
+  CATCH_CHECK(*AsyncCheckpointChannel(true, 1, Backend::kNccl, false, false) ==
+              CheckpointChannel::kWorldSplit);
+  CATCH_CHECK(*AsyncCheckpointChannel(true, 4, Backend::kLocal, false, false) ==
+              CheckpointChannel::kWorldSplit);
+  // MPI: beside training's collectives only at MPI_THREAD_MULTIPLE.
+  CATCH_CHECK(*AsyncCheckpointChannel(true, 4, Backend::kMpi, true, true) == CheckpointChannel::kWorldSplit);
+  const auto serialized = AsyncCheckpointChannel(true, 4, Backend::kMpi, true, false);
+  CATCH_REQUIRE_FALSE(serialized.ok());
+  CATCH_CHECK(serialized.status().code() == absl::StatusCode::kFailedPrecondition);
+  CATCH_CHECK(std::string(serialized.status().message()).find("MPI_THREAD_MULTIPLE") != std::string::npos);
+  CATCH_CHECK(std::string(serialized.status().message()).find("checkpoint.async: false") !=
+              std::string::npos);
+  // NCCL: the reports go over MPI, never over a second NCCL communicator.
+  CATCH_CHECK(*AsyncCheckpointChannel(true, 4, Backend::kNccl, true, true) == CheckpointChannel::kMpi);
+  const auto no_mpi = AsyncCheckpointChannel(true, 4, Backend::kNccl, false, false);
+  CATCH_REQUIRE_FALSE(no_mpi.ok());
+  CATCH_CHECK(std::string(no_mpi.status().message()).find("no MPI") != std::string::npos);
+  const auto nccl_serialized = AsyncCheckpointChannel(true, 4, Backend::kNccl, true, false);
+  CATCH_REQUIRE_FALSE(nccl_serialized.ok());
+  CATCH_CHECK(std::string(nccl_serialized.status().message()).find("without MPI_THREAD_MULTIPLE") !=
+              std::string::npos);
 }
