@@ -58,16 +58,17 @@ export CCACHE_BASEDIR="$ROOT"
 export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
 export CCACHE_NOHASHDIR=1
 if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
+  mkdir -p "$BUILD_DIR"
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_WERROR=ON \
     -DTorch_DIR="$TORCH_DIR" -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="80;90" \
     -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
-    -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >"$BUILD_DIR.configure.log" 2>&1 \
-    || { tail -30 "$BUILD_DIR.configure.log"; log "FAILED: cmake (log: $BUILD_DIR.configure.log)"; exit 1; }
+    -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >"$BUILD_DIR/cuda_check.configure.log" 2>&1 \
+    || { tail -30 "$BUILD_DIR/cuda_check.configure.log"; log "FAILED: cmake (log: $BUILD_DIR/cuda_check.configure.log)"; exit 1; }
 fi
-summary="$(grep -hoE 'Tessera: CUDA compiler [A-Z]+, torch with CUDA [A-Z]+|Tessera: NCCL .*' "$BUILD_DIR.configure.log" | tr '\n' ';')"
+summary="$(grep -hoE 'Tessera: CUDA compiler [A-Z]+, torch with CUDA [A-Z]+|Tessera: NCCL .*' "$BUILD_DIR/cuda_check.configure.log" | tr '\n' ';')"
 log "${summary%;}"
-if ! grep -q 'torch with CUDA ON' "$BUILD_DIR.configure.log" || ! grep -q 'CUDA compiler ON' "$BUILD_DIR.configure.log"; then
-  log "FAILED: CMake did not take the CUDA LibTorch and nvcc (log: $BUILD_DIR.configure.log)"
+if ! grep -q 'torch with CUDA ON' "$BUILD_DIR/cuda_check.configure.log" || ! grep -q 'CUDA compiler ON' "$BUILD_DIR/cuda_check.configure.log"; then
+  log "FAILED: CMake did not take the CUDA LibTorch and nvcc (log: $BUILD_DIR/cuda_check.configure.log)"
   exit 1
 fi
 
@@ -87,9 +88,9 @@ for o in "${objects[@]}"; do
 done
 ((${#selected[@]})) || { log "FAILED: no CUDA objects found in $BUILD_DIR"; exit 1; }
 log "compiling ${#selected[@]} objects with warnings as errors: $(printf '%s\n' "${selected[@]}" | sed -E 's#.*/##; s#\.o$##' | tr '\n' ' ')"
-if ! ninja -C "$BUILD_DIR" -j "$(nproc)" "${selected[@]}" >"$BUILD_DIR.build.log" 2>&1; then
-  grep -E 'FAILED:|error|warning' "$BUILD_DIR.build.log" | head -40
-  log "FAILED: the CUDA build does not compile (log: $BUILD_DIR.build.log)"
+if ! ninja -C "$BUILD_DIR" -j "$(nproc)" "${selected[@]}" >"$BUILD_DIR/cuda_check.build.log" 2>&1; then
+  grep -E 'FAILED:|error|warning' "$BUILD_DIR/cuda_check.build.log" | head -40
+  log "FAILED: the CUDA build does not compile (log: $BUILD_DIR/cuda_check.build.log)"
   exit 1
 fi
 log "ok: ${#selected[@]} objects compiled against torch $TORCH_VERSION with CUDA in $((SECONDS - start)) s"
