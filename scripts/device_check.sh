@@ -4,7 +4,7 @@
 # phase is reported and the others still run; a short table comes last.
 #
 #   facts      machine, OS, glibc, compilers, CUDA, python/torch/transformers, GPU (nvidia-smi)
-#   deps       Abseil, yaml-cpp, PCRE2, Catch2 (and pkgconf) from .deps (scripts/fetch_device_deps.sh,
+#   deps       Abseil, yaml-cpp, PCRE2, Catch2, Protobuf (and pkgconf) from .deps (scripts/fetch_device_deps.sh,
 #              run beforehand on the Debian 12 machine and carried along): the Debian 12 libraries
 #              when they load here (they need glibc >= 2.34 and GLIBCXX_3.4.29), else Abseil,
 #              yaml-cpp and PCRE2 built from the upstream tarballs in .deps/src with this machine's
@@ -174,7 +174,7 @@ EOF
 phase_deps() {
   local root="$ROOT/.deps/root/usr" arch=x86_64-linux-gnu mode="${DEVICE_CHECK_DEPS:-auto}"
   local libdir="$root/lib/$arch"
-  [[ -d "$root" ]] || { echo ".deps/root is missing: run scripts/fetch_device_deps.sh on the Debian machine and carry .deps/root and .deps/src"; note ".deps/root missing"; return 1; }
+  [[ -d "$root" ]] || { echo ".deps/root is missing: run scripts/fetch_device_deps.sh on the Debian machine and carry .deps/root, .deps/src and .deps/wheels"; note ".deps/root missing"; return 1; }
   local catch_dir="$root/lib/cmake/Catch2"
   local glibc; glibc="$(ldd --version 2>&1 | head -1 | grep -oE '[0-9]+\.[0-9]+$')"
   echo "glibc here: ${glibc:-unknown}; Debian 12's Abseil and yaml-cpp need GLIBC_2.34 and GLIBCXX_3.4.29"
@@ -373,6 +373,18 @@ phase_gpu_tests() {
 
 phase_bench() {
   load_deps_env || true
+  # The peer: this machine's transformers, else the wheels fetched beforehand into .deps/wheels
+  # (scripts/fetch_device_deps.sh), installed for this run only.
+  if ! "$TESSERA_PYTHON" -c "import transformers" >/dev/null 2>&1; then
+    if ls "$ROOT"/.deps/wheels/transformers-*.whl >/dev/null 2>&1 \
+       && "$TESSERA_PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$WORKDIR/peer_site" \
+            "$ROOT"/.deps/wheels/*.whl; then
+      export PYTHONPATH="$WORKDIR/peer_site${PYTHONPATH:+:$PYTHONPATH}"
+      echo "transformers: not installed here; using .deps/wheels ($(ls "$ROOT"/.deps/wheels | tr '\n' ' '))"
+    else
+      echo "transformers: not installed here and no usable .deps/wheels: the peer will fail, Tessera's figures still print"
+    fi
+  fi
   # Three runs share the phase: Tessera on ATen's compositions, Tessera, transformers.
   local budget=$((${PHASE_LIMIT:-300} / 3 - 5))
   BENCH_BUILD_DIR="$BUILD_DIR" BENCH_PYTHON="${BENCH_PYTHON:-$TESSERA_PYTHON}" BENCH_TIMEOUT_S="${BENCH_TIMEOUT_S:-$budget}" bash "$ROOT/scripts/bench/gpu_vs_hf.sh" 2>&1 \

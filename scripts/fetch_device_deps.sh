@@ -12,6 +12,11 @@
 #   .deps/src/    the Debian source packages of the compiled libraries the build links (abseil,
 #                 yaml-cpp, pcre2): the upstream tarballs (*.orig.tar.*), and Debian's .dsc and
 #                 patches where the mirror still has them
+#   .deps/wheels/ the benchmark's peer for a GPU machine whose python lacks it: transformers and
+#                 the three packages of its own that it cannot import without (tokenizers,
+#                 huggingface_hub, safetensors), as wheels for CPython 3.12 on manylinux x86-64,
+#                 at the versions of this project's virtualenv; their plain dependencies (numpy,
+#                 pyyaml, regex, tqdm, httpx, ...) are expected there (18 MB, 2026-12)
 #   .deps/MANIFEST.txt  what is there: package, version, file, sha256, sizes
 #
 # Why the sources: Debian 12's Abseil, yaml-cpp, PCRE2 and pkgconf need, where they run, the
@@ -29,17 +34,19 @@
 # its own MPI): if the build starts to require MPI, pass libopenmpi-dev openmpi-bin and check the
 # size.
 #
-# Usage: scripts/fetch_device_deps.sh [--no-source] [EXTRA_DEBIAN_PACKAGE...]
+# Usage: scripts/fetch_device_deps.sh [--no-source] [--no-peer] [EXTRA_DEBIAN_PACKAGE...]
 # Idempotent: re-running downloads only what is missing and unpacks afresh. Size (2026-11):
 # .deps/root 17 MB, .deps/src 4.3 MB, .deps/debs 3.6 MB.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="$ROOT/.deps"
 WITH_SOURCE=1
+WITH_PEER=1
 EXTRA=()
 for a in "$@"; do
   case "$a" in
     --no-source) WITH_SOURCE=0 ;;
+    --no-peer) WITH_PEER=0 ;;
     -h|--help) sed -n '2,34p' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) echo "unknown option $a" >&2; exit 2 ;;
     *) EXTRA+=("$a") ;;
@@ -105,7 +112,28 @@ while IFS= read -r link; do
     ln -sfn "$(realpath -m --relative-to="$(dirname "$link")" "$DEPS/root$target")" "$link"
   fi
 done < <(find "$DEPS/root" -type l)
+# Static libraries: the build links the shared ones (the CMake files of Abseil, yaml-cpp and
+# Protobuf import .so files); only Catch2's CMake file names its .a. Dropping the rest halves
+# what travels.
+find "$DEPS/root" -name '*.a' ! -name 'libCatch2*' -delete
 log "unpacked into .deps/root: $(du -sh "$DEPS/root" | cut -f1)"
+
+# ---- the benchmark's peer, for a GPU machine's Python 3.12 ----------------------------------
+if ((WITH_PEER)); then
+  mkdir -p "$DEPS/wheels"
+  version_here() { "$ROOT/.venv/bin/python" -m pip show "$1" 2>/dev/null | awk '/^Version:/ {print $2}'; }
+  specs=()
+  for p in transformers tokenizers huggingface_hub safetensors; do
+    v="$(version_here "$p")"
+    specs+=("$p${v:+==$v}")
+  done
+  rm -f "$DEPS/wheels"/*.whl
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform any -d "$DEPS/wheels" "${specs[@]}" 2>&1 | grep -v '^WARNING: Location' || true
+  ls "$DEPS/wheels"/transformers-*.whl >/dev/null 2>&1 || die "pip download of ${specs[*]} for Python 3.12 failed"
+  log "peer wheels in .deps/wheels: ${specs[*]} ($(du -sh "$DEPS/wheels" | cut -f1))"
+fi
 
 # ---- source packages (fallback for an older glibc) ---------------------------------------------
 if ((WITH_SOURCE)); then
@@ -171,10 +199,13 @@ fi
   for f in "$DEPS"/debs/*.deb; do
     echo "$(dpkg-deb -f "$f" Package) $(dpkg-deb -f "$f" Version) debs/$(basename "$f") $(sha256sum "$f" | cut -c1-64)"
   done
+  for f in "$DEPS"/wheels/*.whl; do
+    [[ -f "$f" ]] && echo "wheel - wheels/$(basename "$f") $(sha256sum "$f" | cut -c1-64)"
+  done
   for f in "$DEPS"/src/*; do
     [[ -f "$f" ]] && echo "source - src/$(basename "$f") $(sha256sum "$f" | cut -c1-64)"
   done
-  echo "# sizes: debs $(du -sh "$DEPS/debs" | cut -f1), root $(du -sh "$DEPS/root" | cut -f1), src $(du -sh "$DEPS/src" 2>/dev/null | cut -f1 || echo 0)"
+  echo "# sizes: debs $(du -sh "$DEPS/debs" | cut -f1), root $(du -sh "$DEPS/root" | cut -f1), src $(du -sh "$DEPS/src" 2>/dev/null | cut -f1 || echo 0), wheels $(du -sh "$DEPS/wheels" 2>/dev/null | cut -f1 || echo 0)"
 } >"$DEPS/MANIFEST.txt"
 log "$(tail -n1 "$DEPS/MANIFEST.txt" | sed 's/^# //'); total $(du -sh "$DEPS" | cut -f1)"
-log "carry to the GPU machine: .deps/root and .deps/src (the .debs are not needed there)"
+log "carry to the GPU machine: .deps/root, .deps/src and .deps/wheels (the .debs are not needed there)"
