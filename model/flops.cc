@@ -1,6 +1,8 @@
 // FLOP accounting and peak probes.
 #include "model/flops.h"
 
+#include <ATen/DeviceAccelerator.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -107,6 +109,39 @@ PeakRate DataSheetPeak(const std::string& device_name, torch::ScalarType dtype, 
                       : absl::StrFormat("data sheet: %s, %s, assumed for %s (not in Tessera's table; "
                                         "train.peak_tflops overrides)",
                                         row->model, what, device)};
+}
+
+PeakRate MeasureCudaMatmulPeak(torch::Device device, torch::ScalarType dtype, double seconds) {
+  torch::NoGradGuard no_grad;
+  constexpr int64_t kN = 8192;
+  constexpr double kFlops = 10 * 2.0 * kN * kN * kN;  // one batch of ten products
+  std::vector<double> rates;
+  {
+    const auto options = torch::TensorOptions().device(device).dtype(dtype);
+    const torch::Tensor a = torch::randn({kN, kN}, options), b = torch::randn({kN, kN}, options);
+    torch::Tensor c = torch::mm(a, b);  // warm-up: cuBLAS handle, heuristics, clocks rising
+    for (int i = 0; i < 3; ++i) torch::mm_out(c, a, b);
+    torch::cuda::synchronize(device.index());
+    const auto begin = std::chrono::steady_clock::now();
+    while (std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() < seconds) {
+      const auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < 10; ++i) torch::mm_out(c, a, b);
+      torch::cuda::synchronize(device.index());
+      rates.push_back(kFlops /
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 1e12);
+    }
+  }
+  // The probe's 400 MB must neither stay cached nor count in the run's peak memory.
+  at::accelerator::emptyCache();
+  at::accelerator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+  // The fastest batch of the second half: clocks have settled by then.
+  double best = 0;
+  for (size_t i = rates.size() / 2; i < rates.size(); ++i) best = std::max(best, rates[i]);
+  const char* what = dtype == torch::kBFloat16               ? "bf16"
+                     : at::globalContext().allowTF32CuBLAS() ? "fp32 (TF32)"
+                                                             : "fp32";
+  return {best, absl::StrFormat("measured here: %d batches of ten %dx%dx%d %s products in %.1f s",
+                                rates.size(), kN, kN, kN, what, seconds)};
 }
 
 PeakRate PeakTflops(torch::Device device, torch::ScalarType dtype, const std::vector<MatmulShape>& shapes) {

@@ -45,6 +45,13 @@ PeakRate MeasureCpuPeak(torch::ScalarType dtype, const std::vector<MatmulShape>&
 // NVL, A100, L40S, B200; an unknown name gets H100 SXM's, and the basis says so.
 PeakRate DataSheetPeak(const std::string& device_name, torch::ScalarType dtype, bool tf32);
 
+// What this GPU's matrix unit reaches here and now: 8192^3 products of random `dtype` values
+// (fp32 as TF32 where cuBLAS may) repeated for about `seconds`, after a warm-up, timed around a
+// device synchronisation; the rate of the fastest second half. The data sheet's figure is what
+// MFU is counted against (comparable across sites); this one says how much of the gap to it is
+// the card itself (clocks, power, the GEMM library) and how much the training step.
+PeakRate MeasureCudaMatmulPeak(torch::Device device, torch::ScalarType dtype, double seconds);
+
 // Dense peak of one device at `dtype`: a data-sheet lookup on GPU by the device's name, MeasureCpuPeak on CPU
 // (bf16 without native bf16 units is timed on the fp32 GEMM it runs on, see kernels/linear.h).
 PeakRate PeakTflops(torch::Device device, torch::ScalarType dtype, const std::vector<MatmulShape>& shapes);

@@ -477,6 +477,13 @@ void Trainer::LogSetup() const {
                  << " micro-batch(es) of " << t.micro_batch;
     TS_LOG(INFO) << absl::StrFormat("MFU basis: %.3g FLOP/token, peak %.3g TFLOP/s per rank (%s)",
                                     flops_per_token_, peak_tflops_, peak_basis_);
+    if (device_.is_cuda() && t.peak_tflops == 0) {
+      // Beside the data sheet, what a plain product reaches on this card now: MFU's ceiling here.
+      const PeakRate measured = MeasureCudaMatmulPeak(device_, ComputeDtype(t.precision), 1.0);
+      TS_LOG(INFO) << absl::StrFormat("GEMM probe: %.4g TFLOP/s (%s), %.0f%% of the data sheet's %.4g",
+                                      measured.tflops, measured.basis, 100.0 * measured.tflops / peak_tflops_,
+                                      peak_tflops_);
+    }
     TS_LOG(INFO) << "run directory: " << t.run_dir;
   }
   // Per rank: what the sharded optimizer leaves here (ZeRO's figures, printed by every rank). The
