@@ -204,6 +204,14 @@ printf '%-8s %-8s %14s %8s %10s %12s  %s\n' tessera "${T_STATUS%% *}" "${T_TPS:-
   "${A_MFU:--}" "${A_LOSS:--}" "${A_MEM:--}" "Tessera with TESSERA_CUDA_KERNELS=0 (ATen for RMSNorm, rotary, SwiGLU); ${A_STATUS}"
 printf '%-8s %-8s %14s %8s %10s %12s  %s\n' hf "${H_STATUS%% *}" "${H_TPS:--}" "${H_MFU:--}" "${H_LOSS:--}" \
   "${H_MEM:--}" "allocated at the end (peak ${H_PEAK:--}); ${H_STATUS}"
+# MFU against what this card's matrix unit reached in Tessera's start-up probe, beside the sheet's.
+PROBE="$(grep -oE 'GEMM probe: [0-9.e+]+ TFLOP/s' "$BENCH_DIR/tessera_run.log" 2>/dev/null | head -1 | awk '{print $3}')"
+if [[ -n "$PROBE" && "$PEAK" != 0 ]]; then
+  "$PY" -c "import sys; p, s = float(sys.argv[1]), float(sys.argv[2]); t = [float(x) for x in sys.argv[3:] if x not in ('', '-')]
+print(f'measured GEMM peak here {p:.0f} TFLOP/s ({100 * p / s:.0f}% of the sheet\'s {s:.0f}); MFU against it: '
+      + ', '.join(f'{n} {float(m) * s / p:.4f}' for n, m in zip(('tessera', 'hf'), sys.argv[3:]) if m not in ('', '-')))" \
+    "$PROBE" "$PEAK" "${T_MFU:--}" "${H_MFU:--}"
+fi
 echo "ratio tessera/hf tokens_per_s = $RATIO   ($SHAPE, seq $SEQ, global $GLOBAL x micro $MICRO, $((STEPS - EXCLUDED)) timed steps, $PRECISION, $DEVICE)"
 "$PY" - "$BENCH_DIR/results.json" <<EOF
 import json, os, sys
