@@ -4,6 +4,7 @@
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "kernels/linear.h"
@@ -16,51 +17,83 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The sequence-parallel column layer as one autograd function: all-gather x along seq, then the
-// product; backward gathers x again from the saved local block instead of keeping the gathered
-// copy from forward to backward (tp times the block, per layer and micro-batch in flight), then
-// reduce-scatters the input gradient. The arithmetic is kernels::Linear's and GatherFromSequence's,
-// in the same order.
-class SequenceParallelColumnLinearFunction
-    : public torch::autograd::Function<SequenceParallelColumnLinearFunction> {
+// The column layer as one autograd function, so that its backward can overlap the input
+// gradient's collective with the weight gradient (ColumnParallelLinearBackward). Forward: the
+// product, after the all-gather of x along seq under sequence parallelism. Backward gathers x
+// again from the saved local block instead of keeping the gathered copy from forward to backward
+// (tp times the block, per layer and micro-batch in flight). The arithmetic is kernels::Linear's
+// with CopyToTensorParallel's or GatherFromSequence's collectives, in the same order.
+class ColumnParallelLinearFunction : public torch::autograd::Function<ColumnParallelLinearFunction> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, at::TensorList weights,
-                               Communicator* group) {
+                               Communicator* group, bool sequence_parallel) {
     ctx->save_for_backward({x});
     // The weights themselves (not saved copies): a bf16 weight's gradient goes to the leaf's .grad.
     ctx->saved_data["weights"] = weights.vec();
     ctx->saved_data["group"] = reinterpret_cast<int64_t>(group);
-    return kernels::LinearProduct(AllGatherSequence(x, *group), weights);
+    ctx->saved_data["sp"] = sequence_parallel;
+    return kernels::LinearProduct(sequence_parallel ? AllGatherSequence(x, *group) : x, weights);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const torch::Tensor x = ctx->get_saved_variables()[0];
     const std::vector<torch::Tensor> weights = ctx->saved_data["weights"].toTensorVector();
-    Communicator& group = *reinterpret_cast<Communicator*>(ctx->saved_data["group"].toInt());
-    const torch::Tensor gathered = AllGatherSequence(x, group);
-    torch::Tensor grad_x;
-    if (ctx->needs_input_grad(0)) {
-      grad_x = ReduceScatterSequence(kernels::LinearInputGrad(grads[0], weights, x.scalar_type()), group);
-    }
+    Communicator* group = reinterpret_cast<Communicator*>(ctx->saved_data["group"].toInt());
     std::vector<bool> wanted;
     for (size_t i = 0; i < weights.size(); ++i) wanted.push_back(ctx->needs_input_grad(i + 1));
-    variable_list out{grad_x};
-    for (torch::Tensor& g : kernels::LinearWeightGrads(grads[0], gathered, weights, wanted)) {
-      out.push_back(std::move(g));
-    }
+    ColumnLinearGrads got = ColumnParallelLinearBackward(grads[0], x, weights, ctx->needs_input_grad(0),
+                                                         wanted, group, ctx->saved_data["sp"].toBool());
+    variable_list out{std::move(got.input)};
+    for (torch::Tensor& g : got.weights) out.push_back(std::move(g));
     out.emplace_back();  // group
+    out.emplace_back();  // sequence_parallel
     return out;
   }
 };
 
+// Whether ColumnParallelLinearFunction's arithmetic is kernels::Linear's for these operands: a
+// bf16 x (Linear's own bf16 functions), or weights of x's dtype. Otherwise (fp32 x with bf16
+// weights) Linear casts the weights inside autograd, which rounds their gradient to bf16.
+bool SameArithmeticAsLinear(const torch::Tensor& x, at::TensorList weights) {
+  if (x.scalar_type() == torch::kBFloat16) return true;
+  for (const torch::Tensor& w : weights) {
+    if (w.scalar_type() != x.scalar_type()) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+ColumnLinearGrads ColumnParallelLinearBackward(const torch::Tensor& grad_y, const torch::Tensor& x,
+                                               at::TensorList weights, bool want_input,
+                                               const std::vector<bool>& want_weights, Communicator* group,
+                                               bool sequence_parallel) {
+  torch::NoGradGuard no_grad;
+  const bool sp = sequence_parallel && GroupSize(group) > 1;
+  const bool any_weight = std::find(want_weights.begin(), want_weights.end(), true) != want_weights.end();
+  // The gathered input first, blocking: the weight gradient cannot start without it, and the
+  // group's collectives keep their order (all-gather, then the input gradient's).
+  const torch::Tensor product_input = sp && any_weight ? AllGatherSequence(x, *group) : x;
+  PendingCollective input_grad{torch::Tensor()};
+  if (want_input) {
+    const torch::Tensor partial = kernels::LinearInputGrad(grad_y, weights, x.scalar_type());
+    input_grad = sp ? ReduceScatterSequenceAsync(partial, *group) : AllReduceSumAsync(partial, group);
+  }
+  // While the input gradient's collective is in flight (nothing here reads it): the weight
+  // gradient, none when no weight wants one (a zero-bubble input pass), so the wait follows at once.
+  ColumnLinearGrads out;
+  out.weights = kernels::LinearWeightGrads(grad_y, product_input, weights, want_weights);
+  out.input = input_grad.Wait();
+  return out;
+}
 
 torch::Tensor ColumnParallelLinear(const torch::Tensor& x, at::TensorList weight_shards, Communicator* group,
                                    bool sequence_parallel) {
-  if (sequence_parallel && GroupSize(group) > 1) {
-    return SequenceParallelColumnLinearFunction::apply(x, weight_shards, group);
+  const bool sp = sequence_parallel && GroupSize(group) > 1;
+  if (GroupSize(group) == 1 || (!sp && !SameArithmeticAsLinear(x, weight_shards))) {
+    return kernels::Linear(CopyToTensorParallel(x, group), weight_shards);
   }
-  return kernels::Linear(CopyToTensorParallel(x, group), weight_shards);
+  return ColumnParallelLinearFunction::apply(x, weight_shards, group, sp);
 }
 
 torch::Tensor RowParallelLinear(const torch::Tensor& x, const torch::Tensor& weight_shard,

@@ -39,11 +39,21 @@ void CheckDivisible(const torch::Tensor& x, int64_t dim, const Communicator& gro
               " is not a multiple of ", group.size());
 }
 
+// A started collective whose result is `result`, or throws as the blocking form would.
+PendingCollective Started(torch::Tensor result, absl::StatusOr<std::unique_ptr<Work>> work, const char* op,
+                          Communicator& group) {
+  ThrowIfError(work.status(), op, group);
+  return PendingCollective(std::move(result), *std::move(work), &group, op);
+}
+
 // Sum over the group, into a fresh tensor (the incoming tensor may be shared by autograd).
-torch::Tensor AllReduceSum(const torch::Tensor& x, Communicator& group) {
+PendingCollective AllReduceSumStart(const torch::Tensor& x, Communicator& group) {
   torch::Tensor y = x.clone(at::MemoryFormat::Contiguous);
-  ThrowIfError(group.AllReduce(y, ReduceOp::kSum), "all-reduce", group);
-  return y;
+  auto work = group.AllReduceAsync(y, ReduceOp::kSum);
+  return Started(std::move(y), std::move(work), "all-reduce", group);
+}
+torch::Tensor AllReduceSum(const torch::Tensor& x, Communicator& group) {
+  return AllReduceSumStart(x, group).Wait();
 }
 
 // Concatenation of every rank's x along `dim`, in rank order. The collective writes the
@@ -64,7 +74,7 @@ torch::Tensor AllGatherAlong(const torch::Tensor& x, int64_t dim, Communicator& 
 // Rank r receives the sum over the group of block r of x along `dim`. The blocks are permuted
 // to the front first ([d0, ..., n, dk/n, ...] -> [n, d0, ..., dk/n, ...]), the layout the
 // collective scatters.
-torch::Tensor ReduceScatterAlong(const torch::Tensor& x, int64_t dim, Communicator& group) {
+PendingCollective ReduceScatterAlongStart(const torch::Tensor& x, int64_t dim, Communicator& group) {
   dim = NormalizeDim(x, dim);
   CheckDivisible(x, dim, group, "reduce-scatter");
   const int n = group.size();
@@ -74,8 +84,12 @@ torch::Tensor ReduceScatterAlong(const torch::Tensor& x, int64_t dim, Communicat
   split.insert(split.begin() + dim, n);
   torch::Tensor in = x.reshape(split).movedim(dim, 0).contiguous();
   torch::Tensor out = torch::empty(out_shape, x.options());
-  ThrowIfError(group.ReduceScatter(out, in, ReduceOp::kSum), "reduce-scatter", group);
-  return out;
+  // The backend keeps `in` until the collective completed.
+  auto work = group.ReduceScatterAsync(out, in, ReduceOp::kSum);
+  return Started(std::move(out), std::move(work), "reduce-scatter", group);
+}
+torch::Tensor ReduceScatterAlong(const torch::Tensor& x, int64_t dim, Communicator& group) {
+  return ReduceScatterAlongStart(x, dim, group).Wait();
 }
 
 // This rank's block of x along `dim`, as a tensor of its own (autograd outputs must not alias
@@ -167,6 +181,15 @@ class ReduceScatterToSequenceFunction : public torch::autograd::Function<ReduceS
 
 }  // namespace
 
+torch::Tensor PendingCollective::Wait() {
+  if (work_ != nullptr) {
+    const absl::Status status = work_->Wait();
+    work_.reset();
+    ThrowIfError(status, op_, *group_);
+  }
+  return result_;
+}
+
 int GroupSize(const Communicator* group) { return group == nullptr ? 1 : group->size(); }
 int GroupRank(const Communicator* group) { return group == nullptr ? 0 : group->rank(); }
 
@@ -196,6 +219,14 @@ torch::Tensor AllGatherSequence(const torch::Tensor& x, Communicator& group) {
 
 torch::Tensor ReduceScatterSequence(const torch::Tensor& x, Communicator& group) {
   return ReduceScatterAlong(x, kSeqDim, group);
+}
+
+PendingCollective AllReduceSumAsync(const torch::Tensor& x, Communicator* group) {
+  return GroupSize(group) == 1 ? PendingCollective(x) : AllReduceSumStart(x, *group);
+}
+
+PendingCollective ReduceScatterSequenceAsync(const torch::Tensor& x, Communicator& group) {
+  return ReduceScatterAlongStart(x, kSeqDim, group);
 }
 
 torch::Tensor GatherFromSequence(const torch::Tensor& x, Communicator* group) {

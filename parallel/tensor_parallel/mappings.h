@@ -28,6 +28,9 @@
 
 #include <torch/types.h>
 
+#include <memory>
+#include <utility>
+
 #include "parallel/comm/communicator.h"
 
 namespace tessera::parallel {
@@ -74,5 +77,37 @@ torch::Tensor ReduceScatterToSequence(const torch::Tensor& x, Communicator* grou
 // into this rank's block. Throw c10::Error on a failed collective.
 torch::Tensor AllGatherSequence(const torch::Tensor& x, Communicator& group);
 torch::Tensor ReduceScatterSequence(const torch::Tensor& x, Communicator& group);
+
+// A collective started without waiting for it; Wait() completes it and gives its result. Work
+// that does not read the result may run in between: the column-parallel layers form their
+// weight gradients while their input gradient's collective is in flight (layers.h). On NCCL the
+// collective runs on the communicator's stream meanwhile; on MPI it may progress only inside
+// Wait(). Destroyed without Wait() (an exception in between), it waits (MPI) or stays ordered
+// on the communicator's stream (NCCL), so no buffer is released under the backend.
+class PendingCollective {
+ public:
+  // Nothing in flight (a group of one): Wait() returns `result`.
+  explicit PendingCollective(torch::Tensor result) : result_(std::move(result)) {}
+  PendingCollective(torch::Tensor result, std::unique_ptr<Work> work, Communicator* group, const char* op)
+      : result_(std::move(result)), work_(std::move(work)), group_(group), op_(op) {}
+  PendingCollective(PendingCollective&&) = default;
+  PendingCollective& operator=(PendingCollective&&) = default;
+
+  // The result, once the collective completed; a second call returns it again. Throws
+  // c10::Error when the collective failed.
+  torch::Tensor Wait();
+
+ private:
+  torch::Tensor result_;
+  std::unique_ptr<Work> work_;  // null once waited, or when nothing was started
+  Communicator* group_ = nullptr;
+  const char* op_ = "";
+};
+
+// The asynchronous forms: the sum of x over the group into a fresh tensor (x alone for a group
+// of one or nullptr), and ReduceScatterSequence. The same arithmetic as the blocking forms,
+// which are these followed by Wait().
+PendingCollective AllReduceSumAsync(const torch::Tensor& x, Communicator* group);
+PendingCollective ReduceScatterSequenceAsync(const torch::Tensor& x, Communicator& group);
 
 }  // namespace tessera::parallel

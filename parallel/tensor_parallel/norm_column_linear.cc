@@ -34,15 +34,6 @@ torch::Tensor ProductInput(const torch::Tensor& n, const Options& o) {
   return o.sequence_parallel ? AllGatherSequence(n, *o.group) : n;
 }
 
-// The gradient of the normalised activations from the product's: reduce-scattered along the
-// sequence, or all-reduced over the group (the backward of CopyToTensorParallel).
-torch::Tensor NormalisedGrad(const torch::Tensor& grad_y, const std::vector<torch::Tensor>& weights,
-                             torch::ScalarType n_dtype, const Options& o) {
-  const torch::Tensor g = kernels::LinearInputGrad(grad_y, weights, n_dtype);
-  if (o.sequence_parallel) return ReduceScatterSequence(g, *o.group);
-  return ReduceFromTensorParallel(g, o.group);  // outside autograd: the all-reduce (or g alone)
-}
-
 Options OptionsOf(AutogradContext* ctx) {
   return {ctx->saved_data["eps"].toDouble(), static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt()),
           reinterpret_cast<Communicator*>(ctx->saved_data["group"].toInt()), ctx->saved_data["sp"].toBool()};
@@ -74,11 +65,7 @@ class NormColumnLinearFunction : public torch::autograd::Function<NormColumnLine
     const bool want_h = ctx->needs_input_grad(0) && h.requires_grad();
     const bool want_norm = ctx->needs_input_grad(1) && params[0].requires_grad();
     std::vector<bool> wanted;
-    bool any_weight = false;
-    for (size_t i = 0; i < weights.size(); ++i) {
-      wanted.push_back(ctx->needs_input_grad(2 + i));
-      any_weight = any_weight || wanted.back();
-    }
+    for (size_t i = 0; i < weights.size(); ++i) wanted.push_back(ctx->needs_input_grad(2 + i));
     // The norm again, recorded when its own backward is wanted.
     const torch::Tensor leaf = h.detach().requires_grad_(want_h);
     torch::Tensor n;
@@ -86,31 +73,24 @@ class NormColumnLinearFunction : public torch::autograd::Function<NormColumnLine
       torch::AutoGradMode record(want_h || want_norm);
       n = Normalised(leaf, params[0], o);
     }
-    if (any_weight) {
-      torch::NoGradGuard no_grad;
-      const std::vector<torch::Tensor> got =
-          kernels::LinearWeightGrads(grads[0], ProductInput(n.detach(), o), weights, wanted);
-      for (size_t i = 0; i < got.size(); ++i) out[2 + i] = got[i];
-    }
-    if (want_h || want_norm)
-      BackwardThroughNorm(grads[0], weights, leaf, n, params[0], want_h, want_norm, o, out);
+    // The product's backward, its input gradient's collective overlapping its weight gradient
+    // (layers.h). The gradient of the normalised activations is formed whenever the norm's
+    // backward runs: a zero-bubble weight pass forms it again for the norm's weight, as its
+    // backward restricted to the parameters does for every layer after this one (keeping it from
+    // the input pass would hold two activations per layer until then).
+    ColumnLinearGrads got = ColumnParallelLinearBackward(grads[0], n.detach(), weights, want_h || want_norm,
+                                                         wanted, o.group, o.sequence_parallel);
+    for (size_t i = 0; i < got.weights.size(); ++i) out[2 + i] = std::move(got.weights[i]);
+    if (want_h || want_norm) BackwardThroughNorm(got.input, leaf, n, params[0], want_h, want_norm, out);
     return out;
   }
 
  private:
-  // The gradients of h and of the norm's weight through the recorded norm. A zero-bubble weight
-  // pass forms the normalised activations' gradient again, as its backward restricted to the
-  // parameters does for every layer after this one (keeping it from the input pass would hold
-  // two activations per layer until then).
-  static void BackwardThroughNorm(const torch::Tensor& grad_y, const std::vector<torch::Tensor>& weights,
-                                  const torch::Tensor& leaf, const torch::Tensor& n,
-                                  const torch::Tensor& norm_weight, bool want_h, bool want_norm,
-                                  const Options& o, variable_list& out) {
-    torch::Tensor grad_n;
-    {
-      torch::NoGradGuard no_grad;
-      grad_n = NormalisedGrad(grad_y, weights, n.scalar_type(), o);
-    }
+  // The gradients of h and of the norm's weight through the recorded norm, from the normalised
+  // activations' gradient grad_n.
+  static void BackwardThroughNorm(const torch::Tensor& grad_n, const torch::Tensor& leaf,
+                                  const torch::Tensor& n, const torch::Tensor& norm_weight, bool want_h,
+                                  bool want_norm, variable_list& out) {
     std::vector<torch::Tensor> wrt;
     std::vector<size_t> slot;
     if (want_h) {

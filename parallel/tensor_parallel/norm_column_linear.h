@@ -15,7 +15,9 @@
 // The norm's weight and the product's weights are inputs of the node, so a zero-bubble
 // schedule's input pass (the gradient of h alone) and weight pass (the parameters alone) each get
 // theirs; the gradient of the normalised activations, which both need, is formed in each (as
-// the weight pass forms the input gradients of every later layer again).
+// the weight pass forms the input gradients of every later layer again). The product's backward
+// is the column layer's (ColumnParallelLinearBackward): its input gradient's collective is in
+// flight while its weight gradients are formed, and is waited for before the norm's backward.
 #pragma once
 
 #include <torch/types.h>
