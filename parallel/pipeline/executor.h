@@ -122,6 +122,9 @@ class PipelineExecutor {
   // the step's saved tensors are dropped, and the peers may then be left waiting for this rank
   // until the communicator's watchdog ends the job.
   absl::StatusOr<double> RunStep();
+  // RunStep with the loss left on the device: a 0-dim fp64 tensor (zero on ranks without the
+  // last model chunk), so that the step queues its work without waiting for it.
+  absl::StatusOr<at::Tensor> RunStepOnDevice();
 
   // Of the last RunStep.
   const PipelineStats& stats() const { return stats_; }
@@ -149,7 +152,7 @@ class PipelineExecutor {
   PipelineExecutor(Schedule schedule, Communicator& pp_group, PipelineStage& stage, at::Device device,
                    ExecutorOptions options, SimulationResult prediction);
 
-  absl::StatusOr<double> RunActions();
+  absl::Status RunActions();
   absl::Status RunCompute(size_t index);
   absl::Status RunExchange(size_t begin, size_t end);
   absl::Status Forward(const Action& a, const std::string& where);
