@@ -11,6 +11,7 @@
 #include "checkpoint/checkpoint_dir.h"
 #include "core/exit_codes.h"
 #include "core/file_util.h"
+#include "core/host_sync.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
 #include "parallel/comm/mpi_comm.h"
@@ -88,7 +89,7 @@ absl::StatusOr<int64_t> CheckpointPolicy::AgreeOnLatest(bool report_skipped) {
     }
   }
   TS_RETURN_IF_ERROR(grid_.world().Broadcast(chosen, 0));
-  return static_cast<int64_t>(chosen.item<double>());
+  return static_cast<int64_t>(HostRead<double>(chosen));
 }
 
 absl::StatusOr<std::string> CheckpointPolicy::ChooseResume() {
@@ -175,19 +176,24 @@ absl::StatusOr<int64_t> CheckpointPolicy::RollBack(int64_t failed_step) {
   return step;
 }
 
-absl::Status CheckpointPolicy::MaybeSave(int64_t steps_done, bool last) {
+bool CheckpointPolicy::SavesAfter(int64_t steps_done, bool last) const {
   const int64_t every = config_.checkpoint.every;
-  if ((every > 0 && steps_done % every == 0) || (last && config_.checkpoint.at_end)) {
-    return Save(steps_done, /*wait=*/last);
-  }
+  return (every > 0 && steps_done % every == 0) || (last && config_.checkpoint.at_end);
+}
+
+absl::Status CheckpointPolicy::MaybeSave(int64_t steps_done, bool last) {
+  if (SavesAfter(steps_done, last)) return Save(steps_done, /*wait=*/last);
   return absl::OkStatus();
 }
 
-absl::Status CheckpointPolicy::StopIfSignalled(int64_t steps_done) {
+absl::StatusOr<torch::Tensor> CheckpointPolicy::SignalFlag() {
   torch::Tensor signal =
       torch::full({1}, static_cast<double>(parallel::ProcessGrid::PendingSignal()), ScalarOptions());
   TS_RETURN_IF_ERROR(grid_.world().AllReduce(signal, parallel::ReduceOp::kMax));
-  const int sig = static_cast<int>(signal.item<double>());
+  return signal;
+}
+
+absl::Status CheckpointPolicy::StopOnSignal(int64_t steps_done, int sig) {
   if (sig == 0) return absl::OkStatus();
   TS_RETURN_IF_ERROR(Save(steps_done, /*wait=*/true));
   return OnEveryRank(WithExitCode(absl::AbortedError(absl::StrCat("stopped by signal ", sig, " after step ",

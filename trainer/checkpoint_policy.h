@@ -68,10 +68,15 @@ class CheckpointPolicy {
   // Saves after `steps_done` steps when checkpoint.every says so, or at the end (`last`) under
   // checkpoint.at_end; the last save is waited for. Collective.
   absl::Status MaybeSave(int64_t steps_done, bool last);
+  // Whether MaybeSave saves after `steps_done` steps.
+  bool SavesAfter(int64_t steps_done, bool last) const;
   // Preemption: every rank learns of a signal any rank got (Slurm signals them all, but not at
   // the same instant), so all save the same step and leave together with kExitPreempted.
-  // Collective.
-  absl::Status StopIfSignalled(int64_t steps_done);
+  // SignalFlag is the all-reduced signal number (0: none), a {1} fp64 tensor left on the device
+  // (collective); the loop reads it with the step's figures and passes it to StopOnSignal, which
+  // saves and stops (collective) unless it is 0.
+  absl::StatusOr<torch::Tensor> SignalFlag();
+  absl::Status StopOnSignal(int64_t steps_done, int signal);
   // train.on_divergence = rollback: reloads the newest checkpoint, keeps the data position (the
   // batches since the checkpoint are skipped) and returns the checkpoint's step. Collective.
   absl::StatusOr<int64_t> RollBack(int64_t failed_step);

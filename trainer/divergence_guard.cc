@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
+
+#include <torch/torch.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
@@ -32,12 +35,29 @@ double DivergenceGuard::RecentMean() const {
   return recent_losses_.empty() ? 0.0 : sum / static_cast<double>(recent_losses_.size());
 }
 
+double DivergenceGuard::SpikeThreshold() const {
+  const double factor = train_.spike_factor;
+  if (factor > 0 && recent_losses_.size() >= 10) return factor * RecentMean();
+  return std::numeric_limits<double>::infinity();
+}
+
 bool DivergenceGuard::AcceptUpdate(int64_t step, StepMetrics* metrics) {
   const double loss = metrics->loss, grad_norm = metrics->grad_norm;
-  const double factor = train_.spike_factor;
-  const bool skip = !std::isfinite(loss) || !std::isfinite(grad_norm) ||
-                    (factor > 0 && recent_losses_.size() >= 10 && loss > factor * RecentMean());
-  if (skip) {
+  const bool skip = !std::isfinite(loss) || !std::isfinite(grad_norm) || loss > SpikeThreshold();
+  Record(step, skip, metrics);
+  return !skip;
+}
+
+at::Tensor DivergenceGuard::SkipOnDevice(const at::Tensor& loss, const at::Tensor& grad_norm) const {
+  // The threshold is the host's own double, so the comparison is AcceptUpdate's bit for bit.
+  const at::Tensor skip =
+      loss.isfinite().logical_not() | grad_norm.isfinite().logical_not() | loss.gt(SpikeThreshold());
+  return skip.to(at::kDouble);
+}
+
+void DivergenceGuard::Record(int64_t step, bool skipped, StepMetrics* metrics) {
+  const double loss = metrics->loss, grad_norm = metrics->grad_norm;
+  if (skipped) {
     ++consecutive_skips_;
     metrics->skipped_steps = ++skipped_total_;
     if (logs_)
@@ -45,13 +65,12 @@ bool DivergenceGuard::AcceptUpdate(int64_t step, StepMetrics* metrics) {
           "step %d: update skipped (loss %g, grad_norm %g%s); %d in a row", step + 1, loss, grad_norm,
           recent_losses_.empty() ? "" : absl::StrFormat(", running mean %g", RecentMean()),
           consecutive_skips_);
-    return false;
+    return;
   }
   consecutive_skips_ = 0;
   metrics->skipped_steps = skipped_total_;
   recent_losses_.push_back(loss);
   if (recent_losses_.size() > 50) recent_losses_.pop_front();
-  return true;
 }
 
 DivergenceGuard::Verdict DivergenceGuard::AfterStep() {

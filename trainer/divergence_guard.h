@@ -3,7 +3,10 @@
 // decides on (loss, gradient norm) are already all-reduced.
 //
 // A step whose loss or gradient norm is not finite, or whose loss exceeds spike_factor x the
-// mean of the last 50 accepted losses (after 10 accepted steps), skips its update. More than
+// mean of the last 50 accepted losses (after 10 accepted steps), skips its update. The training
+// loop decides on the device (SkipOnDevice) and books the decision once it has read the step's
+// figures back (Record), before the next step's decision: the same rule on the same values as
+// AcceptUpdate on the host. More than
 // max_skips skips in a row is divergence: stop (exit code 4), or with on_divergence: rollback
 // reload the newest checkpoint, at most kMaxRollbacks times, then stop.
 //
@@ -14,6 +17,8 @@
 #include <cstdint>
 #include <deque>
 #include <set>
+
+#include <torch/types.h>
 
 #include "absl/status/status.h"
 #include "config/config.h"
@@ -35,6 +40,15 @@ class DivergenceGuard {
   // Whether step `step` (0-based) may apply its update; counts (and logs) a skip otherwise.
   // Sets metrics->skipped_steps.
   bool AcceptUpdate(int64_t step, StepMetrics* metrics);
+  // AcceptUpdate's decision on the device, from the step's all-reduced loss and gradient norm
+  // ({1} fp64 tensors): a {1} fp64 tensor, 1 to skip. Reads nothing back.
+  at::Tensor SkipOnDevice(const at::Tensor& loss, const at::Tensor& grad_norm) const;
+  // Books step `step`'s decision taken on the device, as AcceptUpdate does with its own
+  // (counts and logs a skip, or keeps the loss for the spike test); sets metrics->skipped_steps.
+  void Record(int64_t step, bool skipped, StepMetrics* metrics);
+  // Whether one more skip would be divergence: the loop then reads the step's figures at once,
+  // so that it stops or rolls back after that very step.
+  bool NextSkipDiverges() const { return consecutive_skips_ >= train_.max_skips; }
   // After a step: go on, roll back (counted) or stop.
   Verdict AfterStep();
   // The divergence error (exit code 4, agreed by every rank) for the step of `metrics`;
@@ -50,6 +64,8 @@ class DivergenceGuard {
 
  private:
   double RecentMean() const;
+  // spike_factor x RecentMean(), or +inf while the spike test is off.
+  double SpikeThreshold() const;
 
   TrainConfig train_;
   bool logs_;

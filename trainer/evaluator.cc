@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "core/host_sync.h"
 #include "core/status_macros.h"
 #include "parallel/pipeline/schedule.h"
 
@@ -82,7 +83,7 @@ absl::StatusOr<double> Evaluator::EvaluateHeld() {
   torch::Tensor total = torch::full({1}, sum, torch::TensorOptions().dtype(torch::kDouble).device(device_));
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(total, parallel::ReduceOp::kSum));  // the last stage holds it
   TS_RETURN_IF_ERROR(grid_.dp().AllReduce(total, parallel::ReduceOp::kSum));
-  return total.item<double>() / static_cast<double>(train_.eval_batches);
+  return HostRead<double>(total) / static_cast<double>(train_.eval_batches);
 }
 
 }  // namespace tessera

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/host_sync.h"
 #include "kernels/cpu_loops.h"
 
 namespace tessera {
@@ -49,7 +50,7 @@ std::vector<torch::Tensor> FlatAdamW::ExpAvgSqByRange() const {
 
 int64_t FlatAdamW::step_count() const {
   if (!device_step_.defined()) return step_;
-  return static_cast<int64_t>(device_step_.item<float>());
+  return static_cast<int64_t>(HostRead<float>(device_step_));
 }
 
 void FlatAdamW::set_step_count(int64_t step) {
@@ -71,6 +72,22 @@ void FlatAdamW::Step(double lr, double grad_scale) {
   for (Range& r : ranges_) {
     if (r.owned.params.numel() > 0) StepRangeFused(r, lr, grad_scale, bias1, bias2);
   }
+}
+
+void FlatAdamW::StepDeferred(double lr, const torch::Tensor& grad_scale, const torch::Tensor& skip) {
+  if (skip.is_cpu()) {
+    if (CpuValue<double>(skip) != 0) return;
+    Step(lr, CpuValue<double>(grad_scale));
+    return;
+  }
+  if (ranges_.empty()) {
+    // Nothing to update, but the count of updates taken must match the other ranks'.
+    if (HostRead<double>(skip) == 0) ++step_;
+    return;
+  }
+  const auto options = ranges_.front().owned.grads.options().dtype(torch::kFloat);
+  StepOnDevice(torch::full({}, lr, options), grad_scale.to(torch::kFloat).reshape({}),
+               skip.to(torch::kFloat).reshape({}));
 }
 
 void FlatAdamW::StepOnDevice(const torch::Tensor& lr, const torch::Tensor& grad_scale,

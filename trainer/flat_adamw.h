@@ -38,6 +38,11 @@ class FlatAdamW {
   // one copy into the bf16 weights) with the step count kept on the device: nothing here reads
   // a value back to the host. Equal to Step's CPU loop within a few ulp (flat_adamw_test.cc).
   void StepOnDevice(const torch::Tensor& lr, const torch::Tensor& grad_scale, const torch::Tensor& skip);
+  // The training loop's update, with the clipping factor and the skip flag (1: no update) in
+  // fp64 tensors of one element on the ranges' device and the host's learning rate. On the CPU
+  // it reads them (host memory: nothing to wait for) and runs Step's loop, bit for bit Step's
+  // result; elsewhere it is StepOnDevice, which reads nothing back.
+  void StepDeferred(double lr, const torch::Tensor& grad_scale, const torch::Tensor& skip);
 
   // Elements this rank updates, and how many of them are decayed.
   int64_t numel() const { return numel_; }

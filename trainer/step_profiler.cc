@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/host_sync.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
 
@@ -92,11 +93,11 @@ absl::Status StepProfiler::RunCuda(const std::string& trace,
         "train.profile_step on CUDA needs LibTorch's Kineto profiler: ", e.what_without_backtrace()));
   }
   // Work queued before the step would count as the step's.
-  torch::cuda::synchronize();
+  HostSync(device_);
   const auto start = std::chrono::steady_clock::now();
   torch::autograd::profiler::enableProfiler(config, activities);
   absl::Status status = step_fn();
-  torch::cuda::synchronize();
+  HostSync(device_);
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::unique_ptr<torch::autograd::profiler::ProfilerResult> result =
       torch::autograd::profiler::disableProfiler();

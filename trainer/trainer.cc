@@ -23,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "core/exit_codes.h"
 #include "core/file_util.h"
+#include "core/host_sync.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
 #include "model/flops.h"
@@ -59,14 +60,14 @@ absl::Status AllRanksOk(parallel::ProcessGrid& grid, const absl::Status& mine) {
   const auto options = torch::TensorOptions().dtype(torch::kDouble).device(device);
   torch::Tensor failed = torch::full({1}, mine.ok() ? 0.0 : 1.0, options);
   TS_RETURN_IF_ERROR(grid.world().AllReduce(failed, parallel::ReduceOp::kSum));
-  const int count = static_cast<int>(failed.item<double>());
+  const int count = static_cast<int>(HostRead<double>(failed));
   if (count == grid.world_size()) {
     // Every rank failed: the same message everywhere (max of hash and of -hash agree) is one
     // failure, printed once.
     const double hash = MessageHash(mine.message());
     torch::Tensor range = torch::tensor({hash, -hash}, options);
     TS_RETURN_IF_ERROR(grid.world().AllReduce(range, parallel::ReduceOp::kMax));
-    if (range[0].item<double>() == -range[1].item<double>()) return OnEveryRank(mine);
+    if (HostRead<double>(range[0]) == -HostRead<double>(range[1])) return OnEveryRank(mine);
   }
   if (!mine.ok()) return mine;
   if (count == 0) return absl::OkStatus();
@@ -106,23 +107,21 @@ absl::Status Trainer::Run() {
     metrics.total_steps = t.steps;
     const Clock::time_point start = Clock::now();
     TS_RETURN_IF_ERROR(profiler_->Run(step, [&] { return TrainStep(step, &metrics); }));
-    MeasureStep(step, start, &metrics);
-    if (const DivergenceGuard::Verdict verdict = guard_->AfterStep();
-        verdict != DivergenceGuard::Verdict::kGoOn) {
-      metrics_->RecordDiverged(metrics);
-      if (verdict == DivergenceGuard::Verdict::kStop) {
-        return guard_->DivergedError(metrics, loader_->samples_consumed() - t.global_batch);
-      }
-      TS_ASSIGN_OR_RETURN(const int64_t resumed, checkpoints_->RollBack(step + 1));
-      step = resumed - 1;  // the loop's ++step continues after the checkpoint's step
+    if (!NeedsFiguresNow(step, metrics)) {
+      // Read during the next step, which finds nothing else to do with them.
+      MeasureStep(step, start, /*synchronize=*/false, &metrics);
+      pending_.emplace(PendingStep{metrics, StepReadback()});
+      pending_->figures.Start(step_figures_);
+      if (step_end_hook_) step_end_hook_(step + 1);
       continue;
     }
-    TS_RETURN_IF_ERROR(evaluator_->MaybeEvaluate(step, &metrics));
-    history_.push_back(metrics);
-    TS_RETURN_IF_ERROR(metrics_->MaybeLog(metrics));
-    if (partition_.pp > 1 && metrics_->AtInterval(metrics)) TS_RETURN_IF_ERROR(LogPipelineBubble());
-    TS_RETURN_IF_ERROR(checkpoints_->StopIfSignalled(step + 1));
-    TS_RETURN_IF_ERROR(checkpoints_->MaybeSave(step + 1, /*last=*/step + 1 == t.steps));
+    MeasureStep(step, start, /*synchronize=*/true, &metrics);
+    StepReadback now;
+    now.Start(step_figures_);
+    TS_RETURN_IF_ERROR(ReadFigures(now, &metrics));
+    TS_ASSIGN_OR_RETURN(const int64_t next, FinishStep(step, metrics));
+    if (step_end_hook_ && next == step) step_end_hook_(step + 1);
+    step = next;
   }
   TS_RETURN_IF_ERROR(metrics_->Close());
   TS_LOG(INFO) << absl::StrFormat("peak memory on this rank: %.1f MiB", PeakMemoryMb(device_));
@@ -143,6 +142,53 @@ absl::Status Trainer::Run() {
   return checkpoints_->Finish();
 }
 
+bool Trainer::NeedsFiguresNow(int64_t step, const StepMetrics& metrics) const {
+  const int64_t done = step + 1;
+  return metrics_->AtInterval(metrics) || done == 1 || evaluator_->Due(step) ||
+         checkpoints_->SavesAfter(done, /*last=*/done == config_.train.steps) || guard_->NextSkipDiverges() ||
+         signal_ != 0;
+}
+
+absl::Status Trainer::ReadFigures(StepReadback& figures, StepMetrics* metrics) {
+  TS_ASSIGN_OR_RETURN(const std::vector<double> values, figures.Finish());
+  metrics->loss = values[0];
+  metrics->grad_norm = values[1];
+  guard_->Record(metrics->step - 1, /*skipped=*/values[2] != 0, metrics);
+  signal_ = std::max(signal_, static_cast<int>(values[3]));
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::SettlePending() {
+  if (!pending_) return absl::OkStatus();
+  PendingStep pending = std::move(*pending_);
+  pending_.reset();
+  TS_RETURN_IF_ERROR(ReadFigures(pending.figures, &pending.metrics));
+  // Nothing else to do for it: NeedsFiguresNow said it logs, evaluates and saves nothing and
+  // cannot diverge; a signal it saw stops the loop after the current step.
+  history_.push_back(pending.metrics);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Trainer::FinishStep(int64_t step, StepMetrics& metrics) {
+  const TrainConfig& t = config_.train;
+  if (const DivergenceGuard::Verdict verdict = guard_->AfterStep();
+      verdict != DivergenceGuard::Verdict::kGoOn) {
+    metrics_->RecordDiverged(metrics);
+    if (verdict == DivergenceGuard::Verdict::kStop) {
+      return guard_->DivergedError(metrics, loader_->samples_consumed() - t.global_batch);
+    }
+    TS_ASSIGN_OR_RETURN(const int64_t resumed, checkpoints_->RollBack(step + 1));
+    return resumed - 1;  // the loop's ++step continues after the checkpoint's step
+  }
+  TS_RETURN_IF_ERROR(evaluator_->MaybeEvaluate(step, &metrics));
+  history_.push_back(metrics);
+  TS_RETURN_IF_ERROR(metrics_->MaybeLog(metrics));
+  if (partition_.pp > 1 && metrics_->AtInterval(metrics)) TS_RETURN_IF_ERROR(LogPipelineBubble());
+  TS_RETURN_IF_ERROR(checkpoints_->StopOnSignal(step + 1, signal_));
+  TS_RETURN_IF_ERROR(checkpoints_->MaybeSave(step + 1, /*last=*/step + 1 == t.steps));
+  return step;
+}
+
 absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
   const TrainConfig& t = config_.train;
   TS_ASSIGN_OR_RETURN(data::LocalBatch batch, loader_->Next());
@@ -151,7 +197,7 @@ absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
   stage_->SetBatch(&batch, local_batch_ / t.micro_batch);
   // The schedule's forwards and backwards; the reducer's hooks reduce buckets as the last
   // backward of each chunk completes them.
-  absl::StatusOr<double> loss = executor_->RunStep();
+  absl::StatusOr<torch::Tensor> loss = executor_->RunStepOnDevice();
   stage_->SetBatch(nullptr, 1);
   if (!loss.ok()) return loss.status();
   TS_RETURN_IF_ERROR(reducer_->FinishBackward([this]() -> absl::Status {
@@ -159,25 +205,37 @@ absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
     return SumTiedEmbeddingGrads();
   }));
   // The step's loss: the last stage holds it; the mean over the global batch is the DP-average.
-  torch::Tensor loss_sum = torch::full({1}, *loss, ScalarOptions());
+  // Everything below stays on the device: the figures are read back later (Run).
+  torch::Tensor loss_sum = loss->reshape({1}).clone();
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(loss_sum, parallel::ReduceOp::kSum));
   TS_RETURN_IF_ERROR(grid_.dp().AllReduce(loss_sum, parallel::ReduceOp::kAvg));
-  metrics->loss = loss_sum.item<double>();
+  // The previous step's figures, if still on the device: its work is done by the time this
+  // step's forward and backward run, and the spike test of this step needs its loss.
+  TS_RETURN_IF_ERROR(SettlePending());
   if (guard_->TakeInjectedFault(step)) {
     torch::NoGradGuard no_grad;
     for (const parallel::OwnedRange& r : reducer_->owned()) r.grads.fill_(std::nan(""));
   }
-  TS_ASSIGN_OR_RETURN(metrics->grad_norm, reducer_->GlobalGradNorm(grid_.world()));
+  TS_ASSIGN_OR_RETURN(const torch::Tensor grad_norm, reducer_->GlobalGradNormOnDevice(grid_.world()));
   metrics->lr = schedule_.At(step);
-  if (!guard_->AcceptUpdate(step, metrics)) return absl::OkStatus();
-  double scale = 1.0;
-  if (t.grad_clip > 0 && metrics->grad_norm > t.grad_clip) scale = t.grad_clip / (metrics->grad_norm + 1e-6);
-  optimizer_->Step(metrics->lr, scale);
+  const torch::Tensor skip = guard_->SkipOnDevice(loss_sum, grad_norm);
+  // Clipping as the host computed it: grad_clip / (norm + 1e-6) above grad_clip, in fp64.
+  torch::Tensor scale = torch::ones_like(grad_norm);
+  if (t.grad_clip > 0) {
+    scale = torch::where(grad_norm > t.grad_clip,
+                         torch::full_like(grad_norm, t.grad_clip).div(grad_norm + 1e-6), scale);
+  }
+  optimizer_->StepDeferred(metrics->lr, scale, skip);
+  TS_ASSIGN_OR_RETURN(const torch::Tensor signal, checkpoints_->SignalFlag());
+  step_figures_ = torch::cat({loss_sum, grad_norm, skip, signal});
+  // A skipped update leaves the shards as they were: gathering them again changes nothing.
   return reducer_->GatherParams();
 }
 
-void Trainer::MeasureStep(int64_t step, Clock::time_point start, StepMetrics* metrics) {
-  if (device_.is_cuda()) torch::cuda::synchronize();
+void Trainer::MeasureStep(int64_t step, Clock::time_point start, bool synchronize, StepMetrics* metrics) {
+  // Unsynchronised, a step's time is the host's (its kernels queued), which the device's pace
+  // sets once the queue is full; a logged step waits for the device.
+  if (synchronize) HostSync(device_);
   if (step == 0) {
     grid_.EndStartup();
     // When each bucket's reduction was issued: with overlap, before backward ended.
@@ -225,7 +283,7 @@ absl::Status Trainer::LogPipelineBubble() {
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(compute, parallel::ReduceOp::kSum));
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(step_time, parallel::ReduceOp::kMax));
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(live, parallel::ReduceOp::kMax));
-  const double measured = 1.0 - compute.item<double>() / (partition_.pp * step_time.item<double>());
+  const double measured = 1.0 - HostRead<double>(compute) / (partition_.pp * HostRead<double>(step_time));
   const auto& predicted = executor_->prediction();
   int64_t predicted_live = 0;
   for (int64_t l : predicted.peak_live) predicted_live = std::max(predicted_live, l);
@@ -234,7 +292,7 @@ absl::Status Trainer::LogPipelineBubble() {
         "pipeline %s: bubble %.1f%% measured (%.1f%% predicted); peak live activations %d measured (%d "
         "predicted), rank 0 waited %.3f s of a %.3f s step",
         executor_->schedule().name, 100.0 * measured, 100.0 * predicted.bubble_fraction,
-        static_cast<int64_t>(live.item<double>()), predicted_live, stats.wait_s, stats.step_s);
+        static_cast<int64_t>(HostRead<double>(live)), predicted_live, stats.wait_s, stats.step_s);
   }
   return absl::OkStatus();
 }

@@ -8,7 +8,9 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -30,6 +32,7 @@
 #include "trainer/metrics.h"
 #include "trainer/metrics_sink.h"
 #include "trainer/step_profiler.h"
+#include "trainer/step_readback.h"
 #include "trainer/training_state.h"
 
 namespace tessera {
@@ -52,6 +55,9 @@ class Trainer {
   absl::StatusOr<double> Evaluate() { return evaluator_->Evaluate(); }
 
   const std::vector<StepMetrics>& history() const { return history_; }
+  // Called at the end of every step with the steps done (not after a rollback): lets tests
+  // count the host synchronisations of each step (core/host_sync.h).
+  void set_step_end_hook(std::function<void(int64_t steps_done)> hook) { step_end_hook_ = std::move(hook); }
   // This rank's first model chunk (the whole model in a single process).
   Transformer& model() { return stage_->chunks().front(); }
   torch::Device device() const { return device_; }
@@ -73,11 +79,24 @@ class Trainer {
   absl::Status SetupLoader();
   void LogSetup() const;
 
-  // One optimizer step over this rank's slice of a global batch; fills loss, grad_norm, lr,
-  // skipped_steps and data_wait_s.
+  // One optimizer step over this rank's slice of a global batch; fills lr and data_wait_s and
+  // leaves the figures read back later in step_figures_: the loss, the gradient norm, the skip
+  // decision and the stop signal, all decided on the device. Reads back the previous step's
+  // figures if they are pending.
   absl::Status TrainStep(int64_t step, StepMetrics* metrics);
-  // The step's time, throughput, MFU and memory (and, after the first step, the end of start-up).
-  void MeasureStep(int64_t step, Clock::time_point start, StepMetrics* metrics);
+  // Whether the host needs step `step`'s figures at its end: it logs, evaluates or saves, it
+  // may diverge, or a stop signal came. Other steps are read during the next step.
+  bool NeedsFiguresNow(int64_t step, const StepMetrics& metrics) const;
+  // Reads a step's figures into `metrics` and books its skip decision with the guard.
+  absl::Status ReadFigures(StepReadback& figures, StepMetrics* metrics);
+  // Reads the pending step's figures, if any, and records its metrics.
+  absl::Status SettlePending();
+  // After a step read at once: the divergence verdict (a rollback returns the checkpoint's step
+  // less one, where the loop goes on), evaluation, logs, the stop signal and checkpoints.
+  absl::StatusOr<int64_t> FinishStep(int64_t step, StepMetrics& metrics);
+  // The step's time, throughput, MFU and memory (and, after the first step, the end of start-up);
+  // `synchronize`: wait for the device first.
+  void MeasureStep(int64_t step, Clock::time_point start, bool synchronize, StepMetrics* metrics);
   // Sums the gradients of the tied embedding's two copies (first and last pipeline stage).
   absl::Status SumTiedEmbeddingGrads();
   // Under pipelining: the last step's measured bubble and peak live activations against the
@@ -119,6 +138,15 @@ class Trainer {
   std::unique_ptr<Evaluator> evaluator_;
   std::unique_ptr<StepProfiler> profiler_;
   std::vector<StepMetrics> history_;
+  // The step whose figures are read during the next step.
+  struct PendingStep {
+    StepMetrics metrics;
+    StepReadback figures;
+  };
+  std::optional<PendingStep> pending_;
+  torch::Tensor step_figures_;  // TrainStep's: loss, grad_norm, skip, signal ({4} fp64)
+  int signal_ = 0;              // a stop signal read back with a step's figures
+  std::function<void(int64_t)> step_end_hook_;
 };
 
 }  // namespace tessera

@@ -18,6 +18,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/host_sync.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
 #include "kernels/sum_squares.h"
@@ -427,7 +428,7 @@ void GradReducer::RetireCompleted() {
   }
 }
 
-absl::StatusOr<double> GradReducer::GlobalGradNorm(Communicator& norm_group) {
+absl::StatusOr<at::Tensor> GradReducer::GlobalGradNormOnDevice(Communicator& norm_group) {
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> parts;
   const int dp_rank = dp_.rank();
@@ -444,9 +445,14 @@ absl::StatusOr<double> GradReducer::GlobalGradNorm(Communicator& norm_group) {
   at::Tensor total = parts.empty() ? torch::zeros({1}, param_options_.dtype(at::kDouble))
                                    : torch::stack(parts).sum().reshape({1});
   TS_RETURN_IF_ERROR(norm_group.AllReduce(total, ReduceOp::kSum));
-  // NaN must survive (the spike guard skips on it): no clamping through std::max.
-  const double sum = total.item<double>();
-  return sum < 0 ? 0.0 : std::sqrt(sum);
+  // NaN must survive (the spike guard skips on it): where, not clamp_min. fp64 sqrt is
+  // correctly rounded on every device, so this equals std::sqrt of the sum read back.
+  return at::where(total < 0, at::zeros_like(total), total).sqrt();
+}
+
+absl::StatusOr<double> GradReducer::GlobalGradNorm(Communicator& norm_group) {
+  TS_ASSIGN_OR_RETURN(const at::Tensor norm, GlobalGradNormOnDevice(norm_group));
+  return HostRead<double>(norm);
 }
 
 absl::Status GradReducer::GatherParams() {

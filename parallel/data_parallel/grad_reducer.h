@@ -147,8 +147,10 @@ class GradReducer : public UnitGatherer {
 
   // The L2 norm of the reduced gradient of the whole model: this rank's weighted sum of squares,
   // all-reduced over `norm_group` (the world: DP shards, TP shards and pipeline stages are
-  // disjoint). Collective over norm_group.
+  // disjoint). Collective over norm_group. Reads the norm back (a host synchronisation).
   absl::StatusOr<double> GlobalGradNorm(Communicator& norm_group);
+  // The same norm left on the device: a {1} fp64 tensor (NaN where a gradient is not finite).
+  absl::StatusOr<at::Tensor> GlobalGradNormOnDevice(Communicator& norm_group);
   // The ranges this rank's optimizer updates: every bucket whole under zero 0, this rank's shard
   // of every bucket under zero 1 and 2.
   const std::vector<OwnedRange>& owned() const { return owned_; }

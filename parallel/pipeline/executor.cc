@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/exit_codes.h"
+#include "core/host_sync.h"
 #include "core/status_macros.h"
 
 namespace tessera::parallel::pipeline {
@@ -102,7 +103,7 @@ std::string PipelineExecutor::Where(size_t index) const {
 }
 
 void PipelineExecutor::Synchronize() const {
-  if (options_.synchronize_timing && device_.is_cuda()) torch::cuda::synchronize(device_.index());
+  if (options_.synchronize_timing && device_.is_cuda()) HostSync(device_);
 }
 
 void PipelineExecutor::Reset() {
@@ -114,16 +115,30 @@ void PipelineExecutor::Reset() {
   loss_sum_ = at::Tensor();
 }
 
-absl::StatusOr<double> PipelineExecutor::RunStep() {
+absl::StatusOr<at::Tensor> PipelineExecutor::RunStepOnDevice() {
   Reset();
   stats_ = PipelineStats();
-  auto result = RunActions();
+  absl::Status status = RunActions();
+  at::Tensor loss =
+      loss_sum_.defined() ? loss_sum_ : at::zeros({}, at::TensorOptions(at::kDouble).device(device_));
   // On success every map is empty already; after an error this frees the step's tensors.
   Reset();
-  return result;
+  if (!status.ok()) return status;
+  return loss;
 }
 
-absl::StatusOr<double> PipelineExecutor::RunActions() {
+absl::StatusOr<double> PipelineExecutor::RunStep() {
+  TS_ASSIGN_OR_RETURN(const at::Tensor loss, RunStepOnDevice());
+  double value = 0;
+  // The read is where an asynchronous device error surfaces.
+  TS_RETURN_IF_ERROR(Guarded("pipeline loss", [&] {
+    value = HostRead<double>(loss);
+    return absl::OkStatus();
+  }));
+  return value;
+}
+
+absl::Status PipelineExecutor::RunActions() {
   // Training records the graph for the backward; a forward-only schedule evaluates without one.
   at::AutoGradMode grad_mode(!schedule_.forward_only);
   const std::vector<Action>& list = schedule_.actions[rank_];
@@ -156,15 +171,8 @@ absl::StatusOr<double> PipelineExecutor::RunActions() {
         " inputs, ", activations_.size(), " unsent activations, ", output_grads_.size(),
         " output gradients, ", input_grads_.size(), " unsent input gradients"));
   }
-  double loss = 0;
-  if (loss_sum_.defined()) {
-    TS_RETURN_IF_ERROR(Guarded("pipeline loss", [&] {
-      loss = loss_sum_.item<double>();
-      return absl::OkStatus();
-    }));
-  }
   end_mark_ = clock_.Mark();
-  return loss;
+  return absl::OkStatus();
 }
 
 const PipelineStats& PipelineExecutor::stats() {

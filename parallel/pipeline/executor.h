@@ -123,6 +123,9 @@ class PipelineExecutor {
   // the step's saved tensors are dropped, and the peers may then be left waiting for this rank
   // until the communicator's watchdog ends the job.
   absl::StatusOr<double> RunStep();
+  // RunStep with the loss left on the device: a 0-dim fp64 tensor (zero on ranks without the
+  // last model chunk), so that the step queues its work without waiting for it.
+  absl::StatusOr<at::Tensor> RunStepOnDevice();
 
   // Of the last RunStep. Its times are device times on a GPU: the first call after a step waits
   // for the step's last recorded event (stream_clock.h), so callers read it on log steps only.
@@ -151,7 +154,7 @@ class PipelineExecutor {
   PipelineExecutor(Schedule schedule, Communicator& pp_group, PipelineStage& stage, at::Device device,
                    ExecutorOptions options, SimulationResult prediction);
 
-  absl::StatusOr<double> RunActions();
+  absl::Status RunActions();
   absl::Status RunCompute(size_t index);
   absl::Status RunExchange(size_t begin, size_t end);
   absl::Status Forward(const Action& a, const std::string& where);

@@ -7,10 +7,12 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "core/file_util.h"
+#include "core/host_sync.h"
 #include "data/indexed_dataset.h"
 #include "tests/catch_compat.h"
 #include "trainer/device.h"
@@ -93,7 +95,67 @@ std::vector<tessera::StepMetrics> Overfit(const std::string& precision) {
   return (*trainer)->history();
 }
 
+// 12 steps of a tiny model on a fixed batch at train.log_every = `log_every`, NaN gradients
+// injected at step 6; the history and each step's count of host synchronisations.
+struct CountedRun {
+  std::vector<tessera::StepMetrics> history;
+  std::vector<int64_t> syncs;  // of step i + 1
+};
+CountedRun RunCounted(int64_t log_every) {
+  const fs::path dir = TempDir("counted_" + std::to_string(log_every));
+  torch::manual_seed(0);
+  auto ids = torch::randint(0, 60, {33}, torch::kInt32);
+  WriteCorpus((dir / "fixed").string(),
+              std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + 33));
+  tessera::Config config =
+      Parse("", {"model.dim=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",
+                 "model.ffn_dim=128", "model.vocab_size=64", "train.seq_len=16", "train.micro_batch=1",
+                 "train.global_batch=2", "train.steps=12", "train.warmup_steps=2", "train.lr=0.01",
+                 "train.grad_clip=0.5", "train.eval_every=0", "train.log_every=" + std::to_string(log_every),
+                 "checkpoint.at_end=false", "data.train=" + (dir / "fixed").string(), "data.shuffle=false",
+                 "train.run_dir=" + (dir / "run").string()});
+  ::setenv("TESSERA_FAULT_NAN_GRAD_STEPS", "6", 1);
+  auto trainer = tessera::Trainer::Create(config, LocalGrid());
+  ::unsetenv("TESSERA_FAULT_NAN_GRAD_STEPS");
+  CATCH_REQUIRE(trainer.ok());
+  CountedRun run;
+  int64_t before = tessera::HostSyncCount();
+  (*trainer)->set_step_end_hook([&](int64_t) {
+    run.syncs.push_back(tessera::HostSyncCount() - before);
+    before = tessera::HostSyncCount();
+  });
+  CATCH_REQUIRE((*trainer)->Run().ok());
+  run.history = (*trainer)->history();
+  return run;
+}
+
 }  // namespace
+
+CATCH_TEST_CASE("steps that do not log wait for the device at most once, and train the same") {
+  // Steps 1, 4, 8 and 12 log. A logged step waits for the device, reads its own figures and
+  // those of the step before if still pending: 3 at most. Any other step reads the previous
+  // step's figures (1) or nothing (after a logged step: 0).
+  const CountedRun deferred = RunCounted(4);
+  CATCH_REQUIRE(deferred.syncs.size() == 12);
+  const std::vector<int64_t> expected = {2, 0, 1, 3, 0, 1, 1, 3, 0, 1, 1, 3};
+  for (size_t i = 0; i < expected.size(); ++i) {
+    CATCH_INFO("step " << i + 1);
+    CATCH_CHECK(deferred.syncs[i] == expected[i]);
+  }
+  // Every step read at once: the same figures bit for bit, the NaN step skipped alike.
+  const CountedRun immediate = RunCounted(1);
+  CATCH_REQUIRE(immediate.history.size() == 12);
+  CATCH_REQUIRE(deferred.history.size() == 12);
+  for (size_t i = 0; i < 12; ++i) {
+    CATCH_INFO("step " << i + 1);
+    CATCH_CHECK(deferred.history[i].step == static_cast<int64_t>(i + 1));
+    CATCH_CHECK(std::memcmp(&deferred.history[i].loss, &immediate.history[i].loss, sizeof(double)) == 0);
+    CATCH_CHECK(
+        std::memcmp(&deferred.history[i].grad_norm, &immediate.history[i].grad_norm, sizeof(double)) == 0);
+    CATCH_CHECK(deferred.history[i].skipped_steps == immediate.history[i].skipped_steps);
+    CATCH_CHECK(deferred.history[i].skipped_steps == (i + 1 >= 6 ? 1 : 0));
+  }
+}
 
 CATCH_TEST_CASE("a fixed small batch is overfit to near-zero loss") {
   const auto history = Overfit("fp32");
