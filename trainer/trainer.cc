@@ -234,8 +234,22 @@ absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
 
 void Trainer::MeasureStep(int64_t step, Clock::time_point start, bool synchronize, StepMetrics* metrics) {
   // Unsynchronised, a step's time is the host's (its kernels queued), which the device's pace
-  // sets once the queue is full; a logged step waits for the device.
+  // sets once the queue is full; a logged step waits for the device. On a GPU the steps since the
+  // last wait partly ran during this one, so a logged step reports their average: the device's
+  // true pace over the interval (on the CPU each step's own time is already the device's).
   if (synchronize) HostSync(device_);
+  const Clock::time_point now = Clock::now();
+  metrics->step_time_s = std::chrono::duration<double>(now - start).count();
+  if (synchronize) {
+    if (!device_.is_cpu() && unsynced_steps_ > 0 && last_synced_ != Clock::time_point{}) {
+      metrics->step_time_s =
+          std::chrono::duration<double>(now - last_synced_).count() / (unsynced_steps_ + 1);
+    }
+    last_synced_ = now;
+    unsynced_steps_ = 0;
+  } else {
+    ++unsynced_steps_;
+  }
   if (step == 0) {
     grid_.EndStartup();
     // When each bucket's reduction was issued: with overlap, before backward ended.
@@ -247,7 +261,6 @@ void Trainer::MeasureStep(int64_t step, Clock::time_point start, bool synchroniz
     TS_LOG(DEBUG) << "gradient buckets issued at " << trace << " into a backward of "
                   << absl::StrFormat("%.1f ms", reducer_->last_backward_ms());
   }
-  metrics->step_time_s = std::chrono::duration<double>(Clock::now() - start).count();
   metrics->tokens_per_s =
       static_cast<double>(config_.train.global_batch * config_.train.seq_len) / metrics->step_time_s;
   // MFU per device: the job's FLOP rate over the world's peak.

@@ -125,7 +125,10 @@ class Trainer {
   std::vector<torch::Tensor> tied_embedding_copies_;  // this rank's copies of the tied embedding (pp > 1)
   std::unique_ptr<FlatAdamW> optimizer_;
   LrSchedule schedule_{};
-  int64_t local_batch_ = 0;   // rows of each global batch on this rank
+  int64_t local_batch_ = 0;  // rows of each global batch on this rank
+  // The last step that waited for the device, and the steps since that did not (MeasureStep).
+  Clock::time_point last_synced_{};
+  int64_t unsynced_steps_ = 0;
   int64_t start_step_ = 0;    // steps already done (resumed)
   int64_t start_sample_ = 0;  // global samples already consumed (resumed)
   double flops_per_token_ = 0;
