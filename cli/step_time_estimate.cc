@@ -44,7 +44,8 @@ ChunkCost CostOfChunk(const Config& c, const pl::Partition& part, int64_t stage,
   const double layers = static_cast<double>(part.NumLayers(stage, chunk));
   const bool head = part.HasHead(stage, chunk), embedding = part.HasEmbedding(stage, chunk);
   const double matmul = 2.0 * static_cast<double>(LayerPerRank(m, p.tp).matmul);
-  const double attention = 4.0 * s * h / t;
+  // q.k and the weighted sum of v: 2 x 2 x s flops per token and attention channel.
+  const double attention = 4.0 * s * static_cast<double>(m.attention_dim()) / t;
   const double head_flops = head ? 2.0 * h * static_cast<double>(VocabRowsPerRank(m, p.tp)) : 0.0;
   const double rate = hw.peak_tflops * 1e12 * hw.gemm_efficiency;
   double recomputed = 0.0;  // flops per token run again in backward

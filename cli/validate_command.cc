@@ -83,6 +83,13 @@ void PrintModel(const ModelConfig& m) {
               static_cast<long long>(m.dim), static_cast<long long>(m.n_heads),
               static_cast<long long>(m.n_kv_heads), static_cast<long long>(m.head_dim()),
               static_cast<long long>(m.ffn_dim), static_cast<long long>(m.vocab_size), m.rope_theta);
+  if (m.rope_scaling == RopeScaling::kLinear) {
+    std::printf("       rope scaling linear: factor %g\n", m.rope_factor);
+  } else if (m.rope_scaling == RopeScaling::kLlama3) {
+    std::printf("       rope scaling llama3: factor %g, low/high freq factors %g/%g, original context %lld\n",
+                m.rope_factor, m.rope_low_freq_factor, m.rope_high_freq_factor,
+                static_cast<long long>(m.rope_original_max_position_embeddings));
+  }
 }
 
 void PrintTraining(const Config& c, const Layout& layout) {

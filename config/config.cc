@@ -98,15 +98,42 @@ std::vector<FieldSpec> BuildSchema() {
       Int("model.dim", TS_FIELD_REF(model.dim), 1, 1 << 20, "Hidden size (model width)."),
       Int("model.n_layers", TS_FIELD_REF(model.n_layers), 1, 4096, "Number of transformer blocks."),
       Int("model.n_heads", TS_FIELD_REF(model.n_heads), 1, 4096,
-          "Query heads; must divide model.dim, and dim / n_heads must be even (rotary pairs)."),
+          "Query heads; unless model.head_dim is set, must divide model.dim, and dim / n_heads must "
+          "be even (rotary pairs)."),
       Int("model.n_kv_heads", TS_FIELD_REF(model.n_kv_heads), 1, 4096,
           "Key/value heads (grouped-query attention); must divide model.n_heads."),
+      IntOrWord("model.head_dim", TS_FIELD_REF(model.explicit_head_dim), 0, 1 << 16, "auto",
+                "Width of one attention head, even (rotary pairs); auto (0): model.dim / "
+                "model.n_heads. q and the attention output are n_heads x head_dim wide, k and v "
+                "n_kv_heads x head_dim, whatever model.dim is (as Hugging Face's head_dim)."),
       Int("model.ffn_dim", TS_FIELD_REF(model.ffn_dim), 1, 1 << 22,
           "Inner size of the SwiGLU MLP (Llama 3 8B: 14336)."),
       Int("model.vocab_size", TS_FIELD_REF(model.vocab_size), 2, 1 << 24,
           "Rows of the embedding and output head; at least the tokenizer's id count."),
       Float("model.rope_theta", TS_FIELD_REF(model.rope_theta), 1, kInf,
             "Base of the rotary position embedding frequencies (Llama 3: 500000)."),
+      Enum<RopeScaling>(
+          "model.rope_scaling", TS_FIELD_REF(model.rope_scaling),
+          "Scaling of the rotary frequencies inv_freq[i] = theta^(-2i/head_dim), as transformers' "
+          "rope_type. none: unscaled. linear: every inv_freq / model.rope_factor (positions divided by "
+          "the factor). llama3 (Llama 3.1 and later, transformers' _compute_llama3_parameters): with "
+          "wavelen = 2 pi / inv_freq, L = model.rope_original_max_position_embeddings, l = "
+          "model.rope_low_freq_factor, h = model.rope_high_freq_factor, f = model.rope_factor: "
+          "wavelen < L / h keeps inv_freq; wavelen > L / l takes inv_freq / f; between, with s = "
+          "(L / wavelen - l) / (h - l), (1 - s) inv_freq / f + s inv_freq. Each scaling needs its "
+          "keys set; the others must stay 0."),
+      Float("model.rope_factor", TS_FIELD_REF(model.rope_factor), 0, kInf,
+            "Factor of model.rope_scaling linear or llama3 (Llama 3.1: 8, 3.2: 32); 0: unset."),
+      Float("model.rope_low_freq_factor", TS_FIELD_REF(model.rope_low_freq_factor), 0, kInf,
+            "llama3 scaling: wavelengths above original_max_position_embeddings / this are divided "
+            "by model.rope_factor (Llama 3.1: 1); 0: unset."),
+      Float("model.rope_high_freq_factor", TS_FIELD_REF(model.rope_high_freq_factor), 0, kInf,
+            "llama3 scaling: wavelengths below original_max_position_embeddings / this are kept; "
+            "above model.rope_low_freq_factor (Llama 3.1: 4); 0: unset."),
+      Int("model.rope_original_max_position_embeddings",
+          TS_FIELD_REF(model.rope_original_max_position_embeddings), 0, 1 << 30,
+          "llama3 scaling: the context length of pretraining before the extension (Llama 3.1: "
+          "8192); 0: unset."),
       Float("model.norm_eps", TS_FIELD_REF(model.norm_eps), 0, 1, "Epsilon of RMSNorm."),
       Float("model.init_std", TS_FIELD_REF(model.init_std), 0, 10,
             "Standard deviation of the normal initialisation of embeddings and linear weights; "
@@ -643,6 +670,11 @@ std::span<const std::string_view> EnumNames<AttentionBackend>() {
   return kNames;
 }
 template <>
+std::span<const std::string_view> EnumNames<RopeScaling>() {
+  static constexpr std::string_view kNames[] = {"none", "llama3", "linear"};
+  return kNames;
+}
+template <>
 std::span<const std::string_view> EnumNames<PipelineScheduleKind>() {
   static constexpr std::string_view kNames[] = {"gpipe", "1f1b", "interleaved", "zb-h1"};
   return kNames;
@@ -678,19 +710,80 @@ absl::Status ApplyOverride(Config& config, const std::string& assignment) {
 
 namespace {
 
-// The model section's constraints between keys (each key's range is checked by the schema).
-absl::Status ValidateModelConfig(const Config& config) {
-  const std::string& src = config.source;
-  const ModelConfig& m = config.model;
+// The head width: derived from dim and n_heads unless model.head_dim sets it.
+absl::Status ValidateHeadDim(const ModelConfig& m, const std::string& src) {
+  if (m.explicit_head_dim > 0) {
+    if (m.explicit_head_dim % 2 != 0) {
+      return Invalid(src, absl::StrCat("model.head_dim = ", m.explicit_head_dim,
+                                       " is odd: rotary embeddings rotate pairs and need an even "
+                                       "head dimension"));
+    }
+    return absl::OkStatus();
+  }
   if (m.dim % m.n_heads != 0) {
-    return Invalid(src, absl::StrCat("model.dim = ", m.dim, " is not divisible by model.n_heads = ",
-                                     m.n_heads, ": expected dim to be a multiple of n_heads"));
+    return Invalid(src,
+                   absl::StrCat("model.dim = ", m.dim, " is not divisible by model.n_heads = ", m.n_heads,
+                                ": expected dim to be a multiple of n_heads, or model.head_dim set"));
   }
   if ((m.dim / m.n_heads) % 2 != 0) {
     return Invalid(src, absl::StrCat("head dimension model.dim / model.n_heads = ", m.dim / m.n_heads,
                                      " is odd: rotary embeddings rotate pairs and need an even "
                                      "head dimension"));
   }
+  return absl::OkStatus();
+}
+
+// model.rope_scaling and its parameters: each scaling needs exactly the keys it reads, so that
+// a forgotten key is not silently a default and a key meant for another scaling is not ignored.
+absl::Status ValidateRopeScaling(const ModelConfig& m, const std::string& src) {
+  const std::string type = EnumName(m.rope_scaling);
+  const bool llama3 = m.rope_scaling == RopeScaling::kLlama3;
+  const bool any = m.rope_scaling != RopeScaling::kNone;
+  struct Key {
+    const char* name;
+    double value;
+    std::string text;  // as written: 8.0 for a number, 8192 for the integer key
+    bool used;
+    const char* readers;  // the scalings that read the key
+  };
+  const Key keys[] = {
+      {"model.rope_factor", m.rope_factor, FormatNumber(m.rope_factor), any, "linear and llama3 read it"},
+      {"model.rope_low_freq_factor", m.rope_low_freq_factor, FormatNumber(m.rope_low_freq_factor), llama3,
+       "only llama3 reads it"},
+      {"model.rope_high_freq_factor", m.rope_high_freq_factor, FormatNumber(m.rope_high_freq_factor), llama3,
+       "only llama3 reads it"},
+      {"model.rope_original_max_position_embeddings",
+       static_cast<double>(m.rope_original_max_position_embeddings),
+       absl::StrCat(m.rope_original_max_position_embeddings), llama3, "only llama3 reads it"},
+  };
+  for (const Key& k : keys) {
+    if (k.used && !(k.value > 0)) {
+      return Invalid(src, absl::StrCat("model.rope_scaling = ", type, " needs ", k.name, " > 0; ", k.name,
+                                       " = ", k.text, k.value == 0 ? " (unset)" : ""));
+    }
+    if (!k.used && k.value != 0) {
+      return Invalid(
+          src, absl::StrCat(k.name, " = ", k.text, " has no effect under model.rope_scaling = ", type, " (",
+                            k.readers, "): set model.rope_scaling, or remove the key"));
+    }
+  }
+  if (llama3 && !(m.rope_low_freq_factor < m.rope_high_freq_factor)) {
+    return Invalid(src, absl::StrCat("model.rope_low_freq_factor = ", FormatNumber(m.rope_low_freq_factor),
+                                     " is not below model.rope_high_freq_factor = ",
+                                     FormatNumber(m.rope_high_freq_factor),
+                                     ": llama3 scaling blends the frequencies between the two "
+                                     "wavelengths L / high < L / low"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateModelConfig(const Config& config) {
+  const std::string& src = config.source;
+  const ModelConfig& m = config.model;
+  TS_RETURN_IF_ERROR(ValidateHeadDim(m, src));
+  TS_RETURN_IF_ERROR(ValidateRopeScaling(m, src));
   if (m.n_heads % m.n_kv_heads != 0) {
     return Invalid(src, absl::StrCat("model.n_heads = ", m.n_heads,
                                      " is not divisible by model.n_kv_heads = ", m.n_kv_heads,
@@ -712,8 +805,6 @@ absl::Status ValidateModelConfig(const Config& config) {
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 absl::Status ValidateConfig(const Config& const_config) {
   Config config = const_config;  // FieldSpec::ref takes a mutable Config

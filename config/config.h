@@ -24,6 +24,7 @@ enum class CommBackend { kAuto, kLocal, kMpi, kNccl };                          
 enum class GridOrder { kTpDpPp, kTpPpDp, kDpTpPp, kDpPpTp, kPpTpDp, kPpDpTp };  // parallel.order
 enum class RecomputeMode { kNone, kSelective, kFull };                          // model.recompute
 enum class AttentionBackend { kAuto, kCudnn, kFlash, kEfficient, kMath };       // model.attention_backend
+enum class RopeScaling { kNone, kLlama3, kLinear };                             // model.rope_scaling
 // parallel.pp_schedule: a generated schedule by name, or kFile: a schedule file's path.
 enum class PipelineScheduleKind { kGpipe, k1F1B, kInterleaved, kZbH1, kFile };
 
@@ -46,6 +47,8 @@ template <>
 std::span<const std::string_view> EnumNames<RecomputeMode>();
 template <>
 std::span<const std::string_view> EnumNames<AttentionBackend>();
+template <>
+std::span<const std::string_view> EnumNames<RopeScaling>();
 
 template <typename E>
 std::string EnumName(E value) {
@@ -68,9 +71,20 @@ struct ModelConfig {
   int64_t n_layers = 4;
   int64_t n_heads = 8;
   int64_t n_kv_heads = 4;
+  // model.head_dim: the width of one attention head when set; 0 derives it, dim / n_heads. Llama
+  // 3.2 3B and others choose it apart from dim, so q/k/v are n_heads x head_dim wide, not dim.
+  int64_t explicit_head_dim = 0;
   int64_t ffn_dim = 768;
   int64_t vocab_size = 512;
   double rope_theta = 500000.0;
+  // Rescaling of the rotary frequencies for contexts beyond the pretraining length
+  // (kernels/rotary.h RotaryScaling). 0 leaves a parameter unset: only the scaling that uses a
+  // parameter accepts it, and it must then be set, so a config never carries a silent default.
+  RopeScaling rope_scaling = RopeScaling::kNone;
+  double rope_factor = 0;
+  double rope_low_freq_factor = 0;
+  double rope_high_freq_factor = 0;
+  int64_t rope_original_max_position_embeddings = 0;
   double norm_eps = 1e-5;
   double init_std = 0.02;
   bool tie_embeddings = true;
@@ -85,7 +99,9 @@ struct ModelConfig {
   // pick; any other is the only one LibTorch may run (an input it does not take is an error).
   AttentionBackend attention_backend = AttentionBackend::kAuto;
 
-  int64_t head_dim() const { return dim / n_heads; }
+  int64_t head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : dim / n_heads; }
+  // The width of q and of the attention output: n_heads x head_dim (dim unless head_dim is set).
+  int64_t attention_dim() const { return n_heads * head_dim(); }
 };
 
 struct TrainConfig {
@@ -214,6 +230,9 @@ absl::StatusOr<Config> ConfigFromOverrides(const std::vector<std::string>& overr
 absl::Status ApplyOverride(Config& config, const std::string& assignment);
 // Range, choice and cross-key checks; the error names the key, the value and what was expected.
 absl::Status ValidateConfig(const Config& config);
+// The constraints between the model.* keys alone (head sizes, rotary scaling, recomputation), for
+// a model section read without the rest (a checkpoint's); ranges are ValidateConfig's.
+absl::Status ValidateModelConfig(const Config& config);
 // The checks of the parallel.* keys alone (`tessera topology` needs no data or model keys).
 absl::Status ValidateParallelConfig(const Config& config);
 

@@ -72,7 +72,7 @@ absl::StatusOr<double> Number(const JsonValue& root, const char* key, const std:
 // still have products that wrap around, and the weights are allocated (and their slices
 // computed) from those products. The terms are those of the Llama architecture's matrices.
 absl::Status CheckWeightBytes(const ModelConfig& m, const std::string& source) {
-  const int64_t head_dim = m.dim / m.n_heads;
+  const int64_t head_dim = m.head_dim();
   struct Term {
     const char* what;
     std::vector<int64_t> factors;
@@ -122,6 +122,116 @@ absl::StatusOr<std::string> TokenIds(const JsonValue& root, const char* key, con
 
 bool IsTrue(const JsonValue* v) { return v && v->type == JsonValue::Type::kBool && v->boolean; }
 
+// The heads' sizes. head_dim may differ from hidden_size / num_attention_heads (Llama 3.x writes
+// it equal; other models choose it apart): it is then carried as model.head_dim, else left
+// derived so that the imported config reads as before. Its parity is checked once the sizes are
+// known to be sane (CheckWeightBytes).
+absl::Status ParseHeads(const JsonValue& root, const std::string& source, ModelConfig& m) {
+  TS_ASSIGN_OR_RETURN(const int64_t head_dim, Int(root, "head_dim", source, false, 0));
+  const bool derived = head_dim == 0 || (m.dim % m.n_heads == 0 && head_dim == m.dim / m.n_heads);
+  if (m.n_heads % m.n_kv_heads != 0 || (derived && m.dim % m.n_heads != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": hidden_size ", m.dim, ", num_attention_heads ", m.n_heads, ", num_key_value_heads ",
+        m.n_kv_heads,
+        ": kv heads must divide heads, and heads must divide hidden_size unless head_dim is set"));
+  }
+  m.explicit_head_dim = derived ? 0 : head_dim;
+  return absl::OkStatus();
+}
+
+// A parameter a rope type cannot do without.
+absl::StatusOr<double> RequiredNumber(const JsonValue& rope, const char* key, const std::string& where,
+                                      const std::string& type) {
+  const JsonValue* v = rope.Find(key);
+  if (!v || v->type == JsonValue::Type::kNull) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": rope type '", type, "' needs \"", key, "\", which is missing"));
+  }
+  return Number(rope, key, where, 0, true);
+}
+
+// The rotary embedding: transformers 5 writes rope_parameters {rope_type, rope_theta, ...}; 4.x
+// rope_theta and rope_scaling {rope_type (or type), ...}. As in transformers 5, rope_scaling
+// wins over rope_parameters and the top-level rope_theta fills in a dictionary without one.
+// Tessera's rotary takes the unscaled ("default"), "linear" and "llama3" types; any other would
+// give other outputs and is refused.
+absl::Status ParseRope(const JsonValue& root, const std::string& source, int64_t max_position_embeddings,
+                       ModelConfig& m) {
+  TS_ASSIGN_OR_RETURN(m.rope_theta, Number(root, "rope_theta", source, 10000.0, true));
+  const JsonValue* rope = nullptr;
+  const char* rope_key = "";
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    const JsonValue* v = root.Find(key);
+    if (!v || v->type == JsonValue::Type::kNull) continue;
+    if (v->type != JsonValue::Type::kObject) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": \"", key, "\" is not an object"));
+    }
+    if (rope == nullptr && !v->object.empty()) rope = v, rope_key = key;
+  }
+  if (rope == nullptr) return absl::OkStatus();
+  const std::string where = absl::StrCat(source, ": ", rope_key);
+  std::string type = "default";
+  for (const char* key : {"type", "rope_type"}) {
+    if (const JsonValue* t = rope->Find(key); t && t->type == JsonValue::Type::kString) type = t->string;
+  }
+  TS_ASSIGN_OR_RETURN(m.rope_theta, Number(*rope, "rope_theta", where, m.rope_theta, true));
+  TS_ASSIGN_OR_RETURN(const double partial, Number(*rope, "partial_rotary_factor", where, 1.0, true));
+  if (partial != 1.0) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": \"partial_rotary_factor\" is ",
+                                                   NumberText(partial),
+                                                   "; Tessera's rotary turns every channel of a head"));
+  }
+  if (type == "default") return absl::OkStatus();
+  if (type != "linear" && type != "llama3") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": rope type '", type,
+        "' is not supported; Tessera's rotary (kernels/rotary.h) takes default, linear and llama3"));
+  }
+  TS_ASSIGN_OR_RETURN(m.rope_factor, RequiredNumber(*rope, "factor", where, type));
+  if (type == "linear") {
+    m.rope_scaling = RopeScaling::kLinear;
+    return absl::OkStatus();
+  }
+  m.rope_scaling = RopeScaling::kLlama3;
+  TS_ASSIGN_OR_RETURN(m.rope_low_freq_factor, RequiredNumber(*rope, "low_freq_factor", where, type));
+  TS_ASSIGN_OR_RETURN(m.rope_high_freq_factor, RequiredNumber(*rope, "high_freq_factor", where, type));
+  if (!(m.rope_low_freq_factor < m.rope_high_freq_factor)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": \"low_freq_factor\" ", NumberText(m.rope_low_freq_factor),
+                     " is not below \"high_freq_factor\" ", NumberText(m.rope_high_freq_factor)));
+  }
+  // transformers takes a top-level original_max_position_embeddings first, then the dictionary's,
+  // then max_position_embeddings.
+  TS_ASSIGN_OR_RETURN(const int64_t in_rope,
+                      Int(*rope, "original_max_position_embeddings", where, false, max_position_embeddings));
+  TS_ASSIGN_OR_RETURN(m.rope_original_max_position_embeddings,
+                      Int(root, "original_max_position_embeddings", source, false, in_rope));
+  return absl::OkStatus();
+}
+
+// The rope_scaling dictionary of config.json for `m`'s scaling (without rope_theta, which
+// transformers 4.x does not expect there); "null" when unscaled.
+std::string RopeScalingJson(const ModelConfig& m) {
+  if (m.rope_scaling == RopeScaling::kNone) return "null";
+  std::vector<std::string> items = {absl::StrCat("\"rope_type\": ", JsonQuote(EnumName(m.rope_scaling))),
+                                    absl::StrCat("\"factor\": ", JsonNumber(m.rope_factor))};
+  if (m.rope_scaling == RopeScaling::kLlama3) {
+    items.push_back(absl::StrCat("\"low_freq_factor\": ", JsonNumber(m.rope_low_freq_factor)));
+    items.push_back(absl::StrCat("\"high_freq_factor\": ", JsonNumber(m.rope_high_freq_factor)));
+    items.push_back(
+        absl::StrCat("\"original_max_position_embeddings\": ", m.rope_original_max_position_embeddings));
+  }
+  return absl::StrCat("{", absl::StrJoin(items, ", "), "}");
+}
+
+// rope_parameters: transformers 5's dictionary, rope_theta included.
+std::string RopeParametersJson(const ModelConfig& m) {
+  const std::string theta = absl::StrCat("\"rope_theta\": ", JsonNumber(m.rope_theta));
+  if (m.rope_scaling == RopeScaling::kNone) return absl::StrCat("{\"rope_type\": \"default\", ", theta, "}");
+  const std::string scaling = RopeScalingJson(m);
+  return absl::StrCat(scaling.substr(0, scaling.size() - 1), ", ", theta, "}");
+}
+
 }  // namespace
 
 absl::StatusOr<HfModelInfo> ParseHfLlamaConfig(const std::string& json, const std::string& source) {
@@ -152,18 +262,12 @@ absl::StatusOr<HfModelInfo> ParseHfLlamaConfig(const std::string& json, const st
                       Int(root, "max_position_embeddings", source, false, 2048));
   // LlamaConfig's default is untied.
   m.tie_embeddings = IsTrue(root.Find("tie_word_embeddings"));
-  if (m.n_heads == 0 || m.n_kv_heads == 0 || m.dim % m.n_heads != 0 || m.n_heads % m.n_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": hidden_size ", m.dim, ", num_attention_heads ", m.n_heads, ", num_key_value_heads ",
-        m.n_kv_heads, ": heads must divide hidden_size and kv heads must divide heads"));
-  }
-  TS_ASSIGN_OR_RETURN(const int64_t head_dim, Int(root, "head_dim", source, false, m.dim / m.n_heads));
-  if (head_dim != m.dim / m.n_heads) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": head_dim ", head_dim, " differs from hidden_size / ",
-        "num_attention_heads = ", m.dim / m.n_heads, "; Tessera's model derives the head size from them"));
-  }
+  TS_RETURN_IF_ERROR(ParseHeads(root, source, m));
   TS_RETURN_IF_ERROR(CheckWeightBytes(m, source));
+  if (m.head_dim() % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": head_dim ", m.head_dim(),
+                                                   " is odd; rotary embeddings rotate pairs of channels"));
+  }
   if (IsTrue(root.Find("attention_bias")) || IsTrue(root.Find("mlp_bias"))) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": attention_bias / mlp_bias are set; Tessera's Llama has no biases"));
@@ -173,28 +277,7 @@ absl::StatusOr<HfModelInfo> ParseHfLlamaConfig(const std::string& json, const st
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": hidden_act '", act->string, "'; Tessera's MLP is SwiGLU (silu)"));
   }
-  // Rotary: transformers 5 writes rope_parameters {rope_type, rope_theta}; 4.x rope_theta and
-  // rope_scaling. Only the unscaled ("default") rotary is Tessera's.
-  TS_ASSIGN_OR_RETURN(m.rope_theta, Number(root, "rope_theta", source, 10000.0, true));
-  std::string rope_type = "default";
-  for (const char* key : {"rope_parameters", "rope_scaling"}) {
-    const JsonValue* rope = root.Find(key);
-    if (!rope || rope->type == JsonValue::Type::kNull) continue;
-    if (rope->type != JsonValue::Type::kObject) {
-      return absl::InvalidArgumentError(absl::StrCat(source, ": \"", key, "\" is not an object"));
-    }
-    if (const JsonValue* t = rope->Find("rope_type"); t && t->type == JsonValue::Type::kString)
-      rope_type = t->string;
-    if (const JsonValue* t = rope->Find("type"); t && t->type == JsonValue::Type::kString)
-      rope_type = t->string;
-    TS_ASSIGN_OR_RETURN(m.rope_theta, Number(*rope, "rope_theta", source, m.rope_theta, true));
-  }
-  if (rope_type != "default") {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": rope type '", rope_type,
-                     "' (scaled rotary embeddings) is not supported; Tessera's rotary "
-                     "(kernels/rotary.h) is the unscaled one"));
-  }
+  TS_RETURN_IF_ERROR(ParseRope(root, source, info.max_position_embeddings, m));
   TS_ASSIGN_OR_RETURN(info.bos_token_id, TokenIds(root, "bos_token_id", source));
   TS_ASSIGN_OR_RETURN(info.eos_token_id, TokenIds(root, "eos_token_id", source));
   return info;
@@ -214,9 +297,8 @@ std::string HfLlamaConfigJson(const HfModelInfo& info, const std::string& torch_
       absl::StrCat("\"vocab_size\": ", m.vocab_size),
       absl::StrCat("\"rms_norm_eps\": ", JsonNumber(m.norm_eps)),
       absl::StrCat("\"rope_theta\": ", JsonNumber(m.rope_theta)),
-      absl::StrCat("\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": ",
-                   JsonNumber(m.rope_theta), "}"),
-      "\"rope_scaling\": null",
+      absl::StrCat("\"rope_parameters\": ", RopeParametersJson(m)),
+      absl::StrCat("\"rope_scaling\": ", RopeScalingJson(m)),
       absl::StrCat("\"max_position_embeddings\": ", info.max_position_embeddings),
       absl::StrCat("\"tie_word_embeddings\": ", m.tie_embeddings ? "true" : "false"),
       "\"hidden_act\": \"silu\"",

@@ -1,7 +1,9 @@
 // Hugging Face's config.json for LlamaForCausalLM <-> Tessera's ModelConfig. Written with both
-// spellings transformers has used (rope_theta and rope_parameters; torch_dtype and dtype) so
-// that transformers 4.x and 5.x read it. Reading refuses what Tessera's model cannot represent
-// (biases, rope scaling, another activation, head_dim != hidden_size / num_attention_heads)
+// spellings transformers has used (rope_theta and rope_parameters, rope_scaling beside
+// rope_parameters; torch_dtype and dtype) so that transformers 4.x and 5.x read it. The rope types
+// default, linear and llama3 (Llama 3.1 to 3.3) and a head_dim other than hidden_size /
+// num_attention_heads map onto model.rope_scaling and model.head_dim. Reading refuses what
+// Tessera's model cannot represent (biases, other rope types, partial rotary, another activation)
 // rather than importing a model whose outputs would differ.
 #pragma once
 

@@ -14,13 +14,11 @@ absl::Status CheckModelConfig(const ModelConfig& m, const std::string& source) {
   if (m.dim < 1 || m.n_layers < 1 || m.n_heads < 1 || m.n_kv_heads < 1 || m.ffn_dim < 1 || m.vocab_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": model sizes must be positive"));
   }
-  if (m.dim % m.n_heads != 0 || (m.dim / m.n_heads) % 2 != 0 || m.n_heads % m.n_kv_heads != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": model.dim ", m.dim, ", n_heads ", m.n_heads, ", n_kv_heads ", m.n_kv_heads,
-                     ": expected dim divisible by n_heads with an even head size, "
-                     "and n_heads divisible by n_kv_heads"));
-  }
-  return absl::OkStatus();
+  Config config;
+  config.model = m;
+  config.source = source;
+  // Head sizes and the rotary scaling, as a config file's are checked.
+  return ValidateModelConfig(config);
 }
 
 absl::StatusOr<ModelConfig> ModelConfigFromManifest(const Manifest& manifest, const std::string& source) {

@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include <climits>
+#include <cmath>
 
 #include "kernels/cpu_loops.h"
 #include "kernels/cuda_kernels_enabled.h"
@@ -139,12 +140,41 @@ class RotaryFunction : public torch::autograd::Function<RotaryFunction> {
 
 }  // namespace
 
-RotaryTables MakeRotaryTables(int64_t max_seq_len, int64_t head_dim, double theta, torch::Device device) {
+torch::Tensor RotaryInverseFrequencies(int64_t head_dim, double theta, const RotaryScaling& scaling) {
   // inv_freq[i] = theta^(-2i/d), computed in fp64 so long contexts keep exact angles.
+  // transformers computes the same in fp32, which moves its angles by an ulp of position x
+  // inv_freq; the two agree to fp32 rounding.
   auto f64 = torch::TensorOptions().dtype(torch::kFloat64);
-  torch::Tensor inv_freq =
+  const torch::Tensor inv_freq =
       torch::pow(theta, -torch::arange(0, head_dim, 2, f64) / static_cast<double>(head_dim));
-  torch::Tensor positions = torch::arange(max_seq_len, f64);
+  const double factor = scaling.factor;
+  switch (scaling.kind) {
+    case RotaryScaling::Kind::kNone:
+      return inv_freq;
+    case RotaryScaling::Kind::kLinear:
+      return inv_freq / factor;
+    case RotaryScaling::Kind::kLlama3:
+      break;
+  }
+  // Llama 3.1's scaling, term for term as transformers' _compute_llama3_parameters (the same
+  // comparisons, so a wavelength on a band's edge falls where it falls there).
+  const double old_context = scaling.original_max_positions;
+  const double low = scaling.low_freq_factor, high = scaling.high_freq_factor;
+  const double low_freq_wavelen = old_context / low;
+  const double high_freq_wavelen = old_context / high;
+  const torch::Tensor wavelen = 2 * M_PI / inv_freq;
+  const torch::Tensor long_waves = wavelen > low_freq_wavelen;
+  torch::Tensor scaled = torch::where(long_waves, inv_freq / factor, inv_freq);
+  const torch::Tensor smooth = (old_context / wavelen - low) / (high - low);
+  const torch::Tensor smoothed = (1 - smooth) * scaled / factor + smooth * scaled;
+  const torch::Tensor medium = (wavelen >= high_freq_wavelen).logical_and(long_waves.logical_not());
+  return torch::where(medium, smoothed, scaled);
+}
+
+RotaryTables MakeRotaryTables(int64_t max_seq_len, int64_t head_dim, double theta, torch::Device device,
+                              const RotaryScaling& scaling) {
+  const torch::Tensor inv_freq = RotaryInverseFrequencies(head_dim, theta, scaling);
+  torch::Tensor positions = torch::arange(max_seq_len, torch::TensorOptions().dtype(torch::kFloat64));
   torch::Tensor angles = torch::outer(positions, inv_freq);
   return {angles.cos().to(torch::kFloat).to(device), angles.sin().to(torch::kFloat).to(device)};
 }

@@ -11,7 +11,27 @@ struct RotaryTables {
   torch::Tensor cos;
   torch::Tensor sin;
 };
-RotaryTables MakeRotaryTables(int64_t max_seq_len, int64_t head_dim, double theta, torch::Device device);
+
+// Rescaling of the frequencies inv_freq[i] = theta^(-2i/head_dim), as transformers' rope_type
+// (modeling_rope_utils.py). kLinear: inv_freq / factor (positions divided by factor). kLlama3
+// (Llama 3.1, _compute_llama3_parameters): with wavelen = 2 pi / inv_freq, wavelengths below
+// original_max_positions / high_freq_factor keep their frequency, those above
+// original_max_positions / low_freq_factor take inv_freq / factor, and those between blend the two
+// with s = (original_max_positions / wavelen - low_freq_factor) / (high_freq_factor -
+// low_freq_factor): (1 - s) inv_freq / factor + s inv_freq.
+struct RotaryScaling {
+  enum class Kind { kNone, kLlama3, kLinear };
+  Kind kind = Kind::kNone;
+  double factor = 1;
+  double low_freq_factor = 1;
+  double high_freq_factor = 4;
+  double original_max_positions = 8192;
+};
+
+// The scaled inverse frequencies [head_dim / 2], fp64.
+torch::Tensor RotaryInverseFrequencies(int64_t head_dim, double theta, const RotaryScaling& scaling);
+RotaryTables MakeRotaryTables(int64_t max_seq_len, int64_t head_dim, double theta, torch::Device device,
+                              const RotaryScaling& scaling = {});
 
 // x: [batch, seq, heads, head_dim], positions 0..seq-1. An autograd function whose backward is
 // the inverse rotation of the incoming gradient; it saves no activations.

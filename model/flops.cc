@@ -19,7 +19,7 @@ namespace tessera {
 
 double TrainingFlopsPerToken(const ModelConfig& model, int64_t seq_len) {
   return 6.0 * static_cast<double>(MatmulParameterCount(model)) +
-         12.0 * static_cast<double>(model.n_layers * model.dim * seq_len);
+         12.0 * static_cast<double>(model.n_layers * model.attention_dim() * seq_len);
 }
 
 std::vector<MatmulShape> PeakProbeShapes(const ModelConfig& model, int64_t tokens_per_micro_batch,

@@ -12,7 +12,7 @@
 
 namespace tessera {
 
-// Training FLOPs per token: 6 * (matmul parameters) + 12 * n_layers * dim * seq_len
+// Training FLOPs per token: 6 * (matmul parameters) + 12 * n_layers * n_heads * head_dim * seq_len
 // (forward + backward of QK^T and AV, counted without the causal half, as PaLM's appendix does).
 double TrainingFlopsPerToken(const ModelConfig& model, int64_t seq_len);
 

@@ -220,8 +220,8 @@ TransformerImpl::TransformerImpl(const ModelConfig& config, int64_t max_seq_len,
       output = register_parameter("output", EmptyLocal(config, "output", tp_));
     }
   }
-  kernels::RotaryTables tables =
-      kernels::MakeRotaryTables(max_seq_len, config.head_dim(), config.rope_theta, torch::kCPU);
+  kernels::RotaryTables tables = kernels::MakeRotaryTables(max_seq_len, config.head_dim(), config.rope_theta,
+                                                           torch::kCPU, RotaryScalingOf(config));
   // Buffers follow the module across .to(device); rotary_ shares their storage.
   rotary_.cos = register_buffer("rotary_cos", tables.cos);
   rotary_.sin = register_buffer("rotary_sin", tables.sin);
@@ -479,6 +479,26 @@ absl::Status TransformerImpl::SyncTensorParallelGrads() {
   TS_RETURN_IF_ERROR(SumGradients(norms, *options_.tp));
   if (kv_replica_group_ != nullptr) TS_RETURN_IF_ERROR(SumGradients(kv, *kv_replica_group_));
   return absl::OkStatus();
+}
+
+kernels::RotaryScaling RotaryScalingOf(const ModelConfig& config) {
+  using Kind = kernels::RotaryScaling::Kind;
+  kernels::RotaryScaling scaling;
+  switch (config.rope_scaling) {
+    case RopeScaling::kNone:
+      return scaling;
+    case RopeScaling::kLinear:
+      scaling.kind = Kind::kLinear;
+      break;
+    case RopeScaling::kLlama3:
+      scaling.kind = Kind::kLlama3;
+      scaling.low_freq_factor = config.rope_low_freq_factor;
+      scaling.high_freq_factor = config.rope_high_freq_factor;
+      scaling.original_max_positions = static_cast<double>(config.rope_original_max_position_embeddings);
+      break;
+  }
+  scaling.factor = config.rope_factor;
+  return scaling;
 }
 
 int64_t ParameterCount(const ModelConfig& c) {

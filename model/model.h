@@ -213,6 +213,9 @@ class TransformerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Transformer);
 
+// model.rope_scaling and its parameters, as the rotary tables take them.
+kernels::RotaryScaling RotaryScalingOf(const ModelConfig& config);
+
 // Parameter counts of the closed formula, used by tests and MFU.
 int64_t ParameterCount(const ModelConfig& config);
 // Parameters that take part in matrix products per token (everything but the input embedding

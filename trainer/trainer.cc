@@ -530,8 +530,11 @@ void Trainer::LogSetup() const {
   if (is_logger()) {
     TS_LOG(INFO) << "model: " << Millions(ParameterCount(m)) << " parameters (" << Millions(local_parameters)
                  << " on rank 0), " << m.n_layers << " layers, dim " << m.dim << ", heads " << m.n_heads
-                 << " (kv " << m.n_kv_heads << "), ffn " << m.ffn_dim << ", vocab " << m.vocab_size
-                 << (m.tie_embeddings ? " (tied head)" : "");
+                 << " (kv " << m.n_kv_heads << ", head_dim " << m.head_dim() << "), ffn " << m.ffn_dim
+                 << ", vocab " << m.vocab_size << (m.tie_embeddings ? " (tied head)" : "")
+                 << (m.rope_scaling == RopeScaling::kNone
+                         ? std::string()
+                         : absl::StrCat(", rope scaling ", EnumName(m.rope_scaling), " x", m.rope_factor));
     for (int d = 0; d < train_stream_->num_corpora(); ++d) {
       const data::DocumentCorpus& c = train_stream_->corpus(d);
       TS_LOG(INFO) << "data: " << c.name() << ": " << c.num_documents() << " documents, " << c.num_tokens()

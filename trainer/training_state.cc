@@ -188,6 +188,7 @@ absl::Status CheckCheckpointModel(const checkpoint::Manifest& manifest, const Mo
   if (s.n_layers != model.n_layers) return mismatch("n_layers", s.n_layers, model.n_layers);
   if (s.n_heads != model.n_heads) return mismatch("n_heads", s.n_heads, model.n_heads);
   if (s.n_kv_heads != model.n_kv_heads) return mismatch("n_kv_heads", s.n_kv_heads, model.n_kv_heads);
+  if (s.head_dim() != model.head_dim()) return mismatch("head_dim", s.head_dim(), model.head_dim());
   if (s.ffn_dim != model.ffn_dim) return mismatch("ffn_dim", s.ffn_dim, model.ffn_dim);
   if (s.vocab_size != model.vocab_size) return mismatch("vocab_size", s.vocab_size, model.vocab_size);
   if (s.tie_embeddings != model.tie_embeddings)

@@ -200,6 +200,57 @@ CATCH_TEST_CASE("sizes that do not fit are rejected with the numbers") {
   CATCH_CHECK(Contains(LoadError("train:\n  eval_every: 0\n"), "no training data"));
 }
 
+CATCH_TEST_CASE("rotary scaling needs exactly its keys, and head_dim may differ from dim / n_heads") {
+  const std::vector<std::string> llama3 = {"model.rope_scaling=llama3", "model.rope_factor=8",
+                                           "model.rope_low_freq_factor=1", "model.rope_high_freq_factor=4",
+                                           "model.rope_original_max_position_embeddings=8192"};
+  auto loaded = tessera::LoadConfig(WriteYaml("rope.yaml", kValid), llama3);
+  CATCH_REQUIRE(loaded.ok());
+  CATCH_CHECK(loaded->model.rope_scaling == tessera::RopeScaling::kLlama3);
+  CATCH_CHECK(loaded->model.rope_original_max_position_embeddings == 8192);
+  const auto without = [&](size_t skipped) {
+    std::vector<std::string> o;
+    for (size_t i = 0; i < llama3.size(); ++i)
+      if (i != skipped) o.push_back(llama3[i]);
+    return o;
+  };
+  CATCH_CHECK(
+      Contains(LoadError(kValid, without(1)),
+               "model.rope_scaling = llama3 needs model.rope_factor > 0; model.rope_factor = 0.0 (unset)"));
+  CATCH_CHECK(Contains(LoadError(kValid, without(4)),
+                       "needs model.rope_original_max_position_embeddings > 0; "
+                       "model.rope_original_max_position_embeddings = 0 (unset)"));
+  std::vector<std::string> crossed = llama3;
+  crossed.push_back("model.rope_low_freq_factor=4");
+  CATCH_CHECK(Contains(LoadError(kValid, crossed),
+                       "model.rope_low_freq_factor = 4.0 is not below model.rope_high_freq_factor = 4.0"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.rope_scaling=yarn"}), "'model.rope_scaling'"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.rope_scaling=yarn"}), "yarn"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.rope_factor=-2"}), "key 'model.rope_factor' = -2.0"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.rope_scaling=linear"}),
+                       "model.rope_scaling = linear needs model.rope_factor > 0"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.rope_factor=8"}),
+                       "model.rope_factor = 8.0 has no effect under model.rope_scaling = none"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.rope_scaling=linear", "model.rope_factor=2",
+                                          "model.rope_high_freq_factor=4"}),
+                       "model.rope_high_freq_factor = 4.0 has no effect under model.rope_scaling = linear"));
+  CATCH_CHECK(tessera::LoadConfig(WriteYaml("linear.yaml", kValid),
+                                  {"model.rope_scaling=linear", "model.rope_factor=2"})
+                  .ok());
+
+  // head_dim: any even width, dim no longer divisible by n_heads; auto derives it.
+  auto wide =
+      tessera::LoadConfig(WriteYaml("head_dim.yaml", kValid),
+                          {"model.dim=96", "model.n_heads=4", "model.n_kv_heads=2", "model.head_dim=32"});
+  CATCH_REQUIRE(wide.ok());
+  CATCH_CHECK(wide->model.head_dim() == 32);
+  CATCH_CHECK(wide->model.attention_dim() == 128);
+  CATCH_CHECK(tessera::ConfigToYaml(*wide).find("  head_dim: 32\n") != std::string::npos);
+  CATCH_CHECK(tessera::ConfigToYaml(tessera::Config{}).find("  head_dim: auto\n") != std::string::npos);
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.head_dim=33"}), "model.head_dim = 33 is odd"));
+  CATCH_CHECK(Contains(LoadError(kValid, {"model.dim=100", "model.n_heads=8"}), "or model.head_dim set"));
+}
+
 CATCH_TEST_CASE("a missing config file or base file is named") {
   auto missing = tessera::LoadConfig("/nonexistent/tessera.yaml", {});
   CATCH_REQUIRE_FALSE(missing.ok());

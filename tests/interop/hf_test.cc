@@ -114,14 +114,66 @@ CATCH_TEST_CASE("config.json: round trip, both transformers spellings, and refus
   CATCH_CHECK(
       parse(R"(, "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0})")->model.rope_theta ==
       500000.0);
-  CATCH_CHECK(Message(parse(R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0})").status())
-                  .find("rope type 'llama3'") != std::string::npos);
   CATCH_CHECK(Message(parse(R"(, "attention_bias": true)").status()).find("no biases") != std::string::npos);
-  CATCH_CHECK(Message(parse(R"(, "head_dim": 16)").status()).find("head_dim 16") != std::string::npos);
   CATCH_CHECK(Message(parse(R"(, "hidden_act": "gelu")").status()).find("SwiGLU") != std::string::npos);
   CATCH_CHECK(
       Message(ParseHfLlamaConfig(R"({"model_type": "mistral"})", "c.json").status()).find("only Llama") !=
       std::string::npos);
+
+  // Scaled rotary and an explicit head width.
+  const auto llama3 = parse(R"(, "rope_theta": 500000.0, "max_position_embeddings": 512, "rope_scaling":
+      {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+       "original_max_position_embeddings": 8192}, "rope_parameters": {"rope_type": "default"})");
+  CATCH_REQUIRE(llama3.ok());
+  CATCH_CHECK(llama3->model.rope_scaling == tessera::RopeScaling::kLlama3);
+  CATCH_CHECK(llama3->model.rope_factor == 8.0);
+  CATCH_CHECK(llama3->model.rope_low_freq_factor == 1.0);
+  CATCH_CHECK(llama3->model.rope_high_freq_factor == 4.0);
+  CATCH_CHECK(llama3->model.rope_original_max_position_embeddings == 8192);
+  CATCH_CHECK(llama3->model.rope_theta == 500000.0);
+  // Without original_max_position_embeddings, transformers takes max_position_embeddings.
+  const auto fallback = parse(R"(, "max_position_embeddings": 512, "rope_parameters": {"rope_type": "llama3",
+      "rope_theta": 10000.0, "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0})");
+  CATCH_REQUIRE(fallback.ok());
+  CATCH_CHECK(fallback->model.rope_original_max_position_embeddings == 512);
+  const auto linear = parse(R"(, "rope_scaling": {"type": "linear", "factor": 2.0})");
+  CATCH_REQUIRE(linear.ok());
+  CATCH_CHECK(linear->model.rope_scaling == tessera::RopeScaling::kLinear);
+  CATCH_CHECK(linear->model.rope_factor == 2.0);
+  CATCH_CHECK(parse(R"(, "head_dim": 8)")->model.explicit_head_dim == 0);  // 32 / 4: derived
+  const auto wide = parse(R"(, "head_dim": 16)");
+  CATCH_REQUIRE(wide.ok());
+  CATCH_CHECK(wide->model.head_dim() == 16);
+  CATCH_CHECK(wide->model.attention_dim() == 64);
+  const std::pair<const char*, const char*> bad_rope[] = {
+      {R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4.0})", "rope type 'yarn' is not supported"},
+      {R"(, "rope_parameters": {"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0})",
+       R"(rope_parameters: rope type 'llama3' needs "low_freq_factor", which is missing)"},
+      {R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
+          "high_freq_factor": 4.0})",
+       R"("low_freq_factor" 4 is not below "high_freq_factor" 4)"},
+      {R"(, "rope_scaling": {"rope_type": "linear", "factor": 0})", R"(rope_scaling: "factor" is 0)"},
+      {R"(, "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.5})",
+       R"("partial_rotary_factor" is 0.5)"},
+      {R"(, "head_dim": 7)", "head_dim 7 is odd"},
+      {R"(, "hidden_size": 30)", "heads must divide hidden_size unless head_dim is set"},
+  };
+  for (const auto& [extra, message] : bad_rope) {
+    CATCH_CAPTURE(extra);
+    CATCH_CHECK(Message(parse(extra).status()).find(message) != std::string::npos);
+  }
+  HfModelInfo scaled = *llama3;
+  scaled.model.explicit_head_dim = 16;
+  const std::string scaled_json = HfLlamaConfigJson(scaled, "float32");
+  CATCH_CHECK(
+      scaled_json.find(R"("rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, )"
+                       R"("high_freq_factor": 4.0, "original_max_position_embeddings": 8192})") !=
+      std::string::npos);
+  const auto scaled_back = ParseHfLlamaConfig(scaled_json, "config.json");
+  CATCH_REQUIRE(scaled_back.ok());
+  CATCH_CHECK(scaled_back->model.head_dim() == 16);
+  CATCH_CHECK(scaled_back->model.rope_scaling == tessera::RopeScaling::kLlama3);
+  CATCH_CHECK(scaled_back->model.rope_original_max_position_embeddings == 8192);
 
   // Hostile sizes: each refused with its key named, before any product of them is formed.
   const std::pair<const char*, const char*> bad_sizes[] = {

@@ -4,6 +4,9 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+#include <utility>
+
 #include "tests/catch_compat.h"
 
 using tessera::kernels::ApplyRotary;
@@ -148,4 +151,38 @@ CATCH_TEST_CASE("the fp32 rotary reference in bf16 is as close to fp64 as the AT
     CATCH_CHECK(ref_exact >= 0.99);
     CATCH_CHECK(ref_exact >= aten_exact);
   }
+}
+
+CATCH_TEST_CASE("scaled rotary frequencies: Llama 3.1's bands and linear scaling") {
+  using tessera::kernels::RotaryInverseFrequencies;
+  using tessera::kernels::RotaryScaling;
+  const RotaryScaling llama31{.kind = RotaryScaling::Kind::kLlama3,
+                              .factor = 8,
+                              .low_freq_factor = 1,
+                              .high_freq_factor = 4,
+                              .original_max_positions = 8192};
+  const torch::Tensor inv = RotaryInverseFrequencies(128, 500000.0, llama31);
+  CATCH_REQUIRE(inv.sizes() == torch::IntArrayRef({64}));
+  // transformers 5.24's _compute_llama3_parameters for Llama 3.1 8B (computed there in fp32, so
+  // compared to 1e-6 relative): i = 28 keeps its frequency (wavelength 1956 < 8192 / 4), 30 and 34
+  // are blended, 36 and 63 are divided by 8 (wavelength above 8192).
+  const std::pair<int64_t, double> expected[] = {{0, 1.0},
+                                                 {28, 0.0032114461064338684},
+                                                 {30, 0.0013718936825171113},
+                                                 {34, 0.0001785077911335975},
+                                                 {36, 7.784655463183299e-05},
+                                                 {63, 3.068925877869333e-07}};
+  for (const auto& [i, value] : expected) {
+    CATCH_CAPTURE(i);
+    CATCH_CHECK(std::abs(inv[i].item<double>() / value - 1) < 1e-6);
+  }
+  // Linear: every frequency over the factor, so position p of the scaled tables is position
+  // p / factor of the unscaled ones.
+  const RotaryScaling linear{.kind = RotaryScaling::Kind::kLinear, .factor = 4};
+  const torch::Tensor plain = RotaryInverseFrequencies(16, 10000.0, {});
+  CATCH_CHECK(torch::allclose(RotaryInverseFrequencies(16, 10000.0, linear), plain / 4, 0, 0));
+  const auto scaled = MakeRotaryTables(9, 16, 10000.0, torch::kCPU, linear);
+  const auto unscaled = MakeRotaryTables(3, 16, 10000.0, torch::kCPU);
+  CATCH_CHECK(torch::allclose(scaled.cos[8], unscaled.cos[2], 1e-7, 1e-7));
+  CATCH_CHECK(torch::allclose(scaled.sin[4], unscaled.sin[1], 1e-7, 1e-7));
 }

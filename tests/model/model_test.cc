@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "model/sharding.h"
 #include "tests/catch_compat.h"
@@ -51,6 +52,48 @@ CATCH_TEST_CASE("parameter count equals the closed formula") {
     CATCH_CHECK(CountParameters(model) == expected);
     CATCH_CHECK(tessera::ParameterCount(c) == expected);
   }
+}
+
+CATCH_TEST_CASE("an explicit head_dim sets q, k, v and o apart from dim, and the counts follow") {
+  ModelConfig c = Shape(48, 2, 4, 2, 64, 50, false);
+  c.explicit_head_dim = 20;  // 4 x 20 = 80 channels of attention on a 48-wide stream
+  Transformer model(c, 8);
+  model->InitializeWeights(2);
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& p : model->named_parameters()) shapes[p.key()] = p.value().sizes().vec();
+  CATCH_CHECK(shapes["layers.0.attention.wq"] == std::vector<int64_t>{80, 48});
+  CATCH_CHECK(shapes["layers.0.attention.wk"] == std::vector<int64_t>{40, 48});
+  CATCH_CHECK(shapes["layers.1.attention.wv"] == std::vector<int64_t>{40, 48});
+  CATCH_CHECK(shapes["layers.1.attention.wo"] == std::vector<int64_t>{48, 80});
+  const int64_t per_block = 2 * 48 * 80 + 2 * 48 * 40 + 3 * 48 * 64 + 2 * 48;
+  CATCH_CHECK(CountParameters(model) == 2 * per_block + 2 * 50 * 48 + 48);
+  CATCH_CHECK(tessera::ParameterCount(c) == CountParameters(model));
+  CATCH_CHECK(tessera::MatmulParameterCount(c) == 2 * (per_block - 2 * 48) + 50 * 48);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor logits = model->forward(torch::randint(0, 50, {2, 8}, torch::kInt64));
+  CATCH_CHECK(logits.sizes() == torch::IntArrayRef({2, 8, 50}));
+  CATCH_CHECK(torch::isfinite(logits).all().item<bool>());
+}
+
+CATCH_TEST_CASE("rope scaling reaches the model's rotary tables") {
+  ModelConfig c = Shape(32, 1, 4, 2, 64, 40, true);
+  c.rope_theta = 10000.0;
+  c.rope_scaling = tessera::RopeScaling::kLinear;
+  c.rope_factor = 2;
+  Transformer scaled(c, 8);
+  ModelConfig plain_config = c;
+  plain_config.rope_scaling = tessera::RopeScaling::kNone;
+  Transformer plain(plain_config, 16);
+  torch::Tensor cos_scaled, cos_plain;
+  for (const auto& b : scaled->named_buffers())
+    if (b.key() == "rotary_cos") cos_scaled = b.value();
+  for (const auto& b : plain->named_buffers())
+    if (b.key() == "rotary_cos") cos_plain = b.value();
+  CATCH_REQUIRE(cos_scaled.defined());
+  CATCH_REQUIRE(cos_plain.defined());
+  // Linear scaling by 2: position 6 rotates as position 3 did.
+  CATCH_CHECK(torch::allclose(cos_scaled[6], cos_plain[3], 1e-7, 1e-7));
+  CATCH_CHECK(!torch::allclose(cos_scaled[6], cos_plain[6], 1e-3, 1e-3));
 }
 
 CATCH_TEST_CASE("changing token t never changes the logits before t") {

@@ -229,8 +229,16 @@ void CompareWithReference(const ModelConfig& reference_config, Group& g, bool sp
 
 CATCH_TEST_CASE("TP model: loss, logits, weights and gradients equal the TP=1 model (fp32)") {
   // 8 heads / 4 kv: kv heads split at TP 2 and 4. 8 heads / 2 kv: split at TP 2, each kv head
-  // replicated on two ranks at TP 4. Vocabularies 99 and 101: divisible by neither 2 nor 4.
-  for (const ModelConfig& config : {Shape(8, 4, 99, true), Shape(8, 2, 101, false)}) {
+  // replicated on two ranks at TP 4. Vocabularies 99 and 101: divisible by neither 2 nor 4. The
+  // third has heads 12 wide on a 64-wide stream (q is 96 wide) and Llama 3.1's rotary scaling.
+  ModelConfig wide_heads = Shape(8, 4, 99, false);
+  wide_heads.explicit_head_dim = 12;
+  wide_heads.rope_scaling = tessera::RopeScaling::kLlama3;
+  wide_heads.rope_factor = 8;
+  wide_heads.rope_low_freq_factor = 1;
+  wide_heads.rope_high_freq_factor = 4;
+  wide_heads.rope_original_max_position_embeddings = 8;
+  for (const ModelConfig& config : {Shape(8, 4, 99, true), Shape(8, 2, 101, false), wide_heads}) {
     const auto [tokens, targets] = Batch(config.vocab_size, 7);
     const Reference ref = RunReference(config, torch::kFloat, tokens, targets);
     for (int n : Degrees()) {
