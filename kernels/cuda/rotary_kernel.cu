@@ -20,6 +20,8 @@
 #include <climits>
 #include <cstdint>
 
+#include "kernels/cuda/device_common.cuh"
+
 namespace tessera::kernels::cuda {
 namespace {
 
@@ -31,36 +33,6 @@ constexpr int kMaxBlockZ = 64;  // CUDA's limit on blockDim.z
 // need 63 registers, halving the blocks a multiprocessor holds, for no fewer instructions.
 template <typename T>
 constexpr int kVecWidth = static_cast<int>(16 / sizeof(T));
-
-__device__ __forceinline__ float ToFloat(float v) { return v; }
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T FromFloat(float v);
-template <>
-__device__ __forceinline__ float FromFloat<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-// N consecutive elements moved as one access (two for 8 floats); 16-byte alignment at most,
-// which is what the dispatcher checks.
-template <typename T, int N>
-struct alignas(sizeof(T) * N > 16 ? 16 : sizeof(T) * N) Pack {
-  T v[N];
-};
-
-template <typename T, int N>
-__device__ __forceinline__ Pack<T, N> Load(const T* p) {
-  return *reinterpret_cast<const Pack<T, N>*>(p);
-}
-template <typename T, int N>
-__device__ __forceinline__ void Store(T* p, const Pack<T, N>& value) {
-  *reinterpret_cast<Pack<T, N>*>(p) = value;
-}
 
 // Rotates kVec pairs of one head vector: a at xa, b at xa + half, written to oa and oa + half.
 template <typename T, int kVec>
@@ -106,7 +78,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // A stride in bytes that keeps 16-byte alignment from row to row; dimensions of size 1 never step.
 bool StrideAligned16(int64_t size, int64_t stride, int64_t element_bytes) {
