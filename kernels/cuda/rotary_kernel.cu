@@ -78,7 +78,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-
 // A stride in bytes that keeps 16-byte alignment from row to row; dimensions of size 1 never step.
 bool StrideAligned16(int64_t size, int64_t stride, int64_t element_bytes) {
   return size <= 1 || (stride * element_bytes) % 16 == 0;
