@@ -230,8 +230,8 @@ CATCH_TEST_CASE("the GEMM probe measures this GPU below its data sheet and leave
       tessera::DataSheetPeak(tessera::kernels::CudaDeviceName(0), torch::kBFloat16, /*tf32=*/true);
   const tessera::PeakRate measured = tessera::MeasureCudaMatmulPeak(device, torch::kBFloat16, 0.5);
   CATCH_INFO(measured.basis << ": " << measured.tflops << " TFLOP/s; data sheet " << sheet.tflops);
-  // A real card reaches a good fraction of its sheet on 8192-cubes (an H200 measured ~790 of 989
-  // in this workplace) and never more than it (+5% for clocks above the sheet's).
+  // A real card reaches a good fraction of its sheet on 8192-cubes (~80% is reported for an
+  // H200 through PyTorch) and never more than it (+5% for clocks above the sheet's).
   CATCH_CHECK(measured.tflops > 0.3 * sheet.tflops);
   CATCH_CHECK(measured.tflops < 1.05 * sheet.tflops);
   const auto stats = at::accelerator::getDeviceStats(0);
