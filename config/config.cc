@@ -316,6 +316,14 @@ std::vector<FieldSpec> BuildSchema() {
              "auto: continue from the newest valid checkpoint in checkpoint.dir if there is one; "
              "never: start fresh; or the path of a checkpoint (a step directory, or a directory "
              "of them) to start from, in any parallel layout."),
+      String("checkpoint.init_from", TS_FIELD_REF(checkpoint.init_from), {},
+             "A checkpoint (a step directory, or a directory of them; e.g. from tessera "
+             "import-hf) whose model weights start the run when there is nothing to resume "
+             "(checkpoint.resume auto and no checkpoint in checkpoint.dir yet, or never): the "
+             "weights only, in any parallel layout; the step, data position, AdamW moments and "
+             "loss history start fresh. Under auto, once the run has saved, a restart resumes from "
+             "its own newest checkpoint instead. Refused beside a checkpoint.resume path. Empty: "
+             "none."),
       Bool("checkpoint.at_end", TS_FIELD_REF(checkpoint.at_end), "Save a checkpoint after the last step."),
   };
 }
@@ -828,6 +836,13 @@ absl::Status ValidateConfig(const Config& const_config) {
   if (t.min_lr > t.lr) {
     return Invalid(src, absl::StrCat("train.min_lr = ", FormatNumber(t.min_lr),
                                      " is above train.lr = ", FormatNumber(t.lr)));
+  }
+  const CheckpointConfig& c = config.checkpoint;
+  if (!c.init_from.empty() && c.resume != "auto" && c.resume != "never") {
+    return Invalid(
+        src, absl::StrCat("checkpoint.init_from = '", c.init_from, "' beside checkpoint.resume = '", c.resume,
+                          "': a run starts either from a checkpoint's whole state "
+                          "(resume) or from weights alone (init_from), not both"));
   }
   TS_RETURN_IF_ERROR(ValidateParallelConfig(config));
   const ParallelConfig& p = config.parallel;

@@ -178,6 +178,7 @@ struct CheckpointConfig {
   int64_t keep = 2;   // committed checkpoints kept (newest); 0 = all
   bool async = false;
   std::string resume = "auto";  // auto | never | PATH of a checkpoint (step directory or dir)
+  std::string init_from;        // weights that start a run with nothing to resume; "" = none
   bool at_end = true;
 };
 

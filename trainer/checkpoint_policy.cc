@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "checkpoint/checkpoint_dir.h"
@@ -92,30 +93,75 @@ absl::StatusOr<int64_t> CheckpointPolicy::AgreeOnLatest(bool report_skipped) {
   return static_cast<int64_t>(HostRead<double>(chosen));
 }
 
-absl::StatusOr<std::string> CheckpointPolicy::ChooseResume() {
+absl::StatusOr<CheckpointPolicy::StartingPoint> CheckpointPolicy::ChooseResume() {
   const std::string& resume = config_.checkpoint.resume;
-  if (resume == "never") return std::string();
-  if (resume == "auto") {
-    TS_ASSIGN_OR_RETURN(const int64_t step, AgreeOnLatest(/*report_skipped=*/true));
-    return step >= 0 ? checkpoint::StepDirPath(dir_, step) : std::string();
+  if (resume == "auto" || resume == "never") {
+    if (resume == "auto") {
+      TS_ASSIGN_OR_RETURN(const int64_t step, AgreeOnLatest(/*report_skipped=*/true));
+      if (step >= 0) return StartingPoint{checkpoint::StepDirPath(dir_, step)};
+    }
+    const std::string& init_from = config_.checkpoint.init_from;
+    if (init_from.empty()) return StartingPoint{};
+    auto found = checkpoint::ResolveCheckpoint(init_from, checkpoint::Verify::kStructure);
+    if (!found.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint.init_from = '", init_from, "': ", found.status().message()));
+    }
+    return StartingPoint{found->path, /*weights_only=*/true};
   }
   auto found = checkpoint::ResolveCheckpoint(resume, checkpoint::Verify::kStructure);
   if (!found.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("checkpoint.resume = '", resume, "': ", found.status().message()));
   }
-  return found->path;
+  return StartingPoint{found->path};
+}
+
+absl::Status CheckpointPolicy::InitFrom(const std::string& step_dir) {
+  const auto load_start = std::chrono::steady_clock::now();
+  TS_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(step_dir));
+  TS_RETURN_IF_ERROR(CheckCheckpointModel(reader->manifest(), config_.model, step_dir));
+  bool had_optimizer = false;
+  TS_RETURN_IF_ERROR(RestoreState(*reader, *parts_.params, *parts_.reducer, *parts_.optimizer, &had_optimizer,
+                                  /*weights_only=*/true));
+  TS_RETURN_IF_ERROR(KeepProvenance(*reader));
+  TS_RETURN_IF_ERROR(grid_.world().Barrier());
+  if (grid_.rank() == 0) {
+    const double load_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+    TS_LOG(INFO) << "checkpoint.init_from: weights from " << step_dir << " (saved at step "
+                 << reader->manifest().step << "); the run starts at step 1 with AdamW fresh"
+                 << absl::StrFormat(" (loaded in %.3f s)", load_s);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckpointPolicy::KeepProvenance(const checkpoint::CheckpointReader& reader) {
+  if (grid_.rank() != 0) return absl::OkStatus();
+  provenance_.clear();
+  for (const checkpoint::BlobEntry& b : reader.manifest().blobs) {
+    if (!absl::StartsWith(b.name, "hf/") && !absl::StartsWith(b.name, "tokenizer/")) continue;
+    TS_ASSIGN_OR_RETURN(std::string bytes, reader.ReadBlob(b.name));
+    provenance_.push_back({b.name, std::move(bytes)});
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ResumePoint> CheckpointPolicy::Resume(const data::SampleStream& train_stream) {
-  TS_ASSIGN_OR_RETURN(const std::string step_dir, ChooseResume());
-  if (step_dir.empty()) return ResumePoint{};
+  TS_ASSIGN_OR_RETURN(const StartingPoint start, ChooseResume());
+  if (start.step_dir.empty()) return ResumePoint{};
+  if (start.weights_only) {
+    TS_RETURN_IF_ERROR(InitFrom(start.step_dir));
+    return ResumePoint{};
+  }
+  const std::string& step_dir = start.step_dir;
   const auto load_start = std::chrono::steady_clock::now();
   TS_ASSIGN_OR_RETURN(auto reader, checkpoint::CheckpointReader::Open(step_dir));
   const checkpoint::Manifest& manifest = reader->manifest();
   bool had_optimizer = false;
   TS_ASSIGN_OR_RETURN(const LoopState loop, Load(*reader, &had_optimizer));
   parts_.guard->RestoreFrom(loop);
+  TS_RETURN_IF_ERROR(KeepProvenance(*reader));
   TS_RETURN_IF_ERROR(grid_.world().Barrier());
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
   const ResumePoint point{loop.step, manifest.consumed_samples};
@@ -224,6 +270,7 @@ absl::Status CheckpointPolicy::Save(int64_t steps_done, bool wait) {
     parts_.guard->SaveTo(&loop);
     loop.adam_steps = parts_.optimizer->step_count();
     state.blobs.push_back({"loop_state", loop.Serialize()});
+    state.blobs.insert(state.blobs.end(), provenance_.begin(), provenance_.end());
   }
   TS_RETURN_IF_ERROR(writer_->Save(std::move(state)));
   if (wait) TS_RETURN_IF_ERROR(writer_->Wait());

@@ -61,7 +61,8 @@ class CheckpointPolicy {
 
   // checkpoint.resume: auto (rank 0 verifies, checksums included, and chooses the newest valid
   // checkpoint; every rank opens that step), never, or a path (any layout). Loads this rank's
-  // slices and the loop's counters. Collective.
+  // slices and the loop's counters. Under auto with no checkpoint in checkpoint.dir,
+  // checkpoint.init_from's weights alone (the run then starts at step 0). Collective.
   absl::StatusOr<ResumePoint> Resume(const data::SampleStream& train_stream);
   void set_loader(const data::Loader* loader) { parts_.loader = loader; }
 
@@ -90,8 +91,19 @@ class CheckpointPolicy {
   absl::Status Save(int64_t steps_done, bool wait);
   // Loads this rank's slices and the optimizer's step count from `reader`; the loop's counters.
   absl::StatusOr<LoopState> Load(const checkpoint::CheckpointReader& reader, bool* had_optimizer);
-  // The step directory checkpoint.resume names, or "" to start fresh.
-  absl::StatusOr<std::string> ChooseResume();
+  // The step directory a run starts from ("" to start fresh), and whether only its weights are
+  // taken (checkpoint.init_from).
+  struct StartingPoint {
+    std::string step_dir;
+    bool weights_only = false;
+  };
+  absl::StatusOr<StartingPoint> ChooseResume();
+  // Loads checkpoint.init_from's weights into a run that starts at step 0.
+  absl::Status InitFrom(const std::string& step_dir);
+  // Rank 0 keeps the starting checkpoint's Hugging Face config and tokenizer blobs (an import's)
+  // to write into every checkpoint of this run, so that export-hf of a continued model still
+  // has the original token ids, context length and tokenizer.
+  absl::Status KeepProvenance(const checkpoint::CheckpointReader& reader);
   // Rank 0's newest valid checkpoint's step (-1: none), broadcast. Collective.
   absl::StatusOr<int64_t> AgreeOnLatest(bool report_skipped);
   torch::TensorOptions ScalarOptions() const {
@@ -105,6 +117,7 @@ class CheckpointPolicy {
   std::string dir_;
   std::unique_ptr<parallel::Communicator> comm_;  // the writer's own (async saves)
   std::unique_ptr<checkpoint::CheckpointWriter> writer_;
+  std::vector<checkpoint::Blob> provenance_;  // rank 0: hf/ and tokenizer/ blobs carried along
 };
 
 }  // namespace tessera

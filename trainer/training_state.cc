@@ -116,7 +116,8 @@ absl::StatusOr<std::vector<checkpoint::TensorSlice>> CollectStateSlices(const Ra
 }
 
 absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const RankParameters& params,
-                          parallel::GradReducer& reducer, FlatAdamW& optimizer, bool* had_optimizer) {
+                          parallel::GradReducer& reducer, FlatAdamW& optimizer, bool* had_optimizer,
+                          bool weights_only) {
   torch::NoGradGuard no_grad;
   const std::string& where = reader.step_dir();
   // fp32 values over the whole flat buffer, from which each owned range takes its part.
@@ -151,7 +152,8 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
     // The late bucket, kept gathered, takes the loaded shards (collective over dp).
     if (sharded) TS_RETURN_IF_ERROR(reducer.GatherParams());
   }
-  *had_optimizer = !params.infos.empty() && reader.Tensor(kExpAvg + LogicalName(params.infos.front())).ok();
+  *had_optimizer = !weights_only && !params.infos.empty() &&
+                   reader.Tensor(kExpAvg + LogicalName(params.infos.front())).ok();
   if (!*had_optimizer) return absl::OkStatus();
   // Build the moments over the flat buffer, then hand each owned range its part.
   at::Tensor exp_avg = torch::zeros({reducer.flat_numel()}, fp32);

@@ -47,9 +47,11 @@ absl::StatusOr<std::vector<checkpoint::TensorSlice>> CollectStateSlices(const Ra
                                                                         parallel::ProcessGrid& grid);
 
 // Loads this rank's parameters and moments from `reader` (any layout). Moments missing from the
-// checkpoint (one written by import-hf) leave the optimizer fresh; `*had_optimizer` says which.
+// checkpoint (one written by import-hf), or not asked for (`weights_only`: checkpoint.init_from),
+// leave the optimizer fresh; `*had_optimizer` says which.
 absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const RankParameters& params,
-                          parallel::GradReducer& reducer, FlatAdamW& optimizer, bool* had_optimizer);
+                          parallel::GradReducer& reducer, FlatAdamW& optimizer, bool* had_optimizer,
+                          bool weights_only = false);
 
 // Refuses a checkpoint of another model shape, naming the key and both values.
 absl::Status CheckCheckpointModel(const checkpoint::Manifest& manifest, const ModelConfig& model,

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Checkpoints end to end, with real processes under mpirun:
 
+  * init_from (in the reshard suite): a checkpoint's weights alone start a run at step 1, in
+    another layout, and a restart resumes from the run's own checkpoint instead;
   * exact resume: in every parallel mode, a run of N steps and the same run stopped at step k and
     resumed from its checkpoint give bit-identical losses and gradient norms for steps k+1..N
     (same layout, same arithmetic: nothing may differ at all), and end in bit-identical state:
@@ -139,6 +141,50 @@ for _name in ("single", "dp2-zero0", "dp2-zero2", "dp2-zero3", "3d"):
     LAYOUTS[_name + "-bf16"] = (LAYOUTS[_name][0], LAYOUTS[_name][1] + ["train.precision=bf16"])
 
 
+def param_digests(checkpoint_dir, step):
+    args = [TESSERA, "checkpoint", "digest", checkpoint_dir, "--step", str(step), "--json"]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        return None
+    return {t["name"]: t["digest"] for t in json.loads(p.stdout)["tensors"] if not t["name"].startswith("optim.")}
+
+
+def check_init_from(tmp, ckpt):
+    """checkpoint.init_from: the weights of `ckpt` (saved by TP2xPP2xDP2 at step 5) start a
+    single-process run at step 1. At learning rate 0 AdamW changes nothing, so the run's final
+    parameters must be the saved ones bit for bit (resharding reads values, it does not compute);
+    the run's own metrics begin at step 1. Run again with more steps, the same command resumes
+    from the run's own newest checkpoint, not from init_from."""
+    out = os.path.join(tmp, "init-from")
+    frozen = LAYOUTS["single"][1] + [f"checkpoint.init_from={ckpt}", "train.lr=0", "train.min_lr=0"]
+    p = train("init_from", 1, out, frozen + ["train.steps=2"])
+    if p is None:
+        return
+    saved, started = param_digests(os.path.dirname(ckpt), 5), param_digests(os.path.join(out, "checkpoints"), 2)
+    steps = sorted(metrics(out))
+    ok = (saved is not None and saved == started and steps == [1, 2] and
+          "checkpoint.init_from: weights from" in p.stderr)
+    print(f"  {'ok  ' if ok else 'FAIL'} init_from TP2xPP2xDP2 step 5 -> single: {len(saved or {})} parameters "
+          f"equal at lr 0: {saved == started}; steps logged {steps}")
+    if not ok:
+        failures.append("init_from")
+    again = train("init_from restarted", 1, out, frozen + ["train.steps=3"])
+    if again is not None:
+        ok = "resumed from " + os.path.join(out, "checkpoints", "step-00000002") in again.stderr and \
+            "checkpoint.init_from" not in again.stderr
+        print(f"  {'ok  ' if ok else 'FAIL'} init_from: a restart resumes from the run's own checkpoint")
+        if not ok:
+            failures.append("init_from restart")
+            print(again.stderr[-2000:])
+    both = train("init_from beside resume", 1, os.path.join(tmp, "both"),
+                 LAYOUTS["single"][1] + [f"checkpoint.init_from={ckpt}", f"checkpoint.resume={ckpt}"], expect=2)
+    if both is not None:
+        ok = "beside checkpoint.resume" in both.stderr
+        print(f"  {'ok  ' if ok else 'FAIL'} init_from beside a resume path is refused")
+        if not ok:
+            failures.append("init_from beside resume")
+
+
 def main():
     if not os.path.exists(os.path.join(DATA, "COMPLETE")):
         sys.exit(f"no sample data at {DATA}: run scripts/prepare_sample_data.sh (scripts/test.sh does)")
@@ -212,6 +258,7 @@ def main():
                         failures.append("bf16 reshard first step")
                     compare("bf16 TP2xPP2xDP2 -> single", metrics(bf16_ref), metrics(out), 6, exact=False,
                             loss_atol=2e-2, norm_rtol=float("inf"))
+            check_init_from(tmp, ckpt)
             # A checkpoint of another model shape is refused, naming the key.
             p = train("other shape", 1, os.path.join(tmp, "other"), LAYOUTS["single"][1] +
                       [f"checkpoint.resume={ckpt}", "model.n_layers=6"], expect=2)
