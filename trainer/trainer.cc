@@ -26,6 +26,7 @@
 #include "core/host_sync.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "data/end_of_document.h"
 #include "model/flops.h"
 #include "model/sharding.h"
 #include "trainer/live_tensor_bytes.h"
@@ -365,6 +366,11 @@ absl::Status Trainer::SetupData() {
   auto stream = data::SampleStream::Open(options);
   if (!stream.ok()) return Annotate(stream.status(), "data.train: ");
   train_stream_ = *std::move(stream);
+  const DataConfig& d = config_.data;
+  if (d.document_mask || d.reset_position_ids) {
+    TS_RETURN_IF_ERROR(data::CheckEndOfDocumentToken(
+        *train_stream_, d.eod_token, d.document_mask ? "data.document_mask" : "data.reset_position_ids"));
+  }
   if (t.eval_every > 0) {
     options.corpora = CorpusSpecs(config_.data.val);
     options.shuffle = false;  // every evaluation reads the same samples
@@ -389,6 +395,8 @@ absl::Status Trainer::SetupModel() {
       std::make_unique<ModelPipelineStage>(std::move(chunks), t.micro_batch, t.seq_len, config_.model.dim,
                                            sequence_parallel() ? static_cast<int>(dims.tp) : 1, device_,
                                            [this](int chunk) { reducer_->MarkFinalBackward(chunk); });
+  const DataConfig& d = config_.data;
+  stage_->SetDocuments(d.eod_token, d.document_mask, d.reset_position_ids);
   TS_ASSIGN_OR_RETURN(executor_, parallel::pipeline::PipelineExecutor::Create(
                                      std::move(schedule), grid_.pp(), *stage_, device_,
                                      parallel::pipeline::ExecutorOptions{/*synchronize_timing=*/false}));
