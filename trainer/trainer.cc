@@ -516,6 +516,19 @@ absl::Status Trainer::SetupLoader() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The start-up line of data.document_mask and data.reset_position_ids.
+std::string DescribeDocuments(const DataConfig& d, const torch::Device& device) {
+  const char* attention = !d.document_mask  ? "attention across documents"
+                          : device.is_cpu() ? "attention within each document, one SDPA call per document"
+                                            : "attention within each document, a boolean mask";
+  return absl::StrCat("packed documents (end-of-document token ", d.eod_token, "): ", attention,
+                      d.reset_position_ids ? ", rotary positions restart at each document" : "");
+}
+
+}  // namespace
+
 void Trainer::LogSetup() const {
   const TrainConfig& t = config_.train;
   const ModelConfig& m = config_.model;
@@ -532,6 +545,8 @@ void Trainer::LogSetup() const {
     TS_LOG(INFO) << "attention: "
                  << kernels::DescribeAttention(m.n_heads / tp, std::max<int64_t>(1, m.n_kv_heads / tp),
                                                t.seq_len, m.head_dim(), device_, ComputeDtype(t.precision));
+    const DataConfig& d = config_.data;
+    if (d.document_mask || d.reset_position_ids) TS_LOG(INFO) << DescribeDocuments(d, device_);
   }
   int64_t local_parameters = 0;
   for (const ParameterInfo& info : rank_params_.infos) local_parameters += info.tensor.numel();
