@@ -250,6 +250,19 @@ std::vector<FieldSpec> BuildSchema() {
            "file order (sample j = tokens [j x seq_len, (j+1) x seq_len + 1))."),
       Int("data.prefetch", TS_FIELD_REF(data.prefetch), 1, 64,
           "Global batches the background loader reads ahead."),
+      Int("data.eod_token", TS_FIELD_REF(data.eod_token), -1, 1 << 24,
+          "Id of the end-of-document token that `tessera preprocess` appends after every document "
+          "(the tokenizer's `eod`, e.g. <|endoftext|>); -1 = not given. Needed by "
+          "data.document_mask and data.reset_position_ids, which find the documents of a packed "
+          "sample by it: a document ends with (and includes) each such token."),
+      Bool("data.document_mask", TS_FIELD_REF(data.document_mask),
+           "Attention stays inside each document of a packed sample: block-diagonal causal "
+           "instead of causal over the whole sequence (Megatron's --reset-attention-mask; Llama 3 "
+           "was trained so). Needs data.eod_token. Costs a [seq, seq] mask per micro-batch "
+           "(docs/data.md)."),
+      Bool("data.reset_position_ids", TS_FIELD_REF(data.reset_position_ids),
+           "Rotary positions restart at 0 at each document of a packed sample (Megatron's "
+           "--reset-position-ids) instead of counting 0..seq_len-1. Needs data.eod_token."),
 
       Int("parallel.tp", TS_FIELD_REF(parallel.tp), 1, 1 << 20,
           "Tensor-parallel size: ranks that split each layer's matrices (under the default order "
@@ -875,6 +888,16 @@ absl::Status ValidateConfig(const Config& const_config) {
   for (const CorpusEntry& e : d.train) weight_sum += e.weight;
   if (weight_sum <= 0) {
     return Invalid(src, "data.train: every corpus has weight 0: expected at least one positive weight");
+  }
+  if ((d.document_mask || d.reset_position_ids) && d.eod_token < 0) {
+    return Invalid(src, absl::StrCat(d.document_mask ? "data.document_mask" : "data.reset_position_ids",
+                                     " finds documents by their end-of-document token: set data.eod_token to "
+                                     "its id (the tokenizer's eod token, which `tessera preprocess` appends "
+                                     "after each document)"));
+  }
+  if (d.eod_token >= m.vocab_size) {
+    return Invalid(src, absl::StrCat("data.eod_token = ", d.eod_token,
+                                     " is not below model.vocab_size = ", m.vocab_size));
   }
   if (t.eval_every > 0 && d.val.empty()) {
     return Invalid(src, absl::StrCat("train.eval_every = ", t.eval_every,

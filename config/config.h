@@ -150,6 +150,9 @@ struct DataConfig {
   std::vector<CorpusEntry> val;
   bool shuffle = true;
   int64_t prefetch = 2;
+  int64_t eod_token = -1;  // the end-of-document token id; -1 = not given
+  bool document_mask = false;
+  bool reset_position_ids = false;
 };
 
 // The process grid and its communication (parallel/process_grid.h, docs/launch.md).

@@ -183,6 +183,24 @@ torch::Tensor ApplyRotary(const torch::Tensor& x, const RotaryTables& tables) {
   return RotaryFunction::apply(x, tables.cos, tables.sin);
 }
 
+RotaryTables RotaryTablesAt(const RotaryTables& tables, const torch::Tensor& positions) {
+  TORCH_CHECK(positions.dim() == 2 && positions.scalar_type() == torch::kLong,
+              "rotary positions: int64 [batch, seq], got ", positions.scalar_type(), " ", positions.sizes());
+  // No range check that would wait for the device: index_select itself rejects an index past
+  // the tables (an error on the CPU, a device assertion on CUDA).
+  const torch::Tensor index = positions.reshape({-1}).to(tables.cos.device());
+  return {tables.cos.index_select(0, index), tables.sin.index_select(0, index)};
+}
+
+torch::Tensor ApplyRotaryPerToken(const torch::Tensor& x, const RotaryTables& per_token) {
+  const int64_t batch = x.size(0), seq = x.size(1);
+  TORCH_CHECK(per_token.cos.size(0) == batch * seq, "per-token rotary tables of ", per_token.cos.size(0),
+              " rows for ", batch, " x ", seq, " tokens");
+  // A view for the model's q and k (batch stride = seq x sequence stride); reshape copies otherwise.
+  const torch::Tensor flat = x.reshape({1, batch * seq, x.size(2), x.size(3)});
+  return ApplyRotary(flat, per_token).view(x.sizes());
+}
+
 torch::Tensor ApplyRotaryReference(const torch::Tensor& x, const RotaryTables& tables) {
   const int64_t half = x.size(-1) / 2;
   const int64_t seq = x.size(1);

@@ -37,6 +37,14 @@ RotaryTables MakeRotaryTables(int64_t max_seq_len, int64_t head_dim, double thet
 // the inverse rotation of the incoming gradient; it saves no activations.
 torch::Tensor ApplyRotary(const torch::Tensor& x, const RotaryTables& tables);
 
+// Per-token positions (data.reset_position_ids): the tables' rows at `positions` [batch, seq]
+// (int64, any device), [batch * seq, head_dim / 2] on the tables' device.
+RotaryTables RotaryTablesAt(const RotaryTables& tables, const torch::Tensor& positions);
+// x: [batch, seq, heads, head_dim] rotated with per-token tables from RotaryTablesAt: the
+// batch and sequence are seen as one sequence of batch x seq tokens whose row i of the tables
+// is token i's, so the same function (and the fused CPU and CUDA kernels) run unchanged.
+torch::Tensor ApplyRotaryPerToken(const torch::Tensor& x, const RotaryTables& per_token);
+
 // Reference built from plain tensor ops (autograd through them), for tests.
 torch::Tensor ApplyRotaryReference(const torch::Tensor& x, const RotaryTables& tables);
 

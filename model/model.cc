@@ -107,7 +107,7 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, const TensorParallelCont
   n_kv_heads_ = wk.size(0) / head_dim_;
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::RotaryTables& rotary,
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionInputs& inputs,
                                      const PreNorm* norm) {
   // One matrix product for q, k and v: a wider GEMM runs closer to peak than three narrow ones
   // (the trainer's flat buffers hold the three as one matrix, kernels::StackRows). Under sequence
@@ -120,28 +120,38 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const kernels::Rota
   // its input q|k|v and runs again in backward: its saved rotated q and k, attention output and
   // softmax statistics (and expanded k and v off the CPU) do not live between the passes.
   const torch::Tensor y =
-      selective_ ? Recompute(fused, [this, &rotary](const torch::Tensor& qkv) { return Core(qkv, rotary); })
-                 : Core(fused, rotary);
+      selective_ ? Recompute(fused, [this, inputs](const torch::Tensor& qkv) { return Core(qkv, inputs); })
+                 : Core(fused, inputs);
   return parallel::RowParallelLinear(y, wo, tp_.group, tp_.sequence_parallel);
 }
 
-torch::Tensor AttentionImpl::Core(const torch::Tensor& fused, const kernels::RotaryTables& rotary) const {
+torch::Tensor AttentionImpl::Core(const torch::Tensor& fused, const AttentionInputs& inputs) const {
   const int64_t batch = fused.size(0), seq = fused.size(1);
   std::vector<torch::Tensor> qkv =
       fused.split_with_sizes({n_heads_ * head_dim_, n_kv_heads_ * head_dim_, n_kv_heads_ * head_dim_}, -1);
   torch::Tensor q = qkv[0].view({batch, seq, n_heads_, head_dim_});
   torch::Tensor k = qkv[1].view({batch, seq, n_kv_heads_, head_dim_});
   torch::Tensor v = qkv[2].view({batch, seq, n_kv_heads_, head_dim_});
-  q = kernels::ApplyRotary(q, rotary).transpose(1, 2);  // [B, H, T, hd]
-  k = kernels::ApplyRotary(k, rotary).transpose(1, 2);
+  if (inputs.per_token_rotary) {
+    q = kernels::ApplyRotaryPerToken(q, inputs.rotary).transpose(1, 2);  // [B, H, T, hd]
+    k = kernels::ApplyRotaryPerToken(k, inputs.rotary).transpose(1, 2);
+  } else {
+    q = kernels::ApplyRotary(q, inputs.rotary).transpose(1, 2);
+    k = kernels::ApplyRotary(k, inputs.rotary).transpose(1, 2);
+  }
   v = v.transpose(1, 2);
   // Each kv head serves n_heads / n_kv_heads consecutive query heads (on this rank too: its
   // query heads are consecutive and their kv heads are the ones it holds). The fused kernels read
   // shared kv heads themselves (enable_gqa; on the CPU measured ~13% faster per attention
   // forward + backward than expanding, and no copies of k and v); only where no fused kernel
   // takes grouped inputs are k and v expanded, which keeps a fused kernel rather than the math.
+  // The document mask off the CPU: the kernels that take a mask may not take grouped heads, so
+  // those are expanded.
+  const kernels::DocumentAttentionPlan* documents = inputs.documents.get();
+  const bool masked = documents != nullptr && !documents->per_document;
   const bool grouped = n_kv_heads_ != n_heads_;
-  const bool native_gqa = grouped && kernels::NativeGroupedAttention(q, k, v);
+  const bool native_gqa =
+      grouped && (masked ? q.device().is_cpu() : kernels::NativeGroupedAttention(q, k, v));
   if (grouped && !native_gqa) {
     const int64_t group = n_heads_ / n_kv_heads_;
     k = k.unsqueeze(2)
@@ -151,9 +161,11 @@ torch::Tensor AttentionImpl::Core(const torch::Tensor& fused, const kernels::Rot
             .expand({batch, n_kv_heads_, group, seq, head_dim_})
             .reshape({batch, n_heads_, seq, head_dim_});
   }
-  torch::Tensor y = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                     /*is_causal=*/true, /*scale=*/std::nullopt,
-                                                     /*enable_gqa=*/native_gqa);
+  torch::Tensor y = documents != nullptr
+                        ? kernels::DocumentAttention(q, k, v, *documents, native_gqa)
+                        : at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                                           /*is_causal=*/true, /*scale=*/std::nullopt,
+                                                           /*enable_gqa=*/native_gqa);
   return y.transpose(1, 2).reshape({batch, seq, n_heads_ * head_dim_});
 }
 
@@ -183,17 +195,17 @@ BlockImpl::BlockImpl(const ModelConfig& config, const TensorParallelContext& tp)
   feed_forward = register_module("feed_forward", FeedForward(config, tp));
 }
 
-torch::Tensor BlockImpl::forward(const torch::Tensor& h, const kernels::RotaryTables& rotary,
+torch::Tensor BlockImpl::forward(const torch::Tensor& h, const AttentionInputs& inputs,
                                  torch::ScalarType compute_dtype) {
   if (fold_norms_) {
     const PreNorm before_attention{attention_norm, norm_eps_, compute_dtype};
-    const torch::Tensor x = h + attention->forward(h, rotary, &before_attention);
+    const torch::Tensor x = h + attention->forward(h, inputs, &before_attention);
     const PreNorm before_mlp{ffn_norm, norm_eps_, compute_dtype};
     return x + feed_forward->forward(x, &before_mlp);
   }
   torch::Tensor x =
       h + attention->forward(
-              kernels::RmsNorm(h, kernels::Fp32Weight(attention_norm), norm_eps_, compute_dtype), rotary);
+              kernels::RmsNorm(h, kernels::Fp32Weight(attention_norm), norm_eps_, compute_dtype), inputs);
   return x +
          feed_forward->forward(kernels::RmsNorm(x, kernels::Fp32Weight(ffn_norm), norm_eps_, compute_dtype));
 }
@@ -288,7 +300,28 @@ int64_t TransformerImpl::VocabBegin() const {
   return parallel::VocabShard(config_.vocab_size, tp_.size, tp_.rank).begin();
 }
 
-torch::Tensor TransformerImpl::StageForward(const torch::Tensor& input) {
+AttentionInputs TransformerImpl::MakeAttentionInputs(const SequenceDocuments& documents, int64_t batch,
+                                                     int64_t seq) const {
+  AttentionInputs inputs(rotary_);
+  const auto check = [&](const torch::Tensor& t, const char* what) {
+    TORCH_CHECK(t.dim() == 2 && t.size(0) == batch && t.size(1) == seq && t.scalar_type() == torch::kLong,
+                "document ", what, ": int64 [", batch, ", ", seq, "] for this micro-batch, got ",
+                t.scalar_type(), " ", t.sizes());
+  };
+  if (documents.positions.defined()) {
+    check(documents.positions, "positions");
+    inputs.rotary = kernels::RotaryTablesAt(rotary_, documents.positions);
+    inputs.per_token_rotary = true;
+  }
+  if (documents.segments.defined()) {
+    check(documents.segments, "segments");
+    inputs.documents = std::make_shared<const kernels::DocumentAttentionPlan>(
+        kernels::PlanDocumentAttention(documents.segments, rotary_.cos.device(), document_path_));
+  }
+  return inputs;
+}
+
+torch::Tensor TransformerImpl::StageForward(const torch::Tensor& input, const SequenceDocuments& documents) {
   int64_t seq = 0;
   torch::Tensor h;
   if (options_.has_embedding) {
@@ -315,30 +348,35 @@ torch::Tensor TransformerImpl::StageForward(const torch::Tensor& input) {
   } else {
     h = input;
   }
+  const AttentionInputs attention = MakeAttentionInputs(documents, input.size(0), seq);
   size_t step = options_.has_embedding ? 1 : 0;
   for (size_t i = 0; i < layers.size(); ++i) {
     BeginStep(step);
-    h = GateBackward(ForwardBlock(i, h), step);
+    h = GateBackward(ForwardBlock(i, h, attention), step);
     EndStep(step++);
   }
   return h;
 }
 
-torch::Tensor TransformerImpl::ForwardBlock(size_t index, const torch::Tensor& h) {
+torch::Tensor TransformerImpl::ForwardBlock(size_t index, const torch::Tensor& h,
+                                            const AttentionInputs& inputs) {
   Block& block = layers[index];
   const int64_t recomputed = config_.recompute_layers == 0 ? num_layers() : config_.recompute_layers;
   if (config_.recompute != RecomputeMode::kFull || static_cast<int64_t>(index) >= recomputed) {
-    return block->forward(h, rotary_, compute_dtype_);
+    return block->forward(h, inputs, compute_dtype_);
   }
   return Recompute(
-      h, [block, this](const torch::Tensor& x) mutable { return block->forward(x, rotary_, compute_dtype_); },
+      h,
+      [block, inputs, dtype = compute_dtype_](const torch::Tensor& x) mutable {
+        return block->forward(x, inputs, dtype);
+      },
       block->parameters());
 }
 
-torch::Tensor TransformerImpl::LocalLogits(const torch::Tensor& input) {
+torch::Tensor TransformerImpl::LocalLogits(const torch::Tensor& input, const SequenceDocuments& documents) {
   TORCH_CHECK(options_.has_head, "this model chunk (layers ", first_layer_, "..", first_layer_ + num_layers(),
               ") has no head: use StageForward");
-  torch::Tensor h = StageForward(input);
+  torch::Tensor h = StageForward(input, documents);
   const size_t head = ForwardSteps().size() - 1;
   BeginStep(head);
   // The final norm, then the head: column-parallel over the (padded) vocabulary; under SP it
@@ -422,13 +460,14 @@ torch::Tensor TransformerImpl::GateBackward(const torch::Tensor& output, size_t 
   return GatherBeforeBackward::apply(output, gatherer_, units, prefetch);
 }
 
-torch::Tensor TransformerImpl::forward(const torch::Tensor& input) {
-  torch::Tensor logits = LocalLogits(input);
+torch::Tensor TransformerImpl::forward(const torch::Tensor& input, const SequenceDocuments& documents) {
+  torch::Tensor logits = LocalLogits(input, documents);
   if (tp_.size == 1) return AtLeastFloat(logits);
   return AtLeastFloat(parallel::GatherFromLastDim(logits, tp_.group)).narrow(-1, 0, config_.vocab_size);
 }
 
-torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch::Tensor& targets) {
+torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch::Tensor& targets,
+                                         const SequenceDocuments& documents) {
   const int64_t chunk = config_.loss_chunk_tokens;
   // The z-loss needs log Z per token, which the fused function keeps: with it the head always
   // runs there (one chunk of the whole micro-batch when chunking is off or the batch is small).
@@ -439,7 +478,7 @@ torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch
     // the sequence itself (and again in backward) and reduce-scatters the gradient.
     TORCH_CHECK(options_.has_head, "this model chunk (layers ", first_layer_, "..",
                 first_layer_ + num_layers(), ") has no head: use StageForward");
-    const torch::Tensor h = StageForward(input);
+    const torch::Tensor h = StageForward(input, documents);
     const size_t head = ForwardSteps().size() - 1;
     BeginStep(head);
     const torch::Tensor hidden = FinalNorm(h);
@@ -455,7 +494,7 @@ torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch
     EndStep(head);
     return GateBackward(loss, head);
   }
-  torch::Tensor logits = LocalLogits(input);
+  torch::Tensor logits = LocalLogits(input, documents);
   if (tp_.size == 1) {
     return torch::nn::functional::cross_entropy(AtLeastFloat(logits.view({-1, logits.size(-1)})),
                                                 targets.reshape({-1}));
@@ -465,8 +504,9 @@ torch::Tensor TransformerImpl::StageLoss(const torch::Tensor& input, const torch
       .mean();
 }
 
-torch::Tensor TransformerImpl::Loss(const torch::Tensor& input, const torch::Tensor& targets) {
-  return StageLoss(input, targets);
+torch::Tensor TransformerImpl::Loss(const torch::Tensor& input, const torch::Tensor& targets,
+                                    const SequenceDocuments& documents) {
+  return StageLoss(input, targets, documents);
 }
 
 absl::Status TransformerImpl::SyncTensorParallelGrads() {

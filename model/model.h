@@ -20,11 +20,13 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "config/config.h"
+#include "kernels/document_attention.h"
 #include "kernels/rotary.h"
 #include "model/sharding.h"
 #include "parallel/comm/communicator.h"
@@ -38,6 +40,28 @@ struct TensorParallelContext {
   int size = 1;
   int rank = 0;
   bool sequence_parallel = false;
+};
+
+// The documents packed in a micro-batch's rows (data.document_mask, data.reset_position_ids;
+// data/document_layout.h builds them from the tokens). An undefined tensor means what the model
+// does without them: causal attention over the whole row, rotary positions 0..seq-1. Both are
+// over the whole sequence, also under sequence parallelism (attention sees the gathered
+// sequence) and on pipeline chunks without the embedding.
+struct SequenceDocuments {
+  torch::Tensor segments;   // [batch, seq] int64, CPU: each token's document; attention stays inside it
+  torch::Tensor positions;  // [batch, seq] int64: each token's rotary position
+};
+
+// What every layer's attention reads for one micro-batch, built once per forward from the
+// SequenceDocuments. Copied by value into recomputation closures, so that a replay in backward
+// sees its own micro-batch even when a pipeline schedule ran other forwards in between.
+struct AttentionInputs {
+  // Implicit: attention over one causal sequence needs only the tables.
+  AttentionInputs(kernels::RotaryTables tables = {}) : rotary(std::move(tables)) {}  // NOLINT
+
+  kernels::RotaryTables rotary;  // the model's tables by position, or one row per token
+  bool per_token_rotary = false;
+  std::shared_ptr<const kernels::DocumentAttentionPlan> documents;  // null: causal over the row
 };
 
 // The RMSNorm in front of a block's sublayer, handed to the sublayer to fold into its first
@@ -58,15 +82,15 @@ class AttentionImpl : public torch::nn::Module {
   // x: [batch, seq, dim] in the compute dtype ([batch, seq/tp, dim] under sequence parallelism).
   // Returns the same shape. With `norm`, x is the fp32 residual stream and the norm is applied
   // inside the q|k|v product.
-  torch::Tensor forward(const torch::Tensor& x, const kernels::RotaryTables& rotary,
-                        const PreNorm* norm = nullptr);
+  torch::Tensor forward(const torch::Tensor& x, const AttentionInputs& inputs, const PreNorm* norm = nullptr);
 
   torch::Tensor wq, wk, wv, wo;  // [out_features, in_features], this rank's blocks
 
  private:
   // The attention core: the fused q|k|v product [batch, seq, (h + 2 kv) hd / tp] -> rotary,
-  // causal attention -> [batch, seq, h hd / tp], the input of the output projection.
-  torch::Tensor Core(const torch::Tensor& fused, const kernels::RotaryTables& rotary) const;
+  // causal (or document-masked) attention -> [batch, seq, h hd / tp], the input of the output
+  // projection.
+  torch::Tensor Core(const torch::Tensor& fused, const AttentionInputs& inputs) const;
 
   TensorParallelContext tp_;
   int64_t n_heads_, n_kv_heads_, head_dim_;  // heads on this rank
@@ -93,7 +117,7 @@ class BlockImpl : public torch::nn::Module {
   explicit BlockImpl(const ModelConfig& config, const TensorParallelContext& tp = {});
   // h: the residual stream [batch, seq, dim] ([batch, seq/tp, dim] under sequence
   // parallelism), fp32.
-  torch::Tensor forward(const torch::Tensor& h, const kernels::RotaryTables& rotary,
+  torch::Tensor forward(const torch::Tensor& h, const AttentionInputs& inputs,
                         torch::ScalarType compute_dtype);
 
   torch::Tensor attention_norm, ffn_norm;  // replicated
@@ -116,20 +140,23 @@ class TransformerImpl : public torch::nn::Module {
 
   // The whole forward pass of a chunk with the head: input as for StageForward -> logits
   // [batch, seq, vocab] in fp32, gathered over the TP group (tests; training uses Loss).
-  torch::Tensor forward(const torch::Tensor& input);
+  torch::Tensor forward(const torch::Tensor& input, const SequenceDocuments& documents = {});
   // Mean cross-entropy of predicting `targets` [batch, seq] (the same on every TP rank); softmax
   // and mean in fp32, vocab-parallel when TP > 1. Same as StageLoss.
-  torch::Tensor Loss(const torch::Tensor& input, const torch::Tensor& targets);
+  torch::Tensor Loss(const torch::Tensor& input, const torch::Tensor& targets,
+                     const SequenceDocuments& documents = {});
 
   // This chunk's part of the forward pass up to (not including) the final norm: input is int64
   // tokens [batch, seq] when the chunk has the embedding, else the fp32 residual stream from the
   // previous chunk, [batch, seq, dim] ([batch, seq/tp, dim] under sequence parallelism, this
   // rank's sequence block). Returns the residual stream after the chunk's layers, in the same
-  // layout (what a pipeline stage sends on).
-  torch::Tensor StageForward(const torch::Tensor& input);
+  // layout (what a pipeline stage sends on). `documents`: the micro-batch's packed documents, as
+  // every chunk of the pipeline takes them (whole rows).
+  torch::Tensor StageForward(const torch::Tensor& input, const SequenceDocuments& documents = {});
   // For a chunk with the head: StageForward, the final norm, the head and the mean cross-entropy
   // over all batch x seq target tokens (plus the z-loss in training, SetZLoss).
-  torch::Tensor StageLoss(const torch::Tensor& input, const torch::Tensor& targets);
+  torch::Tensor StageLoss(const torch::Tensor& input, const torch::Tensor& targets,
+                          const SequenceDocuments& documents = {});
 
   // The parameters this rank holds, in named_parameters() order, with their layout.
   std::vector<ParameterInfo> ParameterInfos() const;
@@ -147,6 +174,9 @@ class TransformerImpl : public torch::nn::Module {
   absl::Status SyncTensorParallelGrads();
 
   void SetComputeDtype(torch::ScalarType dtype) { compute_dtype_ = dtype; }
+  // How attention with SequenceDocuments::segments runs (kernels/document_attention.h); kAuto
+  // picks by device. Tests choose a path to compare the two.
+  void SetDocumentAttentionPath(kernels::DocumentAttentionPath path) { document_path_ = path; }
   // train.z_loss: StageLoss adds z_loss x mean log(Z)^2 while the graph is recorded (training);
   // without it (evaluation) the loss is the cross-entropy alone.
   void SetZLoss(double z_loss) { z_loss_ = z_loss; }
@@ -193,9 +223,11 @@ class TransformerImpl : public torch::nn::Module {
   torch::Tensor GateBackward(const torch::Tensor& output, size_t step);
   // Block `index` of this chunk on the residual stream h; recomputed in backward when
   // model.recompute says so (model/recompute.h).
-  torch::Tensor ForwardBlock(size_t index, const torch::Tensor& h);
+  torch::Tensor ForwardBlock(size_t index, const torch::Tensor& h, const AttentionInputs& inputs);
+  // The attention inputs of a micro-batch of `batch` rows of `seq` tokens.
+  AttentionInputs MakeAttentionInputs(const SequenceDocuments& documents, int64_t batch, int64_t seq) const;
   // This rank's logits columns [batch, seq, vocab_padded / tp] (the full vocabulary at TP 1).
-  torch::Tensor LocalLogits(const torch::Tensor& input);
+  torch::Tensor LocalLogits(const torch::Tensor& input, const SequenceDocuments& documents);
   torch::Tensor HeadWeight() const { return output.defined() ? output : tok_embeddings; }
   int64_t VocabBegin() const;
 
@@ -205,6 +237,7 @@ class TransformerImpl : public torch::nn::Module {
   int64_t first_layer_ = 0;
   kernels::RotaryTables rotary_;
   torch::ScalarType compute_dtype_ = torch::kFloat;
+  kernels::DocumentAttentionPath document_path_ = kernels::DocumentAttentionPath::kAuto;
   double z_loss_ = 0.0;
   // The ranks of the TP group holding the same kv heads (only when kv heads are replicated).
   std::unique_ptr<parallel::Communicator> kv_replica_group_;

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "data/batch_tensors.h"
+#include "data/document_layout.h"
 
 namespace tessera {
 
@@ -23,18 +24,33 @@ void ModelPipelineStage::SetBatch(const data::LocalBatch* batch, int64_t num_mic
   num_microbatches_ = num_microbatches;
 }
 
+void ModelPipelineStage::SetDocuments(int64_t eod_token, bool mask, bool reset_positions) {
+  TORCH_CHECK(eod_token >= 0 || !(mask || reset_positions),
+              "packed documents need the end-of-document token (data.eod_token)");
+  eod_token_ = eod_token;
+  document_mask_ = mask;
+  reset_positions_ = reset_positions;
+}
+
 at::Tensor ModelPipelineStage::Forward(int chunk, int mb, const at::Tensor& input) {
   Transformer& model = chunks_[chunk];
   TORCH_CHECK(batch_ != nullptr, "pipeline stage: no batch set");
   const bool embeds = model->shard_options().has_embedding;
   const bool head = model->shard_options().has_head;
   at::Tensor x = input;
+  const bool documents = document_mask_ || reset_positions_;
   data::Batch micro;
-  if (embeds || head) micro = data::ToTrainingBatch(*batch_, mb * micro_batch_, micro_batch_);
+  if (embeds || head || documents) micro = data::ToTrainingBatch(*batch_, mb * micro_batch_, micro_batch_);
+  SequenceDocuments layout;
+  if (documents) {
+    data::DocumentLayout found = data::DocumentLayoutOf(micro.inputs, eod_token_);
+    if (document_mask_) layout.segments = std::move(found.segments);
+    if (reset_positions_) layout.positions = std::move(found.positions);
+  }
   if (embeds) x = micro.inputs.to(device_, /*non_blocking=*/true);
-  if (!head) return model->StageForward(x);
+  if (!head) return model->StageForward(x, layout);
   // The step's loss is the mean over micro-batches: each contributes 1/m of its mean.
-  at::Tensor loss = model->StageLoss(x, micro.targets.to(device_, /*non_blocking=*/true));
+  at::Tensor loss = model->StageLoss(x, micro.targets.to(device_, /*non_blocking=*/true), layout);
   return num_microbatches_ == 1 ? loss : loss / static_cast<double>(num_microbatches_);
 }
 

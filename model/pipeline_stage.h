@@ -3,7 +3,8 @@
 // micro-batches of the current global batch. The first model chunk reads its tokens here, the
 // last returns the micro-batch's loss scaled by 1/micro-batches; everything in between passes
 // the fp32 residual stream ([micro_batch, seq_len, dim], or seq_len / tp under sequence
-// parallelism).
+// parallelism). With packed documents (SetDocuments) every chunk, first or not, finds the
+// micro-batch's documents in its tokens, which every rank reads.
 #pragma once
 
 #include <functional>
@@ -27,6 +28,9 @@ class ModelPipelineStage : public parallel::pipeline::PipelineStage {
   // loss is scaled by 1/num_microbatches (training's mean over the step; evaluation passes 1 to
   // get each micro-batch's own mean loss).
   void SetBatch(const data::LocalBatch* batch, int64_t num_microbatches);
+  // data.document_mask and data.reset_position_ids: documents end with `eod_token`. Off when
+  // neither is set (the default): every row is one causal sequence at positions 0..seq-1.
+  void SetDocuments(int64_t eod_token, bool mask, bool reset_positions);
 
   at::Tensor Forward(int chunk, int mb, const at::Tensor& input) override;
   std::vector<int64_t> ActivationShape(int chunk) const override;
@@ -44,6 +48,8 @@ class ModelPipelineStage : public parallel::pipeline::PipelineStage {
   std::function<void(int)> on_last_weight_gradients_;
   const data::LocalBatch* batch_ = nullptr;
   int64_t num_microbatches_ = 1;
+  int64_t eod_token_ = -1;
+  bool document_mask_ = false, reset_positions_ = false;
 };
 
 }  // namespace tessera

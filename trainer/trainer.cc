@@ -26,6 +26,7 @@
 #include "core/host_sync.h"
 #include "core/logging.h"
 #include "core/status_macros.h"
+#include "data/end_of_document.h"
 #include "model/flops.h"
 #include "model/sharding.h"
 #include "trainer/live_tensor_bytes.h"
@@ -365,6 +366,11 @@ absl::Status Trainer::SetupData() {
   auto stream = data::SampleStream::Open(options);
   if (!stream.ok()) return Annotate(stream.status(), "data.train: ");
   train_stream_ = *std::move(stream);
+  const DataConfig& d = config_.data;
+  if (d.document_mask || d.reset_position_ids) {
+    TS_RETURN_IF_ERROR(data::CheckEndOfDocumentToken(
+        *train_stream_, d.eod_token, d.document_mask ? "data.document_mask" : "data.reset_position_ids"));
+  }
   if (t.eval_every > 0) {
     options.corpora = CorpusSpecs(config_.data.val);
     options.shuffle = false;  // every evaluation reads the same samples
@@ -389,6 +395,8 @@ absl::Status Trainer::SetupModel() {
       std::make_unique<ModelPipelineStage>(std::move(chunks), t.micro_batch, t.seq_len, config_.model.dim,
                                            sequence_parallel() ? static_cast<int>(dims.tp) : 1, device_,
                                            [this](int chunk) { reducer_->MarkFinalBackward(chunk); });
+  const DataConfig& d = config_.data;
+  stage_->SetDocuments(d.eod_token, d.document_mask, d.reset_position_ids);
   TS_ASSIGN_OR_RETURN(executor_, parallel::pipeline::PipelineExecutor::Create(
                                      std::move(schedule), grid_.pp(), *stage_, device_,
                                      parallel::pipeline::ExecutorOptions{/*synchronize_timing=*/false}));
@@ -508,6 +516,19 @@ absl::Status Trainer::SetupLoader() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The start-up line of data.document_mask and data.reset_position_ids.
+std::string DescribeDocuments(const DataConfig& d, const torch::Device& device) {
+  const char* attention = !d.document_mask  ? "attention across documents"
+                          : device.is_cpu() ? "attention within each document, one SDPA call per document"
+                                            : "attention within each document, a boolean mask";
+  return absl::StrCat("packed documents (end-of-document token ", d.eod_token, "): ", attention,
+                      d.reset_position_ids ? ", rotary positions restart at each document" : "");
+}
+
+}  // namespace
+
 void Trainer::LogSetup() const {
   const TrainConfig& t = config_.train;
   const ModelConfig& m = config_.model;
@@ -524,6 +545,8 @@ void Trainer::LogSetup() const {
     TS_LOG(INFO) << "attention: "
                  << kernels::DescribeAttention(m.n_heads / tp, std::max<int64_t>(1, m.n_kv_heads / tp),
                                                t.seq_len, m.head_dim(), device_, ComputeDtype(t.precision));
+    const DataConfig& d = config_.data;
+    if (d.document_mask || d.reset_position_ids) TS_LOG(INFO) << DescribeDocuments(d, device_);
   }
   int64_t local_parameters = 0;
   for (const ParameterInfo& info : rank_params_.infos) local_parameters += info.tensor.numel();

@@ -52,6 +52,10 @@ expect 2 "--set needs KEY=VALUE" -- train --set
 expect 2 "data.train: " -- train --set "data.train=$dir/nothing" --set train.eval_every=0 --set "train.run_dir=$dir/run"
 expect 2 "$dir/nothing" -- train --set "data.train=$dir/nothing" --set train.eval_every=0 --set "train.run_dir=$dir/run"
 expect 2 "no training data: set data.train" -- train --set train.eval_every=0 --set "train.run_dir=$dir/run"
+# Packed-document options without the end-of-document token, or with one the corpus does not use.
+expect 2 "data.document_mask finds documents by their end-of-document token: set data.eod_token" -- train --set "data.train=$dir/doc" --set train.eval_every=0 --set data.document_mask=true --set "train.run_dir=$dir/run"
+parity="$(cd "$(dirname "$0")/../data/parity_data" && pwd)"
+expect 2 "data.reset_position_ids needs documents that end with data.eod_token = 5, but $parity/text document 0 ends with token 4096" -- train --set "data.train=$parity/text" --set train.eval_every=0 --set data.reset_position_ids=true --set data.eod_token=5 --set "train.run_dir=$dir/run"
 expect 0 "  lr: 0.25" -- config --set train.lr=0.25 --set "data.train=$dir/doc" --set train.eval_every=0
 expect 0 "train: [{prefix: \"a\", weight: 0.7}, {prefix: \"b\", weight: 0.3}]" -- config --set "data.train=[{prefix: a, weight: 0.7}, {prefix: b, weight: 0.3}]" --set train.eval_every=0
 expect 0 "| \`train.lr\` |" -- config --markdown

@@ -386,3 +386,24 @@ CATCH_TEST_CASE("hostile YAML: integers beyond int64 and list entries that would
   CATCH_CHECK(Contains(LoadError(kValid, {"parallel.pp_layers=[1, 92233720368547758070]"}),
                        "key 'parallel.pp_layers' expects list of integers"));
 }
+
+CATCH_TEST_CASE("packed-document options need the end-of-document token, and name the keys") {
+  for (const char* option : {"data.document_mask=true", "data.reset_position_ids=true"}) {
+    auto missing = tessera::ConfigFromOverrides({"data.train=x", "train.eval_every=0", option});
+    CATCH_REQUIRE_FALSE(missing.ok());
+    const std::string message(missing.status().message());
+    CATCH_CHECK(Contains(message, std::string(option).substr(0, std::string(option).find('='))));
+    CATCH_CHECK(Contains(message, "set data.eod_token"));
+  }
+  auto beyond = tessera::ConfigFromOverrides(
+      {"data.train=x", "train.eval_every=0", "data.document_mask=true", "data.eod_token=512"});
+  CATCH_REQUIRE_FALSE(beyond.ok());
+  CATCH_CHECK(
+      Contains(std::string(beyond.status().message()), "data.eod_token = 512 is not below model.vocab_size"));
+  auto fine = tessera::ConfigFromOverrides(
+      {"data.train=x", "train.eval_every=0", "data.document_mask=true", "data.eod_token=511"});
+  CATCH_CHECK(fine.ok());
+  CATCH_CHECK(fine->data.document_mask);
+  CATCH_CHECK(fine->data.eod_token == 511);
+  CATCH_CHECK_FALSE(fine->data.reset_position_ids);
+}

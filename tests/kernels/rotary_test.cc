@@ -186,3 +186,39 @@ CATCH_TEST_CASE("scaled rotary frequencies: Llama 3.1's bands and linear scaling
   CATCH_CHECK(torch::allclose(scaled.cos[8], unscaled.cos[2], 1e-7, 1e-7));
   CATCH_CHECK(torch::allclose(scaled.sin[4], unscaled.sin[1], 1e-7, 1e-7));
 }
+
+CATCH_TEST_CASE("per-token rotary positions: each row rotated as the reference does at its own positions") {
+  torch::manual_seed(4);
+  auto tables = MakeRotaryTables(32, 8, 10000.0, torch::kCPU);
+  // Row 0 restarts at 0 after 5 tokens; row 1 starts at an offset of 20.
+  const torch::Tensor positions =
+      torch::tensor({0, 1, 2, 3, 4, 0, 1, 2, 20, 21, 22, 23, 24, 25, 26, 27}, torch::kInt64).view({2, 8});
+  const auto per_token = tessera::kernels::RotaryTablesAt(tables, positions);
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {  // the fused fp32 loop and the ATen path
+    auto x = torch::randn({2, 8, 3, 8}, torch::dtype(dtype).requires_grad(true));
+    auto y = tessera::kernels::ApplyRotaryPerToken(x, per_token);
+    // The reference, token by token, with the tables' row at that token's position.
+    std::vector<torch::Tensor> rows;
+    for (int64_t b = 0; b < 2; ++b) {
+      std::vector<torch::Tensor> tokens;
+      for (int64_t t = 0; t < 8; ++t) {
+        const int64_t p = positions[b][t].item<int64_t>();
+        const tessera::kernels::RotaryTables one{tables.cos.narrow(0, p, 1), tables.sin.narrow(0, p, 1)};
+        tokens.push_back(ApplyRotaryReference(x.narrow(0, b, 1).narrow(1, t, 1), one));
+      }
+      rows.push_back(torch::cat(tokens, 1));
+    }
+    const torch::Tensor y_ref = torch::cat(rows, 0);
+    // The same products of the same fp32 table entries; fp32 rounds each on its own (~1e-7).
+    const double tol = dtype == torch::kFloat ? 1e-6 : 1e-12;
+    CATCH_CHECK(torch::allclose(y, y_ref, tol, tol));
+    auto g = torch::randn_like(y);
+    auto gx = torch::autograd::grad({y}, {x}, {g})[0];
+    auto gx_ref = torch::autograd::grad({y_ref}, {x}, {g})[0];
+    CATCH_CHECK(torch::allclose(gx, gx_ref, tol, tol));
+  }
+  // Positions 0..seq-1 in every row are exactly ApplyRotary.
+  auto x = torch::randn({2, 8, 3, 8});
+  const auto counting = tessera::kernels::RotaryTablesAt(tables, torch::arange(8).repeat({2, 1}));
+  CATCH_CHECK(torch::equal(tessera::kernels::ApplyRotaryPerToken(x, counting), ApplyRotary(x, tables)));
+}

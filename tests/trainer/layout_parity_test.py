@@ -9,7 +9,8 @@ checkpoint at its end, and `tessera checkpoint diff` assembles each logical tens
 shards saved it and reports max |a - b| against the reference. Real processes, real MPI, the
 real `tessera train`.
 
-Usage: layout_parity_test.py TESSERA MPIEXEC SUITE   (SUITE: dp | zero | tp | pp | 3d)
+Usage: layout_parity_test.py TESSERA MPIEXEC SUITE   (SUITE: dp | zero | tp | pp | 3d | recompute;
+docmask runs only the document-masking cases of tp and pp)
 Environment: TESSERA_PARITY_DATA (default: <repo>/tests/data/parity_data); TESSERA_PARITY_REPORT_DIR:
 where to keep each comparison's `checkpoint diff --json` output (for measuring the noise).
 """
@@ -346,6 +347,82 @@ def rank0_parameters(log):
     return int(m.group(1)) if m else None
 
 
+EOD = 4096  # the sample tokenizer's <|endoftext|>, which ends every document of the parity data
+# Document lengths (before the end-of-document token) of the short-document corpus, repeated.
+# Each is at most 25 + 1 tokens, less than a sample's seq_len + 1 = 33: every sample holds at
+# least one boundary, most two or three.
+SHORT_DOCS = [7, 13, 4, 21, 10, 16, 2, 25, 9, 18]
+
+
+def write_short_documents(prefix):
+    """A Megatron-format corpus (uint16) of short documents cut from the parity text, each ended
+    by EOD: packed samples with several documents, which data.document_mask must separate."""
+    import array
+    import struct
+    tokens = array.array("H")
+    with open(os.path.join(DATA, "text.bin"), "rb") as f:
+        tokens.frombytes(f.read())
+    words = [t for t in tokens[:60000] if t != EOD]
+    docs, at, i = [], 0, 0
+    while at + SHORT_DOCS[i % len(SHORT_DOCS)] <= len(words):
+        n = SHORT_DOCS[i % len(SHORT_DOCS)]
+        docs.append(words[at:at + n] + [EOD])
+        at, i = at + n, i + 1
+    assert max(len(d) for d in docs) < 32 + 1, "every sample must cross a document boundary"
+    with open(prefix + ".bin", "wb") as f:
+        for d in docs:
+            f.write(array.array("H", d).tobytes())
+    sizes = [len(d) for d in docs]
+    pointers, acc = [], 0  # byte offsets of the sequences in the .bin
+    for n in sizes:
+        pointers.append(acc)
+        acc += 2 * n
+    with open(prefix + ".idx", "wb") as f:
+        # magic, version 1, dtype code 8 (uint16), sequences, document indices (one per sequence + 1)
+        f.write(b"MMIDIDX\x00\x00" + struct.pack("<QB", 1, 8) + struct.pack("<QQ", len(docs), len(docs) + 1))
+        f.write(struct.pack(f"<{len(docs)}i", *sizes) + struct.pack(f"<{len(docs)}q", *pointers))
+        f.write(struct.pack(f"<{len(docs) + 1}q", *range(len(docs) + 1)))
+    return len(docs)
+
+
+def document_mask_cases(workdir, layouts):
+    """data.document_mask with data.reset_position_ids on packed short documents: each layout
+    against one process with the same options (and the same micro-batches, so the same
+    arithmetic as a pipeline's accumulation), and the option must change the run at all."""
+    prefix = os.path.join(workdir, "short_docs")
+    count = write_short_documents(prefix)
+    print(f"  short-document corpus: {count} documents of {min(SHORT_DOCS)}..{max(SHORT_DOCS)} tokens + EOD")
+    data = [f"data.train=[{prefix}]"]
+    docs = data + ["data.document_mask=true", "data.reset_position_ids=true", f"data.eod_token={EOD}"]
+    references = {}
+    for micro in sorted({m for _, _, m, _ in layouts}):
+        references[micro] = run(f"single-docmask-m{8 // micro}", 1, docs + [f"train.micro_batch={micro}"], workdir)
+    # The options do something: without them the same data trains otherwise, by far more than
+    # the layouts' tolerance (measured: up to 1.6e-1 on the loss, against LOSS_ATOL 2e-4).
+    plain = run("single-no-docmask", 1, data + ["train.micro_batch=8"], workdir)
+    ref8 = references.get(8) or next(iter(references.values()))
+    if plain is not None and ref8 is not None:
+        moved = max(abs(a["loss"] - b["loss"]) for a, b in zip(plain["steps"], ref8["steps"]))
+        ok = moved > 1e-2
+        print(f"  {'ok  ' if ok else 'FAIL'} without the document options the losses differ by up to {moved:.2e} "
+              f"(> 1e-2)")
+        if not ok:
+            failures.append("document mask has no effect")
+    for name, ranks, micro, extra in layouts:
+        compare(name, references[micro], run(name, ranks, docs + [f"train.micro_batch={micro}"] + extra, workdir),
+                param_atol=PARAM_ATOL["pp" if "pp" in name else "tp"])
+
+
+DOCMASK_TP = [("tp2-sp-docmask", 2, 8, ["parallel.tp=2", "parallel.sequence_parallel=true"])]
+# 1F1B holds several micro-batches in flight: a replayed block (recompute) must use its own
+# micro-batch's documents, not the last forward's.
+DOCMASK_PP = [("pp2-1f1b-m4-docmask", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=1f1b"]),
+              ("pp2-1f1b-m4-docmask-recompute", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=1f1b",
+                                                        "model.recompute=full"]),
+              ("pp2-1f1b-m4-docmask-selective", 2, 2, ["parallel.pp=2", "parallel.pp_schedule=1f1b",
+                                                        "model.recompute=selective"])]
+
+
 def main():
     if not os.path.exists(os.path.join(DATA, "text.idx")):
         sys.exit(f"no parity data at {DATA} (tests/data/parity_data in the repository)")
@@ -353,6 +430,8 @@ def main():
         print(f"suite {SUITE}: {STEPS} steps, global batch 8, reference = one process")
         # The reference: one process, no gradient accumulation.
         reference = None
+        if SUITE == "docmask":
+            document_mask_cases(workdir, DOCMASK_TP + DOCMASK_PP)
         if SUITE in ("dp", "zero", "tp"):
             reference = run("single", 1, ["train.micro_batch=8"], workdir)
             if reference is None:
@@ -522,6 +601,7 @@ def main():
                                                                  "parallel.sequence_parallel=true",
                                                                  "train.precision=bf16"], workdir),
                     loss_atol=5e-3, norm_rtol=5e-2, param_atol=PARAM_ATOL["tp-bf16"])
+            document_mask_cases(workdir, DOCMASK_TP)
             # Weights per rank: everything but the norms (and replicated kv heads) splits 1/TP.
             print(f"  parameters held by rank 0: {held}")
             for name, tp in (("tp2", 2), ("tp4-kv-replicas", 4)):
@@ -600,6 +680,7 @@ def main():
                 untied = ["model.tie_embeddings=false", "train.micro_batch=2"]
                 compare("pp2-untied", run("single-8-untied-m4", 1, deep + untied, workdir),
                         run("pp2-untied", 2, deep + untied + ["parallel.pp=2"], workdir))
+                document_mask_cases(workdir, DOCMASK_PP)
         elif SUITE == "recompute":
             # Full and selective recomputation against the single process that saves everything, in every
             # layout that runs a block's backward differently: plain, tensor + sequence parallel
@@ -642,7 +723,7 @@ def main():
                   f"exit {proc.returncode}, {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
             if proc.returncode == 0 or not said:
                 failures.append("recompute_layers above the layer count")
-        else:
+        elif SUITE != "docmask":
             sys.exit(f"unknown suite {SUITE}")
     if worst_params:
         print("  largest parameter difference per case (what the tolerances were set from):")
