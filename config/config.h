@@ -135,6 +135,11 @@ struct TrainConfig {
   int64_t max_skips = 5;
   DivergencePolicy on_divergence = DivergencePolicy::kStop;
   bool tensorboard = true;
+  // Every sample_every steps rank 0 prints a greedy continuation of sample_prompt,
+  // sample_tokens long (model/generate.h); 0: off. Needs data.tokenizer.
+  int64_t sample_every = 0;
+  std::string sample_prompt = "The";
+  int64_t sample_tokens = 32;
 };
 
 // One corpus of a blend: the PREFIX of Megatron-format PREFIX.idx/.bin (or of shards
@@ -150,6 +155,8 @@ struct DataConfig {
   std::vector<CorpusEntry> val;
   bool shuffle = true;
   int64_t prefetch = 2;
+  // The tokenizer the corpora were made with (as --tokenizer spells it); "" = not given.
+  std::string tokenizer;
 };
 
 // The process grid and its communication (parallel/process_grid.h, docs/launch.md).
