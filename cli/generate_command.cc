@@ -38,6 +38,7 @@ struct GenerateFlags {
   std::vector<std::string> prompts;
   GenerateOptions options;
   std::string ids_out;
+  int64_t threads = 0;  // LibTorch's CPU threads; 0: its default
 };
 
 absl::StatusOr<std::vector<std::string>> ReadPrompts(const Args& args) {
@@ -71,6 +72,7 @@ absl::StatusOr<GenerateFlags> ParseFlags(const Args& args) {
   flags.options.seed = static_cast<uint64_t>(seed);
   TS_RETURN_IF_ERROR(ValidateSamplingOptions(flags.options.sampling));
   flags.ids_out = args.Get("ids-out");
+  TS_ASSIGN_OR_RETURN(flags.threads, args.GetInt("threads", 0, {.min = 0, .max = 4096}));
   return flags;
 }
 
@@ -142,6 +144,9 @@ absl::Status Run(const GenerateFlags& flags, const data::BpeTokenizer& tokenizer
                           reader->manifest(), absl::StrCat(found.path, "/", checkpoint::kManifestFileName)));
   TS_RETURN_IF_ERROR(CheckVocabulary(config, tokenizer, found.path));
   config.recompute = RecomputeMode::kNone;  // nothing is recorded for backward here
+  // One token's products are small: on a busy machine, threads that wait for each other cost
+  // more than they share (docs/checkpoints.md has measurements).
+  if (flags.threads > 0) at::set_num_threads(static_cast<int>(flags.threads));
   Transformer model(config, 1);  // the cache makes its own rotary tables for the positions it holds
   TS_RETURN_IF_ERROR(checkpoint::LoadModelWeights(*reader, *model));
   model->eval();
@@ -177,26 +182,28 @@ int GenerateText(const Args& args) {
 }  // namespace
 
 Command GenerateCommand() {
-  return {.name = kName,
-          .usage =
-              "generate CHECKPOINT --tokenizer T (--prompt TEXT | --prompts FILE) [--max-new-tokens 64]\n"
-              "    [--temperature 0.8] [--top-p 0.95] [--top-k 0] [--seed 0] [--ids-out FILE]",
-          .summary = "continue prompts with a checkpoint's model\n(KV cache, one process; prints tokens/s)",
-          .details = absl::StrCat(
-              "  CHECKPOINT: a step directory or a checkpoint directory, saved in any layout\n"
-              "  --temperature 0 is greedy; --top-k 0 and --top-p 1 turn those filters off\n"
-              "  stops at the tokenizer's end-of-text token or after --max-new-tokens\n"
-              "  --ids-out FILE: a JSON line per prompt with its ids, the new ids and the smallest\n"
-              "    top-1 minus top-2 logit of the choices made\n  ",
-              kTokenizerNote),
-          .args = {.flags = TokenizerFlags(
-                       {Flag::Value("prompt", "a text"), Flag::Value("prompts", "a file"),
-                        Flag::Value("max-new-tokens", "a positive integer"),
-                        Flag::Value("temperature", "a number >= 0"),
-                        Flag::Value("top-p", "a number in (0, 1]"), Flag::Value("top-k", "an integer >= 0"),
-                        Flag::Value("seed", "an integer >= 0"), Flag::Value("ids-out", "a file")}),
-                   .max_positionals = 1},
-          .run = GenerateText};
+  return {
+      .name = kName,
+      .usage =
+          "generate CHECKPOINT --tokenizer T (--prompt TEXT | --prompts FILE) [--max-new-tokens 64]\n"
+          "    [--temperature 0.8] [--top-p 0.95] [--top-k 0] [--seed 0] [--threads N] [--ids-out FILE]",
+      .summary = "continue prompts with a checkpoint's model\n(KV cache, one process; prints tokens/s)",
+      .details = absl::StrCat(
+          "  CHECKPOINT: a step directory or a checkpoint directory, saved in any layout\n"
+          "  --temperature 0 is greedy; --top-k 0 and --top-p 1 turn those filters off\n"
+          "  stops at the tokenizer's end-of-text token or after --max-new-tokens\n"
+          "  --threads N: LibTorch's CPU threads (0: its default, OMP_NUM_THREADS or the cores)\n"
+          "  --ids-out FILE: a JSON line per prompt with its ids, the new ids and the smallest\n"
+          "    top-1 minus top-2 logit of the choices made\n  ",
+          kTokenizerNote),
+      .args = {.flags = TokenizerFlags(
+                   {Flag::Value("prompt", "a text"), Flag::Value("prompts", "a file"),
+                    Flag::Value("max-new-tokens", "a positive integer"),
+                    Flag::Value("temperature", "a number >= 0"), Flag::Value("top-p", "a number in (0, 1]"),
+                    Flag::Value("top-k", "an integer >= 0"), Flag::Value("seed", "an integer >= 0"),
+                    Flag::Value("threads", "an integer >= 0"), Flag::Value("ids-out", "a file")}),
+               .max_positionals = 1},
+      .run = GenerateText};
 }
 
 }  // namespace tessera::cli
