@@ -41,7 +41,7 @@ CATCH_TEST_CASE("pushed byte by byte, a character is printed when its last byte 
   CATCH_CHECK(out == kText);
 }
 
-CATCH_TEST_CASE("bytes that cannot complete a character pass through; a cut-off end is flushed") {
+CATCH_TEST_CASE("bytes that cannot complete a character pass through, and a cut-off end is flushed") {
   Utf8Stream stream;
   CATCH_CHECK(stream.Push("x\xFF") == "x\xFF");  // 0xFF starts nothing
   CATCH_CHECK(stream.Push("\x80y") == "\x80y");  // a stray continuation byte

@@ -140,7 +140,7 @@ CATCH_TEST_CASE("sampling during training prints samples and changes no loss") {
   CATCH_CHECK(sampled.back().loss < sampled.front().loss);  // it trained
 }
 
-CATCH_TEST_CASE("without data.tokenizer sampling is off and says why; a bad tokenizer is an error") {
+CATCH_TEST_CASE("without data.tokenizer sampling is off and says why, and a bad tokenizer is an error") {
   const fs::path dir = TempDir("no_tokenizer");
   std::string log;
   RunCapturing(TinyConfig(dir, {"train.sample_every=5", "train.steps=3"}), dir / "run.log", &log);
