@@ -35,12 +35,12 @@ Command HelpCommand() {
 
 const std::vector<Command>& CommandTable() {
   static const auto* const table = new std::vector<Command>{
-      TrainCommand(),          ConfigCommand(),         ValidateCommand(),      PlanCommand(),
-      SweepCommand(),          TopologyCommand(),       TokenizeCommand(),      DetokenizeCommand(),
-      TokenizerTrainCommand(), TokenizerBenchCommand(), TokenizerInfoCommand(), PreprocessCommand(),
-      DatasetInfoCommand(),    DatasetDumpCommand(),    PlotCommand(),          ScheduleCommand(),
-      ExportHfCommand(),       ImportHfCommand(),       LogitsCommand(),        CheckpointToolsCommand(),
-      HelpCommand(),
+      TrainCommand(),           ConfigCommand(),         ValidateCommand(),      PlanCommand(),
+      SweepCommand(),           TopologyCommand(),       TokenizeCommand(),      DetokenizeCommand(),
+      TokenizerTrainCommand(),  TokenizerBenchCommand(), TokenizerInfoCommand(), PreprocessCommand(),
+      DatasetInfoCommand(),     DatasetDumpCommand(),    PlotCommand(),          ScheduleCommand(),
+      ExportHfCommand(),        ImportHfCommand(),       LogitsCommand(),        GenerateCommand(),
+      CheckpointToolsCommand(), HelpCommand(),
   };
   return *table;
 }

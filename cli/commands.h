@@ -34,6 +34,8 @@ Command ScheduleCommand();
 Command ExportHfCommand();
 Command ImportHfCommand();
 Command LogitsCommand();
+// Text from a checkpoint's model: generate_command.cc.
+Command GenerateCommand();
 // Checkpoint digests and differences: checkpoint_command.cc.
 Command CheckpointToolsCommand();
 

@@ -237,6 +237,16 @@ std::vector<FieldSpec> BuildSchema() {
           "the offending batches (at most 3 times, then stop)."),
       Bool("train.tensorboard", TS_FIELD_REF(train.tensorboard),
            "Write TensorBoard event files (every metrics.jsonl record's scalars) to the run directory."),
+      Int("train.sample_every", TS_FIELD_REF(train.sample_every), 0, 1e12,
+          "Every N steps (and at the last step) rank 0 prints a greedy continuation of "
+          "train.sample_prompt, train.sample_tokens long, with the key/value cache; 0 disables it. "
+          "Needs data.tokenizer and a layout where rank 0 holds the whole model (one process, data "
+          "parallelism, ZeRO 1 or 2); otherwise the run says once why it does not sample. It "
+          "draws no random numbers and changes no state of the run."),
+      String("train.sample_prompt", TS_FIELD_REF(train.sample_prompt), {},
+             "The text train.sample_every continues (encoded without special tokens)."),
+      Int("train.sample_tokens", TS_FIELD_REF(train.sample_tokens), 1, 4096,
+          "New tokens of each train.sample_every sample (fewer when the end-of-text token comes)."),
 
       CorpusList("data.train", TS_FIELD_REF(data.train),
                  "Training corpora, Megatron-format (`tessera preprocess` writes them): a list of "
@@ -263,6 +273,10 @@ std::vector<FieldSpec> BuildSchema() {
       Bool("data.reset_position_ids", TS_FIELD_REF(data.reset_position_ids),
            "Rotary positions restart at 0 at each document of a packed sample (Megatron's "
            "--reset-position-ids) instead of counting 0..seq_len-1. Needs data.eod_token."),
+      String("data.tokenizer", TS_FIELD_REF(data.tokenizer), {},
+             "The tokenizer the corpora were made with, as --tokenizer takes it (cl100k_base:FILE, "
+             "o200k_base:FILE, llama3:FILE or a rank file; a relative path is read from the "
+             "directory tessera runs in); used to print train.sample_every's samples. Empty: none."),
 
       Int("parallel.tp", TS_FIELD_REF(parallel.tp), 1, 1 << 20,
           "Tensor-parallel size: ranks that split each layer's matrices (under the default order "

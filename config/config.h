@@ -135,6 +135,11 @@ struct TrainConfig {
   int64_t max_skips = 5;
   DivergencePolicy on_divergence = DivergencePolicy::kStop;
   bool tensorboard = true;
+  // Every sample_every steps rank 0 prints a greedy continuation of sample_prompt,
+  // sample_tokens long (model/generate.h); 0: off. Needs data.tokenizer.
+  int64_t sample_every = 0;
+  std::string sample_prompt = "The";
+  int64_t sample_tokens = 32;
 };
 
 // One corpus of a blend: the PREFIX of Megatron-format PREFIX.idx/.bin (or of shards
@@ -153,6 +158,8 @@ struct DataConfig {
   int64_t eod_token = -1;  // the end-of-document token id; -1 = not given
   bool document_mask = false;
   bool reset_position_ids = false;
+  // The tokenizer the corpora were made with (as --tokenizer spells it); "" = not given.
+  std::string tokenizer;
 };
 
 // The process grid and its communication (parallel/process_grid.h, docs/launch.md).

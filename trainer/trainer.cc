@@ -147,7 +147,7 @@ bool Trainer::NeedsFiguresNow(int64_t step, const StepMetrics& metrics) const {
   const int64_t done = step + 1;
   return metrics_->AtInterval(metrics) || done == 1 || evaluator_->Due(step) ||
          checkpoints_->SavesAfter(done, /*last=*/done == config_.train.steps) || guard_->NextSkipDiverges() ||
-         signal_ != 0;
+         sampler_->Due(done) || signal_ != 0;
 }
 
 absl::Status Trainer::ReadFigures(StepReadback& figures, StepMetrics* metrics) {
@@ -185,6 +185,7 @@ absl::StatusOr<int64_t> Trainer::FinishStep(int64_t step, StepMetrics& metrics) 
   history_.push_back(metrics);
   TS_RETURN_IF_ERROR(metrics_->MaybeLog(metrics));
   if (partition_.pp > 1 && metrics_->AtInterval(metrics)) TS_RETURN_IF_ERROR(LogPipelineBubble());
+  if (sampler_->Due(step + 1)) TS_RETURN_IF_ERROR(sampler_->Print(step + 1, *model()));
   TS_RETURN_IF_ERROR(checkpoints_->StopOnSignal(step + 1, signal_));
   TS_RETURN_IF_ERROR(checkpoints_->MaybeSave(step + 1, /*last=*/step + 1 == t.steps));
   return step;
@@ -333,11 +334,25 @@ absl::Status Trainer::Setup() {
   TS_ASSIGN_OR_RETURN(evaluator_, Evaluator::Create(t, val_stream_, *stage_, grid_, partition_.v, device_));
   if (reducer_->zero() == 3) evaluator_->set_unit_gatherer(reducer_.get());
   profiler_ = std::make_unique<StepProfiler>(t, grid_.rank(), grid_.world_size(), device_);
+  TS_RETURN_IF_ERROR(SetupSampler());
   flops_per_token_ = TrainingFlopsPerToken(config_.model, t.seq_len);
   const PeakRate peak = PeakTflopsOf(config_, device_);
   peak_tflops_ = peak.tflops;
   peak_basis_ = peak.basis;
   LogSetup();
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::SetupSampler() {
+  // Rank 0 samples from its own model, which must then be the whole model, whole between steps.
+  const parallel::ParallelDims dims = grid_.topology().dims();
+  std::string why_not;
+  if (dims.tp > 1 || dims.pp > 1) {
+    why_not = absl::StrCat("rank 0 holds only part of the model (tp = ", dims.tp, ", pp = ", dims.pp, ")");
+  } else if (reducer_->zero() == 3) {
+    why_not = "rank 0 holds only its shard of the parameters between steps (parallel.zero = 3)";
+  }
+  TS_ASSIGN_OR_RETURN(sampler_, SamplePrinter::Create(config_, is_logger(), why_not.empty(), why_not));
   return absl::OkStatus();
 }
 

@@ -31,6 +31,7 @@
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
 #include "trainer/metrics_sink.h"
+#include "trainer/sample_printer.h"
 #include "trainer/step_profiler.h"
 #include "trainer/step_readback.h"
 #include "trainer/training_state.h"
@@ -77,6 +78,8 @@ class Trainer {
   absl::Status SetupReducer(const std::vector<Transformer>& chunks);
   absl::Status SetupCheckpoints();
   absl::Status SetupLoader();
+  // train.sample_every (sample_printer.h); after SetupModel.
+  absl::Status SetupSampler();
   void LogSetup() const;
 
   // One optimizer step over this rank's slice of a global batch; fills lr and data_wait_s and
@@ -140,6 +143,7 @@ class Trainer {
   std::unique_ptr<CheckpointPolicy> checkpoints_;
   std::unique_ptr<Evaluator> evaluator_;
   std::unique_ptr<StepProfiler> profiler_;
+  std::unique_ptr<SamplePrinter> sampler_;
   std::vector<StepMetrics> history_;
   // The step whose figures are read during the next step.
   struct PendingStep {

@@ -122,7 +122,7 @@ run_tessera() {
       --set train.steps=$STEPS --set train.warmup_steps=2 --set train.lr=$LR --set train.min_lr=3e-5 \
       --set train.grad_clip=$CLIP --set train.device=$DEVICE --set train.precision=$PRECISION \
       --set train.peak_tflops=$([[ $PEAK == 0 ]] && echo 1 || echo "$PEAK") \
-      --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false \
+      --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false --set train.sample_every=0 \
       --set train.eval_every=0 --set train.log_every=1 --set train.run_dir="$RUN" \
       --set train.profile_step=$2 \
       2>&1 | tee "$BENCH_DIR/$1.log" | sed -u 's/^/    [tessera] /'

@@ -128,7 +128,7 @@ run_program() {
         --set train.precision=fp32 --set train.threads="$THREADS" --set train.seed=$SEED \
         --set train.peak_tflops=1 --set train.log_every=1 --set train.eval_every=0 \
         --set checkpoint.at_end=false --set train.run_dir="$run" \
-        --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false
+        --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false --set train.sample_every=0
       if ((RUN_RC == 0)); then
         PEAK_MIB="$(grep -o 'peak memory on this rank: [0-9.]*' "$out" | tail -1 | awk '{print $NF}')"
         [[ -n $PEAK_MIB ]] || die "$name at $seq logged no peak memory: $out"

@@ -69,7 +69,7 @@ tessera_run() {
     --set train.min_lr=$MIN_LR --set train.weight_decay=$WEIGHT_DECAY --set train.grad_clip=$GRAD_CLIP \
     --set train.precision=fp32 --set train.threads="$THREADS" --set train.seed=$SEED \
     --set train.log_every=1 --set train.eval_every=0 --set checkpoint.at_end=false --set train.run_dir="$run" \
-    --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false >"$run.log" 2>&1 \
+    --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false --set train.sample_every=0 >"$run.log" 2>&1 \
     || die "Tessera $mode at $seq failed: $run.log"
   PEAK[$seq,tessera-$mode]="$(grep -o 'peak memory on this rank: [0-9.]*' "$run.log" | tail -1 | awk '{print $NF}')"
   SPEED[$seq,tessera-$mode]="$("$PY" - "$run/metrics.jsonl" "$seq" "$EXCLUDED" <<'EOF'

@@ -197,7 +197,7 @@ run_round() {
       --set train.min_lr=$MIN_LR --set train.weight_decay=$WEIGHT_DECAY --set train.grad_clip=$GRAD_CLIP \
       --set train.precision=$PRECISION --set train.threads=$THREADS --set train.seed=$SEED \
       --set train.log_every=1 --set train.eval_every=0 --set train.run_dir="$run/tessera" \
-      --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false \
+      --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false --set train.sample_every=0 \
       2>&1 | tee "$run/tessera.log" | sed -u 's/^/    [tessera] /' \
       || die "$name: Tessera failed (log: $run/tessera.log)"
     [[ -f "$run/tessera/metrics.jsonl" ]] || die "$name: Tessera wrote no $run/tessera/metrics.jsonl"

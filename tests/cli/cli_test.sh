@@ -59,6 +59,14 @@ expect 2 "data.reset_position_ids needs documents that end with data.eod_token =
 expect 0 "  lr: 0.25" -- config --set train.lr=0.25 --set "data.train=$dir/doc" --set train.eval_every=0
 expect 0 "train: [{prefix: \"a\", weight: 0.7}, {prefix: \"b\", weight: 0.3}]" -- config --set "data.train=[{prefix: a, weight: 0.7}, {prefix: b, weight: 0.3}]" --set train.eval_every=0
 expect 0 "| \`train.lr\` |" -- config --markdown
+expect 0 "usage: tessera generate CHECKPOINT --tokenizer T" -- generate --help
+expect 2 "no checkpoint given" -- generate --prompt hi
+expect 2 "give one of --prompt TEXT or --prompts FILE" -- generate ckpt
+expect 2 "--temperature must be a finite number >= 0 (0: greedy), got -0.5" -- generate ckpt --prompt hi --temperature -0.5
+expect 2 "--top-p must be in (0, 1] (1: off), got 1.5" -- generate ckpt --prompt hi --top-p 1.5
+expect 2 "--top-k must be >= 0 (0: off), got -3" -- generate ckpt --prompt hi --top-k -3
+expect 2 "--max-new-tokens" -- generate ckpt --prompt hi --max-new-tokens 0
+expect 2 "--tokenizer is required" -- generate ckpt --prompt hi
 expect 2 "expected 'digest' or 'diff'" -- checkpoint
 expect 2 "unknown action 'dif'" -- checkpoint dif a b
 expect 2 "diff takes 2 checkpoint path(s), got 1" -- checkpoint diff "$dir"
@@ -70,7 +78,7 @@ expect 2 "has no manifest.pb" -- checkpoint diff "$dir" "$dir" --step 3
 help_text=$("$TESSERA" help)
 for name in train config validate sweep topology tokenize detokenize "tokenizer train" "tokenizer bench" \
             "tokenizer info" preprocess "dataset info" "dataset dump" plot schedule export-hf import-hf \
-            logits checkpoint help; do
+            logits generate checkpoint help; do
   if [[ "$help_text" != *$'\n'"  $name "* ]]; then
     echo "FAIL: tessera help does not list '$name'"
     failures=$((failures + 1))

@@ -204,9 +204,9 @@ CATCH_TEST_CASE("a Trainer run with train.device=cuda trains, evaluates and logs
   auto config = tessera::LoadConfig(
       src + "/configs/tiny.yaml",
       {"data.train=[{prefix: " + data + "/text, weight: 0.6}, {prefix: " + data + "/code, weight: 0.4}]",
-       "data.val=" + data + "/val", "train.device=cuda", "train.precision=bf16", "train.steps=20",
-       "train.warmup_steps=5", "train.eval_every=10", "train.eval_batches=2", "train.log_every=5",
-       "train.run_dir=" + (dir / "run").string()});
+       "data.val=" + data + "/val", "data.tokenizer=" + data + "/tokenizer.tiktoken", "train.device=cuda",
+       "train.precision=bf16", "train.steps=20", "train.warmup_steps=5", "train.eval_every=10",
+       "train.eval_batches=2", "train.log_every=5", "train.run_dir=" + (dir / "run").string()});
   if (!config.ok()) CATCH_FAIL(std::string(config.status().message()));
   auto trainer = tessera::Trainer::Create(*config, CudaGrid());
   if (!trainer.ok()) CATCH_FAIL(std::string(trainer.status().message()));

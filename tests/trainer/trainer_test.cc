@@ -176,13 +176,14 @@ CATCH_TEST_CASE("the default config's loss falls well below its start on the sam
   const std::string data = SampleData();
   CATCH_REQUIRE(tessera::PathExists(data + "/COMPLETE"));  // scripts/test.sh makes it
   const fs::path dir = TempDir("default");
-  // The default config, shortened: 60 of its 300 steps. Its data paths are relative to the
-  // repository root; point them at the prepared sample data.
+  // The default config, shortened: 60 of its 300 steps (its train.sample_every prints a sample
+  // at the last step). Its data paths are relative to the repository root; point them at the
+  // prepared sample data.
   tessera::Config config = Parse(
       std::string(TESSERA_SOURCE_DIR) + "/configs/tiny.yaml",
       {"data.train=[{prefix: " + data + "/text, weight: 0.6}, {prefix: " + data + "/code, weight: 0.4}]",
-       "data.val=" + data + "/val", "train.steps=60", "train.eval_every=60", "train.eval_batches=4",
-       "train.run_dir=" + (dir / "run").string()});
+       "data.val=" + data + "/val", "data.tokenizer=" + data + "/tokenizer.tiktoken", "train.steps=60",
+       "train.eval_every=60", "train.eval_batches=4", "train.run_dir=" + (dir / "run").string()});
   auto trainer = tessera::Trainer::Create(config, LocalGrid());
   CATCH_REQUIRE(trainer.ok());
   CATCH_REQUIRE((*trainer)->Run().ok());
