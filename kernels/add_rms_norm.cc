@@ -45,26 +45,32 @@ torch::Tensor DeltaGrad(const torch::Tensor& grad_h, torch::ScalarType delta_dty
   return grad_h.scalar_type() == delta_dtype ? grad_h : grad_h.to(delta_dtype);
 }
 
-// fp32 CPU: forward returns {sum, y (fp32)}; the caller casts y to the compute dtype.
+// CPU, fp32 h and an fp32 or bf16 delta: forward returns {sum, y (fp32)}; the caller casts y to
+// the compute dtype.
 class AddRmsNormCpuFunction : public torch::autograd::Function<AddRmsNormCpuFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const torch::Tensor& h, const torch::Tensor& delta,
                                const torch::Tensor& weight, double eps) {
     const torch::Tensor hc = h.contiguous();
-    const torch::Tensor dc = delta.to(torch::kFloat).contiguous();
+    const torch::Tensor dc = delta.contiguous();  // fp32 or bf16, widened in the loop
     const torch::Tensor wc = weight.contiguous();
     const int64_t dim = hc.size(-1), rows = hc.numel() / dim;
     torch::Tensor sum = torch::empty_like(hc);
     torch::Tensor y = torch::empty_like(hc);
     torch::Tensor inv_rms = torch::empty({rows}, hc.options());
     const float* hp = hc.data_ptr<float>();
-    const float* dp = dc.data_ptr<float>();
     const float* wp = wc.data_ptr<float>();
     float* sp = sum.data_ptr<float>();
     float* yp = y.data_ptr<float>();
     float* ip = inv_rms.data_ptr<float>();
     at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-      cpu::AddRmsNormForwardRows(hp, dp, wp, sp, yp, ip, begin, end, dim, static_cast<float>(eps));
+      if (dc.scalar_type() == torch::kBFloat16) {
+        const auto* dp = reinterpret_cast<const uint16_t*>(dc.data_ptr<at::BFloat16>());
+        cpu::AddRmsNormForwardRowsBf16(hp, dp, wp, sp, yp, ip, begin, end, dim, static_cast<float>(eps));
+      } else {
+        cpu::AddRmsNormForwardRows(hp, dc.data_ptr<float>(), wp, sp, yp, ip, begin, end, dim,
+                                   static_cast<float>(eps));
+      }
     });
     ctx->save_for_backward({sum, wc, inv_rms});
     SaveDeltaDtype(ctx, delta.scalar_type());

@@ -83,6 +83,11 @@ void AddRmsNormForwardRows(const float* h, const float* delta, const float* w, f
   ActiveLoops().loops->add_rms_norm_forward_rows(h, delta, w, sum, y, inv_rms, begin, end, dim, eps);
 }
 
+void AddRmsNormForwardRowsBf16(const float* h, const uint16_t* delta, const float* w, float* sum, float* y,
+                               float* inv_rms, int64_t begin, int64_t end, int64_t dim, float eps) {
+  ActiveLoops().loops->add_rms_norm_forward_rows_bf16(h, delta, w, sum, y, inv_rms, begin, end, dim, eps);
+}
+
 void AddRmsNormBackwardRows(const float* grad_y, const float* grad_sum, const float* sum, const float* w,
                             const float* inv_rms, float* grad_h, float* grad_w_partial, int64_t begin,
                             int64_t end, int64_t dim) {

@@ -39,6 +39,7 @@ std::vector<std::pair<std::string, const cpu::CpuLoops*>> Builds() {
 struct Outputs {
   std::vector<float> y, inv, gx, gw, rot, p, m, v, master;
   std::vector<float> sum, add_y, add_inv, add_gh, add_gw;  // the add + RMSNorm loops
+  std::vector<float> sum16, add_y16;                       // ... with a bf16 delta
   std::vector<uint16_t> bf16;
   double sumsq = 0;
 };
@@ -72,6 +73,17 @@ Outputs RunAll(const cpu::CpuLoops& loops, int64_t rows, int64_t dim) {
   o.add_inv.assign(rows, 0.f);
   loops.add_rms_norm_forward_rows(x.data(), d.data(), w.data(), o.sum.data(), o.add_y.data(),
                                   o.add_inv.data(), 1, rows, dim, 1e-5f);
+  std::vector<uint16_t> d16(rows * dim);
+  for (size_t i = 0; i < d16.size(); ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &d[i], 4);
+    d16[i] = static_cast<uint16_t>(bits >> 16);  // truncated: any bf16 values will do
+  }
+  o.sum16.assign(rows * dim, 0.f);
+  o.add_y16.assign(rows * dim, 0.f);
+  std::vector<float> inv16(rows, 0.f);
+  loops.add_rms_norm_forward_rows_bf16(x.data(), d16.data(), w.data(), o.sum16.data(), o.add_y16.data(),
+                                       inv16.data(), 1, rows, dim, 1e-5f);
   o.add_gh.assign(rows * dim, 0.f);
   o.add_gw.assign(dim, 0.f);
   loops.add_rms_norm_backward_rows(g.data(), gs.data(), o.sum.data(), w.data(), o.add_inv.data(),
@@ -172,6 +184,8 @@ CATCH_TEST_CASE("The baseline and AVX2 builds of the CPU loops give the same bit
     CATCH_CHECK(SameBits(a.add_inv, b.add_inv));
     CATCH_CHECK(SameBits(a.add_gh, b.add_gh));
     CATCH_CHECK(SameBits(a.add_gw, b.add_gw));
+    CATCH_CHECK(SameBits(a.sum16, b.sum16));
+    CATCH_CHECK(SameBits(a.add_y16, b.add_y16));
     CATCH_CHECK(SameBits(a.rot, b.rot));
     CATCH_CHECK(SameBits(a.p, b.p));
     CATCH_CHECK(SameBits(a.m, b.m));
