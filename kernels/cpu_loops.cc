@@ -78,6 +78,23 @@ void RmsNormBackwardRows(const float* grad_y, const float* x, const float* w, co
   ActiveLoops().loops->rms_norm_backward_rows(grad_y, x, w, inv_rms, grad_x, grad_w_partial, begin, end, dim);
 }
 
+void AddRmsNormForwardRows(const float* h, const float* delta, const float* w, float* sum, float* y,
+                           float* inv_rms, int64_t begin, int64_t end, int64_t dim, float eps) {
+  ActiveLoops().loops->add_rms_norm_forward_rows(h, delta, w, sum, y, inv_rms, begin, end, dim, eps);
+}
+
+void AddRmsNormForwardRowsBf16(const float* h, const uint16_t* delta, const float* w, float* sum, float* y,
+                               float* inv_rms, int64_t begin, int64_t end, int64_t dim, float eps) {
+  ActiveLoops().loops->add_rms_norm_forward_rows_bf16(h, delta, w, sum, y, inv_rms, begin, end, dim, eps);
+}
+
+void AddRmsNormBackwardRows(const float* grad_y, const float* grad_sum, const float* sum, const float* w,
+                            const float* inv_rms, float* grad_h, float* grad_w_partial, int64_t begin,
+                            int64_t end, int64_t dim) {
+  ActiveLoops().loops->add_rms_norm_backward_rows(grad_y, grad_sum, sum, w, inv_rms, grad_h, grad_w_partial,
+                                                  begin, end, dim);
+}
+
 void RotateRow(const float* in, float* out, const float* cos, const float* sin, int64_t half, float sign) {
   ActiveLoops().loops->rotate_row(in, out, cos, sin, half, sign);
 }

@@ -16,6 +16,19 @@ void RmsNormForwardRows(const float* x, const float* w, float* y, float* inv_rms
 void RmsNormBackwardRows(const float* grad_y, const float* x, const float* w, const float* inv_rms,
                          float* grad_x, float* grad_w_partial, int64_t begin, int64_t end, int64_t dim);
 
+// sum[r] = h[r] + delta[r], then RmsNormForwardRows of sum: the residual add fused with the norm
+// that reads its result (kernels/add_rms_norm.h), one pass over each row.
+void AddRmsNormForwardRows(const float* h, const float* delta, const float* w, float* sum, float* y,
+                           float* inv_rms, int64_t begin, int64_t end, int64_t dim, float eps);
+// The same with a bf16 delta (the bit patterns), widened to fp32 as it is read.
+void AddRmsNormForwardRowsBf16(const float* h, const uint16_t* delta, const float* w, float* sum, float* y,
+                               float* inv_rms, int64_t begin, int64_t end, int64_t dim, float eps);
+// grad_h = RmsNormBackwardRows' grad_x of `sum` + grad_sum (the sum's own gradient; nullptr for
+// none) for rows [begin, end); accumulates grad_w into grad_w_partial (dim).
+void AddRmsNormBackwardRows(const float* grad_y, const float* grad_sum, const float* sum, const float* w,
+                            const float* inv_rms, float* grad_h, float* grad_w_partial, int64_t begin,
+                            int64_t end, int64_t dim);
+
 // Rotates one head vector of width 2*half in place from `in` to `out`: (a, b) at (i, i + half)
 // becomes (a cos - sign*b sin, b cos + sign*a sin).
 void RotateRow(const float* in, float* out, const float* cos, const float* sin, int64_t half, float sign);
@@ -54,6 +67,9 @@ double SumSquaresF64(const float* x, int64_t n);
 struct CpuLoops {
   decltype(&RmsNormForwardRows) rms_norm_forward_rows;
   decltype(&RmsNormBackwardRows) rms_norm_backward_rows;
+  decltype(&AddRmsNormForwardRows) add_rms_norm_forward_rows;
+  decltype(&AddRmsNormForwardRowsBf16) add_rms_norm_forward_rows_bf16;
+  decltype(&AddRmsNormBackwardRows) add_rms_norm_backward_rows;
   decltype(&RotateRow) rotate_row;
   decltype(&AdamWElements) adamw_elements;
   decltype(&AdamWElementsBf16) adamw_elements_bf16;

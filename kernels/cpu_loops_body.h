@@ -83,6 +83,53 @@ void RmsNormBackwardRows(const float* grad_y, const float* x, const float* w, co
   }
 }
 
+// bf16 -> fp32 is exact: the bf16 bits are the float's upper half.
+inline float Widen(float v) { return v; }
+inline float Widen(uint16_t bf16) {
+  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+template <typename D>
+void AddRmsNormForwardRowsOf(const float* h, const D* delta, const float* w, float* sum, float* y,
+                             float* inv_rms, int64_t begin, int64_t end, int64_t dim, float eps) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* hr = h + r * dim;
+    const D* dr = delta + r * dim;
+    float* sr = sum + r * dim;
+    for (int64_t i = 0; i < dim; ++i) sr[i] = hr[i] + Widen(dr[i]);
+    // The same arithmetic as RmsNormForwardRows on the sum just written (still in cache).
+    RmsNormForwardRows(sum, w, y, inv_rms, r, r + 1, dim, eps);
+  }
+}
+
+void AddRmsNormForwardRows(const float* h, const float* delta, const float* w, float* sum, float* y,
+                           float* inv_rms, int64_t begin, int64_t end, int64_t dim, float eps) {
+  AddRmsNormForwardRowsOf(h, delta, w, sum, y, inv_rms, begin, end, dim, eps);
+}
+
+void AddRmsNormForwardRowsBf16(const float* h, const uint16_t* delta, const float* w, float* sum, float* y,
+                               float* inv_rms, int64_t begin, int64_t end, int64_t dim, float eps) {
+  AddRmsNormForwardRowsOf(h, delta, w, sum, y, inv_rms, begin, end, dim, eps);
+}
+
+void AddRmsNormBackwardRows(const float* grad_y, const float* grad_sum, const float* sum, const float* w,
+                            const float* inv_rms, float* grad_h, float* grad_w_partial, int64_t begin,
+                            int64_t end, int64_t dim) {
+  for (int64_t r = begin; r < end; ++r) {
+    RmsNormBackwardRows(grad_y, sum, w, inv_rms, grad_h, grad_w_partial, r, r + 1, dim);
+    // The sum's own gradient (the residual path) joins the norm's: the one addition autograd
+    // would make where the two paths meet, done while the row is in cache.
+    if (grad_sum != nullptr) {
+      float* gh = grad_h + r * dim;
+      const float* gs = grad_sum + r * dim;
+      for (int64_t i = 0; i < dim; ++i) gh[i] += gs[i];
+    }
+  }
+}
+
 void RotateRow(const float* in, float* out, const float* cos, const float* sin, int64_t half, float sign) {
   for (int64_t i = 0; i < half; ++i) {
     const float a = in[i], b = in[i + half], c = cos[i], s = sign * sin[i];
@@ -138,6 +185,9 @@ double SumSquaresF64(const float* x, int64_t n) {
 extern const CpuLoops kLoops = {
     .rms_norm_forward_rows = RmsNormForwardRows,
     .rms_norm_backward_rows = RmsNormBackwardRows,
+    .add_rms_norm_forward_rows = AddRmsNormForwardRows,
+    .add_rms_norm_forward_rows_bf16 = AddRmsNormForwardRowsBf16,
+    .add_rms_norm_backward_rows = AddRmsNormBackwardRows,
     .rotate_row = RotateRow,
     .adamw_elements = AdamWElements,
     .adamw_elements_bf16 = AdamWElementsBf16,

@@ -16,7 +16,7 @@ bool CudaKernelsEnabled() {
 
 std::string DescribeCudaKernels() {
 #if TESSERA_KERNELS_CUDA
-  return CudaKernelsEnabled() ? "on (RMSNorm, rotary, SwiGLU)"
+  return CudaKernelsEnabled() ? "on (RMSNorm, add + RMSNorm, rotary, SwiGLU)"
                               : "off (TESSERA_CUDA_KERNELS=0): ATen's compositions";
 #else
   return "not in this build (LibTorch without CUDA, or no CUDA compiler): ATen's compositions";

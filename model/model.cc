@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
+#include "kernels/add_rms_norm.h"
 #include "kernels/attention_backend.h"
 #include "kernels/linear.h"
 #include "kernels/rms_norm.h"
@@ -203,11 +204,19 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& h, const AttentionInputs& 
     const PreNorm before_mlp{ffn_norm, norm_eps_, compute_dtype};
     return x + feed_forward->forward(x, &before_mlp);
   }
-  torch::Tensor x =
-      h + attention->forward(
-              kernels::RmsNorm(h, kernels::Fp32Weight(attention_norm), norm_eps_, compute_dtype), inputs);
-  return x +
-         feed_forward->forward(kernels::RmsNorm(x, kernels::Fp32Weight(ffn_norm), norm_eps_, compute_dtype));
+  const torch::Tensor attended = attention->forward(
+      kernels::RmsNorm(h, kernels::Fp32Weight(attention_norm), norm_eps_, compute_dtype), inputs);
+  // The attention's residual add and the FFN's norm in one pass (kernels/add_rms_norm.h): x is the
+  // fp32 residual stream after attention, normed the FFN's input in the compute dtype. Only this
+  // add is fused. The FFN's add and the next block's attention norm stay apart: a block is the
+  // unit of pipeline stages (the stream crosses ranks between them), of full recomputation (one
+  // function of h per block) and of ZeRO 3's parameter gathers, and fusing across it would make
+  // each of these pass a pair of tensors; under selective recomputation (above) the norms are
+  // folded into the products and recomputed in backward, so there is no normalised activation to
+  // produce here and the adds stay plain.
+  const kernels::AddRmsNormOutput x =
+      kernels::AddRmsNorm(h, attended, kernels::Fp32Weight(ffn_norm), norm_eps_, compute_dtype);
+  return x.sum + feed_forward->forward(x.normed);
 }
 
 TransformerImpl::TransformerImpl(const ModelConfig& config, int64_t max_seq_len,

@@ -331,8 +331,10 @@ build_and_report() {
   fi
   local lib="$BUILD_DIR/kernels/libtessera_cuda_kernels.a" usage=""
   if [[ -f $lib ]] && command -v cuobjdump >/dev/null; then
+    # Every instance of every kernel (RMSNorm, add + RMSNorm, rotary, SwiGLU: two lines each), so
+    # the cap is well above their count.
     echo "CUDA kernels (cuobjdump --dump-resource-usage):"
-    cuobjdump --dump-resource-usage "$lib" 2>&1 | grep -E 'Function|REG' | sed 's/^/  /' | head -40
+    cuobjdump --dump-resource-usage "$lib" 2>&1 | grep -E 'Function|REG' | sed 's/^/  /' | head -200
     usage="; max $(cuobjdump --dump-resource-usage "$lib" 2>/dev/null | grep -oE 'REG:[0-9]+' | cut -d: -f2 | sort -n | tail -1) regs, max stack $(cuobjdump --dump-resource-usage "$lib" 2>/dev/null | grep -oE 'STACK:[0-9]+' | cut -d: -f2 | sort -n | tail -1) B"
   fi
   if grep -q 'spill' "$LOGDIR/build.log"; then grep 'spill' "$LOGDIR/build.log" | head; usage="$usage; SPILLS reported"; fi

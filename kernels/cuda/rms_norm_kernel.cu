@@ -28,32 +28,7 @@ namespace {
 constexpr int kMaxThreads = 512;
 constexpr int kVecWidth = 8;     // elements per vector access
 constexpr int kBlocksPerSm = 4;  // backward pass-1 blocks per multiprocessor
-constexpr int kRedSlots = 36;    // shared floats for reductions (32 warps + broadcast), 16-byte multiple
 constexpr int kStaticSmemLimit = 48 * 1024;
-
-// ---- reductions -----------------------------------------------------------------------------
-
-__device__ __forceinline__ float WarpSum(float v) {
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
-
-// Sum of v over the block, returned to every thread. blockDim.x is a multiple of 32; `red` holds
-// kRedSlots floats. Every thread of the block must call it (it synchronises).
-__device__ __forceinline__ float BlockSum(float v, float* red) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  v = WarpSum(v);
-  __syncthreads();  // the previous call's readers of red[32] are done
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    v = WarpSum(lane < warps ? red[lane] : 0.f);
-    if (lane == 0) red[32] = v;
-  }
-  __syncthreads();
-  return red[32];
-}
 
 // ---- kernels --------------------------------------------------------------------------------
 
@@ -171,39 +146,7 @@ __global__ void __launch_bounds__(kColTile* kPartLanes)
 
 // ---- host side ------------------------------------------------------------------------------
 
-template <typename T>
-struct TypeTag {
-  using type = T;
-};
-
-// Calls f(TypeTag<A>{}, TypeTag<B>{}) for the element types named by a and b.
-template <typename F>
-cudaError_t DispatchTypes(DType a, DType b, F&& f) {
-  auto second = [&](auto ta) -> cudaError_t {
-    switch (b) {
-      case DType::kFloat32:
-        return f(ta, TypeTag<float>{});
-      case DType::kBFloat16:
-        return f(ta, TypeTag<__nv_bfloat16>{});
-    }
-    return cudaErrorInvalidValue;
-  };
-  switch (a) {
-    case DType::kFloat32:
-      return second(TypeTag<float>{});
-    case DType::kBFloat16:
-      return second(TypeTag<__nv_bfloat16>{});
-  }
-  return cudaErrorInvalidValue;
-}
-
-// Threads per block: enough for one pass over the row in vector accesses, a multiple of 32,
-// between one warp and kMaxThreads.
-int ThreadsFor(int64_t dim, int vec) {
-  const int64_t needed = (dim + vec - 1) / vec;
-  const int64_t rounded = (needed + 31) / 32 * 32;
-  return static_cast<int>(std::clamp<int64_t>(rounded, 32, kMaxThreads));
-}
+int ThreadsFor(int64_t dim, int vec) { return RowThreads(dim, vec, kMaxThreads); }
 
 unsigned GridFor(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>(rows, int64_t{1} << 30)); }
 
@@ -268,8 +211,14 @@ cudaError_t RmsNormBackward(const void* grad_y, DType grad_y_dtype, const void* 
                : launch(RmsNormBackwardKernel<Tx, Tg, 1>, 1);
   });
   if (status != cudaSuccess) return status;
+  return SumPartialRows(workspace, blocks, dim, grad_weight, stream);
+}
+
+cudaError_t SumPartialRows(const float* partial, int64_t parts, int64_t dim, float* out,
+                           cudaStream_t stream) {
+  if (parts < 1 || dim <= 0) return cudaErrorInvalidValue;
   const unsigned col_blocks = static_cast<unsigned>((dim + kColTile - 1) / kColTile);
-  ColumnSumKernel<<<col_blocks, dim3(kColTile, kPartLanes), 0, stream>>>(workspace, blocks, dim, grad_weight);
+  ColumnSumKernel<<<col_blocks, dim3(kColTile, kPartLanes), 0, stream>>>(partial, parts, dim, out);
   return cudaGetLastError();
 }
 

@@ -45,4 +45,9 @@ cudaError_t RmsNormBackward(const void* grad_y, DType grad_y_dtype, const void* 
                             float* workspace, int64_t workspace_elements, int64_t rows, int64_t dim,
                             cudaStream_t stream);
 
+// The backward's second pass on its own: out[c] = sum over p of partial[p, c] for `parts` rows of
+// `dim` fp32 values, summed in a fixed order (deterministic). The fused add + RMSNorm backward
+// (add_rms_norm_kernel.h) reduces its weight gradient with it.
+cudaError_t SumPartialRows(const float* partial, int64_t parts, int64_t dim, float* out, cudaStream_t stream);
+
 }  // namespace tessera::kernels::cuda

@@ -101,12 +101,7 @@ __global__ void __launch_bounds__(kThreads, kBackwardBlocksPerSm)
 
 // ---- host side ------------------------------------------------------------------------------
 
-template <typename T>
-struct TypeTag {
-  using type = T;
-};
-
-// Calls f(TypeTag<T>{}) for the storage type named by dtype.
+// Calls f(TypeTag<T>{}) (device_common.cuh) for the storage type named by dtype.
 template <typename F>
 cudaError_t DispatchType(DType dtype, F&& f) {
   switch (dtype) {

@@ -201,7 +201,7 @@ printf '%-8s %-8s %14s %8s %10s %12s  %s\n' impl status tokens_per_s mfu final_l
 printf '%-8s %-8s %14s %8s %10s %12s  %s\n' tessera "${T_STATUS%% *}" "${T_TPS:--}" "${T_MFU:--}" "${T_LOSS:--}" \
   "${T_MEM:--}" "allocated at the last step; ${T_STATUS}"
 [[ "$A_STATUS" != skipped ]] && printf '%-8s %-8s %14s %8s %10s %12s  %s\n' t-aten "${A_STATUS%% *}" "${A_TPS:--}" \
-  "${A_MFU:--}" "${A_LOSS:--}" "${A_MEM:--}" "Tessera with TESSERA_CUDA_KERNELS=0 (ATen for RMSNorm, rotary, SwiGLU); ${A_STATUS}"
+  "${A_MFU:--}" "${A_LOSS:--}" "${A_MEM:--}" "Tessera with TESSERA_CUDA_KERNELS=0 (ATen for RMSNorm, add + RMSNorm, rotary, SwiGLU); ${A_STATUS}"
 printf '%-8s %-8s %14s %8s %10s %12s  %s\n' hf "${H_STATUS%% *}" "${H_TPS:--}" "${H_MFU:--}" "${H_LOSS:--}" \
   "${H_MEM:--}" "allocated at the end (peak ${H_PEAK:--}); ${H_STATUS}"
 # MFU against what this card's matrix unit reached in Tessera's start-up probe, beside the sheet's.

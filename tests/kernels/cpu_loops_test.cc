@@ -38,6 +38,8 @@ std::vector<std::pair<std::string, const cpu::CpuLoops*>> Builds() {
 // Outputs of every loop on one input shape, for comparing builds.
 struct Outputs {
   std::vector<float> y, inv, gx, gw, rot, p, m, v, master;
+  std::vector<float> sum, add_y, add_inv, add_gh, add_gw;  // the add + RMSNorm loops
+  std::vector<float> sum16, add_y16;                       // ... with a bf16 delta
   std::vector<uint16_t> bf16;
   double sumsq = 0;
 };
@@ -65,6 +67,27 @@ Outputs RunAll(const cpu::CpuLoops& loops, int64_t rows, int64_t dim) {
   o.gw.assign(dim, 0.f);
   loops.rms_norm_backward_rows(g.data(), x.data(), w.data(), o.inv.data(), o.gx.data(), o.gw.data(), 1, rows,
                                dim);
+  const auto d = Random(rows * dim, 10), gs = Random(rows * dim, 11);
+  o.sum.assign(rows * dim, 0.f);
+  o.add_y.assign(rows * dim, 0.f);
+  o.add_inv.assign(rows, 0.f);
+  loops.add_rms_norm_forward_rows(x.data(), d.data(), w.data(), o.sum.data(), o.add_y.data(),
+                                  o.add_inv.data(), 1, rows, dim, 1e-5f);
+  std::vector<uint16_t> d16(rows * dim);
+  for (size_t i = 0; i < d16.size(); ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &d[i], 4);
+    d16[i] = static_cast<uint16_t>(bits >> 16);  // truncated: any bf16 values will do
+  }
+  o.sum16.assign(rows * dim, 0.f);
+  o.add_y16.assign(rows * dim, 0.f);
+  std::vector<float> inv16(rows, 0.f);
+  loops.add_rms_norm_forward_rows_bf16(x.data(), d16.data(), w.data(), o.sum16.data(), o.add_y16.data(),
+                                       inv16.data(), 1, rows, dim, 1e-5f);
+  o.add_gh.assign(rows * dim, 0.f);
+  o.add_gw.assign(dim, 0.f);
+  loops.add_rms_norm_backward_rows(g.data(), gs.data(), o.sum.data(), w.data(), o.add_inv.data(),
+                                   o.add_gh.data(), o.add_gw.data(), 1, rows, dim);
   const int64_t half = dim / 2;
   const auto c = Random(half, 4), s = Random(half, 5);
   o.rot.assign(2 * half, 0.f);
@@ -156,6 +179,13 @@ CATCH_TEST_CASE("The baseline and AVX2 builds of the CPU loops give the same bit
     CATCH_CHECK(SameBits(a.inv, b.inv));
     CATCH_CHECK(SameBits(a.gx, b.gx));
     CATCH_CHECK(SameBits(a.gw, b.gw));
+    CATCH_CHECK(SameBits(a.sum, b.sum));
+    CATCH_CHECK(SameBits(a.add_y, b.add_y));
+    CATCH_CHECK(SameBits(a.add_inv, b.add_inv));
+    CATCH_CHECK(SameBits(a.add_gh, b.add_gh));
+    CATCH_CHECK(SameBits(a.add_gw, b.add_gw));
+    CATCH_CHECK(SameBits(a.sum16, b.sum16));
+    CATCH_CHECK(SameBits(a.add_y16, b.add_y16));
     CATCH_CHECK(SameBits(a.rot, b.rot));
     CATCH_CHECK(SameBits(a.p, b.p));
     CATCH_CHECK(SameBits(a.m, b.m));

@@ -20,7 +20,7 @@ case "$path" in
     env_vars=(TESSERA_CPU_LOOPS=avx2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2) ;;
   *) echo "cpu_path_test.sh: unknown path '$path' (expected baseline or avx2)" >&2; exit 2 ;;
 esac
-files="[#cpu_loops_test],[#linear_test],[#rms_norm_test],[#rotary_test],[#sum_squares_test],[#swiglu_test]"
-files+=",[#weight_grad_test],[#flat_adamw_test],[#model_test]"
+files="[#add_rms_norm_test],[#cpu_loops_test],[#linear_test],[#rms_norm_test],[#rotary_test]"
+files+=",[#sum_squares_test],[#swiglu_test],[#weight_grad_test],[#flat_adamw_test],[#model_test]"
 echo "path $path: ${env_vars[*]}"
 exec env "${env_vars[@]}" "$binary" -# "$files"
