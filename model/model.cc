@@ -147,12 +147,14 @@ torch::Tensor AttentionImpl::Core(const torch::Tensor& fused, const AttentionInp
   // forward + backward than expanding, and no copies of k and v); only where no fused kernel
   // takes grouped inputs are k and v expanded, which keeps a fused kernel rather than the math.
   // The document mask off the CPU: the kernels that take a mask may not take grouped heads, so
-  // those are expanded.
+  // those are expanded; the variable-length flash kernel (kernels/document_attention.h) reads them
+  // in place.
   const kernels::DocumentAttentionPlan* documents = inputs.documents.get();
-  const bool masked = documents != nullptr && !documents->per_document;
   const bool grouped = n_kv_heads_ != n_heads_;
+  const bool varlen = documents != nullptr && kernels::UsesVarlenFlash(*documents, q, k, v, grouped);
+  const bool masked = documents != nullptr && !documents->per_document && !varlen;
   const bool native_gqa =
-      grouped && (masked ? q.device().is_cpu() : kernels::NativeGroupedAttention(q, k, v));
+      grouped && (varlen || (masked ? q.device().is_cpu() : kernels::NativeGroupedAttention(q, k, v)));
   if (grouped && !native_gqa) {
     const int64_t group = n_heads_ / n_kv_heads_;
     k = k.unsqueeze(2)
