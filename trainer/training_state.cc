@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -32,6 +33,48 @@ bool Writes(const ParameterInfo& info, parallel::ProcessGrid& grid) {
   if (info.shard.dim < 0) return tp_rank == 0;
   return info.shard.replicas <= 1 || tp_rank % info.shard.replicas == 0;
 }
+
+// A per-element quantity the optimizer keeps per owned range (a moment, the fp32 master),
+// readable at any parameter's flat offset. When this rank owns every parameter's range (zero 0,
+// or one data-parallel rank) the parts are views of the optimizer's own tensors: a save then
+// writes straight from them, with no staging copy. Otherwise the ranges are gathered over dp
+// (the gathered copy is itself the snapshot).
+class FlatValues {
+ public:
+  static absl::StatusOr<FlatValues> Of(parallel::GradReducer& reducer, const RankParameters& params,
+                                       std::vector<at::Tensor> owned) {
+    FlatValues v;
+    v.ranges_ = &reducer.owned();
+    v.owned_ = std::move(owned);
+    for (size_t i = 0; i < params.infos.size(); ++i) {
+      if (v.Range(reducer.flat_offset(static_cast<int>(i)), params.infos[i].tensor.numel()) < 0) {
+        TS_ASSIGN_OR_RETURN(v.gathered_, reducer.GatherFlat(v.owned_));
+        break;
+      }
+    }
+    return v;
+  }
+  // The `numel` values of the parameter at `offset` of the flat buffer, 1-D.
+  at::Tensor Part(int64_t offset, int64_t numel) const {
+    if (gathered_.defined()) return gathered_.narrow(0, offset, numel);
+    const int r = Range(offset, numel);
+    return owned_[r].reshape({-1}).narrow(0, offset - (*ranges_)[r].flat_offset, numel);
+  }
+
+ private:
+  // The owned range holding [offset, offset + numel), or -1.
+  int Range(int64_t offset, int64_t numel) const {
+    for (size_t r = 0; r < ranges_->size(); ++r) {
+      const int64_t begin = (*ranges_)[r].flat_offset;
+      if (offset >= begin && offset + numel <= begin + owned_[r].numel()) return static_cast<int>(r);
+    }
+    return -1;
+  }
+
+  const std::vector<parallel::OwnedRange>* ranges_ = nullptr;
+  std::vector<at::Tensor> owned_;
+  at::Tensor gathered_;
+};
 
 }  // namespace
 
@@ -83,34 +126,30 @@ absl::StatusOr<std::vector<checkpoint::TensorSlice>> CollectStateSlices(const Ra
                                                                         parallel::ProcessGrid& grid) {
   torch::NoGradGuard no_grad;
   std::vector<checkpoint::TensorSlice> slices;
-  // The moments over the whole flat buffer (ZeRO shards gathered over DP).
-  TS_ASSIGN_OR_RETURN(at::Tensor exp_avg, reducer.GatherFlat(optimizer.ExpAvgByRange()));
-  TS_ASSIGN_OR_RETURN(at::Tensor exp_avg_sq, reducer.GatherFlat(optimizer.ExpAvgSqByRange()));
+  TS_ASSIGN_OR_RETURN(const FlatValues exp_avg, FlatValues::Of(reducer, params, optimizer.ExpAvgByRange()));
+  TS_ASSIGN_OR_RETURN(const FlatValues exp_avg_sq,
+                      FlatValues::Of(reducer, params, optimizer.ExpAvgSqByRange()));
   // The weights are saved in fp32 whatever the model computes with: with bf16 parameters, the
-  // optimizer's fp32 master (so that a resumed run continues exactly).
-  at::Tensor master;
-  if (reducer.has_master()) {
+  // optimizer's fp32 master (so that a resumed run continues exactly); under zero 3 the shards
+  // are the weights.
+  std::optional<FlatValues> master;
+  if (reducer.has_master() || reducer.zero() == 3) {
     std::vector<at::Tensor> ranges;
-    for (const parallel::OwnedRange& r : reducer.owned()) ranges.push_back(r.master);
-    TS_ASSIGN_OR_RETURN(master, reducer.GatherFlat(ranges));
-  } else if (reducer.zero() == 3) {
-    // fp32 parameters sharded between uses: the shards are the weights.
-    std::vector<at::Tensor> ranges;
-    for (const parallel::OwnedRange& r : reducer.owned()) ranges.push_back(r.params);
-    TS_ASSIGN_OR_RETURN(master, reducer.GatherFlat(ranges));
+    for (const parallel::OwnedRange& r : reducer.owned())
+      ranges.push_back(reducer.has_master() ? r.master : r.params);
+    TS_ASSIGN_OR_RETURN(master, FlatValues::Of(reducer, params, std::move(ranges)));
   }
   for (size_t i = 0; i < params.infos.size(); ++i) {
     const ParameterInfo& info = params.infos[i];
     if (!Writes(info, grid)) continue;
     const at::Tensor& t = info.tensor;
     const int64_t offset = reducer.flat_offset(static_cast<int>(i));
-    const at::Tensor weights =
-        master.defined() ? master.narrow(0, offset, t.numel()).view(t.sizes()) : t.detach();
+    const at::Tensor weights = master ? master->Part(offset, t.numel()).view(t.sizes()) : t.detach();
     slices.push_back(checkpoint::ShardSpecSlice(info.name, info.global_shape, info.shard, weights));
     slices.push_back(checkpoint::ShardSpecSlice(kExpAvg + info.name, info.global_shape, info.shard,
-                                                exp_avg.narrow(0, offset, t.numel()).view(t.sizes())));
+                                                exp_avg.Part(offset, t.numel()).view(t.sizes())));
     slices.push_back(checkpoint::ShardSpecSlice(kExpAvgSq + info.name, info.global_shape, info.shard,
-                                                exp_avg_sq.narrow(0, offset, t.numel()).view(t.sizes())));
+                                                exp_avg_sq.Part(offset, t.numel()).view(t.sizes())));
   }
   return slices;
 }
