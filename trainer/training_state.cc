@@ -3,6 +3,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <optional>
 #include <sstream>
@@ -75,6 +77,43 @@ class FlatValues {
   std::vector<at::Tensor> owned_;
   at::Tensor gathered_;
 };
+
+// AdamW's moments from `reader` into the optimizer's owned ranges. Only the parameters that
+// overlap an owned range are read (under ZeRO a rank owns a slice of each bucket: the rest is
+// other ranks' to load), and each block goes straight into the ranges it overlaps; the
+// padding between parameters stays zero.
+absl::Status RestoreMoments(const checkpoint::CheckpointReader& reader, const RankParameters& params,
+                            parallel::GradReducer& reducer, FlatAdamW& optimizer) {
+  const auto& owned = reducer.owned();
+  std::vector<torch::Tensor> m = optimizer.ExpAvgByRange(), v = optimizer.ExpAvgSqByRange();
+  for (size_t r = 0; r < owned.size(); ++r) {
+    m[r].zero_();
+    v[r].zero_();
+  }
+  for (size_t i = 0; i < params.infos.size(); ++i) {
+    const ParameterInfo& info = params.infos[i];
+    const int64_t begin = reducer.flat_offset(static_cast<int>(i)), end = begin + info.tensor.numel();
+    std::vector<std::array<int64_t, 3>> parts;  // {owned range, first, last} in flat offsets
+    for (size_t r = 0; r < owned.size(); ++r) {
+      const int64_t lo = std::max(begin, owned[r].flat_offset);
+      const int64_t hi = std::min(end, owned[r].flat_offset + m[r].numel());
+      if (lo < hi) parts.push_back({static_cast<int64_t>(r), lo, hi});
+    }
+    if (parts.empty()) continue;
+    for (auto [prefix, moments] :
+         {std::pair<const char*, std::vector<torch::Tensor>*>{kExpAvg, &m}, {kExpAvgSq, &v}}) {
+      auto block = checkpoint::ReadShardSpecBlock(reader, prefix + LogicalName(info), info.shard);
+      if (!block.ok()) return Annotate(block.status(), absl::StrCat(reader.step_dir(), ": "));
+      const at::Tensor flat = block->reshape({-1});
+      for (const auto& [r, lo, hi] : parts) {
+        (*moments)[r]
+            .narrow(0, lo - owned[r].flat_offset, hi - lo)
+            .copy_(flat.narrow(0, lo - begin, hi - lo));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -192,25 +231,7 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
   }
   *had_optimizer = !params.infos.empty() && reader.Tensor(kExpAvg + LogicalName(params.infos.front())).ok();
   if (!*had_optimizer) return absl::OkStatus();
-  // Build the moments over the flat buffer, then hand each owned range its part.
-  at::Tensor exp_avg = torch::zeros({reducer.flat_numel()}, fp32);
-  at::Tensor exp_avg_sq = torch::zeros_like(exp_avg);
-  for (size_t i = 0; i < params.infos.size(); ++i) {
-    const ParameterInfo& info = params.infos[i];
-    const int64_t offset = reducer.flat_offset(static_cast<int>(i));
-    for (auto [prefix, flat] :
-         {std::pair<const char*, at::Tensor*>{kExpAvg, &exp_avg}, {kExpAvgSq, &exp_avg_sq}}) {
-      auto block = checkpoint::ReadShardSpecBlock(reader, prefix + LogicalName(info), info.shard);
-      if (!block.ok()) return Annotate(block.status(), absl::StrCat(where, ": "));
-      flat->narrow(0, offset, info.tensor.numel()).copy_(block->reshape({-1}));
-    }
-  }
-  std::vector<torch::Tensor> m = optimizer.ExpAvgByRange(), v = optimizer.ExpAvgSqByRange();
-  for (size_t r = 0; r < owned.size(); ++r) {
-    m[r].copy_(exp_avg.narrow(0, owned[r].flat_offset, m[r].numel()));
-    v[r].copy_(exp_avg_sq.narrow(0, owned[r].flat_offset, v[r].numel()));
-  }
-  return absl::OkStatus();
+  return RestoreMoments(reader, params, reducer, optimizer);
 }
 
 absl::Status CheckCheckpointModel(const checkpoint::Manifest& manifest, const ModelConfig& model,
