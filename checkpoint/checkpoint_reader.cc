@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <vector>
 
@@ -81,10 +82,21 @@ absl::Status CheckpointReader::ReadVerified(const std::string& file, uint64_t of
   const std::string path = absl::StrCat(step_dir_, "/", file);
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoError(errno, "opening shard file", path);
-  absl::Status status = ReadAt(fd, dst, length, offset, path);
+  // The kernel reads the whole range ahead (from a cold disk, not 128 KiB at a time) while
+  // the pieces already read are checksummed, each while still in the CPU's cache.
+  ::posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(length), POSIX_FADV_WILLNEED);
+  constexpr uint64_t kPiece = uint64_t{8} << 20;
+  uint32_t actual = 0;
+  absl::Status status;
+  char* out = static_cast<char*>(dst);
+  for (uint64_t done = 0; done < length && status.ok(); done += kPiece) {
+    const uint64_t n = std::min(kPiece, length - done);
+    status = ReadAt(fd, out + done, n, offset + done, path);
+    if (status.ok()) actual = Crc32c(out + done, n, actual);
+  }
   ::close(fd);
   TS_RETURN_IF_ERROR(status);
-  const uint32_t actual = Crc32c(dst, length);
+  bytes_read_ += length;
   if (actual != crc) {
     return absl::DataLossError(
         absl::StrFormat("checksum mismatch in '%s' for %s (bytes [%d, %d)): expected "

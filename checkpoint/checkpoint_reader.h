@@ -13,6 +13,7 @@
 // (trainer/checkpoint/tensor_slices.h reads into at::Tensors.)
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -48,6 +49,8 @@ class CheckpointReader {
   absl::StatusOr<std::string> ReadBlob(const std::string& name) const;
   // Reads every shard and blob and verifies its checksum: a full integrity check.
   absl::Status VerifyChecksums() const;
+  // Bytes read from shard files so far (a resharding load's reads, against the bytes it needs).
+  uint64_t bytes_read() const { return bytes_read_.load(); }
 
  private:
   CheckpointReader(std::string step_dir, Manifest manifest)
@@ -62,6 +65,7 @@ class CheckpointReader {
 
   std::string step_dir_;
   Manifest manifest_;
+  mutable std::atomic<uint64_t> bytes_read_{0};
 };
 
 }  // namespace tessera::checkpoint

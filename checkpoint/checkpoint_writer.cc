@@ -12,6 +12,7 @@
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/durable_io.h"
 #include "checkpoint/shard_file.h"
@@ -42,6 +43,8 @@ std::string Unpack(const at::Tensor& t, size_t size) {
 }
 
 int64_t Words(int64_t bytes) { return (bytes + 7) / 8; }
+
+enum SnapshotKind : char { kOwnMemory = 0, kInSave = 1, kOnThread = 2 };
 
 // Rank 0's `status` to every rank's `*result` (code and message). Returns the communication's
 // own error.
@@ -148,9 +151,12 @@ void CleanUpAfterCommit(const std::string& step_dir, const Manifest& m, const st
 }  // namespace
 
 struct CheckpointWriter::Staged {
-  SaveState state;           // tensors as contiguous host tensors
+  SaveState state;           // tensors as contiguous host tensors (once snapshotted)
   absl::Status local_error;  // this rank's state was unusable: reported, nothing written
   std::string step_dir;
+  // Per slice, its snapshot: kOwnMemory (written from the caller's tensor), kInSave (copied to a
+  // host buffer before Save returns), kOnThread (copied by the background thread first).
+  std::vector<char> copy;
 };
 
 CheckpointWriter::CheckpointWriter(WriterOptions options, parallel::Communicator& comm)
@@ -166,7 +172,56 @@ absl::Status CheckpointWriter::Wait() {
   thread_.join();
   absl::Status status = std::move(async_status_);
   async_status_ = absl::OkStatus();
+  FinishStats(status.ok());
   return status;
+}
+
+double CheckpointWriter::WaitForSnapshot() {
+  const auto start = std::chrono::steady_clock::now();
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!snapshot_pending_) return 0;
+  snapshot_cv_.wait(lock, [this] { return !snapshot_pending_; });
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  snapshot_wait_s_ += waited;
+  return waited;
+}
+
+void CheckpointWriter::FinishStats(bool ok) {
+  SaveStats& st = last_stats_;
+  st.bytes = save_bytes_;
+  st.seconds = std::chrono::duration<double>(save_end_ - save_start_).count();
+  // The caller of a synchronous save waits for all of it; of an async one, for Save and for
+  // the snapshot.
+  st.stall_seconds = options_.async ? st.stall_seconds + snapshot_wait_s_ : st.seconds;
+  if (ok && comm_.rank() == 0) {
+    TS_LOG(INFO) << absl::StrFormat(
+        "checkpoint: saved %.3f GB in %.3f s (stall %.3f s): step %d committed to %s%s", st.bytes / 1e9,
+        st.seconds, st.stall_seconds, st.step, last_committed_, options_.async ? " in the background" : "");
+  }
+}
+
+absl::Status CheckpointWriter::Snapshot(Staged& staged, bool on_thread) {
+  std::vector<TensorSlice>& tensors = staged.state.tensors;
+  if (buffers_.size() < tensors.size()) buffers_.resize(tensors.size());
+  try {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (staged.copy[i] != (on_thread ? kOnThread : kInSave)) continue;
+      const at::Tensor& src = tensors[i].data;
+      at::Tensor& buffer = buffers_[i];
+      const bool pinned = src.is_cuda();
+      if (!buffer.defined() || buffer.numel() != src.numel() || buffer.scalar_type() != src.scalar_type() ||
+          buffer.is_pinned() != pinned) {
+        buffer = at::empty({src.numel()}, at::TensorOptions().dtype(src.scalar_type()).pinned_memory(pinned));
+      }
+      at::Tensor view = buffer.view(src.sizes());
+      view.copy_(src);
+      tensors[i].data = view;
+    }
+  } catch (const c10::Error& e) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("copying checkpoint tensors to host memory failed: ", e.what_without_backtrace()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckpointWriter::Save(SaveState state) {
@@ -174,28 +229,51 @@ absl::Status CheckpointWriter::Save(SaveState state) {
     return Annotate(previous, absl::StrCat("the previous checkpoint save (step ", async_step_,
                                            ") failed; step ", state.step, " was not started: "));
   }
+  save_start_ =
+      std::chrono::steady_clock::now() - std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                             std::chrono::duration<double>(state.prepare_seconds));
+  save_bytes_ = 0;
+  snapshot_wait_s_ = 0;
+  last_stats_ = SaveStats{.step = state.step};
   auto staged = std::make_shared<Staged>();
   staged->step_dir = StepDirPath(options_.dir, state.step);
   for (const TensorSlice& slice : state.tensors) {
     if (absl::Status s = CheckSlice(slice); !s.ok() && staged->local_error.ok()) staged->local_error = s;
-  }
-  // The host copy: the only part of an async save the caller waits for. A sync save writes CPU
-  // tensors from their own memory when they are contiguous.
-  if (staged->local_error.ok()) {
-    try {
-      for (TensorSlice& slice : state.tensors) {
-        // Async: always a copy (the data may alias a live parameter through a view or detach()).
-        slice.data = slice.data.to(at::kCPU, /*non_blocking=*/false, /*copy=*/options_.async).contiguous();
-      }
-    } catch (const c10::Error& e) {
-      staged->local_error = absl::ResourceExhaustedError(
-          absl::StrCat("copying checkpoint tensors to host memory failed: ", e.what_without_backtrace()));
-    }
+    // Async: CPU tensors are copied too (the data may alias a live parameter through a view).
+    // Sync: only device tensors (into the reused, pinned buffers).
+    const bool cpu = slice.data.is_cpu();
+    staged->copy.push_back(!options_.async                   ? (cpu ? kOwnMemory : kInSave)
+                           : options_.defer_host_copy && cpu ? kOnThread
+                                                             : kInSave);
   }
   staged->state = std::move(state);
-  if (!options_.async) return Run(*staged);
+  // The host copy: the only part of an async save the caller waits for. A sync save writes CPU
+  // tensors from their own memory (contiguous() copies only a strided view).
+  if (staged->local_error.ok()) {
+    staged->local_error = Snapshot(*staged, /*on_thread=*/false);
+    for (TensorSlice& slice : staged->state.tensors) slice.data = slice.data.contiguous();
+  }
+  if (!options_.async) {
+    absl::Status result = Run(*staged);
+    FinishStats(result.ok());
+    return result;
+  }
   async_step_ = staged->state.step;
-  thread_ = std::thread([this, staged] { async_status_ = Run(*staged); });
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    snapshot_pending_ = true;
+  }
+  thread_ = std::thread([this, staged] {
+    if (staged->local_error.ok()) staged->local_error = Snapshot(*staged, /*on_thread=*/true);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      snapshot_pending_ = false;
+    }
+    snapshot_cv_.notify_all();
+    async_status_ = Run(*staged);
+  });
+  last_stats_.stall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - save_start_).count();
   return absl::OkStatus();
 }
 
@@ -244,7 +322,6 @@ absl::Status CheckpointWriter::Commit(const Staged& staged, const std::vector<st
 }
 
 absl::Status CheckpointWriter::Run(const Staged& staged) {
-  const auto start = std::chrono::steady_clock::now();
   const SaveState& state = staged.state;
   const at::Device device = CommDevice(comm_);
   const std::string manifest_path = absl::StrCat(staged.step_dir, "/", kManifestFileName);
@@ -284,15 +361,9 @@ absl::Status CheckpointWriter::Run(const Staged& staged) {
   // 5. Every rank returns rank 0's outcome.
   absl::Status result;
   TS_RETURN_IF_ERROR(BroadcastStatus(comm_, outcome, &result));
-  if (result.ok()) {
-    last_committed_ = staged.step_dir;
-    if (comm_.rank() == 0) {
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      TS_LOG(INFO) << "checkpoint step " << state.step << " committed to " << staged.step_dir << " ("
-                   << total_bytes / 1e6 << " MB in " << seconds << " s"
-                   << (options_.async ? ", in the background" : "") << ")";
-    }
-  }
+  save_end_ = std::chrono::steady_clock::now();
+  save_bytes_ = comm_.rank() == 0 ? total_bytes : report.file.length;
+  if (result.ok()) last_committed_ = staged.step_dir;
   return result;
 }
 

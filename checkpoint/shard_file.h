@@ -71,8 +71,14 @@ class ShardFileWriter {
   ShardFileWriter(std::string path, std::string tmp, int fd, int rank)
       : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd), rank_(rank) {}
 
+  // Starts the disk's writeback of what was written since the last call (every 32 MiB), and
+  // waits for the window before it.
+  void StartWriteback(uint64_t written);
+
   std::string path_, tmp_;
   int fd_;
+  uint64_t started_ = 0;  // writeback started for bytes [0, started_)
+  uint64_t waited_ = 0;   // and is complete for [0, waited_)
   int rank_;
   uint64_t size_ = kShardHeaderSize;
   uint32_t records_ = 0;

@@ -70,6 +70,9 @@ absl::StatusOr<std::unique_ptr<CheckpointPolicy>> CheckpointPolicy::Create(const
   options.dir = policy->dir_;
   options.keep = static_cast<int>(config.checkpoint.keep);
   options.async = config.checkpoint.async;
+  // The loop calls BeforeUpdate before every optimizer update: the host copy of CPU tensors can
+  // then run on the writer's thread (device tensors are copied before Save returns).
+  options.defer_host_copy = true;
   policy->writer_ = std::make_unique<checkpoint::CheckpointWriter>(options, *policy->comm_);
   return policy;
 }
@@ -272,14 +275,10 @@ absl::Status CheckpointPolicy::Save(int64_t steps_done, bool wait) {
     state.blobs.push_back({"loop_state", loop.Serialize()});
     state.blobs.insert(state.blobs.end(), provenance_.begin(), provenance_.end());
   }
+  // The writer logs each save with its stall, this preparation included.
+  state.prepare_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   TS_RETURN_IF_ERROR(writer_->Save(std::move(state)));
   if (wait) TS_RETURN_IF_ERROR(writer_->Wait());
-  // (The writer logs each commit; an asynchronous save's cost to training is this stall.)
-  if (grid_.rank() == 0 && config_.checkpoint.async && !wait) {
-    TS_LOG(INFO) << absl::StrFormat(
-        "checkpoint of step %d being written in the background (%.3f s stall)", steps_done,
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
   return absl::OkStatus();
 }
 

@@ -81,6 +81,9 @@ class CheckpointPolicy {
   // train.on_divergence = rollback: reloads the newest checkpoint, keeps the data position (the
   // batches since the checkpoint are skipped) and returns the checkpoint's step. Collective.
   absl::StatusOr<int64_t> RollBack(int64_t failed_step);
+  // Before the optimizer changes the weights and moments: waits until an asynchronous save in
+  // flight has its copy of them (the copy runs beside the step's forward and backward).
+  void BeforeUpdate() { writer_->WaitForSnapshot(); }
   // Waits for an asynchronous save in flight.
   absl::Status Finish() { return writer_->Wait(); }
 

@@ -227,6 +227,7 @@ absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
     scale = torch::where(grad_norm > t.grad_clip,
                          torch::full_like(grad_norm, t.grad_clip).div(grad_norm + 1e-6), scale);
   }
+  checkpoints_->BeforeUpdate();  // an asynchronous save may still be copying the weights
   optimizer_->StepDeferred(metrics->lr, scale, skip);
   TS_ASSIGN_OR_RETURN(const torch::Tensor signal, checkpoints_->SignalFlag());
   step_figures_ = torch::cat({loss_sum, grad_norm, skip, signal});

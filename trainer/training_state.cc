@@ -3,7 +3,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
@@ -31,6 +34,85 @@ bool Writes(const ParameterInfo& info, parallel::ProcessGrid& grid) {
   const int tp_rank = grid.coords().tp;
   if (info.shard.dim < 0) return tp_rank == 0;
   return info.shard.replicas <= 1 || tp_rank % info.shard.replicas == 0;
+}
+
+// A per-element quantity the optimizer keeps per owned range (a moment, the fp32 master),
+// readable at any parameter's flat offset. When this rank owns every parameter's range (zero 0,
+// or one data-parallel rank) the parts are views of the optimizer's own tensors: a save then
+// writes straight from them, with no staging copy. Otherwise the ranges are gathered over dp
+// (the gathered copy is itself the snapshot).
+class FlatValues {
+ public:
+  static absl::StatusOr<FlatValues> Of(parallel::GradReducer& reducer, const RankParameters& params,
+                                       std::vector<at::Tensor> owned) {
+    FlatValues v;
+    v.ranges_ = &reducer.owned();
+    v.owned_ = std::move(owned);
+    for (size_t i = 0; i < params.infos.size(); ++i) {
+      if (v.Range(reducer.flat_offset(static_cast<int>(i)), params.infos[i].tensor.numel()) < 0) {
+        TS_ASSIGN_OR_RETURN(v.gathered_, reducer.GatherFlat(v.owned_));
+        break;
+      }
+    }
+    return v;
+  }
+  // The `numel` values of the parameter at `offset` of the flat buffer, 1-D.
+  at::Tensor Part(int64_t offset, int64_t numel) const {
+    if (gathered_.defined()) return gathered_.narrow(0, offset, numel);
+    const int r = Range(offset, numel);
+    return owned_[r].reshape({-1}).narrow(0, offset - (*ranges_)[r].flat_offset, numel);
+  }
+
+ private:
+  // The owned range holding [offset, offset + numel), or -1.
+  int Range(int64_t offset, int64_t numel) const {
+    for (size_t r = 0; r < ranges_->size(); ++r) {
+      const int64_t begin = (*ranges_)[r].flat_offset;
+      if (offset >= begin && offset + numel <= begin + owned_[r].numel()) return static_cast<int>(r);
+    }
+    return -1;
+  }
+
+  const std::vector<parallel::OwnedRange>* ranges_ = nullptr;
+  std::vector<at::Tensor> owned_;
+  at::Tensor gathered_;
+};
+
+// AdamW's moments from `reader` into the optimizer's owned ranges. Only the parameters that
+// overlap an owned range are read (under ZeRO a rank owns a slice of each bucket: the rest is
+// other ranks' to load), and each block goes straight into the ranges it overlaps; the
+// padding between parameters stays zero.
+absl::Status RestoreMoments(const checkpoint::CheckpointReader& reader, const RankParameters& params,
+                            parallel::GradReducer& reducer, FlatAdamW& optimizer) {
+  const auto& owned = reducer.owned();
+  std::vector<torch::Tensor> m = optimizer.ExpAvgByRange(), v = optimizer.ExpAvgSqByRange();
+  for (size_t r = 0; r < owned.size(); ++r) {
+    m[r].zero_();
+    v[r].zero_();
+  }
+  for (size_t i = 0; i < params.infos.size(); ++i) {
+    const ParameterInfo& info = params.infos[i];
+    const int64_t begin = reducer.flat_offset(static_cast<int>(i)), end = begin + info.tensor.numel();
+    std::vector<std::array<int64_t, 3>> parts;  // {owned range, first, last} in flat offsets
+    for (size_t r = 0; r < owned.size(); ++r) {
+      const int64_t lo = std::max(begin, owned[r].flat_offset);
+      const int64_t hi = std::min(end, owned[r].flat_offset + m[r].numel());
+      if (lo < hi) parts.push_back({static_cast<int64_t>(r), lo, hi});
+    }
+    if (parts.empty()) continue;
+    for (auto [prefix, moments] :
+         {std::pair<const char*, std::vector<torch::Tensor>*>{kExpAvg, &m}, {kExpAvgSq, &v}}) {
+      auto block = checkpoint::ReadShardSpecBlock(reader, prefix + LogicalName(info), info.shard);
+      if (!block.ok()) return Annotate(block.status(), absl::StrCat(reader.step_dir(), ": "));
+      const at::Tensor flat = block->reshape({-1});
+      for (const auto& [r, lo, hi] : parts) {
+        (*moments)[r]
+            .narrow(0, lo - owned[r].flat_offset, hi - lo)
+            .copy_(flat.narrow(0, lo - begin, hi - lo));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -83,34 +165,30 @@ absl::StatusOr<std::vector<checkpoint::TensorSlice>> CollectStateSlices(const Ra
                                                                         parallel::ProcessGrid& grid) {
   torch::NoGradGuard no_grad;
   std::vector<checkpoint::TensorSlice> slices;
-  // The moments over the whole flat buffer (ZeRO shards gathered over DP).
-  TS_ASSIGN_OR_RETURN(at::Tensor exp_avg, reducer.GatherFlat(optimizer.ExpAvgByRange()));
-  TS_ASSIGN_OR_RETURN(at::Tensor exp_avg_sq, reducer.GatherFlat(optimizer.ExpAvgSqByRange()));
+  TS_ASSIGN_OR_RETURN(const FlatValues exp_avg, FlatValues::Of(reducer, params, optimizer.ExpAvgByRange()));
+  TS_ASSIGN_OR_RETURN(const FlatValues exp_avg_sq,
+                      FlatValues::Of(reducer, params, optimizer.ExpAvgSqByRange()));
   // The weights are saved in fp32 whatever the model computes with: with bf16 parameters, the
-  // optimizer's fp32 master (so that a resumed run continues exactly).
-  at::Tensor master;
-  if (reducer.has_master()) {
+  // optimizer's fp32 master (so that a resumed run continues exactly); under zero 3 the shards
+  // are the weights.
+  std::optional<FlatValues> master;
+  if (reducer.has_master() || reducer.zero() == 3) {
     std::vector<at::Tensor> ranges;
-    for (const parallel::OwnedRange& r : reducer.owned()) ranges.push_back(r.master);
-    TS_ASSIGN_OR_RETURN(master, reducer.GatherFlat(ranges));
-  } else if (reducer.zero() == 3) {
-    // fp32 parameters sharded between uses: the shards are the weights.
-    std::vector<at::Tensor> ranges;
-    for (const parallel::OwnedRange& r : reducer.owned()) ranges.push_back(r.params);
-    TS_ASSIGN_OR_RETURN(master, reducer.GatherFlat(ranges));
+    for (const parallel::OwnedRange& r : reducer.owned())
+      ranges.push_back(reducer.has_master() ? r.master : r.params);
+    TS_ASSIGN_OR_RETURN(master, FlatValues::Of(reducer, params, std::move(ranges)));
   }
   for (size_t i = 0; i < params.infos.size(); ++i) {
     const ParameterInfo& info = params.infos[i];
     if (!Writes(info, grid)) continue;
     const at::Tensor& t = info.tensor;
     const int64_t offset = reducer.flat_offset(static_cast<int>(i));
-    const at::Tensor weights =
-        master.defined() ? master.narrow(0, offset, t.numel()).view(t.sizes()) : t.detach();
+    const at::Tensor weights = master ? master->Part(offset, t.numel()).view(t.sizes()) : t.detach();
     slices.push_back(checkpoint::ShardSpecSlice(info.name, info.global_shape, info.shard, weights));
     slices.push_back(checkpoint::ShardSpecSlice(kExpAvg + info.name, info.global_shape, info.shard,
-                                                exp_avg.narrow(0, offset, t.numel()).view(t.sizes())));
+                                                exp_avg.Part(offset, t.numel()).view(t.sizes())));
     slices.push_back(checkpoint::ShardSpecSlice(kExpAvgSq + info.name, info.global_shape, info.shard,
-                                                exp_avg_sq.narrow(0, offset, t.numel()).view(t.sizes())));
+                                                exp_avg_sq.Part(offset, t.numel()).view(t.sizes())));
   }
   return slices;
 }
@@ -155,25 +233,7 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
   *had_optimizer = !weights_only && !params.infos.empty() &&
                    reader.Tensor(kExpAvg + LogicalName(params.infos.front())).ok();
   if (!*had_optimizer) return absl::OkStatus();
-  // Build the moments over the flat buffer, then hand each owned range its part.
-  at::Tensor exp_avg = torch::zeros({reducer.flat_numel()}, fp32);
-  at::Tensor exp_avg_sq = torch::zeros_like(exp_avg);
-  for (size_t i = 0; i < params.infos.size(); ++i) {
-    const ParameterInfo& info = params.infos[i];
-    const int64_t offset = reducer.flat_offset(static_cast<int>(i));
-    for (auto [prefix, flat] :
-         {std::pair<const char*, at::Tensor*>{kExpAvg, &exp_avg}, {kExpAvgSq, &exp_avg_sq}}) {
-      auto block = checkpoint::ReadShardSpecBlock(reader, prefix + LogicalName(info), info.shard);
-      if (!block.ok()) return Annotate(block.status(), absl::StrCat(where, ": "));
-      flat->narrow(0, offset, info.tensor.numel()).copy_(block->reshape({-1}));
-    }
-  }
-  std::vector<torch::Tensor> m = optimizer.ExpAvgByRange(), v = optimizer.ExpAvgSqByRange();
-  for (size_t r = 0; r < owned.size(); ++r) {
-    m[r].copy_(exp_avg.narrow(0, owned[r].flat_offset, m[r].numel()));
-    v[r].copy_(exp_avg_sq.narrow(0, owned[r].flat_offset, v[r].numel()));
-  }
-  return absl::OkStatus();
+  return RestoreMoments(reader, params, reducer, optimizer);
 }
 
 absl::Status CheckCheckpointModel(const checkpoint::Manifest& manifest, const ModelConfig& model,

@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# Checkpoint save and load throughput of `tessera train` against `dd` writing the same number of
-# bytes to the same filesystem (with fsync, as the checkpoint writer does) and against Python's
-# torch.save of tensors of the same shapes (the model's parameters and AdamW's two moments,
-# fp32), in one run; plus the training-step stall of an asynchronous save.
+# Checkpoint save and load throughput against `dd` on the same bytes and the same filesystem, in
+# one run, alternating:
+#   1. build/bench/checkpoint_bench (the writer and reader alone, fp32 tensors of 64 MB) at each
+#      size of BENCH_SIZES_GB: a synchronous save (fsync, commit) against `dd bs=4M conv=fsync`
+#      writing as many bytes, then a load from disk (every file fsynced and its pages dropped with
+#      posix_fadvise(DONTNEED) first) against dd reading the dd file back cold the same way;
+#   2. `tessera train` of a Llama shape (~1 GB of fp32 parameters and AdamW moments): the
+#      synchronous save, the resume from disk, and the training stall of an asynchronous save as
+#      the writer logs it ("checkpoint: saved N GB in S s (stall T s)");
+#   3. Python's torch.save of tensors of the same shapes + fsync.
 #   scripts/bench/checkpoint_vs_dd.sh
-# Env: BENCH_DIM (default 768), BENCH_LAYERS (12), BENCH_DIR (build/checkpoint_bench).
-# The model: Llama shape dim x layers, 12 heads / 4 kv, ffn 8/3 x dim, vocab 4224 (the sample
-# data's). Each figure is the best of 3.
-# Loads are timed from disk (the files' cached pages dropped first, see drop_pages) against dd
-# reading the same bytes back the same way.
-# The last line is `tessera_save_gb_per_s=A dd_gb_per_s=B ratio=A/B` (synchronous save).
+# Env: BENCH_SIZES_GB (default "1 8"), BENCH_DIM (768), BENCH_LAYERS (12), BENCH_DIR
+# (build/checkpoint_bench). The model: Llama shape dim x layers, 12 heads / 4 kv, ffn 8/3 x dim,
+# vocab 4224 (the sample data's). Each figure is the best of 3.
+# The last lines are `size_gb=G tessera_save_gb_per_s=A dd_gb_per_s=B ratio=A/B` per size.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
+SIZES="${BENCH_SIZES_GB:-1 8}"
 DIM="${BENCH_DIM:-768}"
 LAYERS="${BENCH_LAYERS:-12}"
 FFN=$(( (DIM * 8 / 3 + 63) / 64 * 64 ))
 DIR="${BENCH_DIR:-$ROOT/build/checkpoint_bench}"
-[[ -x build/tessera ]] || scripts/build.sh
+[[ -x build/tessera && -x build/bench/checkpoint_bench ]] || scripts/build.sh
 scripts/make_sample_corpus.sh >/dev/null
 scripts/prepare_sample_data.sh >/dev/null
 DATA="$ROOT/.cache/sample_data"
@@ -56,21 +61,56 @@ PYEOF
     echo "unknown (no fincore)"
   fi
 }
+rate_of() { "$PY" -c "print('%.3f' % ($1 / 1e9 / $2))"; }  # rate_of BYTES SECONDS -> GB/s
+elapsed() { "$PY" -c "print($2 - $1)"; }
+summary=()
+for gb in $SIZES; do
+  c_save=() c_load=() d_write=() d_read=()
+  for i in 1 2 3; do
+    rm -rf "$DIR/ckpt"
+    out=$(build/bench/checkpoint_bench save "$DIR/ckpt" "$gb")
+    c_save+=("$(sed 's/.*seconds=//' <<<"$out")")
+    bytes=$(sed 's/.*bytes=\([0-9]*\).*/\1/' <<<"$out")
+    count=$(( (bytes + 4194303) / 4194304 ))
+    start=$(date +%s.%N)
+    dd if=/dev/zero of="$DIR/dd.bin" bs=4M count="$count" conv=fsync status=none
+    d_write+=("$(elapsed "$start" "$(date +%s.%N)")")
+    resident=$(drop_pages "$DIR"/ckpt/step-*/* "$DIR/dd.bin")
+    out=$(build/bench/checkpoint_bench load "$DIR/ckpt")
+    c_load+=("$(sed 's/.*seconds=//' <<<"$out")")
+    start=$(date +%s.%N)
+    dd if="$DIR/dd.bin" of=/dev/null bs=4M status=none
+    d_read+=("$(elapsed "$start" "$(date +%s.%N)")")
+    rm -f "$DIR/dd.bin"
+    echo "[bench] $gb GB round $i: save ${c_save[-1]} s, dd write ${d_write[-1]} s, load ${c_load[-1]} s," \
+         "dd read ${d_read[-1]} s (bytes resident after the drop: $resident)"
+  done
+  rm -rf "$DIR/ckpt"
+  s=$(printf '%s\n' "${c_save[@]}" | sort -g | head -1); w=$(printf '%s\n' "${d_write[@]}" | sort -g | head -1)
+  l=$(printf '%s\n' "${c_load[@]}" | sort -g | head -1); r=$(printf '%s\n' "${d_read[@]}" | sort -g | head -1)
+  echo "[bench] $gb GB ($bytes bytes): tessera save $(rate_of "$bytes" "$s") GB/s ($s s), dd conv=fsync" \
+       "$(rate_of "$bytes" "$w") GB/s ($w s); tessera load (cold) $(rate_of "$bytes" "$l") GB/s ($l s)," \
+       "dd read (cold) $(rate_of "$bytes" "$r") GB/s ($r s)"
+  summary+=("size_gb=$gb tessera_save_gb_per_s=$(rate_of "$bytes" "$s") dd_gb_per_s=$(rate_of "$bytes" "$w")"\
+" ratio=$("$PY" -c "print('%.2f' % ($w / $s))") tessera_load_gb_per_s=$(rate_of "$bytes" "$l")"\
+" dd_read_gb_per_s=$(rate_of "$bytes" "$r")")
+done
+
 resident_after_drop=()
 save_s=() load_s=() async_stall=() bytes=0
 for i in 1 2 3; do
   run="$DIR/sync$i"
   log=$(train "$run" --set train.steps=1)
-  line=$(grep -a "committed to" <<<"$log" | tail -1)
-  mb=$(sed 's/.*(\([0-9.e+]*\) MB in.*/\1/' <<<"$line")
-  bytes=$("$PY" -c "print(int(float('$mb') * 1e6))")
-  save_s+=("$(sed 's/.* MB in \([0-9.e-]*\) s.*/\1/' <<<"$line")")
+  line=$(grep -a "checkpoint: saved" <<<"$log" | tail -1)
+  gb=$(sed 's/.*saved \([0-9.]*\) GB in.*/\1/' <<<"$line")
+  bytes=$("$PY" -c "print(int(float('$gb') * 1e9))")
+  save_s+=("$(sed 's/.* GB in \([0-9.]*\) s.*/\1/' <<<"$line")")
   resident_after_drop+=("$(drop_pages "$run"/checkpoints/step-*/*)")
   log=$(train "$DIR/load$i" --set train.steps=1 --set checkpoint.at_end=false --set "checkpoint.resume=$run/checkpoints")
   load_s+=("$(grep -a -o 'loaded in [0-9.]* s' <<<"$log" | sed 's/loaded in \([0-9.]*\) s/\1/')")
   log=$(train "$DIR/async$i" --set train.steps=2 --set checkpoint.every=1 --set checkpoint.async=true \
         --set checkpoint.at_end=false)
-  async_stall+=("$(grep -a -o '([0-9.]* s stall)' <<<"$log" | head -1 | tr -d '(' | cut -d' ' -f1)")
+  async_stall+=("$(grep -a "checkpoint: saved" <<<"$log" | head -1 | sed 's/.*(stall \([0-9.]*\) s).*/\1/')")
 done
 save=$(printf '%s\n' "${save_s[@]}" | best)
 load=$(printf '%s\n' "${load_s[@]}" | best)
@@ -132,8 +172,9 @@ echo "[bench] tessera save (sync):   $(rate "$save") GB/s ($save s)"
 echo "[bench] tessera load (resume): $(rate "$load") GB/s ($load s), from disk: pages dropped first" \
      "(bytes still resident after each drop: ${resident_after_drop[*]})"
 echo "[bench] dd read from disk:     $(rate "$dd_read_best") GB/s ($dd_read_best s)"
-echo "[bench] tessera async save: training stalled $stall s (host copy) of a $save s save"
+echo "[bench] tessera async save: training stalled $stall s (Save's call and the wait for its snapshot before the next update) of a $save s synchronous save"
 echo "[bench] dd conv=fsync:         $(rate "$dd_best") GB/s ($dd_best s)"
 echo "[bench] torch.save + fsync:    $(rate "$torch_s") GB/s ($torch_s s)"
 ratio=$("$PY" -c "print('%.2f' % ($dd_best / $save))")
 echo "tessera_save_gb_per_s=$(rate "$save") dd_gb_per_s=$(rate "$dd_best") ratio=$ratio"
+printf '%s\n' "${summary[@]}"

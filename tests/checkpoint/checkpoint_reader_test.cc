@@ -270,3 +270,28 @@ CATCH_TEST_CASE("a shard file header with a rank beyond int is refused, naming t
               "shard file '" + path +
                   "' names writing rank 4294967295 (byte offset 16); ranks are below 2^31");
 }
+
+CATCH_TEST_CASE("a TP 2 to TP 1 load reads each saved byte once, column halves of row blocks twice") {
+  // Two ranks saved "w" [8, 6] in row blocks (tensor parallelism of 2 along dim 0). The counts
+  // are the tensor's own size (8 x 6 x 4 bytes), not anything the reader reports about itself.
+  TempDir dir("bytes-read");
+  const at::Tensor w = Logical({8, 6}, 3.0);
+  std::vector<RankSlices> ranks(2);
+  for (int r = 0; r < 2; ++r) ranks[r].tensors.push_back(RowsSlice("w", w, 0, 4 * r, 4 * r + 4));
+  CATCH_REQUIRE(WriteAsRanks(dir.path(), 1, ranks).ok());
+  const uint64_t model_bytes = w.nbytes();
+  {
+    auto reader = CheckpointReader::Open(StepDirPath(dir.path(), 1));
+    CATCH_REQUIRE(reader.ok());
+    CATCH_CHECK(at::equal(*ReadTensor(**reader, "w"), w));  // TP 1: the whole tensor
+    CATCH_CHECK((*reader)->bytes_read() == model_bytes);
+  }
+  {
+    // TP 2 along dim 1 (column halves): every half overlaps both row blocks, each read whole.
+    auto reader = CheckpointReader::Open(StepDirPath(dir.path(), 1));
+    CATCH_REQUIRE(reader.ok());
+    CATCH_CHECK(at::equal(*ReadBox(**reader, "w", {0, 0}, {8, 3}), w.narrow(1, 0, 3)));
+    CATCH_CHECK(at::equal(*ReadBox(**reader, "w", {0, 3}, {8, 3}), w.narrow(1, 3, 3)));
+    CATCH_CHECK((*reader)->bytes_read() == 2 * model_bytes);
+  }
+}
