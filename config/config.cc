@@ -268,8 +268,9 @@ std::vector<FieldSpec> BuildSchema() {
       Bool("data.document_mask", TS_FIELD_REF(data.document_mask),
            "Attention stays inside each document of a packed sample: block-diagonal causal "
            "instead of causal over the whole sequence (Megatron's --reset-attention-mask; Llama 3 "
-           "was trained so). Needs data.eod_token. Costs a [seq, seq] mask per micro-batch "
-           "(docs/data.md)."),
+           "was trained so). Needs data.eod_token. Runs one attention call per document on the "
+           "CPU and LibTorch's variable-length flash kernel on CUDA; a [seq, seq] mask per "
+           "micro-batch only where flash cannot take the inputs (docs/data.md)."),
       Bool("data.reset_position_ids", TS_FIELD_REF(data.reset_position_ids),
            "Rotary positions restart at 0 at each document of a packed sample (Megatron's "
            "--reset-position-ids) instead of counting 0..seq_len-1. Needs data.eod_token."),
