@@ -3,6 +3,7 @@
 // or a training step, so that states larger than this machine can train (8 GB) are measured too.
 //
 //   checkpoint_bench save DIR GB [TENSOR_MB]   a synchronous save of step 1 into DIR (fresh)
+//   checkpoint_bench save_direct DIR GB [TENSOR_MB]   the same with O_DIRECT shard writes
 //   checkpoint_bench load DIR                  reads every tensor of DIR's newest checkpoint
 //
 // Output, one line: `save bytes=B seconds=S` (S: Save's call, commit included) or
@@ -30,7 +31,7 @@ using Clock = std::chrono::steady_clock;
 
 double Since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
-int Save(const std::string& dir, double gb, double tensor_mb) {
+int Save(const std::string& dir, double gb, double tensor_mb, bool direct_io) {
   const int64_t per_tensor = static_cast<int64_t>(tensor_mb * 1e6 / 4);
   const int64_t total = static_cast<int64_t>(gb * 1e9 / 4);
   checkpoint::SaveState state;
@@ -43,7 +44,7 @@ int Save(const std::string& dir, double gb, double tensor_mb) {
   }
   parallel::Watchdog watchdog(parallel::Watchdog::Options{});
   auto comm = parallel::CreateLocalCommunicator(&watchdog, "checkpoint-bench", 0);
-  checkpoint::CheckpointWriter writer({.dir = dir}, *comm);
+  checkpoint::CheckpointWriter writer({.dir = dir, .direct_io = direct_io}, *comm);
   const auto start = Clock::now();
   if (absl::Status s = writer.Save(std::move(state)); !s.ok()) {
     std::fprintf(stderr, "save failed: %s\n", std::string(s.message()).c_str());
@@ -85,11 +86,12 @@ int Load(const std::string& dir) {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   double gb = 0, tensor_mb = 64;
-  if (mode == "save" && (argc == 4 || argc == 5) && absl::SimpleAtod(argv[3], &gb) && gb > 0 &&
+  if ((mode == "save" || mode == "save_direct") && (argc == 4 || argc == 5) &&
+      absl::SimpleAtod(argv[3], &gb) && gb > 0 &&
       (argc == 4 || (absl::SimpleAtod(argv[4], &tensor_mb) && tensor_mb > 0))) {
-    return tessera::Save(argv[2], gb, tensor_mb);
+    return tessera::Save(argv[2], gb, tensor_mb, mode == "save_direct");
   }
   if (mode == "load" && argc == 3) return tessera::Load(argv[2]);
-  std::fprintf(stderr, "usage: %s save DIR GB [TENSOR_MB] | load DIR\n", argv[0]);
+  std::fprintf(stderr, "usage: %s save|save_direct DIR GB [TENSOR_MB] | load DIR\n", argv[0]);
   return 2;
 }

@@ -281,7 +281,8 @@ absl::Status CheckpointWriter::WriteLocal(const Staged& staged, RankReport& repo
   TS_RETURN_IF_ERROR(MakeDirs(staged.step_dir));
   const std::string name = ShardFileName(comm_.rank());
   TS_ASSIGN_OR_RETURN(auto file,
-                      ShardFileWriter::Create(absl::StrCat(staged.step_dir, "/", name), comm_.rank()));
+                      ShardFileWriter::Create(absl::StrCat(staged.step_dir, "/", name), comm_.rank(),
+                                              ShardWriteOptions{.direct_io = options_.direct_io}));
   size_t index = 0;
   for (const TensorSlice& slice : staged.state.tensors) {
     TS_ASSIGN_OR_RETURN(ShardFileWriter::Record record,

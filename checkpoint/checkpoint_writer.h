@@ -89,6 +89,9 @@ struct WriterOptions {
   // Async: CPU tensors are copied on the background thread; the caller must call
   // WaitForSnapshot() before changing any saved tensor.
   bool defer_host_copy = false;
+  // Shard files written with O_DIRECT from aligned buffers where the file system accepts it
+  // (ShardWriteOptions::direct_io); the files are the same.
+  bool direct_io = true;
   // Tests: called at named points of the protocol ("record:<i>" after the i-th record of the
   // shard file, "shard_committed", "manifest_before_rename", "committed") on the thread that
   // writes; crash-safety tests end the process there.

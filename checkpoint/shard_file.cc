@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstdint>
@@ -13,8 +14,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "checkpoint/direct_writer.h"
 #include "checkpoint/durable_io.h"
 #include "core/crc32c.h"
+#include "core/logging.h"
 #include "core/status_macros.h"
 
 namespace tessera::checkpoint {
@@ -96,11 +99,36 @@ absl::StatusOr<ShardFileHeader> ReadShardFileHeader(const std::string& path) {
   return header;
 }
 
-absl::StatusOr<std::unique_ptr<ShardFileWriter>> ShardFileWriter::Create(const std::string& path, int rank) {
+ShardFileWriter::ShardFileWriter(std::string path, std::string tmp, int fd, int rank)
+    : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd), rank_(rank) {}
+
+absl::StatusOr<std::unique_ptr<ShardFileWriter>> ShardFileWriter::Create(const std::string& path, int rank,
+                                                                         const ShardWriteOptions& options) {
   std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  constexpr int kFlags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+  int fd = -1;
+  if (options.direct_io) {
+    fd = options.refuse_direct_io_for_testing ? (errno = EINVAL, -1)
+                                              : ::open(tmp.c_str(), kFlags | O_DIRECT, 0644);
+    if (fd < 0 && errno != EINVAL) return ErrnoError(errno, "creating shard file", tmp);
+    if (fd < 0) {
+      static std::atomic<bool> logged{false};
+      if (!logged.exchange(true)) {
+        TS_LOG(DEBUG) << "checkpoint: the file system of '" << tmp
+                      << "' refuses O_DIRECT; shard files are written through the page cache";
+      }
+    }
+  }
+  const bool direct = fd >= 0;
+  if (!direct) fd = ::open(tmp.c_str(), kFlags, 0644);
   if (fd < 0) return ErrnoError(errno, "creating shard file", tmp);
   std::unique_ptr<ShardFileWriter> w(new ShardFileWriter(path, std::move(tmp), fd, rank));
+  if (direct) {
+    w->direct_ = std::make_unique<DirectWriter>(fd, w->tmp_);
+    // Room for the header, written last (DirectWriter::Finish patches it in).
+    TS_RETURN_IF_ERROR(w->direct_->AppendZeros(kShardHeaderSize));
+    return w;
+  }
   // Room for the header, written last.
   unsigned char zeros[kShardHeaderSize] = {};
   TS_RETURN_IF_ERROR(WriteAll(fd, zeros, sizeof(zeros), w->tmp_));
@@ -108,13 +136,24 @@ absl::StatusOr<std::unique_ptr<ShardFileWriter>> ShardFileWriter::Create(const s
 }
 
 ShardFileWriter::~ShardFileWriter() {
+  direct_.reset();  // its thread writes to fd_
   if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(tmp_.c_str());
 }
 
+bool ShardFileWriter::direct_io() const { return direct_ != nullptr && direct_->direct(); }
+
 absl::StatusOr<ShardFileWriter::Record> ShardFileWriter::Append(const void* data, uint64_t size) {
   static const unsigned char kZeros[kShardRecordAlignment] = {};
   const uint64_t pad = (kShardRecordAlignment - size_ % kShardRecordAlignment) % kShardRecordAlignment;
+  if (direct_ != nullptr) {
+    TS_RETURN_IF_ERROR(direct_->AppendZeros(pad));
+    Record record{size_ + pad, size, 0};
+    TS_RETURN_IF_ERROR(direct_->Append(data, size, &record.crc32c));
+    size_ += pad + size;
+    ++records_;
+    return record;
+  }
   TS_RETURN_IF_ERROR(WriteAll(fd_, kZeros, pad, tmp_));
   size_ += pad;
   Record record{size_, size, 0};
@@ -165,7 +204,9 @@ absl::StatusOr<uint64_t> ShardFileWriter::Commit() {
   Put<uint32_t>(h + 20, records_);
   Put<uint64_t>(h + 24, size_);
   Put<uint32_t>(h + 32, Crc32c(h, 32));
-  if (::pwrite(fd_, h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) {
+  if (direct_ != nullptr) {
+    TS_RETURN_IF_ERROR(direct_->Finish(h, sizeof(h)));
+  } else if (::pwrite(fd_, h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) {
     return ErrnoError(errno, "writing the header of", tmp_);
   }
   if (::fsync(fd_) != 0) return ErrnoError(errno, "fsync of", tmp_);

@@ -15,7 +15,9 @@
 // All integers are little-endian. The reader checks the magic, the version, the header's own
 // checksum and the file size against the file's real length, so a truncated or foreign file is
 // reported before any tensor is read. The writer writes `NAME.tmp.PID`, fsyncs it, renames it to
-// NAME and fsyncs the directory: a shard file either exists whole or not at all.
+// NAME and fsyncs the directory: a shard file either exists whole or not at all. It writes through
+// the page cache, or with O_DIRECT from aligned buffers (ShardWriteOptions::direct_io); the bytes
+// are the same either way.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +34,16 @@ inline constexpr uint64_t kShardRecordAlignment = 64;
 
 // "shard-00003.bin".
 std::string ShardFileName(int rank);
+
+class DirectWriter;
+
+struct ShardWriteOptions {
+  // O_DIRECT writes from a ring of aligned buffers (direct_writer.h) where the file system accepts
+  // them; elsewhere (open fails with EINVAL) the page cache, as without the option.
+  bool direct_io = false;
+  // Tests: open as if the file system refused O_DIRECT.
+  bool refuse_direct_io_for_testing = false;
+};
 
 struct ShardFileHeader {
   uint32_t version = kShardFileVersion;
@@ -53,7 +65,8 @@ class ShardFileWriter {
   };
 
   // Creates `path`'s temporary file.
-  static absl::StatusOr<std::unique_ptr<ShardFileWriter>> Create(const std::string& path, int rank);
+  static absl::StatusOr<std::unique_ptr<ShardFileWriter>> Create(const std::string& path, int rank,
+                                                                 const ShardWriteOptions& options = {});
   // Removes the temporary file unless Commit() succeeded.
   ~ShardFileWriter();
   ShardFileWriter(const ShardFileWriter&) = delete;
@@ -66,10 +79,11 @@ class ShardFileWriter {
   absl::StatusOr<uint64_t> Commit();
 
   const std::string& path() const { return path_; }
+  // Whether the bytes so far were written with O_DIRECT.
+  bool direct_io() const;
 
  private:
-  ShardFileWriter(std::string path, std::string tmp, int fd, int rank)
-      : path_(std::move(path)), tmp_(std::move(tmp)), fd_(fd), rank_(rank) {}
+  ShardFileWriter(std::string path, std::string tmp, int fd, int rank);
 
   // Starts the disk's writeback of what was written since the last call (every 32 MiB), and
   // waits for the window before it.
@@ -83,6 +97,7 @@ class ShardFileWriter {
   uint64_t size_ = kShardHeaderSize;
   uint32_t records_ = 0;
   bool committed_ = false;
+  std::unique_ptr<DirectWriter> direct_;  // set when fd_ has O_DIRECT
 };
 
 }  // namespace tessera::checkpoint

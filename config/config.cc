@@ -340,6 +340,10 @@ std::vector<FieldSpec> BuildSchema() {
            "thread's collectives need MPI at MPI_THREAD_MULTIPLE (under NCCL they go over MPI, "
            "so the job must be started by mpirun or srun --mpi); otherwise the run stops at start "
            "with an error that says so."),
+      Bool("checkpoint.direct_io", TS_FIELD_REF(checkpoint.direct_io),
+           "Write shard files with O_DIRECT (around the page cache) from a ring of aligned "
+           "buffers, the CRC-32C computed as each piece is copied in; where the file system "
+           "refuses O_DIRECT (EINVAL) the page cache is used. The files are the same either way."),
       String("checkpoint.resume", TS_FIELD_REF(checkpoint.resume), {},
              "auto: continue from the newest valid checkpoint in checkpoint.dir if there is one; "
              "never: start fresh; or the path of a checkpoint (a step directory, or a directory "

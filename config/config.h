@@ -187,6 +187,7 @@ struct CheckpointConfig {
   int64_t every = 0;  // steps between saves; 0 = only at the end and on a signal
   int64_t keep = 2;   // committed checkpoints kept (newest); 0 = all
   bool async = false;
+  bool direct_io = true;        // shard files written with O_DIRECT where the file system takes it
   std::string resume = "auto";  // auto | never | PATH of a checkpoint (step directory or dir)
   std::string init_from;        // weights that start a run with nothing to resume; "" = none
   bool at_end = true;

@@ -70,6 +70,7 @@ absl::StatusOr<std::unique_ptr<CheckpointPolicy>> CheckpointPolicy::Create(const
   options.dir = policy->dir_;
   options.keep = static_cast<int>(config.checkpoint.keep);
   options.async = config.checkpoint.async;
+  options.direct_io = config.checkpoint.direct_io;
   // The loop calls BeforeUpdate before every optimizer update: the host copy of CPU tensors can
   // then run on the writer's thread (device tensors are copied before Save returns).
   options.defer_host_copy = true;

@@ -2,18 +2,20 @@
 # Checkpoint save and load throughput against `dd` on the same bytes and the same filesystem, in
 # one run, alternating:
 #   1. build/bench/checkpoint_bench (the writer and reader alone, fp32 tensors of 64 MB) at each
-#      size of BENCH_SIZES_GB: a synchronous save (fsync, commit) against `dd bs=4M conv=fsync`
-#      writing as many bytes, then a load from disk (every file fsynced and its pages dropped with
+#      size of BENCH_SIZES_GB: a synchronous save (fsync, commit) through the page cache, the same
+#      save with O_DIRECT shard writes (checkpoint.direct_io), `dd bs=4M conv=fsync` and
+#      `dd bs=4M oflag=direct conv=fsync` writing as many bytes, in turn, then a load from disk (every file fsynced and its pages dropped with
 #      posix_fadvise(DONTNEED) first) against dd reading the dd file back cold the same way;
 #   2. `tessera train` of a Llama shape (~1 GB of fp32 parameters and AdamW moments): the
 #      synchronous save, the resume from disk, and the training stall of an asynchronous save as
 #      the writer logs it ("checkpoint: saved N GB in S s (stall T s)");
 #   3. Python's torch.save of tensors of the same shapes + fsync.
 #   scripts/bench/checkpoint_vs_dd.sh
-# Env: BENCH_SIZES_GB (default "1 8"), BENCH_DIM (768), BENCH_LAYERS (12), BENCH_DIR
+# Env: BENCH_SIZES_GB (default "1 8"), BENCH_TRAIN (1; 0 stops after part 1), BENCH_DIM (768), BENCH_LAYERS (12), BENCH_DIR
 # (build/checkpoint_bench). The model: Llama shape dim x layers, 12 heads / 4 kv, ffn 8/3 x dim,
 # vocab 4224 (the sample data's). Each figure is the best of 3.
-# The last lines are `size_gb=G tessera_save_gb_per_s=A dd_gb_per_s=B ratio=A/B` per size.
+# The last lines are `size_gb=G tessera_save_gb_per_s=A dd_gb_per_s=B ratio=A/B ...` per size
+# (the save: the faster of the two paths' best; the dd: the faster of the two dd's best).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -65,13 +67,19 @@ rate_of() { "$PY" -c "print('%.3f' % ($1 / 1e9 / $2))"; }  # rate_of BYTES SECON
 elapsed() { "$PY" -c "print($2 - $1)"; }
 summary=()
 for gb in $SIZES; do
-  c_save=() c_load=() d_write=() d_read=()
+  c_save=() c_direct=() c_load=() d_write=() d_direct=() d_read=()
   for i in 1 2 3; do
     rm -rf "$DIR/ckpt"
-    out=$(build/bench/checkpoint_bench save "$DIR/ckpt" "$gb")
-    c_save+=("$(sed 's/.*seconds=//' <<<"$out")")
+    out=$(build/bench/checkpoint_bench save_direct "$DIR/ckpt" "$gb")
+    c_direct+=("$(sed 's/.*seconds=//' <<<"$out")")
     bytes=$(sed 's/.*bytes=\([0-9]*\).*/\1/' <<<"$out")
     count=$(( (bytes + 4194303) / 4194304 ))
+    start=$(date +%s.%N)
+    dd if=/dev/zero of="$DIR/dd.bin" bs=4M count="$count" oflag=direct conv=fsync status=none
+    d_direct+=("$(elapsed "$start" "$(date +%s.%N)")")
+    rm -rf "$DIR/ckpt" "$DIR/dd.bin"
+    out=$(build/bench/checkpoint_bench save "$DIR/ckpt" "$gb")
+    c_save+=("$(sed 's/.*seconds=//' <<<"$out")")
     start=$(date +%s.%N)
     dd if=/dev/zero of="$DIR/dd.bin" bs=4M count="$count" conv=fsync status=none
     d_write+=("$(elapsed "$start" "$(date +%s.%N)")")
@@ -82,19 +90,25 @@ for gb in $SIZES; do
     dd if="$DIR/dd.bin" of=/dev/null bs=4M status=none
     d_read+=("$(elapsed "$start" "$(date +%s.%N)")")
     rm -f "$DIR/dd.bin"
-    echo "[bench] $gb GB round $i: save ${c_save[-1]} s, dd write ${d_write[-1]} s, load ${c_load[-1]} s," \
+    echo "[bench] $gb GB round $i: save (O_DIRECT) ${c_direct[-1]} s, dd oflag=direct ${d_direct[-1]} s," \
+         "save (page cache) ${c_save[-1]} s, dd conv=fsync ${d_write[-1]} s, load ${c_load[-1]} s," \
          "dd read ${d_read[-1]} s (bytes resident after the drop: $resident)"
   done
   rm -rf "$DIR/ckpt"
   s=$(printf '%s\n' "${c_save[@]}" | sort -g | head -1); w=$(printf '%s\n' "${d_write[@]}" | sort -g | head -1)
+  sd=$(printf '%s\n' "${c_direct[@]}" | sort -g | head -1); wd=$(printf '%s\n' "${d_direct[@]}" | sort -g | head -1)
   l=$(printf '%s\n' "${c_load[@]}" | sort -g | head -1); r=$(printf '%s\n' "${d_read[@]}" | sort -g | head -1)
-  echo "[bench] $gb GB ($bytes bytes): tessera save $(rate_of "$bytes" "$s") GB/s ($s s), dd conv=fsync" \
-       "$(rate_of "$bytes" "$w") GB/s ($w s); tessera load (cold) $(rate_of "$bytes" "$l") GB/s ($l s)," \
+  echo "[bench] $gb GB ($bytes bytes): tessera save (page cache) $(rate_of "$bytes" "$s") GB/s ($s s)," \
+       "tessera save (O_DIRECT) $(rate_of "$bytes" "$sd") GB/s ($sd s), dd conv=fsync" \
+       "$(rate_of "$bytes" "$w") GB/s ($w s), dd oflag=direct $(rate_of "$bytes" "$wd") GB/s ($wd s); tessera load (cold) $(rate_of "$bytes" "$l") GB/s ($l s)," \
        "dd read (cold) $(rate_of "$bytes" "$r") GB/s ($r s)"
-  summary+=("size_gb=$gb tessera_save_gb_per_s=$(rate_of "$bytes" "$s") dd_gb_per_s=$(rate_of "$bytes" "$w")"\
-" ratio=$("$PY" -c "print('%.2f' % ($w / $s))") tessera_load_gb_per_s=$(rate_of "$bytes" "$l")"\
+  best_save=$(printf '%s\n' "$s" "$sd" | sort -g | head -1); best_dd=$(printf '%s\n' "$w" "$wd" | sort -g | head -1)
+  summary+=("size_gb=$gb tessera_save_gb_per_s=$(rate_of "$bytes" "$best_save") dd_gb_per_s=$(rate_of "$bytes" "$best_dd")"\
+" ratio=$("$PY" -c "print('%.2f' % ($best_dd / $best_save))") tessera_load_gb_per_s=$(rate_of "$bytes" "$l")"\
 " dd_read_gb_per_s=$(rate_of "$bytes" "$r")")
 done
+
+if [[ "${BENCH_TRAIN:-1}" == 0 ]]; then printf '%s\n' "${summary[@]}"; exit 0; fi
 
 resident_after_drop=()
 save_s=() load_s=() async_stall=() bytes=0
