@@ -20,12 +20,12 @@ absl::StatusOr<Layout> CheckLayout(const Config& c, int64_t world_arg) {
   int64_t world = world_arg;
   std::string world_note;
   if (world == 0) {
-    world = p.tp * p.pp * std::max<int64_t>(p.dp, 1);
+    world = p.tp * p.cp * p.pp * std::max<int64_t>(p.dp, 1);
     world_note =
-        p.dp == 0 ? " (no --world and parallel.dp auto: assuming dp 1)" : " (tp x pp x dp; no --world)";
+        p.dp == 0 ? " (no --world and parallel.dp auto: assuming dp 1)" : " (tp x cp x pp x dp; no --world)";
   }
   TS_ASSIGN_OR_RETURN(parallel::Topology topology,
-                      parallel::Topology::Create(world, {p.tp, p.pp, p.dp}, EnumName(p.order)));
+                      parallel::Topology::Create(world, {p.tp, p.pp, p.dp, p.cp}, p.order));
   const int64_t dp = topology.dims().dp;
   if (world > 1 && p.backend == CommBackend::kLocal) {
     return absl::InvalidArgumentError(

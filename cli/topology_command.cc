@@ -36,7 +36,7 @@ int PrintTopology(const Args& args) {
     *world = launch->world_size;
   }
   const ParallelConfig& p = config->parallel;
-  auto topology = parallel::Topology::Create(*world, {p.tp, p.pp, p.dp}, EnumName(p.order));
+  auto topology = parallel::Topology::Create(*world, {p.tp, p.pp, p.dp, p.cp}, p.order);
   if (!topology.ok()) return ReportError(kName, topology.status(), kExitUsage);
   std::cout << topology->Table() << topology->GroupsReport();
   return kExitOk;

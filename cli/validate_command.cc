@@ -113,27 +113,35 @@ void PrintLayout(const ParallelConfig& p, const Layout& layout) {
   const parallel::Topology& t = layout.topology;
   const std::string table = t.Table();
   std::string out = table.substr(0, table.find('\n') + 1);
-  const std::pair<const char*, parallel::Dim> dims[] = {
-      {"tp", parallel::Dim::kTensor}, {"pp", parallel::Dim::kPipeline}, {"dp", parallel::Dim::kData}};
+  const std::pair<const char*, parallel::Dim> dims[] = {{"tp", parallel::Dim::kTensor},
+                                                        {"cp", parallel::Dim::kContext},
+                                                        {"pp", parallel::Dim::kPipeline},
+                                                        {"dp", parallel::Dim::kData}};
   for (const auto& [label, dim] : dims) {
+    if (dim == parallel::Dim::kContext && p.cp == 1) continue;
     const auto groups = t.Groups(dim);
     absl::StrAppend(&out, "  ", label, ": ", groups.size(), " group(s) of ", groups[0].size(),
                     " rank(s), the first ", Members(groups[0]), "\n");
   }
   absl::StrAppend(&out, "  model replica of rank 0: ", Members(t.ModelGroupOf(0)),
                   "; embedding group of rank 0: ", Members(t.EmbeddingGroupOf(0)), "\n");
+  if (p.cp > 1) {
+    absl::StrAppend(
+        &out, "  gradients reduced over dp x cp; the group of rank 0: ", Members(t.ReplicaGroupOf(0)), "\n");
+  }
   const int64_t last = t.world_size() - 1;
   const parallel::Coordinates c = t.CoordinatesOf(last);
-  absl::StrAppend(&out, "  rank ", last, " is tp ", c.tp, " pp ", c.pp, " dp ", c.dp, "\n");
+  absl::StrAppend(&out, "  rank ", last, " is tp ", c.tp, p.cp > 1 ? absl::StrCat(" cp ", c.cp) : "", " pp ",
+                  c.pp, " dp ", c.dp, "\n");
   std::printf("layout: %s", out.c_str());
   if (!layout.world_note.empty()) {
     std::printf("  world %lld%s\n", static_cast<long long>(layout.world), layout.world_note.c_str());
   }
   std::printf(
-      "  every rank: tessera topology --world %lld --set parallel.tp=%lld --set parallel.pp=%lld --set "
-      "parallel.order=%s\n",
-      static_cast<long long>(layout.world), static_cast<long long>(p.tp), static_cast<long long>(p.pp),
-      EnumName(p.order).c_str());
+      "  every rank: tessera topology --world %lld --set parallel.tp=%lld --set parallel.cp=%lld --set "
+      "parallel.pp=%lld --set parallel.order=%s\n",
+      static_cast<long long>(layout.world), static_cast<long long>(p.tp), static_cast<long long>(p.cp),
+      static_cast<long long>(p.pp), p.order.c_str());
 }
 
 // The pipeline's schedule, its simulated bubble and the micro-batches in flight per stage.

@@ -284,11 +284,18 @@ std::vector<FieldSpec> BuildSchema() {
           "they are neighbours, so a TP group shares a node)."),
       Int("parallel.pp", TS_FIELD_REF(parallel.pp), 1, 1 << 20, "Pipeline-parallel stages."),
       IntOrWord("parallel.dp", TS_FIELD_REF(parallel.dp), 0, 1 << 20, "auto",
-                "Data-parallel replicas; auto = world size / (tp x pp). The launcher's world size "
-                "must equal tp x pp x dp."),
-      Enum<GridOrder>("parallel.order", TS_FIELD_REF(parallel.order),
-                      "Rank layout, innermost first: with tp-dp-pp consecutive ranks form a TP group, then "
-                      "DP varies, then the pipeline stage. `tessera topology` prints the table."),
+                "Data-parallel replicas; auto = world size / (tp x cp x pp). The launcher's world size "
+                "must equal tp x cp x pp x dp."),
+      Int("parallel.cp", TS_FIELD_REF(parallel.cp), 1, 1 << 20,
+          "Context-parallel size: ranks that share each sequence, each holding two of its 2 x cp "
+          "chunks (chunk i and 2 cp - 1 - i, which balances the causal work) and attending over "
+          "the whole sequence's keys and values, all-gathered (docs/architecture.md). "
+          "train.seq_len must be a multiple of 2 x cp."),
+      String("parallel.order", TS_FIELD_REF(parallel.order), {},
+             "Rank layout, innermost first: tp, cp, pp and dp once each joined by '-' (cp may be "
+             "left out: it then sits just outside tp). With tp-cp-dp-pp consecutive ranks form a TP "
+             "group, then the CP ranks of a sequence, then DP varies, then the pipeline stage. "
+             "`tessera topology` prints the table."),
       Enum<CommBackend>("parallel.backend", TS_FIELD_REF(parallel.backend),
                         "Communication: auto = nccl on CUDA, mpi on CPU with several processes (or under "
                         "mpirun), local for a single process."),
@@ -694,12 +701,6 @@ std::span<const std::string_view> EnumNames<CommBackend>() {
   return kNames;
 }
 template <>
-std::span<const std::string_view> EnumNames<GridOrder>() {
-  static constexpr std::string_view kNames[] = {"tp-dp-pp", "tp-pp-dp", "dp-tp-pp",
-                                                "dp-pp-tp", "pp-tp-dp", "pp-dp-tp"};
-  return kNames;
-}
-template <>
 std::span<const std::string_view> EnumNames<RecomputeMode>() {
   static constexpr std::string_view kNames[] = {"none", "selective", "full"};
   return kNames;
@@ -932,10 +933,31 @@ absl::Status ValidateParallelConfig(const Config& config) {
     return Invalid(config.source,
                    absl::StrCat("parallel.rendezvous = '", r, "': expected auto, mpi, tcp or file:PATH"));
   }
-  if (p.backend == CommBackend::kLocal && p.tp * p.pp * std::max<int64_t>(p.dp, 1) > 1) {
+  if (p.backend == CommBackend::kLocal && p.tp * p.cp * p.pp * std::max<int64_t>(p.dp, 1) > 1) {
+    return Invalid(
+        config.source,
+        absl::StrCat("parallel.backend = local runs one process, but tp x cp x pp x dp = ", p.tp, " x ", p.cp,
+                     " x ", p.pp, " x ", p.dp == 0 ? "auto" : std::to_string(p.dp), " asks for more"));
+  }
+  std::vector<std::string> names = absl::StrSplit(p.order, '-');
+  std::sort(names.begin(), names.end());
+  const std::vector<std::string> three = {"dp", "pp", "tp"}, four = {"cp", "dp", "pp", "tp"};
+  if (names != three && names != four) {
+    return Invalid(config.source, absl::StrCat("parallel.order = '", p.order,
+                                               "': expected tp, pp, dp and optionally cp, each once, joined "
+                                               "by '-' (innermost first), e.g. tp-cp-dp-pp or tp-dp-pp"));
+  }
+  if (p.cp > 1 && config.train.seq_len % (2 * p.cp) != 0) {
     return Invalid(config.source,
-                   absl::StrCat("parallel.backend = local runs one process, but tp x pp x dp = ", p.tp, " x ",
-                                p.pp, " x ", p.dp == 0 ? "auto" : std::to_string(p.dp), " asks for more"));
+                   absl::StrCat("parallel.cp = ", p.cp, " cuts each sequence into 2 x cp = ", 2 * p.cp,
+                                " chunks, but train.seq_len = ", config.train.seq_len,
+                                " is not a multiple of ", 2 * p.cp));
+  }
+  if (p.cp > 1 && p.sequence_parallel && p.tp > 1 && (config.train.seq_len / p.cp) % p.tp != 0) {
+    return Invalid(config.source,
+                   absl::StrCat("parallel.sequence_parallel splits each rank's ", config.train.seq_len / p.cp,
+                                " tokens (train.seq_len / parallel.cp) over tp = ", p.tp,
+                                " ranks: it must be a multiple of ", p.tp));
   }
   return absl::OkStatus();
 }

@@ -17,14 +17,13 @@ namespace tessera {
 // The closed choices of the schema, typed. Each key's YAML spelling is EnumNames<E>() (in enum
 // order) and EnumName(value); the schema reads and writes these words, so a config file, `--set`
 // and RUN_DIR/config.yaml spell them as before, and code compares enums, never strings.
-enum class Precision { kFp32, kBf16 };                                          // train.precision
-enum class DeviceChoice { kAuto, kCpu, kCuda };                                 // train.device
-enum class DivergencePolicy { kStop, kRollback };                               // train.on_divergence
-enum class CommBackend { kAuto, kLocal, kMpi, kNccl };                          // parallel.backend
-enum class GridOrder { kTpDpPp, kTpPpDp, kDpTpPp, kDpPpTp, kPpTpDp, kPpDpTp };  // parallel.order
-enum class RecomputeMode { kNone, kSelective, kFull };                          // model.recompute
-enum class AttentionBackend { kAuto, kCudnn, kFlash, kEfficient, kMath };       // model.attention_backend
-enum class RopeScaling { kNone, kLlama3, kLinear };                             // model.rope_scaling
+enum class Precision { kFp32, kBf16 };                                     // train.precision
+enum class DeviceChoice { kAuto, kCpu, kCuda };                            // train.device
+enum class DivergencePolicy { kStop, kRollback };                          // train.on_divergence
+enum class CommBackend { kAuto, kLocal, kMpi, kNccl };                     // parallel.backend
+enum class RecomputeMode { kNone, kSelective, kFull };                     // model.recompute
+enum class AttentionBackend { kAuto, kCudnn, kFlash, kEfficient, kMath };  // model.attention_backend
+enum class RopeScaling { kNone, kLlama3, kLinear };                        // model.rope_scaling
 // parallel.pp_schedule: a generated schedule by name, or kFile: a schedule file's path.
 enum class PipelineScheduleKind { kGpipe, k1F1B, kInterleaved, kZbH1, kFile };
 
@@ -38,8 +37,6 @@ template <>
 std::span<const std::string_view> EnumNames<DivergencePolicy>();
 template <>
 std::span<const std::string_view> EnumNames<CommBackend>();
-template <>
-std::span<const std::string_view> EnumNames<GridOrder>();
 // The four generated schedules' names; kFile has none (its text is the path).
 template <>
 std::span<const std::string_view> EnumNames<PipelineScheduleKind>();
@@ -166,8 +163,10 @@ struct DataConfig {
 struct ParallelConfig {
   int64_t tp = 1;
   int64_t pp = 1;
-  int64_t dp = 0;  // 0 = auto: world size / (tp x pp); written "auto"
-  GridOrder order = GridOrder::kTpDpPp;
+  int64_t dp = 0;  // 0 = auto: world size / (tp x cp x pp); written "auto"
+  int64_t cp = 1;  // context parallelism: ranks sharing each sequence
+  // Innermost first: tp, cp, pp, dp once each ("tp-dp-pp": cp just outside tp).
+  std::string order = "tp-cp-dp-pp";
   CommBackend backend = CommBackend::kAuto;
   std::string rendezvous = "auto";
   double comm_timeout_s = 300;

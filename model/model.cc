@@ -141,6 +141,10 @@ torch::Tensor AttentionImpl::Core(const torch::Tensor& fused, const AttentionInp
     k = kernels::ApplyRotary(k, inputs.rotary).transpose(1, 2);
   }
   v = v.transpose(1, 2);
+  if (inputs.context != nullptr) {
+    const torch::Tensor y = parallel::ContextParallelAttention(q, k, v, *inputs.context);
+    return y.transpose(1, 2).reshape({batch, seq, n_heads_ * head_dim_});
+  }
   // Each kv head serves n_heads / n_kv_heads consecutive query heads (on this rank too: its
   // query heads are consecutive and their kv heads are the ones it holds). The fused kernels read
   // shared kv heads themselves (enable_gqa; on the CPU measured ~13% faster per attention
@@ -314,21 +318,48 @@ int64_t TransformerImpl::VocabBegin() const {
 AttentionInputs TransformerImpl::MakeAttentionInputs(const SequenceDocuments& documents, int64_t batch,
                                                      int64_t seq) const {
   AttentionInputs inputs(rotary_);
-  const auto check = [&](const torch::Tensor& t, const char* what) {
-    TORCH_CHECK(t.dim() == 2 && t.size(0) == batch && t.size(1) == seq && t.scalar_type() == torch::kLong,
-                "document ", what, ": int64 [", batch, ", ", seq, "] for this micro-batch, got ",
+  const auto check = [&](const torch::Tensor& t, const char* what, int64_t length) {
+    TORCH_CHECK(t.dim() == 2 && t.size(0) == batch && t.size(1) == length && t.scalar_type() == torch::kLong,
+                "document ", what, ": int64 [", batch, ", ", length, "] for this micro-batch, got ",
                 t.scalar_type(), " ", t.sizes());
   };
+  if (parallel::GroupSize(options_.cp) > 1) return MakeContextAttentionInputs(documents, batch, seq);
   if (documents.positions.defined()) {
-    check(documents.positions, "positions");
+    check(documents.positions, "positions", seq);
     inputs.rotary = kernels::RotaryTablesAt(rotary_, documents.positions);
     inputs.per_token_rotary = true;
   }
   if (documents.segments.defined()) {
-    check(documents.segments, "segments");
+    check(documents.segments, "segments", seq);
     inputs.documents = std::make_shared<const kernels::DocumentAttentionPlan>(
         kernels::PlanDocumentAttention(documents.segments, rotary_.cos.device(), document_path_));
   }
+  return inputs;
+}
+
+AttentionInputs TransformerImpl::MakeContextAttentionInputs(const SequenceDocuments& documents, int64_t batch,
+                                                            int64_t local) const {
+  const int cp = parallel::GroupSize(options_.cp);
+  absl::StatusOr<parallel::ContextChunks> chunks =
+      parallel::ContextChunks::Create(local * cp, cp, parallel::GroupRank(options_.cp));
+  TORCH_CHECK(chunks.ok(), std::string(chunks.status().message()));
+  // Rotary by each token's global position (or its position in its document).
+  torch::Tensor positions = documents.positions;
+  if (positions.defined()) {
+    TORCH_CHECK(positions.dim() == 2 && positions.size(0) == batch && positions.size(1) == local,
+                "document positions under context parallelism: [", batch, ", ", local,
+                "] for this rank's tokens, got ", positions.sizes());
+  } else {
+    positions = torch::tensor(chunks->Positions(), torch::kLong).unsqueeze(0).expand({batch, local});
+  }
+  AttentionInputs inputs(kernels::RotaryTablesAt(rotary_, positions));
+  inputs.per_token_rotary = true;
+  TORCH_CHECK(!documents.segments.defined() ||
+                  (documents.segments.size(0) == batch && documents.segments.size(1) == local * cp),
+              "document segments under context parallelism: [", batch, ", ", local * cp,
+              "] for the whole rows, got ", documents.segments.sizes());
+  inputs.context = std::make_shared<const parallel::ContextAttentionPlan>(
+      parallel::PlanContextAttention(options_.cp, *chunks, documents.segments, rotary_.cos.device()));
   return inputs;
 }
 

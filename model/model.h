@@ -30,6 +30,7 @@
 #include "kernels/rotary.h"
 #include "model/sharding.h"
 #include "parallel/comm/communicator.h"
+#include "parallel/context_parallel/context_attention.h"
 #include "parallel/data_parallel/unit_gatherer.h"
 
 namespace tessera {
@@ -46,7 +47,8 @@ struct TensorParallelContext {
 // data/document_layout.h builds them from the tokens). An undefined tensor means what the model
 // does without them: causal attention over the whole row, rotary positions 0..seq-1. Both are
 // over the whole sequence, also under sequence parallelism (attention sees the gathered
-// sequence) and on pipeline chunks without the embedding.
+// sequence) and on pipeline chunks without the embedding. Under context parallelism positions
+// are this rank's tokens' (local order, [batch, seq / cp]) and segments the whole row's.
 struct SequenceDocuments {
   torch::Tensor segments;   // [batch, seq] int64, CPU: each token's document; attention stays inside it
   torch::Tensor positions;  // [batch, seq] int64: each token's rotary position
@@ -62,6 +64,8 @@ struct AttentionInputs {
   kernels::RotaryTables rotary;  // the model's tables by position, or one row per token
   bool per_token_rotary = false;
   std::shared_ptr<const kernels::DocumentAttentionPlan> documents;  // null: causal over the row
+  // Under context parallelism (then `documents` is null: the plan's masks hold the documents).
+  std::shared_ptr<const parallel::ContextAttentionPlan> context;
 };
 
 // The RMSNorm in front of a block's sublayer, handed to the sublayer to fold into its first
@@ -226,6 +230,9 @@ class TransformerImpl : public torch::nn::Module {
   torch::Tensor ForwardBlock(size_t index, const torch::Tensor& h, const AttentionInputs& inputs);
   // The attention inputs of a micro-batch of `batch` rows of `seq` tokens.
   AttentionInputs MakeAttentionInputs(const SequenceDocuments& documents, int64_t batch, int64_t seq) const;
+  // The same under context parallelism: `local` = this rank's tokens of each row.
+  AttentionInputs MakeContextAttentionInputs(const SequenceDocuments& documents, int64_t batch,
+                                             int64_t local) const;
   // This rank's logits columns [batch, seq, vocab_padded / tp] (the full vocabulary at TP 1).
   torch::Tensor LocalLogits(const torch::Tensor& input, const SequenceDocuments& documents);
   torch::Tensor HeadWeight() const { return output.defined() ? output : tok_embeddings; }

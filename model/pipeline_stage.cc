@@ -5,6 +5,8 @@
 
 #include "data/batch_tensors.h"
 #include "data/document_layout.h"
+#include "parallel/context_parallel/chunks.h"
+#include "parallel/tensor_parallel/mappings.h"
 
 namespace tessera {
 
@@ -17,7 +19,16 @@ ModelPipelineStage::ModelPipelineStage(std::vector<Transformer> chunks, int64_t 
       dim_(dim),
       sequence_parallel_ranks_(sequence_parallel_ranks),
       device_(device),
-      on_last_weight_gradients_(std::move(on_last_weight_gradients)) {}
+      on_last_weight_gradients_(std::move(on_last_weight_gradients)) {
+  parallel::Communicator* cp = chunks_.front()->shard_options().cp;
+  context_parallel_ranks_ = parallel::GroupSize(cp);
+  if (context_parallel_ranks_ > 1) {
+    absl::StatusOr<parallel::ContextChunks> chunks =
+        parallel::ContextChunks::Create(seq_len_, context_parallel_ranks_, parallel::GroupRank(cp));
+    TORCH_CHECK(chunks.ok(), std::string(chunks.status().message()));
+    context_index_ = torch::tensor(chunks->Positions(), torch::kLong);
+  }
+}
 
 void ModelPipelineStage::SetBatch(const data::LocalBatch* batch, int64_t num_microbatches) {
   batch_ = batch;
@@ -47,6 +58,16 @@ at::Tensor ModelPipelineStage::Forward(int chunk, int mb, const at::Tensor& inpu
     if (document_mask_) layout.segments = std::move(found.segments);
     if (reset_positions_) layout.positions = std::move(found.positions);
   }
+  // Context parallelism: this rank's two chunks of every row, with their targets and positions;
+  // the segments stay whole (attention sees every key). The model finds the global positions
+  // itself when the documents do not reset them.
+  if (context_index_.defined() && micro.inputs.defined()) {
+    micro.inputs = micro.inputs.index_select(1, context_index_);
+    micro.targets = micro.targets.index_select(1, context_index_);
+  }
+  if (context_index_.defined() && layout.positions.defined()) {
+    layout.positions = layout.positions.index_select(1, context_index_);
+  }
   if (embeds) x = micro.inputs.to(device_, /*non_blocking=*/true);
   if (!head) return model->StageForward(x, layout);
   // The step's loss is the mean over micro-batches: each contributes 1/m of its mean.
@@ -55,7 +76,7 @@ at::Tensor ModelPipelineStage::Forward(int chunk, int mb, const at::Tensor& inpu
 }
 
 std::vector<int64_t> ModelPipelineStage::ActivationShape(int chunk) const {
-  return {micro_batch_, seq_len_ / sequence_parallel_ranks_, dim_};
+  return {micro_batch_, seq_len_ / context_parallel_ranks_ / sequence_parallel_ranks_, dim_};
 }
 
 std::vector<at::Tensor> ModelPipelineStage::ChunkParameters(int chunk) const {

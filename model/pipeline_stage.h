@@ -2,9 +2,10 @@
 // chunks (one, or parallel.virtual_stages under the interleaved schedule), fed with this rank's
 // micro-batches of the current global batch. The first model chunk reads its tokens here, the
 // last returns the micro-batch's loss scaled by 1/micro-batches; everything in between passes
-// the fp32 residual stream ([micro_batch, seq_len, dim], or seq_len / tp under sequence
-// parallelism). With packed documents (SetDocuments) every chunk, first or not, finds the
-// micro-batch's documents in its tokens, which every rank reads.
+// the fp32 residual stream ([micro_batch, seq_len, dim]; seq_len / cp under context parallelism,
+// where each rank holds two chunks of every row; and / tp under sequence parallelism). With packed documents
+// (SetDocuments) every chunk, first or not, finds the micro-batch's documents in its tokens, which every rank
+// reads.
 #pragma once
 
 #include <functional>
@@ -44,6 +45,10 @@ class ModelPipelineStage : public parallel::pipeline::PipelineStage {
   std::vector<Transformer> chunks_;
   int64_t micro_batch_, seq_len_, dim_;
   int sequence_parallel_ranks_;
+  // Context parallelism: the ranks sharing each sequence, and this rank's tokens of a row
+  // (global positions in local order; undefined without it).
+  int context_parallel_ranks_ = 1;
+  torch::Tensor context_index_;
   torch::Device device_;
   std::function<void(int)> on_last_weight_gradients_;
   const data::LocalBatch* batch_ = nullptr;

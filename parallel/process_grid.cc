@@ -1,11 +1,12 @@
 // ProcessGrid (process_grid.h): backend choice, bootstrap and the group communicators. The
 // groups are made by splitting the world communicator, in one fixed order on every rank
-// (tp, pp, dp, model, embedding), each split's color being the lowest world rank of the group
+// (tp, pp, dp, cp, dp x cp, model, embedding), each split's color being the lowest world rank of the group
 // (unique per group) and its key the rank's position in the group.
 #include "parallel/process_grid.h"
 
 #include <torch/version.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 
@@ -126,7 +127,9 @@ absl::StatusOr<int> ChooseDevice(const LaunchInfo& launch, const GridOptions& o)
                    " CUDA devices are visible: start at most one rank per GPU on each node"));
 }
 
-std::string Coords(const Coordinates& c) { return absl::StrCat("tp", c.tp, " pp", c.pp, " dp", c.dp); }
+std::string Coords(const Coordinates& c, bool cp) {
+  return absl::StrCat("tp", c.tp, cp ? absl::StrCat(" cp", c.cp) : "", " pp", c.pp, " dp", c.dp);
+}
 
 }  // namespace
 
@@ -138,7 +141,7 @@ absl::StatusOr<std::unique_ptr<ProcessGrid>> ProcessGrid::Create(const LaunchInf
     const std::string from = launch.size_variable.empty() ? "a single process, no launcher"
                                                           : absl::StrCat("from ", launch.size_variable);
     return absl::InvalidArgumentError(
-        absl::StrCat("parallel layout (parallel.tp, parallel.pp, parallel.dp, "
+        absl::StrCat("parallel layout (parallel.tp, parallel.cp, parallel.pp, parallel.dp, "
                      "parallel.order) does not fit the launch: ",
                      topology.status().message(), " (world size ", from, ")"));
   }
@@ -210,9 +213,16 @@ absl::StatusOr<std::unique_ptr<ProcessGrid>> ProcessGrid::Create(std::shared_ptr
       {"tp", topology.GroupOf(Dim::kTensor, rank), c.tp, &grid->tp_},
       {"pp", topology.GroupOf(Dim::kPipeline, rank), c.pp, &grid->pp_},
       {"dp", topology.GroupOf(Dim::kData, rank), c.dp, &grid->dp_},
+      {"cp", topology.GroupOf(Dim::kContext, rank), c.cp, &grid->cp_},
       {"model", topology.ModelGroupOf(rank), rank, &grid->model_},
       {"embedding", topology.EmbeddingGroupOf(rank), rank, &grid->embedding_},
   };
+  // Without context parallelism the dp x cp group is the dp group (dp_cp() returns it): no split.
+  if (topology.dims().cp > 1) {
+    const std::vector<int64_t> replicas = topology.ReplicaGroupOf(rank);
+    const auto position = std::find(replicas.begin(), replicas.end(), rank) - replicas.begin();
+    specs.insert(specs.begin() + 4, Spec{"dp_cp", replicas, position, &grid->dp_cp_});
+  }
   for (Spec& s : specs) {
     const int color = s.members.empty() ? -1 : static_cast<int>(s.members.front());
     TS_ASSIGN_OR_RETURN(*s.out, grid->world_->Split(color, static_cast<int>(s.key), s.name));
@@ -243,21 +253,20 @@ void ProcessGrid::Abort(const absl::Status& status) {
 
 std::string ProcessGrid::LogPrefix() const {
   if (world_size() == 1) return "";
-  return absl::StrCat("[rank ", rank(), " ", Coords(coords_), "]");
+  return absl::StrCat("[rank ", rank(), " ", Coords(coords_, topology_.dims().cp > 1), "]");
 }
 
 std::string ProcessGrid::Summary() const {
   const Runtime& rt = *runtime_;
-  const ParallelDims& d = topology_.dims();
   std::string out = absl::StrCat("launch: ", launch().Describe(), "\n");
   absl::StrAppend(&out, "versions: ", VersionsLine(), "\n");
   absl::StrAppend(
-      &out, absl::StrFormat(
-                "layout: world %d = tp %d x pp %d x dp %d, order %s; backend %s%s; collective timeout %g s "
-                "(start-up %g s)\n",
-                world_size(), d.tp, d.pp, d.dp, topology_.order(), BackendName(backend_),
-                device_index_ >= 0 ? absl::StrCat(" on cuda:", device_index_) : std::string(" (cpu)"),
-                rt.options().comm_timeout_s, rt.options().startup_timeout_s));
+      &out,
+      absl::StrFormat("layout: world %d = %s, order %s; backend %s%s; collective timeout %g s "
+                      "(start-up %g s)\n",
+                      world_size(), topology_.SizesLine(), topology_.order(), BackendName(backend_),
+                      device_index_ >= 0 ? absl::StrCat(" on cuda:", device_index_) : std::string(" (cpu)"),
+                      rt.options().comm_timeout_s, rt.options().startup_timeout_s));
   absl::StrAppend(&out, topology_.Table());
   return out;
 }

@@ -1,7 +1,9 @@
-// The 3D process grid: world = tp x pp x dp ranks laid out by an order string (default tp-dp-pp,
-// TP innermost so that a TP group shares a node), this rank's coordinates, and one communicator
-// per group, created once at start-up: world, tp, pp, dp, model (the tp x pp ranks of one
-// replica) and embedding (the first and last pipeline stage, which share tied embeddings).
+// The process grid: world = tp x cp x pp x dp ranks laid out by an order string (default
+// tp-cp-dp-pp, TP innermost so that a TP group shares a node), this rank's coordinates, and one
+// communicator per group, created once at start-up: world, tp, pp, dp, model (the tp x pp ranks
+// of one replica) and embedding (the first and last pipeline stage, which share tied
+// embeddings); with context parallelism also cp (the ranks sharing each sequence) and dp x cp
+// (the ranks holding the same parameters, over which gradients are reduced).
 //
 // The trainer's use:
 //
@@ -30,7 +32,7 @@ namespace tessera::parallel {
 
 struct GridOptions {
   ParallelDims dims;  // dp <= 0: auto, world / (tp x pp)
-  std::string order = "tp-dp-pp";
+  std::string order = "tp-cp-dp-pp";
   // "auto": nccl for device "cuda" (local for a single process when the build has no NCCL),
   // else mpi when an MPI launcher started the processes or the world has several ranks, else
   // local. Or "local", "mpi", "nccl".
@@ -57,7 +59,7 @@ struct GridOptions {
 
 class ProcessGrid {
  public:
-  // Validates the layout against the launch (world = tp x pp x dp, with the numbers and the
+  // Validates the layout against the launch (world = tp x cp x pp x dp, with the numbers and the
   // launcher variable in the message), starts the runtime (MPI if needed, the watchdog) and
   // creates every communicator. Collective: all ranks of the world call it.
   static absl::StatusOr<std::unique_ptr<ProcessGrid>> Create(const LaunchInfo& launch,
@@ -84,6 +86,11 @@ class ProcessGrid {
   Communicator& tp() { return *tp_; }
   Communicator& pp() { return *pp_; }
   Communicator& dp() { return *dp_; }
+  // The context-parallel group: the ranks holding the parts of the same sequences.
+  Communicator& cp() { return *cp_; }
+  // The dp x cp ranks that hold the same parameters (Topology::ReplicaGroupOf): the gradient
+  // reduction and ZeRO's sharding run over it. The dp group itself when cp = 1.
+  Communicator& dp_cp() { return dp_cp_ ? *dp_cp_ : *dp_; }
   // The tp x pp ranks of this rank's model replica (gradient norms over model shards).
   Communicator& model() { return *model_; }
   // The first and last pipeline stage of this rank's (tp, dp) column; null on middle stages.
@@ -102,7 +109,8 @@ class ProcessGrid {
   // the other ranks to exit, and exits non-zero.
   [[noreturn]] void Abort(const absl::Status& status);
 
-  // "[rank 3 tp1 pp0 dp1]" ("" for a world of one): the prefix of every log line.
+  // "[rank 3 tp1 pp0 dp1]" (with cp1 after tp1 when cp > 1; "" for a world of one): the prefix of every log
+  // line.
   std::string LogPrefix() const;
   // Launch, versions and the effective layout with the rank table: what rank 0 prints at start.
   std::string Summary() const;
@@ -117,7 +125,7 @@ class ProcessGrid {
   Coordinates coords_;
   Backend backend_ = Backend::kLocal;
   int device_index_ = -1;
-  std::unique_ptr<Communicator> world_, tp_, pp_, dp_, model_, embedding_;
+  std::unique_ptr<Communicator> world_, tp_, pp_, dp_, cp_, dp_cp_, model_, embedding_;
 };
 
 // "Tessera 3f2c1a9b0d4e, LibTorch 2.13.0, Open MPI v4.1.4, NCCL 2.21.5, CUDA runtime 12.4,

@@ -13,8 +13,8 @@ namespace tessera {
 inline parallel::GridOptions GridOptionsFromConfig(const Config& config, const std::string& device) {
   const ParallelConfig& p = config.parallel;
   parallel::GridOptions options;
-  options.dims = {p.tp, p.pp, p.dp};  // dp 0 = auto
-  options.order = EnumName(p.order);
+  options.dims = {p.tp, p.pp, p.dp, p.cp};  // dp 0 = auto
+  options.order = p.order;
   options.backend = EnumName(p.backend);
   options.device = device;
   options.rendezvous = p.rendezvous;

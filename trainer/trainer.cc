@@ -210,7 +210,9 @@ absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
   // Everything below stays on the device: the figures are read back later (Run).
   torch::Tensor loss_sum = loss->reshape({1}).clone();
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(loss_sum, parallel::ReduceOp::kSum));
-  TS_RETURN_IF_ERROR(grid_.dp().AllReduce(loss_sum, parallel::ReduceOp::kAvg));
+  // Every context-parallel rank holds as many of each row's targets: the mean over dp x cp is
+  // the mean over every token of the global batch.
+  TS_RETURN_IF_ERROR(grid_.dp_cp().AllReduce(loss_sum, parallel::ReduceOp::kAvg));
   // The previous step's figures, if still on the device: its work is done by the time this
   // step's forward and backward run, and the spike test of this step needs its loss.
   TS_RETURN_IF_ERROR(SettlePending());
@@ -350,6 +352,9 @@ absl::Status Trainer::SetupSampler() {
   std::string why_not;
   if (dims.tp > 1 || dims.pp > 1) {
     why_not = absl::StrCat("rank 0 holds only part of the model (tp = ", dims.tp, ", pp = ", dims.pp, ")");
+  } else if (dims.cp > 1) {
+    why_not = absl::StrCat(
+        "generation attends over one whole sequence, which context parallelism splits (cp = ", dims.cp, ")");
   } else if (reducer_->zero() == 3) {
     why_not = "rank 0 holds only its shard of the parameters between steps (parallel.zero = 3)";
   }
@@ -462,8 +467,8 @@ absl::StatusOr<std::vector<Transformer>> Trainer::BuildChunks() const {
   const ModelConfig& m = config_.model;
   parallel::Communicator* tp = grid_.topology().dims().tp > 1 ? &grid_.tp() : nullptr;
   std::vector<Transformer> chunks;
-  for (const ModelShardOptions& shard :
-       ChunkShardOptions(partition_, grid_.coords().pp, tp, sequence_parallel())) {
+  for (ModelShardOptions shard : ChunkShardOptions(partition_, grid_.coords().pp, tp, sequence_parallel())) {
+    shard.cp = grid_.topology().dims().cp > 1 ? &grid_.cp() : nullptr;
     TS_RETURN_IF_ERROR(ValidateShardOptions(m, t.seq_len, shard));
     Transformer chunk(m, t.seq_len, shard);
     chunk->to(device_);
@@ -495,7 +500,9 @@ absl::Status Trainer::SetupReducer(const std::vector<Transformer>& chunks) {
   options.prefetch = static_cast<int>(config_.parallel.zero3_prefetch);
   // bf16: the model's weights become bf16, with fp32 gradients and an fp32 master in the optimizer.
   options.param_dtype = config_.train.precision == Precision::kBf16 ? at::kBFloat16 : at::kFloat;
-  TS_ASSIGN_OR_RETURN(reducer_, parallel::GradReducer::Create(std::move(params), grid_.dp(), options));
+  // Context-parallel ranks hold the same parameters as data-parallel ones: gradients are reduced
+  // and ZeRO shards over dp x cp.
+  TS_ASSIGN_OR_RETURN(reducer_, parallel::GradReducer::Create(std::move(params), grid_.dp_cp(), options));
   // Zero 3: the parameters are sharded from here on; the chunks gather each unit on use.
   if (options.zero == 3) {
     for (Transformer chunk : chunks) chunk->SetUnitGatherer(reducer_.get());  // a handle: same module
@@ -543,6 +550,16 @@ std::string DescribeDocuments(const DataConfig& d, const torch::Device& device) 
                       d.reset_position_ids ? ", rotary positions restart at each document" : "");
 }
 
+std::string DescribeContextParallel(int64_t seq_len, parallel::ProcessGrid& grid) {
+  const int64_t cp = grid.topology().dims().cp;
+  return absl::StrCat(
+      "context parallel: cp ", cp, ", each rank holds 2 chunks of ", seq_len / (2 * cp), " tokens of every ",
+      seq_len,
+      "-token sequence (chunks i and 2 cp - 1 - i); keys and values all-gathered per layer and "
+      "attended with a mask per chunk; gradients averaged over dp x cp = ",
+      grid.dp_cp().size(), " ranks");
+}
+
 }  // namespace
 
 void Trainer::LogSetup() const {
@@ -563,6 +580,7 @@ void Trainer::LogSetup() const {
                                                t.seq_len, m.head_dim(), device_, ComputeDtype(t.precision));
     const DataConfig& d = config_.data;
     if (d.document_mask || d.reset_position_ids) TS_LOG(INFO) << DescribeDocuments(d, device_);
+    if (grid_.topology().dims().cp > 1) TS_LOG(INFO) << DescribeContextParallel(t.seq_len, grid_);
   }
   int64_t local_parameters = 0;
   for (const ParameterInfo& info : rank_params_.infos) local_parameters += info.tensor.numel();
@@ -620,8 +638,8 @@ void Trainer::LogSetup() const {
                  << (config_.model.tie_embeddings ? ", the tied embedding" : "")
                  << "), on top of the static memory";
   }
-  if (reducer_->zero() > 0 && grid_.topology().dims().dp == 1 && is_logger()) {
-    TS_LOG(INFO) << "parallel.zero = " << reducer_->zero() << " with dp = 1 shards nothing (a no-op)";
+  if (reducer_->zero() > 0 && grid_.dp_cp().size() == 1 && is_logger()) {
+    TS_LOG(INFO) << "parallel.zero = " << reducer_->zero() << " with dp x cp = 1 shards nothing (a no-op)";
   }
 }
 

@@ -30,7 +30,8 @@ const std::string& LogicalName(const ParameterInfo& info) {
 
 // Whether this rank writes `info`'s slice: one writer per distinct slice of each logical tensor.
 bool Writes(const ParameterInfo& info, parallel::ProcessGrid& grid) {
-  if (info.is_tied_copy() || grid.coords().dp != 0) return false;
+  // Context-parallel ranks hold the same parameters as their cp 0: only that one writes.
+  if (info.is_tied_copy() || grid.coords().dp != 0 || grid.coords().cp != 0) return false;
   const int tp_rank = grid.coords().tp;
   if (info.shard.dim < 0) return tp_rank == 0;
   return info.shard.replicas <= 1 || tp_rank % info.shard.replicas == 0;

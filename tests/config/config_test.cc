@@ -149,7 +149,7 @@ CATCH_TEST_CASE("closed choices are enums spelled as in YAML and pp_layers is a 
   CATCH_CHECK(config->train.device == tessera::DeviceChoice::kCpu);
   CATCH_CHECK(config->train.on_divergence == tessera::DivergencePolicy::kRollback);
   CATCH_CHECK(config->parallel.backend == tessera::CommBackend::kMpi);
-  CATCH_CHECK(config->parallel.order == tessera::GridOrder::kDpPpTp);
+  CATCH_CHECK(config->parallel.order == "dp-pp-tp");
   CATCH_CHECK(config->parallel.pp_schedule.kind == tessera::PipelineScheduleKind::kZbH1);
   CATCH_CHECK(config->parallel.pp_layers == std::vector<int64_t>{3, 1});
   // The effective config spells them as before and reads back the same.

@@ -105,3 +105,39 @@ CATCH_TEST_CASE("pp1: the embedding group is the rank alone, and dp-pp-tp on 8 r
   CATCH_CHECK(topo->Groups(Dim::kData) == std::vector<std::vector<int64_t>>{{0, 1}, {2, 3}, {4, 5}, {6, 7}});
   CATCH_CHECK(topo->Table().find("world 8 = tp 4 x pp 1 x dp 2, order dp-pp-tp") == 0);
 }
+
+CATCH_TEST_CASE("context parallelism: tp2 cp2 pp2 dp2 on 16 ranks, default order tp-cp-dp-pp") {
+  auto topo = Topology::Create(16, {2, 2, 2, 2});
+  CATCH_REQUIRE(topo.ok());
+  // rank = tp + 2 * (cp + 2 * (dp + 2 * pp)), by hand: rank 13 = 1 + 2 * (0 + 2 * (1 + 2 * 1)).
+  CATCH_CHECK(topo->CoordinatesOf(13) == Coordinates{1, 1, 1, 0});
+  CATCH_CHECK(topo->RankOf(Coordinates{1, 1, 1, 0}) == 13);
+  CATCH_CHECK(topo->GroupOf(Dim::kContext, 13) == std::vector<int64_t>{13, 15});
+  CATCH_CHECK(topo->GroupOf(Dim::kData, 13) == std::vector<int64_t>{9, 13});
+  // Rank 13 is tp 1, cp 0, dp 1, pp 1. Its model replica shares dp 1 and cp 0: tp + 4 (1 + 2 pp)
+  // for tp, pp in {0, 1}: ranks 4 5 12 13.
+  CATCH_CHECK(topo->ModelGroupOf(13) == std::vector<int64_t>{4, 5, 12, 13});
+  // Gradients go over dp x cp: tp 1, pp 1: 9 11 13 15.
+  CATCH_CHECK(topo->ReplicaGroupOf(13) == std::vector<int64_t>{9, 11, 13, 15});
+  CATCH_CHECK(topo->EmbeddingGroupOf(13) == std::vector<int64_t>{5, 13});
+  CATCH_CHECK(topo->order() == "tp-cp-dp-pp");
+  CATCH_CHECK(topo->ReplicaGroups().size() == 4);
+}
+
+CATCH_TEST_CASE("a three-name order puts cp just outside tp; cp 1 reads as the 3D grid") {
+  auto four = Topology::Create(8, {2, 1, 2, 2}, "dp-tp-pp");
+  CATCH_REQUIRE(four.ok());
+  // dp-tp-cp-pp: rank = dp + 2 * (tp + 2 * cp): rank 6 = 0 + 2 * (1 + 2 * 1).
+  CATCH_CHECK(four->CoordinatesOf(6) == Coordinates{1, 0, 0, 1});
+  CATCH_CHECK(four->order() == "dp-tp-cp-pp");
+  auto three = Topology::Create(8, {2, 2, 2}, "tp-cp-dp-pp");
+  CATCH_REQUIRE(three.ok());
+  CATCH_CHECK(three->order() == "tp-dp-pp");
+  CATCH_CHECK(three->ReplicaGroupOf(0) == three->GroupOf(Dim::kData, 0));
+  CATCH_CHECK(three->Table().find("cp") == std::string::npos);
+  CATCH_CHECK_FALSE(Topology::Create(8, {2, 1, 2, 2}, "tp-cp-dp").ok());
+  CATCH_CHECK_FALSE(Topology::Create(8, {2, 1, 2, 2}, "tp-cp-cp-pp").ok());
+  auto bad = Topology::Create(6, {2, 1, 0, 2});
+  CATCH_REQUIRE_FALSE(bad.ok());
+  CATCH_CHECK(std::string(bad.status().message()).find("tp x cp x pp = 2 x 2 x 1 = 4") != std::string::npos);
+}
