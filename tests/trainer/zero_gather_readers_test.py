@@ -13,9 +13,12 @@ neither evaluate nor save leave their gather to the next forward). Checked:
   - every checkpoint's parameters equal to ZeRO 3's (`tessera checkpoint diff`, max |diff| 0; the
     fp32 runs save the gathered weights themselves, the bf16 runs the fp32 master);
   - the training losses equal too.
-A reader that did not wait for the gather would either stop the run (the readers check that no
-gather is pending) or read the previous step's weights of the other rank's shard, which changes
-the held-out loss.
+A loop that did not wait for the gather before such a reader fails here: the readers check that
+no gather is pending and stop the run (seen with the wait in Trainer::FinishStep removed: the
+first checkpoint save stops with "a checkpoint would save weights still being gathered"). Without
+that check too, the comparison alone would not catch it on MPI: the collectives the loop issues in
+between (the stop-signal all-reduce, evaluation's) let Open MPI complete the gather before the
+save reads the weights, which then hold the right values; on NCCL they would race.
 
 Usage: zero_gather_readers_test.py TESSERA MPIEXEC
 """
