@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "core/logging.h"
 #include "core/status_macros.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
@@ -41,6 +42,9 @@ absl::StatusOr<GenerateResult> Generate(TransformerImpl& model, const std::vecto
   GenerateResult result;
   result.min_margin = std::numeric_limits<double>::infinity();
   if (options.max_new_tokens == 0) return result;
+  // The KV-cache path reads the weights without the forward's per-unit waits: they must be whole.
+  TS_CHECK(model.ParametersWhole())
+      << "generation started while the model's weights are still being gathered";
   const int64_t capacity = static_cast<int64_t>(prompt.size()) + options.max_new_tokens;
   TS_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, KvCache::Create(model, capacity));
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);

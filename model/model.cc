@@ -492,7 +492,11 @@ class GatherBeforeBackward : public torch::autograd::Function<GatherBeforeBackwa
 }  // namespace
 
 torch::Tensor TransformerImpl::GateBackward(const torch::Tensor& output, size_t step) {
-  if (gatherer_ == nullptr || !torch::GradMode::is_enabled() || !output.requires_grad()) return output;
+  // Zero 1 and 2 keep every unit whole once waited for: nothing to gather before backward.
+  if (gatherer_ == nullptr || !gatherer_->releases_units() || !torch::GradMode::is_enabled() ||
+      !output.requires_grad()) {
+    return output;
+  }
   std::vector<int64_t> units(steps_[step].begin(), steps_[step].end()), prefetch;
   // The previous steps, whose backward follows; not the embedding's (it reads no weights).
   const size_t first = options_.has_embedding ? 1 : 0;

@@ -190,8 +190,14 @@ class TransformerImpl : public torch::nn::Module {
   // in training an identity node on each unit's output gathers the unit again before its
   // backward (prefetching the previous units) and, at the end of the backward pass, releases
   // whatever is still gathered. The embedding's backward reads only the token indices, so it is
-  // not gathered for backward (a tied head gathers it with the head). nullptr: no gathering.
+  // not gathered for backward (a tied head gathers it with the head). Under zero 1 and 2 the
+  // same Gather(unit) before each unit waits for the unit's share of the all-gather of updated
+  // weights still on its way from the last step (no backward gathers: releases_units() is
+  // false). nullptr: no gathering.
   void SetUnitGatherer(parallel::UnitGatherer* gatherer) { gatherer_ = gatherer; }
+  // Whether every parameter of this chunk is whole and current now (no gatherer, or nothing on
+  // its way and nothing released): what a reader outside the forward (generation) requires.
+  bool ParametersWhole() const { return gatherer_ == nullptr || gatherer_->AllGathered(); }
   torch::ScalarType compute_dtype() const { return compute_dtype_; }
   const ModelConfig& config() const { return config_; }
   const ModelShardOptions& shard_options() const { return options_; }

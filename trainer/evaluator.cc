@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/host_sync.h"
+#include "core/logging.h"
 #include "core/status_macros.h"
 #include "parallel/pipeline/schedule.h"
 
@@ -64,6 +65,7 @@ absl::StatusOr<double> Evaluator::Evaluate() {
   // Zero 3: the DP ranks evaluate different numbers of micro-batches (eval_batches need not be
   // a multiple of dp), so the units are gathered once for the whole evaluation.
   if (gatherer_ != nullptr) gatherer_->HoldAll();
+  TS_CHECK(gatherer_ == nullptr || gatherer_->AllGathered()) << "evaluation would read weights not gathered";
   absl::StatusOr<double> loss = EvaluateHeld();
   if (gatherer_ != nullptr) gatherer_->EndHold();
   return loss;

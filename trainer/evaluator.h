@@ -38,8 +38,9 @@ class Evaluator {
   absl::Status MaybeEvaluate(int64_t step, StepMetrics* metrics);
   // The mean loss over the eval micro-batches (NaN without held-out data). Collective.
   absl::StatusOr<double> Evaluate();
-  // Under parallel.zero 3: the gatherer of the model's units (Evaluate gathers them all for the
-  // evaluation and frees them after); nullptr otherwise.
+  // Under parallel.zero 1, 2 and 3: the gatherer of the model's units (Evaluate gathers them
+  // all for the evaluation and frees them after; at zero 1 and 2 it waits for the all-gather of
+  // updated weights); nullptr otherwise.
   void set_unit_gatherer(parallel::UnitGatherer* gatherer) { gatherer_ = gatherer; }
 
  private:

@@ -124,6 +124,8 @@ absl::Status Trainer::Run() {
     if (step_end_hook_ && next == step) step_end_hook_(step + 1);
     step = next;
   }
+  // The caller may read the weights once the run returns (export, tests).
+  TS_RETURN_IF_ERROR(reducer_->WaitParams());
   TS_RETURN_IF_ERROR(metrics_->Close());
   TS_LOG(INFO) << absl::StrFormat("peak memory on this rank: %.1f MiB", PeakMemoryMb(device_));
   if (live) {
@@ -172,6 +174,10 @@ absl::Status Trainer::SettlePending() {
 
 absl::StatusOr<int64_t> Trainer::FinishStep(int64_t step, StepMetrics& metrics) {
   const TrainConfig& t = config_.train;
+  // The one place the loop reads the weights outside a forward: evaluation, samples, checkpoints
+  // (saved, or loaded by a rollback or a stop) all come below, so the updated weights' gathers
+  // must have landed (readers check ParamsPending).
+  TS_RETURN_IF_ERROR(reducer_->WaitParams());
   if (const DivergenceGuard::Verdict verdict = guard_->AfterStep();
       verdict != DivergenceGuard::Verdict::kGoOn) {
     metrics_->RecordDiverged(metrics);
@@ -230,11 +236,17 @@ absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
                          torch::full_like(grad_norm, t.grad_clip).div(grad_norm + 1e-6), scale);
   }
   checkpoints_->BeforeUpdate();  // an asynchronous save may still be copying the weights
+  // FinishBackward waited for the last step's gathers, which write the weights updated here.
+  TS_CHECK(!reducer_->ParamsPending()) << "the optimizer would update weights still being gathered";
   optimizer_->StepDeferred(metrics->lr, scale, skip);
   TS_ASSIGN_OR_RETURN(const torch::Tensor signal, checkpoints_->SignalFlag());
   step_figures_ = torch::cat({loss_sum, grad_norm, skip, signal});
   // A skipped update leaves the shards as they were: gathering them again changes nothing.
-  return reducer_->GatherParams();
+  // Under zero 1 and 2 the gathers are only started: the next step's forward waits for each
+  // unit's weights just before using them, so the later units' gathers overlap the earlier
+  // units' compute; anything else that reads the weights first calls WaitParams (FinishStep,
+  // the end of Run; the optimizer's FinishBackward).
+  return reducer_->StartGatherParams();
 }
 
 void Trainer::MeasureStep(int64_t step, Clock::time_point start, bool synchronize, StepMetrics* metrics) {
@@ -335,7 +347,7 @@ absl::Status Trainer::Setup() {
   TS_RETURN_IF_ERROR(SetupCheckpoints());
   TS_RETURN_IF_ERROR(SetupLoader());
   TS_ASSIGN_OR_RETURN(evaluator_, Evaluator::Create(t, val_stream_, *stage_, grid_, partition_.v, device_));
-  if (reducer_->zero() == 3) evaluator_->set_unit_gatherer(reducer_.get());
+  if (reducer_->zero() >= 1) evaluator_->set_unit_gatherer(reducer_.get());
   profiler_ = std::make_unique<StepProfiler>(t, grid_.rank(), grid_.world_size(), device_);
   TS_RETURN_IF_ERROR(SetupSampler());
   flops_per_token_ = TrainingFlopsPerToken(config_.model, t.seq_len);
@@ -503,9 +515,12 @@ absl::Status Trainer::SetupReducer(const std::vector<Transformer>& chunks) {
   // Context-parallel ranks hold the same parameters as data-parallel ones: gradients are reduced
   // and ZeRO shards over dp x cp.
   TS_ASSIGN_OR_RETURN(reducer_, parallel::GradReducer::Create(std::move(params), grid_.dp_cp(), options));
-  // Zero 3: the parameters are sharded from here on; the chunks gather each unit on use.
-  if (options.zero == 3) {
+  // Zero 3: the parameters are sharded from here on; the chunks gather each unit on use. Zero 1
+  // and 2: the chunks wait for each unit's share of the updated weights' all-gather on use.
+  if (options.zero >= 1) {
     for (Transformer chunk : chunks) chunk->SetUnitGatherer(reducer_.get());  // a handle: same module
+  }
+  if (options.zero == 3) {
     // The head reads the embedding's unit when both are on this rank and tied (as the planner).
     bool embedding = false, head = false;
     for (const Transformer& chunk : chunks) {

@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "checkpoint/tensor_slices.h"
 #include "config/config.h"
+#include "core/logging.h"
 #include "core/status_macros.h"
 
 namespace tessera {
@@ -165,6 +166,7 @@ absl::StatusOr<std::vector<checkpoint::TensorSlice>> CollectStateSlices(const Ra
                                                                         const FlatAdamW& optimizer,
                                                                         parallel::ProcessGrid& grid) {
   torch::NoGradGuard no_grad;
+  TS_CHECK(!reducer.ParamsPending()) << "a checkpoint would save weights still being gathered";
   std::vector<checkpoint::TensorSlice> slices;
   TS_ASSIGN_OR_RETURN(const FlatValues exp_avg, FlatValues::Of(reducer, params, optimizer.ExpAvgByRange()));
   TS_ASSIGN_OR_RETURN(const FlatValues exp_avg_sq,
@@ -198,6 +200,7 @@ absl::Status RestoreState(const checkpoint::CheckpointReader& reader, const Rank
                           parallel::GradReducer& reducer, FlatAdamW& optimizer, bool* had_optimizer,
                           bool weights_only) {
   torch::NoGradGuard no_grad;
+  TS_CHECK(!reducer.ParamsPending()) << "a checkpoint would load into weights still being gathered";
   const std::string& where = reader.step_dir();
   // fp32 values over the whole flat buffer, from which each owned range takes its part.
   const torch::TensorOptions fp32 = torch::TensorOptions().dtype(torch::kFloat).device(reducer.device());

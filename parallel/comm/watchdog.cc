@@ -233,6 +233,18 @@ std::shared_ptr<OpRecord> Watchdog::OldestInFlight() const {
   return oldest;
 }
 
+std::vector<std::shared_ptr<OpRecord>> Watchdog::InFlight() const {
+  std::vector<std::shared_ptr<OpRecord>> ops;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& op : in_flight_) {
+      if (!op->done.load()) ops.push_back(op);
+    }
+  }
+  std::stable_sort(ops.begin(), ops.end(), [](const auto& a, const auto& b) { return a->start < b->start; });
+  return ops;
+}
+
 Watchdog::GroupStatus Watchdog::StatusOf(const std::string& group) const {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& weak : groups_) {

@@ -167,6 +167,8 @@ class Watchdog {
 
   // The in-flight record that has waited longest, or null.
   std::shared_ptr<OpRecord> OldestInFlight() const;
+  // Every record in flight, oldest first.
+  std::vector<std::shared_ptr<OpRecord>> InFlight() const;
 
  private:
   void Loop();

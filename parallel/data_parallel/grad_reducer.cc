@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -43,6 +44,8 @@ struct GradReducer::Bucket : BucketSpan {
   at::Tensor full;
   State state = State::kReleased;
   std::unique_ptr<Work> gather;
+  // Zero 1, 2: this rank's updated shard being all-gathered (MPI may not read from the output).
+  at::Tensor gather_input;
 
   at::Tensor Region(const at::Tensor& flat) const { return flat.narrow(0, begin, padded); }
 };
@@ -170,7 +173,27 @@ std::pair<int64_t, int64_t> GradReducer::LayOutBuckets() {
     unit_fired_.assign(unit_buckets_.size(), 0);
   }
   flat_total_ = layout.total;
+  if (options_.zero == 1 || options_.zero == 2) PlanWeightGathers();
   return {layout.total, layout.shard_total};
+}
+
+void GradReducer::PlanWeightGathers() {
+  std::vector<int> first_unit(buckets_.size(), std::numeric_limits<int>::max());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const int unit = std::max(params_[i].unit, 0);
+    const int b = param_bucket_[i];
+    first_unit[b] = std::min(first_unit[b], unit);
+    if (static_cast<int>(unit_waits_.size()) <= unit) unit_waits_.resize(unit + 1);
+    std::vector<int>& waits = unit_waits_[unit];
+    if (std::find(waits.begin(), waits.end(), b) == waits.end()) waits.push_back(b);
+  }
+  // The buckets are laid out in the reverse order of use; their gathers go out in the order of
+  // use, so that on a backend that runs them one after another (NCCL's stream) the first layers'
+  // weights arrive first. Every rank computes the same order from the same layout.
+  gather_order_.resize(buckets_.size());
+  for (size_t b = 0; b < buckets_.size(); ++b) gather_order_[b] = static_cast<int>(b);
+  std::stable_sort(gather_order_.begin(), gather_order_.end(),
+                   [&](int a, int b) { return first_unit[a] < first_unit[b]; });
 }
 
 at::Tensor GradReducer::FlattenParameters(int64_t total, int64_t shard_total,
@@ -382,6 +405,9 @@ void GradReducer::PlantFault(const Bucket& bucket, const at::Tensor& unreduced, 
 }
 
 absl::Status GradReducer::FinishBackward(const std::function<absl::Status()>& late_fixup) {
+  // The forward waited for each unit's weights; a bucket no forward used this step (a unit idle
+  // on this rank) lands here, before the optimizer may write into the same weights.
+  TS_RETURN_IF_ERROR(WaitParams());
   backward_ms_ =
       backward_started_
           ? std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - backward_start_)
@@ -455,7 +481,7 @@ absl::StatusOr<double> GradReducer::GlobalGradNorm(Communicator& norm_group) {
   return HostRead<double>(norm);
 }
 
-absl::Status GradReducer::GatherParams() {
+absl::Status GradReducer::StartGatherParams() {
   if (options_.zero == 0) return absl::OkStatus();
   torch::NoGradGuard no_grad;
   if (options_.zero == 3) {
@@ -470,18 +496,44 @@ absl::Status GradReducer::GatherParams() {
     }
     return absl::OkStatus();
   }
-  std::vector<std::unique_ptr<Work>> works;
-  std::vector<at::Tensor> inputs;
-  for (const auto& b : buckets_) {
-    const int64_t shard = b->padded / dp_.size();
-    at::Tensor region = b->Region(flat_params_);
-    // The input must not alias the output (MPI forbids it outside MPI_IN_PLACE).
-    inputs.push_back(region.narrow(0, dp_.rank() * shard, shard).clone());
-    TS_ASSIGN_OR_RETURN(auto work, dp_.AllGatherAsync(region, inputs.back()));
-    works.push_back(std::move(work));
+  // A gather still on its way writes the weights the optimizer has just updated.
+  TS_CHECK(!ParamsPending()) << "the previous all-gather of updated weights was never waited for";
+  last_gather_bytes_ = 0;
+  for (int index : gather_order_) {
+    Bucket& b = *buckets_[index];
+    const int64_t shard = b.padded / dp_.size();
+    const at::Tensor region = b.Region(flat_params_);
+    // The input must not alias the output (MPI forbids it outside MPI_IN_PLACE). The shard is in
+    // the weights' dtype: under bf16 the optimizer wrote the rounding of its fp32 master there,
+    // and that is what every rank receives.
+    b.gather_input = region.narrow(0, dp_.rank() * shard, shard).clone();
+    TS_ASSIGN_OR_RETURN(b.gather, dp_.AllGatherAsync(region, b.gather_input));
+    b.state = Bucket::State::kGathering;
+    last_gather_bytes_ += region.nbytes();
   }
-  for (auto& w : works) TS_RETURN_IF_ERROR(w->Wait());
   return absl::OkStatus();
+}
+
+absl::Status GradReducer::WaitParams() {
+  if (options_.zero != 1 && options_.zero != 2) return absl::OkStatus();
+  absl::Status status;
+  for (int index : gather_order_) {
+    if (absl::Status s = FinishGather(*buckets_[index]); !s.ok() && status.ok()) status = s;
+  }
+  return status;
+}
+
+absl::Status GradReducer::GatherParams() {
+  TS_RETURN_IF_ERROR(StartGatherParams());
+  return WaitParams();
+}
+
+bool GradReducer::ParamsPending() const {
+  if (options_.zero != 1 && options_.zero != 2) return false;
+  for (const auto& b : buckets_) {
+    if (b->state == Bucket::State::kGathering) return true;
+  }
+  return false;
 }
 
 absl::StatusOr<at::Tensor> GradReducer::GatherFlat(const std::vector<at::Tensor>& owned_values) {
@@ -570,6 +622,7 @@ absl::Status GradReducer::FinishGather(Bucket& b) {
   if (b.state != Bucket::State::kGathering) return absl::OkStatus();
   absl::Status status = b.gather->Wait();
   b.gather.reset();
+  b.gather_input = at::Tensor();
   b.state = Bucket::State::kGathered;
   return status;
 }
@@ -584,6 +637,14 @@ void GradReducer::ReleaseBucket(Bucket& b) {
 }
 
 void GradReducer::Gather(int unit) {
+  if (options_.zero == 1 || options_.zero == 2) {
+    if (unit < 0 || unit >= static_cast<int>(unit_waits_.size())) return;
+    for (int b : unit_waits_[unit]) {
+      const absl::Status s = FinishGather(*buckets_[b]);
+      TORCH_CHECK(s.ok(), "waiting for the updated weights of unit ", unit, ": ", s.ToString());
+    }
+    return;
+  }
   if (options_.zero != 3) return;
   torch::NoGradGuard no_grad;
   for (int b : UnitBuckets(unit)) {
@@ -622,6 +683,11 @@ int64_t GradReducer::GatheredUnitBound(bool tied_head) const {
 }
 
 void GradReducer::HoldAll() {
+  if (options_.zero == 1 || options_.zero == 2) {
+    const absl::Status s = WaitParams();
+    TORCH_CHECK(s.ok(), "waiting for the updated weights: ", s.ToString());
+    return;
+  }
   if (options_.zero != 3) return;
   const int64_t peak = peak_gathered_bytes_;
   for (int unit = 0; unit < static_cast<int>(unit_buckets_.size()); ++unit) Prefetch(unit);
@@ -637,11 +703,28 @@ void GradReducer::EndHold() {
 }
 
 bool GradReducer::IsGathered(int unit) const {
+  if (options_.zero == 1 || options_.zero == 2) {
+    if (unit < 0 || unit >= static_cast<int>(unit_waits_.size())) return true;
+    for (int b : unit_waits_[unit]) {
+      if (buckets_[b]->state == Bucket::State::kGathering) return false;
+    }
+    return true;
+  }
   if (options_.zero != 3) return true;
   for (int b : UnitBuckets(unit)) {
     if (buckets_[b]->state != Bucket::State::kGathered) return false;
   }
   return true;
+}
+
+bool GradReducer::AllGathered() const {
+  if (options_.zero == 3) {
+    for (const auto& b : buckets_) {
+      if (b->state != Bucket::State::kGathered) return false;
+    }
+    return true;
+  }
+  return !ParamsPending();
 }
 
 }  // namespace tessera::parallel

@@ -11,7 +11,11 @@
 //
 //   zero 0  all-reduce (average) of the bucket; every rank keeps and updates everything
 //   zero 1  reduce-scatter (average) into this rank's shard; AdamW moments exist for the shard
-//           only; after the update the shards are all-gathered back into every rank's weights
+//           only; after the update the shards are all-gathered back into every rank's weights:
+//           started at the end of the step (StartGatherParams) and awaited per unit by the next
+//           forward (UnitGatherer::Gather), so the gathers of later layers overlap the compute of
+//           earlier ones; anything else that reads the weights waits for all of it first
+//           (WaitParams). Under bf16 the gather moves the bf16 weights (half the bytes).
 //   zero 2  as 1, and the full gradients do not outlive the step: each bucket's gradients are
 //           copied out, reduce-scattered into the persistent shard, and freed.
 //   zero 3  as 2, and the parameters too are sharded between uses (FSDP): buckets never span two
@@ -154,13 +158,29 @@ class GradReducer : public UnitGatherer {
   // The ranges this rank's optimizer updates: every bucket whole under zero 0, this rank's shard
   // of every bucket under zero 1 and 2.
   const std::vector<OwnedRange>& owned() const { return owned_; }
-  // Under zero 1 and 2: all-gathers the updated shards into every rank's weights. Under zero 3:
-  // frees every gathered unit (they are gathered again on use) and re-gathers the late bucket.
-  // Collective over dp.
+  // Under zero 1 and 2: starts the all-gathers of the updated shards into every rank's weights
+  // (in the parameters' dtype: bf16 weights move as bf16), bucket by bucket in the order the
+  // forward first uses them, and returns without waiting. The weights are then not to be read
+  // until waited for: per unit by Gather(unit) (the model's forward does it), or all at once by
+  // WaitParams. Under zero 3: frees every gathered unit (they are gathered again on use) and
+  // re-gathers the late bucket, waiting for it. Collective over dp.
+  absl::Status StartGatherParams();
+  // Waits for every all-gather StartGatherParams started (a no-op when none is on its way).
+  // Not collective: each rank waits for its own.
+  absl::Status WaitParams();
+  // StartGatherParams, then WaitParams.
   absl::Status GatherParams();
+  // Whether an all-gather of updated weights is still on its way (zero 1, 2): the weights must
+  // not be read (or written) until WaitParams.
+  bool ParamsPending() const;
+  // The bytes the last StartGatherParams all-gathered into this rank's weights (for
+  // the logs and the tests).
+  int64_t last_gather_bytes() const { return last_gather_bytes_; }
 
-  // UnitGatherer (zero 3; no-ops below). Failures of a collective throw c10::Error: these run
-  // inside the model's forward and backward.
+  // UnitGatherer. Zero 3: gathers and frees units. Zero 1, 2: Gather and HoldAll wait for the
+  // all-gather of updated weights (Gather: the buckets holding the unit's parameters); the rest
+  // do nothing. Zero 0: no-ops. Failures of a collective throw c10::Error: these run inside the
+  // model's forward and backward.
   void Gather(int unit) override;
   void Prefetch(int unit) override;
   void Release(int unit) override;
@@ -168,6 +188,8 @@ class GradReducer : public UnitGatherer {
   void HoldAll() override;
   void EndHold() override;
   int prefetch() const override { return options_.prefetch; }
+  bool releases_units() const override { return options_.zero == 3; }
+  bool AllGathered() const override;
   // Zero 3: whether every bucket of `unit` is gathered; the bytes of gathered buckets now and at
   // their peak since the last ResetPeakGatheredBytes (the late bucket not counted; nor a hold:
   // HoldAll gathers everything by design, and the peak is that of the training steps).
@@ -223,8 +245,12 @@ class GradReducer : public UnitGatherer {
   // Waits for a launched reduction (once), lands its result and frees its buffers.
   absl::Status Complete(Pending& pending);
   // Zero 3: the storage of bucket `b` grows back and its all-gather starts; waits for it; frees it.
+  // FinishGather also completes zero 1 and 2's gathers of updated weights.
   absl::Status StartGather(Bucket& b);
   absl::Status FinishGather(Bucket& b);
+  // Zero 1, 2: per unit, the buckets holding any of its parameters, and the order in which the
+  // buckets' gathers are issued (by the first unit that uses them).
+  void PlanWeightGathers();
   void ReleaseBucket(Bucket& b);
   // Zero 3: the buckets of `unit` (none for a unit this rank does not hold).
   const std::vector<int>& UnitBuckets(int unit) const;
@@ -251,6 +277,9 @@ class GradReducer : public UnitGatherer {
   std::vector<std::vector<int>> unit_buckets_;  // zero 3: per unit, its buckets
   std::vector<int> unit_params_;                // zero 3: per unit, its parameters (not late)
   std::vector<int> unit_fired_;                 // zero 3: accumulators run since the last release
+  std::vector<std::vector<int>> unit_waits_;    // zero 1, 2: per unit, the buckets it waits for
+  std::vector<int> gather_order_;               // zero 1, 2: buckets by the first unit using them
+  int64_t last_gather_bytes_ = 0;
   int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
   int64_t pending_bytes_ = 0, peak_pending_bytes_ = 0;  // zero 2's reductions in flight
   bool held_ = false;

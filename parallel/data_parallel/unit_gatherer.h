@@ -1,9 +1,13 @@
-// The interface through which a model drives ZeRO-3 (parallel.zero 3): its parameters are
-// sharded over the data-parallel group between uses, in units (the embedding, each transformer
-// block, the final norm + head) numbered in forward order. The model asks for a unit's
-// parameters to be whole before it computes with them, announces the units it will need next
-// (so their all-gathers overlap the current unit's compute) and hands a unit back once its
-// forward is done. GradReducer implements it; the model only sees this interface.
+// The interface through which a model drives the data-parallel gathers of its parameters, in
+// units (the embedding, each transformer block, the final norm + head) numbered in forward order.
+// Under ZeRO-3 (parallel.zero 3) the parameters are sharded over the data-parallel group between
+// uses: the model asks for a unit's parameters to be whole before it computes with them,
+// announces the units it will need next (so their all-gathers overlap the current unit's
+// compute) and hands a unit back once its forward is done. Under ZeRO-1 and 2 the parameters
+// stay whole, but the all-gather of the weights updated at the end of a step is still on its
+// way when the next forward starts: Gather(unit) then waits for the unit's share of it, so the
+// gathers of later units overlap the compute of earlier ones; the other calls do nothing.
+// GradReducer implements it; the model only sees this interface.
 #pragma once
 
 namespace tessera::parallel {
@@ -29,6 +33,12 @@ class UnitGatherer {
   virtual void EndHold() = 0;
   // How many units ahead to prefetch (parallel.zero3_prefetch).
   virtual int prefetch() const = 0;
+  // Whether units are freed after use and must be gathered again before their backward (zero
+  // 3). Otherwise (zero 1, 2) a unit, once waited for, stays whole until the next update.
+  virtual bool releases_units() const = 0;
+  // Whether every unit's parameters are whole now: no gather still on its way, none released.
+  // Anything that reads the weights outside the model's forward checks it.
+  virtual bool AllGathered() const = 0;
 };
 
 }  // namespace tessera::parallel
