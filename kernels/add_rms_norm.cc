@@ -20,10 +20,10 @@
 
 #if TESSERA_KERNELS_CUDA
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/add_rms_norm_kernel.h"
 #include "kernels/cuda/rms_norm_kernel.h"
+#include "kernels/cuda_launch.h"
 #endif
 
 namespace tessera::kernels {
@@ -114,15 +114,7 @@ class AddRmsNormCpuFunction : public torch::autograd::Function<AddRmsNormCpuFunc
 #if TESSERA_KERNELS_CUDA
 namespace kc = ::tessera::kernels::cuda;
 
-bool KernelDtype(torch::ScalarType t) { return t == torch::kFloat || t == torch::kBFloat16; }
-kc::DType ToKernel(torch::ScalarType t) {
-  return t == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
-}
-
-void CheckCuda(cudaError_t status, const char* what) {
-  TORCH_CHECK(status == cudaSuccess, "Tessera add + RMSNorm CUDA kernel (", what,
-              "): ", cudaGetErrorString(status));
-}
+constexpr char kKernel[] = "add + RMSNorm";
 
 // Tessera's kernel: forward returns {sum (fp32), y (out_dtype)}.
 class AddRmsNormCudaFunction : public torch::autograd::Function<AddRmsNormCudaFunction> {
@@ -137,11 +129,11 @@ class AddRmsNormCudaFunction : public torch::autograd::Function<AddRmsNormCudaFu
     torch::Tensor sum = torch::empty_like(hc);
     torch::Tensor y = torch::empty(hc.sizes(), hc.options().dtype(out_dtype));
     torch::Tensor inv_rms = torch::empty({rows}, hc.options());
-    CheckCuda(kc::AddRmsNormForward(
-                  hc.data_ptr<float>(), dc.data_ptr(), ToKernel(dc.scalar_type()), wc.data_ptr<float>(),
-                  sum.data_ptr<float>(), y.data_ptr(), ToKernel(out_dtype), inv_rms.data_ptr<float>(), rows,
-                  dim, static_cast<float>(eps), c10::cuda::getCurrentCUDAStream(hc.device().index())),
-              "forward");
+    CheckKernelLaunch(kc::AddRmsNormForward(
+                          hc.data_ptr<float>(), dc.data_ptr(), ToKernelDtype(dc.scalar_type()),
+                          wc.data_ptr<float>(), sum.data_ptr<float>(), y.data_ptr(), ToKernelDtype(out_dtype),
+                          inv_rms.data_ptr<float>(), rows, dim, static_cast<float>(eps), KernelStream(hc)),
+                      kKernel, "forward");
     ctx->save_for_backward({sum, wc, inv_rms});
     SaveDeltaDtype(ctx, delta.scalar_type());
     return {sum, y};
@@ -159,7 +151,7 @@ class AddRmsNormCudaFunction : public torch::autograd::Function<AddRmsNormCudaFu
               torch::Tensor(), torch::Tensor()};
     }
     torch::Tensor grad_y = grads[1].contiguous();
-    if (!KernelDtype(grad_y.scalar_type())) grad_y = grad_y.to(torch::kFloat);
+    if (!IsKernelDtype(grad_y.scalar_type())) grad_y = grad_y.to(torch::kFloat);
     const int64_t dim = sum.size(-1), rows = sum.numel() / dim;
     const c10::cuda::CUDAGuard guard(sum.device());
     torch::Tensor grad_h = torch::empty_like(sum);
@@ -169,14 +161,14 @@ class AddRmsNormCudaFunction : public torch::autograd::Function<AddRmsNormCudaFu
     torch::Tensor grad_w = torch::empty({dim}, sum.options());
     const int64_t workspace_elements = kc::RmsNormBackwardWorkspaceElements(rows, dim);
     torch::Tensor workspace = torch::empty({std::max<int64_t>(workspace_elements, 1)}, sum.options());
-    CheckCuda(kc::AddRmsNormBackward(
-                  grad_y.data_ptr(), ToKernel(grad_y.scalar_type()),
-                  grad_sum.defined() ? grad_sum.data_ptr<float>() : nullptr, sum.data_ptr<float>(),
-                  weight.data_ptr<float>(), inv_rms.data_ptr<float>(), grad_h.data_ptr<float>(),
-                  delta_dtype == torch::kFloat ? nullptr : grad_delta.data_ptr(), ToKernel(delta_dtype),
-                  grad_w.data_ptr<float>(), workspace.data_ptr<float>(), workspace_elements, rows, dim,
-                  c10::cuda::getCurrentCUDAStream(sum.device().index())),
-              "backward");
+    CheckKernelLaunch(kc::AddRmsNormBackward(
+                          grad_y.data_ptr(), ToKernelDtype(grad_y.scalar_type()),
+                          grad_sum.defined() ? grad_sum.data_ptr<float>() : nullptr, sum.data_ptr<float>(),
+                          weight.data_ptr<float>(), inv_rms.data_ptr<float>(), grad_h.data_ptr<float>(),
+                          delta_dtype == torch::kFloat ? nullptr : grad_delta.data_ptr(),
+                          ToKernelDtype(delta_dtype), grad_w.data_ptr<float>(), workspace.data_ptr<float>(),
+                          workspace_elements, rows, dim, KernelStream(sum)),
+                      kKernel, "backward");
     // One gradient per forward argument: none for eps and out_dtype.
     return {grad_h, grad_delta, grad_w, torch::Tensor(), torch::Tensor()};
   }
@@ -186,8 +178,8 @@ class AddRmsNormCudaFunction : public torch::autograd::Function<AddRmsNormCudaFu
 // of the same shape, a row the backward's shared memory holds, an fp32 weight of that length.
 bool UseCudaKernel(const torch::Tensor& h, const torch::Tensor& delta, const torch::Tensor& weight,
                    torch::ScalarType out_dtype) {
-  return h.is_cuda() && h.scalar_type() == torch::kFloat && KernelDtype(delta.scalar_type()) &&
-         KernelDtype(out_dtype) && delta.device() == h.device() && delta.sizes() == h.sizes() &&
+  return h.is_cuda() && h.scalar_type() == torch::kFloat && IsKernelDtype(delta.scalar_type()) &&
+         IsKernelDtype(out_dtype) && delta.device() == h.device() && delta.sizes() == h.sizes() &&
          h.dim() >= 1 && h.numel() > 0 && h.size(-1) <= kc::kRmsNormMaxDim && weight.dim() == 1 &&
          weight.size(0) == h.size(-1) && weight.device() == h.device() &&
          weight.scalar_type() == torch::kFloat;

@@ -15,10 +15,9 @@
 
 #if TESSERA_KERNELS_CUDA
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-#include <torch/autograd.h>
 
 #include "kernels/cuda/rms_norm_kernel.h"
+#include "kernels/cuda_launch.h"
 #endif
 
 namespace tessera::kernels {
@@ -27,15 +26,7 @@ namespace {
 #if TESSERA_KERNELS_CUDA
 namespace kc = ::tessera::kernels::cuda;
 
-bool KernelDtype(torch::ScalarType t) { return t == torch::kFloat || t == torch::kBFloat16; }
-kc::DType ToKernel(torch::ScalarType t) {
-  return t == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
-}
-
-void CheckCuda(cudaError_t status, const char* what) {
-  TORCH_CHECK(status == cudaSuccess, "Tessera RMSNorm CUDA kernel (", what,
-              "): ", cudaGetErrorString(status));
-}
+constexpr char kKernel[] = "RMSNorm";
 
 // y = x * rsqrt(mean(x^2) + eps) * weight with Tessera's kernel. Saves x, weight and the per-row
 // inv_rms for the backward, which returns grad_x (x's dtype) and grad_weight (fp32). Inputs are
@@ -51,11 +42,10 @@ class RmsNormCudaFunction : public torch::autograd::Function<RmsNormCudaFunction
     const c10::cuda::CUDAGuard guard(xc.device());
     torch::Tensor y = torch::empty(xc.sizes(), xc.options().dtype(out_dtype));
     torch::Tensor inv_rms = torch::empty({rows}, xc.options().dtype(torch::kFloat));
-    CheckCuda(
-        kc::RmsNormForward(xc.data_ptr(), ToKernel(xc.scalar_type()), wc.data_ptr<float>(), y.data_ptr(),
-                           ToKernel(out_dtype), inv_rms.data_ptr<float>(), rows, dim, static_cast<float>(eps),
-                           c10::cuda::getCurrentCUDAStream(xc.device().index())),
-        "forward");
+    CheckKernelLaunch(kc::RmsNormForward(xc.data_ptr(), ToKernelDtype(xc.scalar_type()), wc.data_ptr<float>(),
+                                         y.data_ptr(), ToKernelDtype(out_dtype), inv_rms.data_ptr<float>(),
+                                         rows, dim, static_cast<float>(eps), KernelStream(xc)),
+                      kKernel, "forward");
     ctx->save_for_backward({xc, wc, inv_rms});
     return y;
   }
@@ -67,7 +57,7 @@ class RmsNormCudaFunction : public torch::autograd::Function<RmsNormCudaFunction
     const torch::Tensor& weight = saved[1];
     const torch::Tensor& inv_rms = saved[2];
     torch::Tensor grad_y = grad_outputs[0].contiguous();
-    if (!KernelDtype(grad_y.scalar_type())) grad_y = grad_y.to(torch::kFloat);
+    if (!IsKernelDtype(grad_y.scalar_type())) grad_y = grad_y.to(torch::kFloat);
     const int64_t dim = x.size(-1);
     const int64_t rows = x.numel() / dim;
     const c10::cuda::CUDAGuard guard(x.device());
@@ -76,12 +66,12 @@ class RmsNormCudaFunction : public torch::autograd::Function<RmsNormCudaFunction
     const int64_t workspace_elements = kc::RmsNormBackwardWorkspaceElements(rows, dim);
     torch::Tensor workspace =
         torch::empty({std::max<int64_t>(workspace_elements, 1)}, x.options().dtype(torch::kFloat));
-    CheckCuda(kc::RmsNormBackward(grad_y.data_ptr(), ToKernel(grad_y.scalar_type()), x.data_ptr(),
-                                  ToKernel(x.scalar_type()), weight.data_ptr<float>(),
-                                  inv_rms.data_ptr<float>(), grad_x.data_ptr(), grad_w.data_ptr<float>(),
-                                  workspace.data_ptr<float>(), workspace_elements, rows, dim,
-                                  c10::cuda::getCurrentCUDAStream(x.device().index())),
-              "backward");
+    CheckKernelLaunch(
+        kc::RmsNormBackward(grad_y.data_ptr(), ToKernelDtype(grad_y.scalar_type()), x.data_ptr(),
+                            ToKernelDtype(x.scalar_type()), weight.data_ptr<float>(),
+                            inv_rms.data_ptr<float>(), grad_x.data_ptr(), grad_w.data_ptr<float>(),
+                            workspace.data_ptr<float>(), workspace_elements, rows, dim, KernelStream(x)),
+        kKernel, "backward");
     // One gradient per forward argument: none for eps and out_dtype.
     return {grad_x, grad_w, torch::Tensor(), torch::Tensor()};
   }
@@ -90,7 +80,7 @@ class RmsNormCudaFunction : public torch::autograd::Function<RmsNormCudaFunction
 // The kernel covers what the model feeds it: CUDA, fp32/bf16 in and out, a normalised dimension
 // the backward's shared memory holds, and a weight of that length on the same device.
 bool UseCudaKernel(const torch::Tensor& x, const torch::Tensor& weight, torch::ScalarType out_dtype) {
-  return x.is_cuda() && x.dim() >= 1 && KernelDtype(x.scalar_type()) && KernelDtype(out_dtype) &&
+  return x.is_cuda() && x.dim() >= 1 && IsKernelDtype(x.scalar_type()) && IsKernelDtype(out_dtype) &&
          x.size(-1) >= 1 && x.size(-1) <= kc::kRmsNormMaxDim && x.numel() > 0 && weight.dim() == 1 &&
          weight.size(0) == x.size(-1) && weight.device() == x.device() && weight.is_floating_point();
 }

@@ -19,9 +19,9 @@
 
 #if TESSERA_KERNELS_CUDA
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/rotary_kernel.h"
+#include "kernels/cuda_launch.h"
 #endif
 
 namespace tessera::kernels {
@@ -33,10 +33,10 @@ namespace kc = ::tessera::kernels::cuda;
 // The kernel covers what the model feeds it: CUDA fp32/bf16 [B, T, H, D] with an even D, and
 // tables [>= T, D/2] on the same device.
 bool UseCudaKernel(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  const bool dtype_ok = x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16;
-  return x.is_cuda() && dtype_ok && x.dim() == 4 && x.size(3) > 0 && x.size(3) % 2 == 0 &&
-         x.size(2) <= INT_MAX && cos.dim() == 2 && sin.sizes() == cos.sizes() && cos.device() == x.device() &&
-         sin.device() == x.device() && cos.size(0) >= x.size(1) && cos.size(1) == x.size(3) / 2;
+  return x.is_cuda() && IsKernelDtype(x.scalar_type()) && x.dim() == 4 && x.size(3) > 0 &&
+         x.size(3) % 2 == 0 && x.size(2) <= INT_MAX && cos.dim() == 2 && sin.sizes() == cos.sizes() &&
+         cos.device() == x.device() && sin.device() == x.device() && cos.size(0) >= x.size(1) &&
+         cos.size(1) == x.size(3) / 2;
 }
 
 // One launch of the fused kernel: fp32 arithmetic on fp32 tables whatever x's type (ATen's path
@@ -59,13 +59,12 @@ torch::Tensor RotateCuda(const torch::Tensor& x_in, const torch::Tensor& cos, co
                               .stride_batch = x.stride(0),
                               .stride_seq = x.stride(1),
                               .stride_head = x.stride(2)};
-  const kc::DType dtype = x.scalar_type() == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
-  const cudaError_t status = kc::ApplyRotaryKernel(
-      x.data_ptr(), shape, dtype, c.data_ptr<float>(), s.data_ptr<float>(), out.data_ptr(),
-      sign < 0 ? kc::RotaryDirection::kInverse : kc::RotaryDirection::kForward,
-      c10::cuda::getCurrentCUDAStream(x.device().index()));
-  TORCH_CHECK(status == cudaSuccess, "Tessera rotary CUDA kernel (", sign < 0 ? "backward" : "forward",
-              "): ", cudaGetErrorString(status));
+  CheckKernelLaunch(
+      kc::ApplyRotaryKernel(x.data_ptr(), shape, ToKernelDtype(x.scalar_type()), c.data_ptr<float>(),
+                            s.data_ptr<float>(), out.data_ptr(),
+                            sign < 0 ? kc::RotaryDirection::kInverse : kc::RotaryDirection::kForward,
+                            KernelStream(x)),
+      "rotary", sign < 0 ? "backward" : "forward");
   return out;
 }
 #endif  // TESSERA_KERNELS_CUDA

@@ -18,9 +18,9 @@
 
 #if TESSERA_KERNELS_CUDA
 #include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/swiglu_kernel.h"
+#include "kernels/cuda_launch.h"
 #endif
 
 namespace tessera::kernels {
@@ -32,18 +32,11 @@ namespace kc = ::tessera::kernels::cuda;
 // The kernels take what the model gives them: a CUDA tensor of fp32 or bf16 with an even, non-
 // empty last dimension within the kernels' bound.
 bool UseCudaKernel(const torch::Tensor& gate_up) {
-  const torch::ScalarType t = gate_up.scalar_type();
-  return gate_up.is_cuda() && (t == torch::kFloat || t == torch::kBFloat16) && gate_up.dim() >= 1 &&
+  return gate_up.is_cuda() && IsKernelDtype(gate_up.scalar_type()) && gate_up.dim() >= 1 &&
          gate_up.numel() > 0 && gate_up.size(-1) % 2 == 0 && gate_up.size(-1) / 2 <= kc::kSwigluMaxF;
 }
 
-kc::DType ToKernel(torch::ScalarType t) {
-  return t == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
-}
-
-void CheckCuda(cudaError_t status, const char* what) {
-  TORCH_CHECK(status == cudaSuccess, "Tessera SwiGLU CUDA kernel (", what, "): ", cudaGetErrorString(status));
-}
+constexpr char kKernel[] = "SwiGLU";
 
 torch::Tensor SwigluValuesCuda(const torch::Tensor& gate_up) {
   const torch::Tensor x = gate_up.contiguous();
@@ -53,9 +46,9 @@ torch::Tensor SwigluValuesCuda(const torch::Tensor& gate_up) {
   sizes.back() = f;
   const c10::cuda::CUDAGuard guard(x.device());
   torch::Tensor y = torch::empty(sizes, x.options());
-  CheckCuda(kc::SwigluForward(x.data_ptr(), y.data_ptr(), ToKernel(x.scalar_type()), rows, f,
-                              c10::cuda::getCurrentCUDAStream(x.device().index())),
-            "forward");
+  CheckKernelLaunch(
+      kc::SwigluForward(x.data_ptr(), y.data_ptr(), ToKernelDtype(x.scalar_type()), rows, f, KernelStream(x)),
+      kKernel, "forward");
   return y;
 }
 
@@ -66,9 +59,9 @@ torch::Tensor SwigluGradCuda(const torch::Tensor& grad_y, const torch::Tensor& g
   const int64_t rows = x.numel() / x.size(-1);
   const c10::cuda::CUDAGuard guard(x.device());
   torch::Tensor grad = torch::empty(x.sizes(), x.options());
-  CheckCuda(kc::SwigluBackward(dy.data_ptr(), x.data_ptr(), grad.data_ptr(), ToKernel(x.scalar_type()), rows,
-                               f, c10::cuda::getCurrentCUDAStream(x.device().index())),
-            "backward");
+  CheckKernelLaunch(kc::SwigluBackward(dy.data_ptr(), x.data_ptr(), grad.data_ptr(),
+                                       ToKernelDtype(x.scalar_type()), rows, f, KernelStream(x)),
+                    kKernel, "backward");
   return grad;
 }
 

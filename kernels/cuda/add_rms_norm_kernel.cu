@@ -1,5 +1,6 @@
 // Fused residual add + RMSNorm forward and backward (see add_rms_norm_kernel.h for the formulas
-// and layouts), built like the RMSNorm kernels (rms_norm_kernel.cu).
+// and layouts), built like the RMSNorm kernels (rms_norm_kernel.cu) from the row loops they share
+// (row_norm.cuh).
 //
 // Forward: one block per row (grid-stride over rows). Pass 1 reads h and delta, writes their sum
 // and sums its squares (fp32; warp shuffles, then one shared-memory step across warps); pass 2
@@ -23,59 +24,41 @@
 
 #include "kernels/cuda/device_common.cuh"
 #include "kernels/cuda/rms_norm_kernel.h"
+#include "kernels/cuda/row_norm.cuh"
 
 namespace tessera::kernels::cuda {
 namespace {
 
-constexpr int kMaxThreads = 512;
-constexpr int kVecWidth = 8;     // elements per vector access
-constexpr int kBlocksPerSm = 4;  // backward blocks per multiprocessor
-constexpr int kStaticSmemLimit = 48 * 1024;
-
 template <typename Td, typename Ty, int kVec>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kRowNormMaxThreads)
     AddRmsNormForwardKernel(const float* __restrict__ h, const Td* __restrict__ delta,
                             const float* __restrict__ w, float* __restrict__ sum, Ty* __restrict__ y,
                             float* __restrict__ inv_rms, int64_t rows, int64_t dim, float eps) {
   __shared__ float red[kRedSlots];
-  const int first = static_cast<int>(threadIdx.x) * kVec;  // dim <= kRmsNormMaxDim: int columns
-  const int step = static_cast<int>(blockDim.x) * kVec;
-  const int cols = static_cast<int>(dim);
+  const OwnColumns<kVec> own(dim);
   const float inv_dim = 1.0f / static_cast<float>(dim);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const float* hr = h + row * dim;
     const Td* dr = delta + row * dim;
     float* sr = sum + row * dim;
-    float sum_sq = 0.f;
-    for (int c = first; c < cols; c += step) {
+    const float r = RowInvRms<kVec>(own, inv_dim, eps, red, [&](int c) {
       const Pack<float, kVec> hp = Load<float, kVec>(hr + c);
       const Pack<Td, kVec> dp = Load<Td, kVec>(dr + c);
       Pack<float, kVec> sp;
 #pragma unroll
-      for (int k = 0; k < kVec; ++k) {
-        sp.v[k] = hp.v[k] + ToFloat(dp.v[k]);
-        sum_sq = fmaf(sp.v[k], sp.v[k], sum_sq);
-      }
+      for (int k = 0; k < kVec; ++k) sp.v[k] = hp.v[k] + ToFloat(dp.v[k]);
       Store<float, kVec>(sr + c, sp);
-    }
-    const float r = rsqrtf(BlockSum(sum_sq, red) * inv_dim + eps);
+      return sp;
+    });
     if (threadIdx.x == 0) inv_rms[row] = r;
-    Ty* yr = y + row * dim;
-    for (int c = first; c < cols; c += step) {
-      const Pack<float, kVec> sp = Load<float, kVec>(sr + c);  // this thread's own writes above
-      const Pack<float, kVec> wp = Load<float, kVec>(w + c);
-      Pack<Ty, kVec> out;
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) out.v[k] = FromFloat<Ty>(sp.v[k] * r * wp.v[k]);
-      Store<Ty, kVec>(yr + c, out);
-    }
+    NormaliseRow<kVec>(sr, w, r, y + row * dim, own);  // each thread reads back its own writes
   }
 }
 
 // Dynamic shared memory: kRedSlots floats, then dim floats of partial weight gradient. grad_s
 // and grad_delta may be null (uniform branches).
 template <typename Tg, typename Td, int kVec>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kRowNormMaxThreads)
     AddRmsNormBackwardKernel(const Tg* __restrict__ gy, const float* __restrict__ grad_s,
                              const float* __restrict__ s, const float* __restrict__ w,
                              const float* __restrict__ inv_rms, float* __restrict__ grad_h,
@@ -84,36 +67,15 @@ __global__ void __launch_bounds__(kMaxThreads)
   extern __shared__ float4 smem_raw[];  // float4: 16-byte alignment for the vector accesses
   float* red = reinterpret_cast<float*>(smem_raw);
   float* acc = red + kRedSlots;
-  const int first = static_cast<int>(threadIdx.x) * kVec;
-  const int step = static_cast<int>(blockDim.x) * kVec;
-  const int cols = static_cast<int>(dim);
+  const OwnColumns<kVec> own(dim);
   const float inv_dim = 1.0f / static_cast<float>(dim);
-
-  Pack<float, kVec> zero;
-#pragma unroll
-  for (int k = 0; k < kVec; ++k) zero.v[k] = 0.f;
-  for (int c = first; c < cols; c += step) Store<float, kVec>(acc + c, zero);
-
+  ZeroRow<kVec>(acc, own);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t base = row * dim;
     const float r = inv_rms[row];
-    float dot = 0.f;
-    for (int c = first; c < cols; c += step) {
-      const Pack<Tg, kVec> gp = Load<Tg, kVec>(gy + base + c);
-      const Pack<float, kVec> sp = Load<float, kVec>(s + base + c);
-      const Pack<float, kVec> wp = Load<float, kVec>(w + c);
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) dot = fmaf(ToFloat(gp.v[k]) * wp.v[k], sp.v[k], dot);
-    }
-    dot = BlockSum(dot, red);
+    const float dot = RowGradDot<kVec>(gy + base, s + base, w, own, red);
     const float coef = r * r * r * dot * inv_dim;
-    for (int c = first; c < cols; c += step) {
-      const Pack<Tg, kVec> gp = Load<Tg, kVec>(gy + base + c);
-      const Pack<float, kVec> sp = Load<float, kVec>(s + base + c);
-      const Pack<float, kVec> wp = Load<float, kVec>(w + c);
-      Pack<float, kVec> out;
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) out.v[k] = r * ToFloat(gp.v[k]) * wp.v[k] - sp.v[k] * coef;
+    RowInputGrad<kVec>(gy + base, s + base, w, r, coef, acc, own, [&](int c, Pack<float, kVec> out) {
       if (grad_s != nullptr) {
         const Pack<float, kVec> rp = Load<float, kVec>(grad_s + base + c);
 #pragma unroll
@@ -126,18 +88,10 @@ __global__ void __launch_bounds__(kMaxThreads)
         for (int k = 0; k < kVec; ++k) low.v[k] = FromFloat<Td>(out.v[k]);
         Store<Td, kVec>(grad_delta + base + c, low);
       }
-      Pack<float, kVec> a = Load<float, kVec>(acc + c);
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) a.v[k] = fmaf(ToFloat(gp.v[k]) * sp.v[k], r, a.v[k]);
-      Store<float, kVec>(acc + c, a);
-    }
+    });
   }
-
-  float* out = partial + static_cast<int64_t>(blockIdx.x) * dim;
-  for (int c = first; c < cols; c += step) Store<float, kVec>(out + c, Load<float, kVec>(acc + c));
+  CopyRow<kVec>(acc, partial + static_cast<int64_t>(blockIdx.x) * dim, own);
 }
-
-unsigned GridFor(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>(rows, int64_t{1} << 30)); }
 
 }  // namespace
 
@@ -146,7 +100,7 @@ cudaError_t AddRmsNormForward(const float* h, const void* delta, DType delta_dty
                               float eps, cudaStream_t stream) {
   if (rows < 0 || dim <= 0 || dim > kRmsNormMaxDim) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  const bool vec = dim % kVecWidth == 0 && Aligned16(h) && Aligned16(delta) && Aligned16(weight) &&
+  const bool vec = dim % kRowNormVecWidth == 0 && Aligned16(h) && Aligned16(delta) && Aligned16(weight) &&
                    Aligned16(sum) && Aligned16(y);
   return DispatchTypes(delta_dtype, y_dtype, [&](auto td, auto ty) -> cudaError_t {
     using Td = typename decltype(td)::type;
@@ -154,11 +108,11 @@ cudaError_t AddRmsNormForward(const float* h, const void* delta, DType delta_dty
     const auto* dp = static_cast<const Td*>(delta);
     auto* yp = static_cast<Ty*>(y);
     if (vec) {
-      AddRmsNormForwardKernel<Td, Ty, kVecWidth>
-          <<<GridFor(rows), RowThreads(dim, kVecWidth, kMaxThreads), 0, stream>>>(h, dp, weight, sum, yp,
-                                                                                  inv_rms, rows, dim, eps);
+      AddRmsNormForwardKernel<Td, Ty, kRowNormVecWidth>
+          <<<RowNormGrid(rows), RowNormThreads(dim, kRowNormVecWidth), 0, stream>>>(h, dp, weight, sum, yp,
+                                                                                    inv_rms, rows, dim, eps);
     } else {
-      AddRmsNormForwardKernel<Td, Ty, 1><<<GridFor(rows), RowThreads(dim, 1, kMaxThreads), 0, stream>>>(
+      AddRmsNormForwardKernel<Td, Ty, 1><<<RowNormGrid(rows), RowNormThreads(dim, 1), 0, stream>>>(
           h, dp, weight, sum, yp, inv_rms, rows, dim, eps);
     }
     return cudaGetLastError();
@@ -172,26 +126,23 @@ cudaError_t AddRmsNormBackward(const void* grad_y, DType grad_y_dtype, const flo
   if (rows < 0 || dim <= 0 || dim > kRmsNormMaxDim) return cudaErrorInvalidValue;
   if (rows == 0) return cudaMemsetAsync(grad_weight, 0, sizeof(float) * dim, stream);
   const int64_t blocks =
-      std::min({rows, workspace_elements / dim, int64_t{MultiprocessorCount()} * kBlocksPerSm});
+      std::min({rows, workspace_elements / dim, int64_t{MultiprocessorCount()} * kRowNormBlocksPerSm});
   if (blocks < 1) return cudaErrorInvalidValue;
-  const bool vec = dim % kVecWidth == 0 && Aligned16(grad_y) && Aligned16(grad_sum) && Aligned16(sum) &&
-                   Aligned16(weight) && Aligned16(grad_h) && Aligned16(grad_delta) && Aligned16(workspace);
-  const size_t smem = sizeof(float) * static_cast<size_t>(kRedSlots + dim);
+  const bool vec = dim % kRowNormVecWidth == 0 && Aligned16(grad_y) && Aligned16(grad_sum) &&
+                   Aligned16(sum) && Aligned16(weight) && Aligned16(grad_h) && Aligned16(grad_delta) &&
+                   Aligned16(workspace);
+  const size_t smem = RowNormBackwardSmem(dim);
   const cudaError_t status = DispatchTypes(grad_y_dtype, delta_dtype, [&](auto tg, auto td) -> cudaError_t {
     using Tg = typename decltype(tg)::type;
     using Td = typename decltype(td)::type;
     auto launch = [&](auto kernel, int vec_width) -> cudaError_t {
-      if (smem > kStaticSmemLimit) {
-        const cudaError_t e =
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-        if (e != cudaSuccess) return e;
-      }
-      kernel<<<static_cast<unsigned>(blocks), RowThreads(dim, vec_width, kMaxThreads), smem, stream>>>(
+      if (const cudaError_t e = AllowSharedMemory(kernel, smem); e != cudaSuccess) return e;
+      kernel<<<static_cast<unsigned>(blocks), RowNormThreads(dim, vec_width), smem, stream>>>(
           static_cast<const Tg*>(grad_y), grad_sum, sum, weight, inv_rms, grad_h,
           static_cast<Td*>(grad_delta), workspace, rows, dim);
       return cudaGetLastError();
     };
-    return vec ? launch(AddRmsNormBackwardKernel<Tg, Td, kVecWidth>, kVecWidth)
+    return vec ? launch(AddRmsNormBackwardKernel<Tg, Td, kRowNormVecWidth>, kRowNormVecWidth)
                : launch(AddRmsNormBackwardKernel<Tg, Td, 1>, 1);
   });
   if (status != cudaSuccess) return status;

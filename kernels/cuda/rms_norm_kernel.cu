@@ -1,4 +1,5 @@
-// Fused RMSNorm forward and backward (see rms_norm_kernel.h for the formulas and layouts).
+// Fused RMSNorm forward and backward (see rms_norm_kernel.h for the formulas and layouts); the row
+// loops are row_norm.cuh's, shared with the fused add + RMSNorm (add_rms_norm_kernel.cu).
 //
 // Forward: one block per row (grid-stride over rows). Pass 1 sums x^2 in fp32 (each thread over
 // its columns, then warp shuffles and one shared-memory step across warps); pass 2 re-reads the
@@ -21,104 +22,61 @@
 #include <cstdint>
 
 #include "kernels/cuda/device_common.cuh"
+#include "kernels/cuda/row_norm.cuh"
 
 namespace tessera::kernels::cuda {
 namespace {
 
-constexpr int kMaxThreads = 512;
-constexpr int kVecWidth = 8;     // elements per vector access
-constexpr int kBlocksPerSm = 4;  // backward pass-1 blocks per multiprocessor
-constexpr int kStaticSmemLimit = 48 * 1024;
-
 // ---- kernels --------------------------------------------------------------------------------
 
 template <typename Tx, typename Ty, int kVec>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kRowNormMaxThreads)
     RmsNormForwardKernel(const Tx* __restrict__ x, const float* __restrict__ w, Ty* __restrict__ y,
                          float* __restrict__ inv_rms, int64_t rows, int64_t dim, float eps) {
   __shared__ float red[kRedSlots];
-  const int first = static_cast<int>(threadIdx.x) * kVec;  // dim <= kRmsNormMaxDim: int columns
-  const int step = static_cast<int>(blockDim.x) * kVec;
-  const int cols = static_cast<int>(dim);
+  const OwnColumns<kVec> own(dim);
   const float inv_dim = 1.0f / static_cast<float>(dim);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const Tx* xr = x + row * dim;
-    float sum_sq = 0.f;
-    for (int c = first; c < cols; c += step) {
+    const float r = RowInvRms<kVec>(own, inv_dim, eps, red, [&](int c) {
       const Pack<Tx, kVec> xp = Load<Tx, kVec>(xr + c);
+      Pack<float, kVec> v;
 #pragma unroll
-      for (int k = 0; k < kVec; ++k) {
-        const float v = ToFloat(xp.v[k]);
-        sum_sq = fmaf(v, v, sum_sq);
-      }
-    }
-    const float r = rsqrtf(BlockSum(sum_sq, red) * inv_dim + eps);
+      for (int k = 0; k < kVec; ++k) v.v[k] = ToFloat(xp.v[k]);
+      return v;
+    });
     if (threadIdx.x == 0) inv_rms[row] = r;
-    Ty* yr = y + row * dim;
-    for (int c = first; c < cols; c += step) {
-      const Pack<Tx, kVec> xp = Load<Tx, kVec>(xr + c);
-      const Pack<float, kVec> wp = Load<float, kVec>(w + c);
-      Pack<Ty, kVec> out;
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) out.v[k] = FromFloat<Ty>(ToFloat(xp.v[k]) * r * wp.v[k]);
-      Store<Ty, kVec>(yr + c, out);
-    }
+    NormaliseRow<kVec>(xr, w, r, y + row * dim, own);
   }
 }
 
 // Dynamic shared memory: kRedSlots floats, then dim floats of partial weight gradient.
 template <typename Tx, typename Tg, int kVec>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kRowNormMaxThreads)
     RmsNormBackwardKernel(const Tg* __restrict__ gy, const Tx* __restrict__ x, const float* __restrict__ w,
                           const float* __restrict__ inv_rms, Tx* __restrict__ gx, float* __restrict__ partial,
                           int64_t rows, int64_t dim) {
   extern __shared__ float4 smem_raw[];  // float4: 16-byte alignment for the vector accesses
   float* red = reinterpret_cast<float*>(smem_raw);
   float* acc = red + kRedSlots;
-  const int first = static_cast<int>(threadIdx.x) * kVec;  // dim <= kRmsNormMaxDim: int columns
-  const int step = static_cast<int>(blockDim.x) * kVec;
-  const int cols = static_cast<int>(dim);
+  const OwnColumns<kVec> own(dim);
   const float inv_dim = 1.0f / static_cast<float>(dim);
-
-  Pack<float, kVec> zero;
-#pragma unroll
-  for (int k = 0; k < kVec; ++k) zero.v[k] = 0.f;
-  for (int c = first; c < cols; c += step) Store<float, kVec>(acc + c, zero);
-
+  ZeroRow<kVec>(acc, own);
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const Tg* gr = gy + row * dim;
     const Tx* xr = x + row * dim;
     const float r = inv_rms[row];
-    float dot = 0.f;
-    for (int c = first; c < cols; c += step) {
-      const Pack<Tg, kVec> gp = Load<Tg, kVec>(gr + c);
-      const Pack<Tx, kVec> xp = Load<Tx, kVec>(xr + c);
-      const Pack<float, kVec> wp = Load<float, kVec>(w + c);
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) dot = fmaf(ToFloat(gp.v[k]) * wp.v[k], ToFloat(xp.v[k]), dot);
-    }
-    dot = BlockSum(dot, red);
+    const float dot = RowGradDot<kVec>(gr, xr, w, own, red);
     const float coef = r * r * r * dot * inv_dim;
     Tx* gxr = gx + row * dim;
-    for (int c = first; c < cols; c += step) {
-      const Pack<Tg, kVec> gp = Load<Tg, kVec>(gr + c);
-      const Pack<Tx, kVec> xp = Load<Tx, kVec>(xr + c);
-      const Pack<float, kVec> wp = Load<float, kVec>(w + c);
+    RowInputGrad<kVec>(gr, xr, w, r, coef, acc, own, [&](int c, const Pack<float, kVec>& grad) {
       Pack<Tx, kVec> out;
 #pragma unroll
-      for (int k = 0; k < kVec; ++k) {
-        out.v[k] = FromFloat<Tx>(r * ToFloat(gp.v[k]) * wp.v[k] - ToFloat(xp.v[k]) * coef);
-      }
+      for (int k = 0; k < kVec; ++k) out.v[k] = FromFloat<Tx>(grad.v[k]);
       Store<Tx, kVec>(gxr + c, out);
-      Pack<float, kVec> a = Load<float, kVec>(acc + c);
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) a.v[k] = fmaf(ToFloat(gp.v[k]) * ToFloat(xp.v[k]), r, a.v[k]);
-      Store<float, kVec>(acc + c, a);
-    }
+    });
   }
-
-  float* out = partial + static_cast<int64_t>(blockIdx.x) * dim;
-  for (int c = first; c < cols; c += step) Store<float, kVec>(out + c, Load<float, kVec>(acc + c));
+  CopyRow<kVec>(acc, partial + static_cast<int64_t>(blockIdx.x) * dim, own);
 }
 
 constexpr int kColTile = 32;    // columns per block (one warp wide: coalesced rows)
@@ -146,12 +104,8 @@ __global__ void __launch_bounds__(kColTile* kPartLanes)
 
 // ---- host side ------------------------------------------------------------------------------
 
-int ThreadsFor(int64_t dim, int vec) { return RowThreads(dim, vec, kMaxThreads); }
-
-unsigned GridFor(int64_t rows) { return static_cast<unsigned>(std::min<int64_t>(rows, int64_t{1} << 30)); }
-
 int64_t BackwardBlocks(int64_t rows) {
-  return std::min<int64_t>(rows, int64_t{MultiprocessorCount()} * kBlocksPerSm);
+  return std::min<int64_t>(rows, int64_t{MultiprocessorCount()} * kRowNormBlocksPerSm);
 }
 
 }  // namespace
@@ -160,18 +114,19 @@ cudaError_t RmsNormForward(const void* x, DType x_dtype, const float* weight, vo
                            float* inv_rms, int64_t rows, int64_t dim, float eps, cudaStream_t stream) {
   if (rows < 0 || dim <= 0 || dim > kRmsNormMaxDim) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
-  const bool vec = dim % kVecWidth == 0 && Aligned16(x) && Aligned16(y) && Aligned16(weight);
+  const bool vec = dim % kRowNormVecWidth == 0 && Aligned16(x) && Aligned16(y) && Aligned16(weight);
   return DispatchTypes(x_dtype, y_dtype, [&](auto tx, auto ty) -> cudaError_t {
     using Tx = typename decltype(tx)::type;
     using Ty = typename decltype(ty)::type;
     const auto* xp = static_cast<const Tx*>(x);
     auto* yp = static_cast<Ty*>(y);
     if (vec) {
-      RmsNormForwardKernel<Tx, Ty, kVecWidth>
-          <<<GridFor(rows), ThreadsFor(dim, kVecWidth), 0, stream>>>(xp, weight, yp, inv_rms, rows, dim, eps);
+      RmsNormForwardKernel<Tx, Ty, kRowNormVecWidth>
+          <<<RowNormGrid(rows), RowNormThreads(dim, kRowNormVecWidth), 0, stream>>>(xp, weight, yp, inv_rms,
+                                                                                    rows, dim, eps);
     } else {
       RmsNormForwardKernel<Tx, Ty, 1>
-          <<<GridFor(rows), ThreadsFor(dim, 1), 0, stream>>>(xp, weight, yp, inv_rms, rows, dim, eps);
+          <<<RowNormGrid(rows), RowNormThreads(dim, 1), 0, stream>>>(xp, weight, yp, inv_rms, rows, dim, eps);
     }
     return cudaGetLastError();
   });
@@ -190,24 +145,20 @@ cudaError_t RmsNormBackward(const void* grad_y, DType grad_y_dtype, const void* 
   if (rows == 0) return cudaMemsetAsync(grad_weight, 0, sizeof(float) * dim, stream);
   const int64_t blocks = std::min<int64_t>(rows, workspace_elements / dim);
   if (blocks < 1) return cudaErrorInvalidValue;
-  const bool vec = dim % kVecWidth == 0 && Aligned16(grad_y) && Aligned16(x) && Aligned16(grad_x) &&
+  const bool vec = dim % kRowNormVecWidth == 0 && Aligned16(grad_y) && Aligned16(x) && Aligned16(grad_x) &&
                    Aligned16(weight) && Aligned16(workspace);
-  const size_t smem = sizeof(float) * static_cast<size_t>(kRedSlots + dim);
+  const size_t smem = RowNormBackwardSmem(dim);
   const cudaError_t status = DispatchTypes(x_dtype, grad_y_dtype, [&](auto tx, auto tg) -> cudaError_t {
     using Tx = typename decltype(tx)::type;
     using Tg = typename decltype(tg)::type;
     auto launch = [&](auto kernel, int vec_width) -> cudaError_t {
-      if (smem > kStaticSmemLimit) {
-        const cudaError_t e =
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-        if (e != cudaSuccess) return e;
-      }
-      kernel<<<static_cast<unsigned>(blocks), ThreadsFor(dim, vec_width), smem, stream>>>(
+      if (const cudaError_t e = AllowSharedMemory(kernel, smem); e != cudaSuccess) return e;
+      kernel<<<static_cast<unsigned>(blocks), RowNormThreads(dim, vec_width), smem, stream>>>(
           static_cast<const Tg*>(grad_y), static_cast<const Tx*>(x), weight, inv_rms,
           static_cast<Tx*>(grad_x), workspace, rows, dim);
       return cudaGetLastError();
     };
-    return vec ? launch(RmsNormBackwardKernel<Tx, Tg, kVecWidth>, kVecWidth)
+    return vec ? launch(RmsNormBackwardKernel<Tx, Tg, kRowNormVecWidth>, kRowNormVecWidth)
                : launch(RmsNormBackwardKernel<Tx, Tg, 1>, 1);
   });
   if (status != cudaSuccess) return status;

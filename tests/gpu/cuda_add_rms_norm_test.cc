@@ -16,6 +16,7 @@
 
 #include "kernels/cuda/add_rms_norm_kernel.h"
 #include "kernels/cuda/rms_norm_kernel.h"
+#include "kernels/cuda_launch.h"
 #include "tests/catch_compat.h"
 
 namespace {
@@ -24,6 +25,7 @@ namespace kc = ::tessera::kernels::cuda;
 using tessera::kernels::AddRmsNorm;
 using tessera::kernels::AddRmsNormOutput;
 using tessera::kernels::AddRmsNormReference;
+using tessera::kernels::ToKernelDtype;
 
 constexpr double kEps = 1e-5;
 constexpr int64_t kTail = 8;  // NaN elements after each output
@@ -67,10 +69,6 @@ bool WrittenExactly(const Poisoned& p) {
          p.buffer.narrow(0, p.guard + n, kTail).isnan().all().item<bool>();
 }
 
-kc::DType ToKernel(torch::ScalarType t) {
-  return t == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
-}
-
 struct KernelCase {
   int64_t rows, dim;
   torch::ScalarType delta, out;
@@ -100,14 +98,14 @@ void CheckKernels(const KernelCase& c, uint64_t seed) {
   const int64_t ws_elements = kc::RmsNormBackwardWorkspaceElements(c.rows, c.dim);
   torch::Tensor workspace = torch::empty({ws_elements}, w.options());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  CATCH_REQUIRE(kc::AddRmsNormForward(h.view.data_ptr<float>(), delta.view.data_ptr(), ToKernel(c.delta),
+  CATCH_REQUIRE(kc::AddRmsNormForward(h.view.data_ptr<float>(), delta.view.data_ptr(), ToKernelDtype(c.delta),
                                       w.data_ptr<float>(), sum.view.data_ptr<float>(), y.view.data_ptr(),
-                                      ToKernel(c.out), inv.view.data_ptr<float>(), c.rows, c.dim, kEps,
+                                      ToKernelDtype(c.out), inv.view.data_ptr<float>(), c.rows, c.dim, kEps,
                                       stream) == cudaSuccess);
-  CATCH_REQUIRE(kc::AddRmsNormBackward(gy.view.data_ptr(), ToKernel(c.out), gs.view.data_ptr<float>(),
+  CATCH_REQUIRE(kc::AddRmsNormBackward(gy.view.data_ptr(), ToKernelDtype(c.out), gs.view.data_ptr<float>(),
                                        sum.view.data_ptr<float>(), w.data_ptr<float>(),
                                        inv.view.data_ptr<float>(), gh.view.data_ptr<float>(),
-                                       gd.view.data_ptr(), ToKernel(c.delta), gw.view.data_ptr<float>(),
+                                       gd.view.data_ptr(), ToKernelDtype(c.delta), gw.view.data_ptr<float>(),
                                        workspace.data_ptr<float>(), ws_elements, c.rows, c.dim,
                                        stream) == cudaSuccess);
   for (const Poisoned* p : {&sum, &y, &inv, &gh, &gd, &gw}) CATCH_CHECK(WrittenExactly(*p));

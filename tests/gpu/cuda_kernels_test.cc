@@ -18,6 +18,7 @@
 
 #include "kernels/attention_backend.h"
 #include "kernels/cuda/swiglu_kernel.h"
+#include "kernels/cuda_launch.h"
 #include "kernels/linear.h"
 #include "kernels/sum_squares.h"
 #include "kernels/swiglu.h"
@@ -267,7 +268,7 @@ struct SwigluCase {
 void CheckSwigluKernels(const SwigluCase& c, uint64_t seed) {
   CATCH_INFO("rows " << c.rows << ", F " << c.f << ", " << c.dtype << ", guard " << c.guard);
   torch::manual_seed(seed);
-  const kc::DType dtype = c.dtype == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
+  const kc::DType dtype = tessera::kernels::ToKernelDtype(c.dtype);
   Poisoned gate_up = PoisonedBuffer({c.rows, 2 * c.f}, c.dtype, c.guard);
   Poisoned dy = PoisonedBuffer({c.rows, c.f}, c.dtype, c.guard);
   gate_up.view.copy_(3 * torch::randn({c.rows, 2 * c.f}));  // through the sigmoid's curved part and tails

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cuda/rotary_kernel.h"
+#include "kernels/cuda_launch.h"
 #include "kernels/rotary.h"
 #include "tests/catch_compat.h"
 
@@ -113,7 +114,7 @@ void CheckRawKernel(const torch::Tensor& x, const RotaryTables& tables, const Ro
                               .stride_batch = x.stride(0),
                               .stride_seq = x.stride(1),
                               .stride_head = x.stride(2)};
-  const kc::DType dtype = x.scalar_type() == torch::kBFloat16 ? kc::DType::kBFloat16 : kc::DType::kFloat32;
+  const kc::DType dtype = tessera::kernels::ToKernelDtype(x.scalar_type());
   // The tables hold more positions than x: the kernel reads rows 0..T-1 of the full tables.
   const cudaError_t status = kc::ApplyRotaryKernel(
       x.data_ptr(), shape, dtype, tables.cos.data_ptr<float>(), tables.sin.data_ptr<float>(), out.data_ptr(),

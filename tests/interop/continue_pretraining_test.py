@@ -37,7 +37,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hf_interop_test as hf  # noqa: E402  (its runners and transformers install)
+import hf_checks as hf  # noqa: E402  (the runners, the round trips and transformers' install)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PAGE = os.path.join(ROOT, "docs", "continue_pretraining.md")
@@ -81,10 +81,7 @@ def make_hf_model(hf_dir):
     torch.manual_seed(32)
     fields = {k: v for k, v in RELEASED.items() if k not in ("architectures", "transformers_version")}
     model = LlamaForCausalLM(LlamaConfig(**copy.deepcopy(fields)))  # LlamaConfig edits rope_scaling
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if "norm" in key:
-                p.uniform_(0.5, 1.5)
+    hf.randomize_norms(model)
     model.to(torch.bfloat16).save_pretrained(hf_dir)
     with open(os.path.join(hf_dir, "config.json"), "w") as f:
         json.dump(RELEASED, f, indent=2)  # the released spelling (rope_scaling, 4.x)
@@ -193,9 +190,7 @@ def check_logits(binary, work, trained_dir):
     sequences = [[128000] + [int(t) for t in torch.randint(0, 100256, (47,))], [128000, 791, 3938]]
     ours = hf.tessera_logits(binary, os.path.join(work, "cpt", "run", "checkpoints"), sequences)
     model = LlamaForCausalLM.from_pretrained(trained_dir, dtype=torch.float32).eval()
-    diff = hf.max_diff(hf.hf_logits(model, sequences), ours)
-    print("[walkthrough] transformers (export) vs tessera logits: max |diff| = %.3g" % diff, flush=True)
-    assert diff < TOLERANCE, "logits differ by %g (tolerance %g)" % (diff, TOLERANCE)
+    hf.compare_logits(model, sequences, ours, TOLERANCE, "[walkthrough] trained checkpoint")
 
 
 def main():

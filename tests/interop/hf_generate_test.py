@@ -27,7 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hf_interop_test as hf  # noqa: E402  (its runners and transformers install)
+import hf_checks as hf  # noqa: E402  (the runners and transformers' install)
 
 NEW_TOKENS = 40
 MIN_COMPARED = 32
@@ -59,10 +59,7 @@ def random_model(name, extra, hf_dir):
                          rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=128,
                          initializer_range=0.2, bos_token_id=EOD, eos_token_id=EOD, **extra)
     model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if "norm" in key:
-                p.uniform_(0.5, 1.5)
+    hf.randomize_norms(model)
     model.save_pretrained(hf_dir)
 
 

@@ -38,7 +38,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hf_interop_test as hf  # noqa: E402  (its runners and transformers install)
+import hf_checks as hf  # noqa: E402  (the runners, the round trips and transformers' install)
 
 TOLERANCE = 5e-5
 ORIGINAL_CONTEXT = 32
@@ -91,10 +91,7 @@ def random_model(name, released):
     torch.manual_seed(sum(map(ord, name)))
     fields = {k: v for k, v in released.items() if k not in ("architectures", "transformers_version")}
     model = LlamaForCausalLM(LlamaConfig(**copy.deepcopy(fields))).eval()
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if "norm" in key:
-                p.uniform_(0.5, 1.5)
+    hf.randomize_norms(model)
     rope = model.config.rope_parameters
     assert rope["rope_type"] == "llama3" and rope["factor"] == released["rope_scaling"]["factor"], rope
     assert model.config.head_dim == released.get("head_dim", released["hidden_size"] // released["num_attention_heads"])
@@ -110,17 +107,9 @@ def unscaled_logits(hf_dir, sequences):
 
 
 def check_export(binary, name, ckpt, out, hf_dir, released, sequences, ours, reference):
-    import torch
-    from safetensors.torch import load_file
-    from transformers import LlamaForCausalLM
-    hf.run(binary, ["export-hf", ckpt, "--out", out])
-    original = load_file(os.path.join(hf_dir, "model.safetensors"))
-    exported = load_file(os.path.join(out, "model.safetensors"))
-    if released["tie_word_embeddings"]:
-        original.pop("lm_head.weight", None)
-    assert sorted(exported) == sorted(original), "tensor names differ: %s" % (set(exported) ^ set(original))
-    for key, value in original.items():
-        assert torch.equal(exported[key], value), "%s differs" % key
+    original = hf.saved_tensors(hf_dir, released["tie_word_embeddings"])
+    reloaded, diff = hf.export_and_compare(binary, ckpt, out, original, sequences, ours, reference, TOLERANCE,
+                                           "[rope] " + name)
     with open(os.path.join(out, "config.json")) as f:
         written = json.load(f)
     want = dict(released["rope_scaling"])
@@ -128,15 +117,9 @@ def check_export(binary, name, ckpt, out, hf_dir, released, sequences, ours, ref
     assert written["rope_parameters"] == dict(want, rope_theta=released["rope_theta"]), written["rope_parameters"]
     head_dim = released.get("head_dim", released["hidden_size"] // released["num_attention_heads"])
     assert written["head_dim"] == head_dim and written["eos_token_id"] == released["eos_token_id"], written
-    reloaded = LlamaForCausalLM.from_pretrained(out).eval()
     assert reloaded.config.rope_parameters["rope_type"] == "llama3", reloaded.config.rope_parameters
     assert reloaded.config.head_dim == head_dim
     assert reloaded.config.tie_word_embeddings == released["tie_word_embeddings"]
-    theirs = hf.hf_logits(reloaded, sequences)
-    diff = hf.max_diff(theirs, ours)
-    print("[rope] %s: export-hf in transformers vs Tessera: max |diff| = %.3g" % (name, diff), flush=True)
-    assert diff < TOLERANCE, "%s: transformers' logits of the export differ by %g" % (name, diff)
-    assert hf.max_diff(theirs, reference) == 0.0, "the export changed the model transformers runs"
     return diff
 
 
@@ -159,12 +142,8 @@ def check_case(binary, work, name, released):
         if spelling == "rope_scaling":
             write_json(os.path.join(hf_dir, "config.json"), released)
         ckpt = os.path.join(work, name, "ckpt-" + spelling)
-        hf.run(binary, ["import-hf", hf_dir, "--out", ckpt])
-        ours = hf.tessera_logits(binary, ckpt, sequences)
-        diff = hf.max_diff(ours, reference)
-        print("[rope] %s (%s): import-hf logits vs transformers: max |diff| = %.3g" % (name, spelling, diff),
-              flush=True)
-        assert diff < TOLERANCE, "%s: Tessera's logits of the imported model differ by %g" % (name, diff)
+        ours, diff = hf.import_and_compare(binary, hf_dir, ckpt, sequences, reference, TOLERANCE,
+                                           "[rope] %s (%s)" % (name, spelling))
         worst = max(worst, diff)
     from transformers import LlamaForCausalLM
     assert hf.max_diff(hf.hf_logits(LlamaForCausalLM.from_pretrained(hf_dir).eval(), sequences), reference) == 0.0

@@ -8,19 +8,11 @@
 #include "kernels/weight_grad.h"
 #include "parallel/process_grid.h"
 #include "tests/catch_compat.h"
+#include "tests/trainer/trainer_test_util.h"
+
+using tessera::trainer_testing::LocalGrid;
 
 namespace {
-
-tessera::parallel::ProcessGrid& LocalGrid() {
-  static std::unique_ptr<tessera::parallel::ProcessGrid> grid = [] {
-    tessera::parallel::GridOptions options;
-    options.install_signal_handlers = false;
-    auto g = tessera::parallel::ProcessGrid::Create(tessera::parallel::LaunchInfo{}, options);
-    if (!g.ok()) CATCH_FAIL(std::string(g.status().message()));
-    return *std::move(g);
-  }();
-  return *grid;
-}
 
 std::unique_ptr<tessera::parallel::GradReducer> Reducer(
     std::vector<tessera::parallel::DataParallelParameter> params, int zero = 0, double bucket_mb = 25) {

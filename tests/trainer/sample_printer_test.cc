@@ -16,32 +16,16 @@
 
 #include "absl/strings/escaping.h"
 #include "config/config.h"
-#include "data/indexed_dataset.h"
-#include "parallel/process_grid.h"
 #include "tests/catch_compat.h"
+#include "tests/trainer/trainer_test_util.h"
 #include "trainer/trainer.h"
 
 namespace fs = std::filesystem;
+using tessera::trainer_testing::LocalGrid;
 
 namespace {
 
-fs::path TempDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("tessera_sample_" + std::to_string(::getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-tessera::parallel::ProcessGrid& LocalGrid() {
-  static std::unique_ptr<tessera::parallel::ProcessGrid> grid = [] {
-    tessera::parallel::GridOptions options;
-    options.install_signal_handlers = false;
-    auto g = tessera::parallel::ProcessGrid::Create(tessera::parallel::LaunchInfo{}, options);
-    if (!g.ok()) CATCH_FAIL(std::string(g.status().message()));
-    return *std::move(g);
-  }();
-  return *grid;
-}
+fs::path TempDir(const std::string& name) { return tessera::trainer_testing::TempDir("sample", name); }
 
 // A byte-level rank file: the 256 single bytes (the tokenizer adds <|endoftext|> = 256).
 std::string WriteByteTokenizer(const fs::path& dir) {
@@ -59,35 +43,23 @@ std::string WriteCorpus(const fs::path& dir) {
   for (int i = 0; i < 8; ++i) {
     for (unsigned char c : std::string("The cat sat on the mat. ")) ids.push_back(c);
   }
-  auto writer = tessera::data::IndexedDatasetWriter::Create(prefix, tessera::data::TokenDType::kUint16);
-  CATCH_REQUIRE(writer.ok());
-  CATCH_REQUIRE((*writer)->AddDocument(ids).ok());
-  CATCH_REQUIRE((*writer)->Finish().ok());
+  tessera::trainer_testing::WriteCorpus(prefix, ids);
   return prefix;
 }
 
+// The tiny model on that corpus for 10 steps of 4 sequences; `more` overrides.
 tessera::Config TinyConfig(const fs::path& dir, const std::vector<std::string>& more) {
-  std::vector<std::string> overrides = {"model.dim=64",
-                                        "model.n_layers=2",
-                                        "model.n_heads=4",
-                                        "model.n_kv_heads=2",
-                                        "model.ffn_dim=128",
-                                        "model.vocab_size=320",
-                                        "train.seq_len=16",
+  std::vector<std::string> overrides = {"model.vocab_size=320",
                                         "train.micro_batch=2",
                                         "train.global_batch=4",
                                         "train.steps=10",
                                         "train.warmup_steps=2",
-                                        "train.lr=0.01",
-                                        "train.eval_every=0",
                                         "train.log_every=5",
                                         "checkpoint.at_end=false",
                                         "data.train=" + WriteCorpus(dir),
                                         "train.run_dir=" + (dir / "run").string()};
   overrides.insert(overrides.end(), more.begin(), more.end());
-  auto config = tessera::ConfigFromOverrides(overrides);
-  if (!config.ok()) CATCH_FAIL(std::string(config.status().message()));
-  return *config;
+  return tessera::trainer_testing::TinyConfig(overrides);
 }
 
 // Runs `config` with stderr captured; returns the history and the captured text.

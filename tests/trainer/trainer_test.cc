@@ -13,82 +13,42 @@
 
 #include "core/file_util.h"
 #include "core/host_sync.h"
-#include "data/indexed_dataset.h"
 #include "tests/catch_compat.h"
+#include "tests/trainer/trainer_test_util.h"
 #include "trainer/device.h"
 
 namespace fs = std::filesystem;
+using tessera::trainer_testing::LocalGrid;
+using tessera::trainer_testing::ParseConfig;
+using tessera::trainer_testing::WriteCorpus;
 
 namespace {
 
-fs::path TempDir(const std::string& name) {
-  fs::path dir = fs::temp_directory_path() / ("tessera_trainer_" + std::to_string(::getpid())) / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+fs::path TempDir(const std::string& name) { return tessera::trainer_testing::TempDir("trainer", name); }
 
 std::string SampleData() {
   const char* env = std::getenv("TESSERA_SAMPLE_DATA");
   return env ? env : std::string(TESSERA_SOURCE_DIR) + "/.cache/sample_data";
 }
 
-tessera::Config Parse(const std::string& file, const std::vector<std::string>& overrides) {
-  auto config = file.empty() ? tessera::ConfigFromOverrides(overrides) : tessera::LoadConfig(file, overrides);
-  if (!config.ok()) CATCH_FAIL(std::string(config.status().message()));
-  return *config;
-}
-
-// A world of one: the same grid the CLI builds for a plain process.
-tessera::parallel::ProcessGrid& LocalGrid() {
-  static std::unique_ptr<tessera::parallel::ProcessGrid> grid = [] {
-    tessera::parallel::GridOptions options;
-    options.install_signal_handlers = false;
-    auto g = tessera::parallel::ProcessGrid::Create(tessera::parallel::LaunchInfo{}, options);
-    if (!g.ok()) CATCH_FAIL(std::string(g.status().message()));
-    return *std::move(g);
-  }();
-  return *grid;
-}
-
-// Writes one Megatron-format document of `tokens` at PREFIX.
-void WriteCorpus(const std::string& prefix, const std::vector<int32_t>& tokens) {
-  auto writer = tessera::data::IndexedDatasetWriter::Create(prefix, tessera::data::TokenDType::kUint16);
-  CATCH_REQUIRE(writer.ok());
-  CATCH_REQUIRE((*writer)->AddDocument(tokens).ok());
-  CATCH_REQUIRE((*writer)->Finish().ok());
+// 2 sequences of 16 tokens (+1 target) of arbitrary ids below 60 at dir/fixed: unshuffled, a
+// corpus of exactly two windows feeds the same batch at every step. Returns the prefix.
+std::string WriteFixedBatch(const fs::path& dir) {
+  torch::manual_seed(0);
+  auto ids = torch::randint(0, 60, {33}, torch::kInt32);
+  const std::string prefix = (dir / "fixed").string();
+  WriteCorpus(prefix, std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + 33));
+  return prefix;
 }
 
 // Trains the tiny overfitting setup at `precision` and returns its history.
 std::vector<tessera::StepMetrics> Overfit(const std::string& precision) {
   const fs::path dir = TempDir("overfit_" + precision);
-  // 2 sequences of 16 tokens (+1 target) of arbitrary ids: unshuffled, a corpus of exactly two
-  // windows feeds the same batch at every step.
-  torch::manual_seed(0);
-  auto ids = torch::randint(0, 60, {33}, torch::kInt32);
-  WriteCorpus((dir / "fixed").string(),
-              std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + 33));
-  tessera::Config config = Parse("", {"model.dim=64",
-                                      "model.n_layers=2",
-                                      "model.n_heads=4",
-                                      "model.n_kv_heads=2",
-                                      "model.ffn_dim=128",
-                                      "model.vocab_size=64",
-                                      "train.seq_len=16",
-                                      "train.micro_batch=2",
-                                      "train.global_batch=2",
-                                      "train.steps=120",
-                                      "train.warmup_steps=5",
-                                      "train.lr=0.01",
-                                      "train.min_lr=0.001",
-                                      "train.weight_decay=0",
-                                      "train.eval_every=0",
-                                      "train.log_every=20",
-                                      "train.peak_tflops=1",
-                                      "data.train=" + (dir / "fixed").string(),
-                                      "data.shuffle=false",
-                                      "train.run_dir=" + (dir / "run").string(),
-                                      "train.precision=" + precision});
+  tessera::Config config = tessera::trainer_testing::TinyConfig(
+      {"model.vocab_size=64", "train.micro_batch=2", "train.global_batch=2", "train.steps=120",
+       "train.warmup_steps=5", "train.min_lr=0.001", "train.weight_decay=0", "train.log_every=20",
+       "train.peak_tflops=1", "data.train=" + WriteFixedBatch(dir), "data.shuffle=false",
+       "train.run_dir=" + (dir / "run").string(), "train.precision=" + precision});
   auto trainer = tessera::Trainer::Create(config, LocalGrid());
   CATCH_REQUIRE(trainer.ok());
   CATCH_REQUIRE((*trainer)->Run().ok());
@@ -103,17 +63,11 @@ struct CountedRun {
 };
 CountedRun RunCounted(int64_t log_every) {
   const fs::path dir = TempDir("counted_" + std::to_string(log_every));
-  torch::manual_seed(0);
-  auto ids = torch::randint(0, 60, {33}, torch::kInt32);
-  WriteCorpus((dir / "fixed").string(),
-              std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + 33));
-  tessera::Config config =
-      Parse("", {"model.dim=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2",
-                 "model.ffn_dim=128", "model.vocab_size=64", "train.seq_len=16", "train.micro_batch=1",
-                 "train.global_batch=2", "train.steps=12", "train.warmup_steps=2", "train.lr=0.01",
-                 "train.grad_clip=0.5", "train.eval_every=0", "train.log_every=" + std::to_string(log_every),
-                 "checkpoint.at_end=false", "data.train=" + (dir / "fixed").string(), "data.shuffle=false",
-                 "train.run_dir=" + (dir / "run").string()});
+  tessera::Config config = tessera::trainer_testing::TinyConfig(
+      {"model.vocab_size=64", "train.micro_batch=1", "train.global_batch=2", "train.steps=12",
+       "train.warmup_steps=2", "train.grad_clip=0.5", "train.log_every=" + std::to_string(log_every),
+       "checkpoint.at_end=false", "data.train=" + WriteFixedBatch(dir), "data.shuffle=false",
+       "train.run_dir=" + (dir / "run").string()});
   ::setenv("TESSERA_FAULT_NAN_GRAD_STEPS", "6", 1);
   auto trainer = tessera::Trainer::Create(config, LocalGrid());
   ::unsetenv("TESSERA_FAULT_NAN_GRAD_STEPS");
@@ -179,7 +133,7 @@ CATCH_TEST_CASE("the default config's loss falls well below its start on the sam
   // The default config, shortened: 60 of its 300 steps (its train.sample_every prints a sample
   // at the last step). Its data paths are relative to the repository root; point them at the
   // prepared sample data.
-  tessera::Config config = Parse(
+  tessera::Config config = ParseConfig(
       std::string(TESSERA_SOURCE_DIR) + "/configs/tiny.yaml",
       {"data.train=[{prefix: " + data + "/text, weight: 0.6}, {prefix: " + data + "/code, weight: 0.4}]",
        "data.val=" + data + "/val", "data.tokenizer=" + data + "/tokenizer.tiktoken", "train.steps=60",
@@ -229,15 +183,15 @@ CATCH_TEST_CASE("bad data is reported before the model is built") {
   WriteCorpus((dir / "doc").string(), doc);
   const std::string prefix = (dir / "doc").string();
   auto missing = tessera::Trainer::Create(
-      Parse("", {"data.train=" + (dir / "nope").string(), "train.eval_every=0", run}), LocalGrid());
+      ParseConfig("", {"data.train=" + (dir / "nope").string(), "train.eval_every=0", run}), LocalGrid());
   CATCH_REQUIRE_FALSE(missing.ok());
   CATCH_CHECK(std::string(missing.status().message()).find("data.train: ") == 0);
   CATCH_CHECK(std::string(missing.status().message()).find((dir / "nope").string()) != std::string::npos);
   // Token ids beyond the vocabulary are found when the sample is read (the corpus is not scanned
   // at start: terabyte corpora): the first step fails with the corpus and the id.
   auto small_vocab = tessera::Trainer::Create(
-      Parse("", {"data.train=" + prefix, "train.eval_every=0", "model.vocab_size=200", "train.seq_len=8",
-                 "train.micro_batch=1", "train.global_batch=1", run}),
+      ParseConfig("", {"data.train=" + prefix, "train.eval_every=0", "model.vocab_size=200",
+                       "train.seq_len=8", "train.micro_batch=1", "train.global_batch=1", run}),
       LocalGrid());
   CATCH_REQUIRE(small_vocab.ok());
   const absl::Status vocab_run = (*small_vocab)->Run();
@@ -246,17 +200,18 @@ CATCH_TEST_CASE("bad data is reported before the model is built") {
   CATCH_CHECK(std::string(vocab_run.message()).find("vocab") != std::string::npos);
   CATCH_CHECK(std::string(vocab_run.message()).find(prefix) != std::string::npos);
   auto too_short = tessera::Trainer::Create(
-      Parse("", {"data.train=" + prefix, "train.eval_every=0", "train.seq_len=4096", run}), LocalGrid());
+      ParseConfig("", {"data.train=" + prefix, "train.eval_every=0", "train.seq_len=4096", run}),
+      LocalGrid());
   CATCH_REQUIRE_FALSE(too_short.ok());
   CATCH_CHECK(std::string(too_short.status().message()).find("data.train: ") == 0);
   auto indivisible = tessera::Trainer::Create(
-      Parse("", {"data.train=" + prefix, "train.eval_every=0", "train.seq_len=8", "train.micro_batch=3",
-                 "train.global_batch=6", "parallel.zero=1", run}),
+      ParseConfig("", {"data.train=" + prefix, "train.eval_every=0", "train.seq_len=8", "train.micro_batch=3",
+                       "train.global_batch=6", "parallel.zero=1", run}),
       LocalGrid());
   CATCH_CHECK(indivisible.ok());  // dp = 1: 6 / (3 x 1) micro-batches is fine, ZeRO is a no-op
   if (!torch::cuda::is_available()) {
-    auto cuda = tessera::Trainer::Create(Parse("", {"data.train=" + prefix, "train.eval_every=0",
-                                                    "train.device=cuda", "train.seq_len=8", run}),
+    auto cuda = tessera::Trainer::Create(ParseConfig("", {"data.train=" + prefix, "train.eval_every=0",
+                                                          "train.device=cuda", "train.seq_len=8", run}),
                                          LocalGrid());
     CATCH_REQUIRE_FALSE(cuda.ok());
     CATCH_CHECK(std::string(cuda.status().message()).find("train.device = cuda, but no CUDA device") !=
