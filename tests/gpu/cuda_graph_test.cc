@@ -61,7 +61,7 @@ Run Train(const std::string& precision, const std::string& recompute, const std:
        "train.precision=" + precision, "model.recompute=" + recompute, "train.cuda_graphs=" + graphs,
        "train.steps=" + std::to_string(kSteps), "train.warmup_steps=3", "train.eval_every=5",
        "train.eval_batches=2", "train.log_every=5", "train.sample_every=0", "train.peak_tflops=1",
-       "checkpoint.at_end=false", "train.run_dir=" + (dir / "run").string()});
+       "checkpoint.at_end=false", "train.allow_tf32=false", "train.run_dir=" + (dir / "run").string()});
   if (!config.ok()) CATCH_FAIL(std::string(config.status().message()));
   auto trainer = tessera::Trainer::Create(*config, CudaGrid());
   if (!trainer.ok()) CATCH_FAIL(std::string(trainer.status().message()));
@@ -109,14 +109,15 @@ Distance Between(const Run& a, const Run& b) {
 // Graphs against eager, beside eager against eager. The bound is the larger of a floor and 4x
 // the eager runs' own spread: some CUDA backward kernels accumulate with atomics (the
 // embedding's, attention's dq), so two eager runs may differ in their last bits and those bits
-// grow over the steps; a replay runs the captured kernels, which are the eager run's, so it may
-// differ by as much and no more. The floors: fp32 arithmetic rounds at 6e-8 per operation and
-// ten steps of training magnify a last-bit difference to ~1e-6 of the loss, so 1e-4 leaves
-// margin; bf16 weights round at 2^-8, so one master weight that crosses a rounding boundary in
-// one run and not the other moves the loss by ~1e-4, hence 2e-3. What a wrong capture does is
-// far larger: a stale or missing micro-batch, a warm-up micro-step counted twice or a missing
-// reduction changes the first captured step's loss by 1e-2 or more (different tokens, or a
-// gradient off by a factor) and every parameter update after it.
+// grow over the steps; a replay runs the kernels the capture recorded, the eager run's, so it
+// may differ by as much. The floors cover a last-bit difference the spread may not show (a
+// GEMM algorithm picked for the capture stream's workspace): fp32 arithmetic (TF32 off) rounds
+// at 6e-8 per operation and ten steps of training magnify a last-bit difference to ~1e-6 of the
+// loss, so 1e-4 leaves margin; bf16 weights round at 2^-8, so one master weight that crosses a
+// rounding boundary in one run and not the other moves the loss by ~1e-4, hence 2e-3. What a
+// wrong capture does is far larger: a stale or missing micro-batch, a warm-up micro-step counted
+// twice or a missing reduction changes the first captured step's loss by 1e-2 or more
+// (different tokens, or a gradient off by a factor) and every parameter update after it.
 void CheckGraphsMatchEager(const std::string& precision, const std::string& recompute) {
   const Run eager = Train(precision, recompute, "false", 0);
   const Run again = Train(precision, recompute, "false", 1);
