@@ -223,6 +223,17 @@ std::vector<FieldSpec> BuildSchema() {
       Int("train.profile_step", TS_FIELD_REF(train.profile_step), 0, 1e12,
           "Record LibTorch's profiler over this optimizer step (1-based) and write a Chrome trace "
           "to RUN_DIR/profile_step_N.json (open in chrome://tracing or Perfetto); 0 = off."),
+      Enum<CudaGraphsMode>(
+          "train.cuda_graphs", TS_FIELD_REF(train.cuda_graphs),
+          "CUDA graphs for the training micro-step: after 3 eager warm-up steps the forward and "
+          "backward of one micro-batch are captured once (static input buffers, a private memory "
+          "pool) and every later micro-batch replays them; the data-parallel reduction, the "
+          "gradient norm and the optimizer run after the replays, uncaptured, as does evaluation. "
+          "Only where the layout allows: a CUDA device, no pipeline, tensor or context "
+          "parallelism, parallel.zero 0 or 1, no data.document_mask or data.reset_position_ids, no "
+          "train.profile_step. auto: on where allowed, else off without a word. true: on where "
+          "allowed; elsewhere off, and the start-up log names every reason. false (the default "
+          "until the captured step has been timed against the eager one on a GPU): off."),
       Float("train.spike_factor", TS_FIELD_REF(train.spike_factor), 0, kInf,
             "Loss-spike guard: a step whose loss exceeds spike_factor x the mean of the last 50 "
             "accepted steps' losses skips its update (counted and logged), as does any step with a "
@@ -713,6 +724,11 @@ std::span<const std::string_view> EnumNames<AttentionBackend>() {
 template <>
 std::span<const std::string_view> EnumNames<RopeScaling>() {
   static constexpr std::string_view kNames[] = {"none", "llama3", "linear"};
+  return kNames;
+}
+template <>
+std::span<const std::string_view> EnumNames<CudaGraphsMode>() {
+  static constexpr std::string_view kNames[] = {"auto", "true", "false"};
   return kNames;
 }
 template <>

@@ -24,6 +24,7 @@ enum class CommBackend { kAuto, kLocal, kMpi, kNccl };                     // pa
 enum class RecomputeMode { kNone, kSelective, kFull };                     // model.recompute
 enum class AttentionBackend { kAuto, kCudnn, kFlash, kEfficient, kMath };  // model.attention_backend
 enum class RopeScaling { kNone, kLlama3, kLinear };                        // model.rope_scaling
+enum class CudaGraphsMode { kAuto, kTrue, kFalse };                        // train.cuda_graphs
 // parallel.pp_schedule: a generated schedule by name, or kFile: a schedule file's path.
 enum class PipelineScheduleKind { kGpipe, k1F1B, kInterleaved, kZbH1, kFile };
 
@@ -46,6 +47,8 @@ template <>
 std::span<const std::string_view> EnumNames<AttentionBackend>();
 template <>
 std::span<const std::string_view> EnumNames<RopeScaling>();
+template <>
+std::span<const std::string_view> EnumNames<CudaGraphsMode>();
 
 template <typename E>
 std::string EnumName(E value) {
@@ -128,6 +131,9 @@ struct TrainConfig {
   double peak_tflops = 0.0;
   bool allow_tf32 = true;  // fp32 products on CUDA tensor cores as TF32
   int64_t profile_step = 0;
+  // CUDA graphs for the micro-step where the layout allows (trainer/cuda_graph_policy.h).
+  // Off by default until the captured step has been measured against the eager one on a GPU.
+  CudaGraphsMode cuda_graphs = CudaGraphsMode::kFalse;
   double spike_factor = 3.0;
   int64_t max_skips = 5;
   DivergencePolicy on_divergence = DivergencePolicy::kStop;

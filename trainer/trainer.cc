@@ -202,11 +202,22 @@ absl::Status Trainer::TrainStep(int64_t step, StepMetrics* metrics) {
   TS_ASSIGN_OR_RETURN(data::LocalBatch batch, loader_->Next());
   metrics->data_wait_s = loader_->last_wait_seconds();
   reducer_->ZeroGrad();
-  stage_->SetBatch(&batch, local_batch_ / t.micro_batch);
-  // The schedule's forwards and backwards; the reducer's hooks reduce buckets as the last
-  // backward of each chunk completes them.
-  absl::StatusOr<torch::Tensor> loss = executor_->RunStepOnDevice();
-  stage_->SetBatch(nullptr, 1);
+  absl::StatusOr<torch::Tensor> loss;
+  const bool graphed = micro_graph_ && steps_run_ >= kCudaGraphWarmupSteps;
+  ++steps_run_;
+  if (graphed) {
+    // The captured micro-step (micro_step_graph.h): no hook reduces during the replays;
+    // FinishBackward below reduces every bucket after the last one. A replay does not run the
+    // host's per-unit waits for ZeRO 1's weight gather, so the whole gather is awaited first.
+    TS_RETURN_IF_ERROR(reducer_->WaitParams());
+    loss = micro_graph_->RunStep(batch);
+  } else {
+    stage_->SetBatch(&batch, local_batch_ / t.micro_batch);
+    // The schedule's forwards and backwards; the reducer's hooks reduce buckets as the last
+    // backward of each chunk completes them.
+    loss = executor_->RunStepOnDevice();
+    stage_->SetBatch(nullptr, 1);
+  }
   if (!loss.ok()) return loss.status();
   TS_RETURN_IF_ERROR(reducer_->FinishBackward([this]() -> absl::Status {
     for (Transformer& chunk : stage_->chunks()) TS_RETURN_IF_ERROR(chunk->SyncTensorParallelGrads());
@@ -350,6 +361,7 @@ absl::Status Trainer::Setup() {
   if (reducer_->zero() >= 1) evaluator_->set_unit_gatherer(reducer_.get());
   profiler_ = std::make_unique<StepProfiler>(t, grid_.rank(), grid_.world_size(), device_);
   TS_RETURN_IF_ERROR(SetupSampler());
+  SetupCudaGraphs();
   flops_per_token_ = TrainingFlopsPerToken(config_.model, t.seq_len);
   const PeakRate peak = PeakTflopsOf(config_, device_);
   peak_tflops_ = peak.tflops;
@@ -372,6 +384,19 @@ absl::Status Trainer::SetupSampler() {
   }
   TS_ASSIGN_OR_RETURN(sampler_, SamplePrinter::Create(config_, is_logger(), why_not.empty(), why_not));
   return absl::OkStatus();
+}
+
+void Trainer::SetupCudaGraphs() {
+  const parallel::ParallelDims dims = grid_.topology().dims();
+  cuda_graphs_ = DecideCudaGraphs(config_, CudaGraphLayout{device_.is_cuda(), dims.tp, dims.pp, dims.dp, dims.cp});
+  if (cuda_graphs_.on) UseStepRecorder(MakeCudaGraphRecorder(device_));
+}
+
+void Trainer::UseStepRecorder(std::unique_ptr<StepRecorder> recorder) {
+  if (!recorder) return;  // LibTorch without CUDA: no device could have allowed graphs
+  const int64_t micro_batch = config_.train.micro_batch;
+  micro_graph_ = std::make_unique<MicroStepGraph>(stage_->chunks().front(), micro_batch,
+                                                  local_batch_ / micro_batch, device_, std::move(recorder));
 }
 
 absl::Status Trainer::CheckBatchLayout() {
@@ -630,6 +655,7 @@ void Trainer::LogSetup() const {
                                       measured.tflops, measured.basis, 100.0 * measured.tflops / peak_tflops_,
                                       peak_tflops_);
     }
+    if (cuda_graphs_.log) TS_LOG(INFO) << cuda_graphs_.LogLine();
     TS_LOG(INFO) << "run directory: " << t.run_dir;
   }
   // Per rank: what the sharded optimizer leaves here (ZeRO's figures, printed by every rank). The

@@ -24,6 +24,7 @@
 #include "parallel/pipeline/partition.h"
 #include "parallel/process_grid.h"
 #include "trainer/checkpoint_policy.h"
+#include "trainer/cuda_graph_policy.h"
 #include "trainer/device.h"
 #include "trainer/divergence_guard.h"
 #include "trainer/evaluator.h"
@@ -31,6 +32,7 @@
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
 #include "trainer/metrics_sink.h"
+#include "trainer/micro_step_graph.h"
 #include "trainer/sample_printer.h"
 #include "trainer/step_profiler.h"
 #include "trainer/step_readback.h"
@@ -62,6 +64,13 @@ class Trainer {
   // This rank's first model chunk (the whole model in a single process).
   Transformer& model() { return stage_->chunks().front(); }
   torch::Device device() const { return device_; }
+  // train.cuda_graphs: the decision, and the replays of the captured micro-step so far.
+  const CudaGraphDecision& cuda_graphs() const { return cuda_graphs_; }
+  int64_t cuda_graph_replays() const { return micro_graph_ ? micro_graph_->replays() : 0; }
+  // Tests: after the warm-up steps, run the micro-steps through `recorder` whatever the decision
+  // (the caller keeps to a layout the decision allows: one chunk, zero 0 or 1). With the CPU
+  // stand-in (MakeRerunRecorder) the captured step's logic runs on the CPU. Before Run.
+  void UseStepRecorder(std::unique_ptr<StepRecorder> recorder);
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -80,6 +89,8 @@ class Trainer {
   absl::Status SetupLoader();
   // train.sample_every (sample_printer.h); after SetupModel.
   absl::Status SetupSampler();
+  // train.cuda_graphs (cuda_graph_policy.h); after SetupModel.
+  void SetupCudaGraphs();
   void LogSetup() const;
 
   // One optimizer step over this rank's slice of a global batch; fills lr and data_wait_s and
@@ -154,6 +165,9 @@ class Trainer {
   torch::Tensor step_figures_;  // TrainStep's: loss, grad_norm, skip, signal ({4} fp64)
   int signal_ = 0;              // a stop signal read back with a step's figures
   std::function<void(int64_t)> step_end_hook_;
+  CudaGraphDecision cuda_graphs_;
+  std::unique_ptr<MicroStepGraph> micro_graph_;  // when the micro-step runs as a graph
+  int64_t steps_run_ = 0;                        // TrainStep calls in this process (the warm-up)
 };
 
 }  // namespace tessera

@@ -35,6 +35,9 @@
 #   BENCH_ONLY=tessera|hf  run one side
 #   BENCH_ATEN_TOO=1|0     on cuda, also run Tessera with TESSERA_CUDA_KERNELS=0 (ATen's RMSNorm,
 #                          rotary and SwiGLU instead of Tessera's kernels), first; default 1
+#   BENCH_CUDA_GRAPHS      Tessera's train.cuda_graphs (default false: both Tessera rows eager, as
+#                          the peer is; true captures the micro-step, except in a run that profiles
+#                          a step, where graphs are off)
 #   BENCH_PROFILE_STEP     profile this step (1-based) on both sides and print the GPU kernels that
 #                          took most (default: the last untimed step on cuda, 0 = off, on cpu);
 #                          Tessera's Chrome trace is RUN_DIR/profile_step_N.json
@@ -124,7 +127,7 @@ run_tessera() {
       --set train.peak_tflops=$([[ $PEAK == 0 ]] && echo 1 || echo "$PEAK") \
       --set data.train="${TOKENS%.u16}" --set data.val=[] --set data.shuffle=false --set train.sample_every=0 \
       --set train.eval_every=0 --set train.log_every=1 --set train.run_dir="$RUN" \
-      --set train.profile_step=$2 \
+      --set train.profile_step=$2 --set train.cuda_graphs="${BENCH_CUDA_GRAPHS:-false}" \
       2>&1 | tee "$BENCH_DIR/$1.log" | sed -u 's/^/    [tessera] /'
     rc=${PIPESTATUS[0]}
     if [[ $rc -ne 0 ]]; then

@@ -56,6 +56,19 @@ expect 2 "no training data: set data.train" -- train --set train.eval_every=0 --
 expect 2 "data.document_mask finds documents by their end-of-document token: set data.eod_token" -- train --set "data.train=$dir/doc" --set train.eval_every=0 --set data.document_mask=true --set "train.run_dir=$dir/run"
 parity="$(cd "$(dirname "$0")/../data/parity_data" && pwd)"
 expect 2 "data.reset_position_ids needs documents that end with data.eod_token = 5, but $parity/text document 0 ends with token 4096" -- train --set "data.train=$parity/text" --set train.eval_every=0 --set data.reset_position_ids=true --set data.eod_token=5 --set "train.run_dir=$dir/run"
+# train.cuda_graphs: true on the CPU trains eagerly and the start-up log says why; auto says nothing.
+tiny=(--set model.dim=32 --set model.n_layers=1 --set model.n_heads=2 --set model.n_kv_heads=1 --set model.ffn_dim=64
+      --set model.vocab_size=4224 --set train.seq_len=16 --set train.micro_batch=1 --set train.global_batch=1
+      --set train.steps=1 --set train.eval_every=0 --set train.sample_every=0 --set checkpoint.at_end=false
+      --set "data.train=$parity/text" --set "train.run_dir=$dir/graphs")
+expect 0 "cuda graphs: off (the device is the CPU: graphs are a CUDA feature)" -- train "${tiny[@]}" --set train.cuda_graphs=true --set train.device=cpu
+expect 0 "cuda graphs: off (the device is the CPU: graphs are a CUDA feature; train.profile_step: " -- train "${tiny[@]}" --set train.cuda_graphs=true --set train.device=cpu --set train.profile_step=1
+quiet=$("$TESSERA" train "${tiny[@]}" --set train.cuda_graphs=auto --set train.device=cpu 2>&1)
+if [[ "$quiet" == *"cuda graphs"* ]]; then
+  echo "FAIL: train.cuda_graphs: auto on the CPU printed a cuda graphs line"; failures=$((failures + 1))
+else
+  passes=$((passes + 1))
+fi
 expect 0 "  lr: 0.25" -- config --set train.lr=0.25 --set "data.train=$dir/doc" --set train.eval_every=0
 expect 0 "train: [{prefix: \"a\", weight: 0.7}, {prefix: \"b\", weight: 0.3}]" -- config --set "data.train=[{prefix: a, weight: 0.7}, {prefix: b, weight: 0.3}]" --set train.eval_every=0
 expect 0 "| \`train.lr\` |" -- config --markdown

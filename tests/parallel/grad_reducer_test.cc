@@ -342,6 +342,35 @@ CATCH_TEST_CASE("reduced gradients, norm and gathers equal the single-rank refer
   }
 }
 
+CATCH_TEST_CASE(
+    "never marked final, as on the captured micro-step's path, FinishBackward reduces every bucket") {
+  // A CUDA graph replays backward without its host callbacks, so the captured path never marks
+  // a backward final (trainer/micro_step_graph.h): the hooks must launch nothing, and
+  // FinishBackward must then reduce every bucket to the same gradients.
+  for (const Case& c : Cases()) {
+    if (c.zero > 1) continue;  // zero 2 and 3 do not run captured (trainer/cuda_graph_policy.h)
+    CATCH_INFO(Describe(c));
+    Model m = Build(c.zero, c.bucket_mb);
+    m.reducer->ZeroGrad();
+    for (int micro = 0; micro < c.micro_steps; ++micro) {
+      at::Tensor loss = at::zeros({}, at::kFloat);
+      for (size_t p = 0; p < m.tensors.size(); ++p)
+        loss = loss + (m.tensors[p].sin() * Data(p, m.rank, micro)).sum();
+      loss.backward();
+    }
+    CATCH_CHECK(m.reducer->last_events().empty());  // no hook launched a reduction
+    FinishStep(m);
+    CATCH_CHECK(static_cast<int>(m.reducer->last_events().size()) == m.reducer->num_buckets());
+    std::vector<at::Tensor> reference;
+    for (size_t p = 0; p < Specs().size(); ++p) reference.push_back(ReferenceGrad(p, m.world, c.micro_steps));
+    const at::Tensor flat_reference = Flat(m, reference);
+    for (const OwnedRange& r : m.reducer->owned()) {
+      CheckFlat(m, r.grads, flat_reference.narrow(0, r.flat_offset, r.grads.numel()), r.flat_offset,
+                "reduced gradient");
+    }
+  }
+}
+
 CATCH_TEST_CASE("zero 2: a completed bucket reduction is landed and its buffers freed before the step ends") {
   // Several buckets; every rank launches them all in its hooks. Once all have been issued (the
   // barrier) each completes without this rank waiting on any other, so RetireCompleted alone must
