@@ -434,6 +434,7 @@ CP_CASES = [("cp2", 2, 8, ["parallel.cp=2"]),
             ("cp2-pp2-1f1b-m4", 4, 2, ["parallel.cp=2", "parallel.pp=2", "parallel.pp_schedule=1f1b"]),
             ("cp2-dp2-zero1", 4, 4, ["parallel.cp=2", "parallel.zero=1"]),
             ("cp2-selective", 2, 8, ["parallel.cp=2", "model.recompute=selective"]),
+            ("cp2-full", 2, 8, ["parallel.cp=2", "model.recompute=full"]),
             ("cp2-tp2-pp2-1f1b-m4-sp", 8, 2, ["parallel.cp=2", "parallel.tp=2", "parallel.pp=2",
                                               "parallel.sequence_parallel=true", "parallel.pp_schedule=1f1b"])]
 
@@ -443,6 +444,13 @@ def context_parallel_cases(workdir):
     references = {micro: run(f"single-m{8 // micro}", 1, [f"train.micro_batch={micro}"], workdir) for micro in (8, 2)}
     for name, ranks, micro, extra in CP_CASES:
         compare(name, references[2 if micro == 2 else 8], run(name, ranks, [f"train.micro_batch={micro}"] + extra, workdir))
+    # Evaluation: the CP ranks of a replica evaluate the same micro-batches on their own tokens
+    # (3 eval micro-batches over dp 2: different counts per DP rank).
+    evals = ["train.micro_batch=2", "train.eval_every=10", "train.eval_batches=3", f"data.val=[{DATA}/val]"]
+    single_eval = run("single-eval", 1, evals, workdir)
+    got = run("cp2-dp2-eval", 4, evals + ["parallel.cp=2"], workdir)
+    compare("cp2-dp2-eval", single_eval, got)
+    compare_eval("cp2-dp2-eval", single_eval, got)
     document_mask_cases(workdir, DOCMASK_CP)
     # A sequence that does not cut into 2 x cp chunks is refused before anything starts.
     args = [TESSERA, "train", "--set", f"train.run_dir={workdir}/bad-seq"]

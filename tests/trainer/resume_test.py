@@ -9,7 +9,8 @@
     both save a checkpoint after step N, and the digest of every parameter and AdamW moment
     (`tessera checkpoint digest`: a 64-bit hash of each whole tensor's bytes) must be equal;
   * resharding: a checkpoint saved with TP2 x PP2 x DP2 continues under other layouts (1 rank,
-    TP4 x DP2, PP4 x DP2) within the layout-parity tolerance of the uninterrupted run;
+    TP4 x DP2, PP4 x DP2, CP4, and from CP4 on into CP2 x DP2 at ZeRO 1) within the
+    layout-parity tolerance of the uninterrupted run;
   * zero 3 (parameters sharded between uses): exact resume zero 3 -> zero 3 in fp32 and bf16 and
     in TP2 x PP2 x DP2, and
     resharding zero 3 <-> zero 1 at DP 2 (the same arithmetic: exact too, but for the gradient
@@ -134,6 +135,10 @@ LAYOUTS = {
                      "parallel.zero=3"]),
     "tp4-dp2": (8, ["train.micro_batch=2", "parallel.tp=4"]),
     "pp4-dp2": (8, ["train.micro_batch=1", "parallel.pp=4"]),
+    # Context parallelism: the checkpoint holds no trace of it (parameters are not split by cp),
+    # and ZeRO's shards span dp x cp.
+    "cp2-dp2-zero1": (4, ["train.micro_batch=2", "parallel.cp=2", "parallel.zero=1"]),
+    "cp4": (4, ["train.micro_batch=4", "parallel.cp=4"]),
 }
 # bf16: bf16 weights with the optimizer's fp32 master, which the checkpoint keeps; resuming must
 # restore both (the master from the checkpoint, the weights as its rounding) to be exact.
@@ -192,7 +197,7 @@ def main():
         if SUITE == "exact":
             for name in ["single", "dp2-zero0", "dp2-zero1", "dp2-zero2", "tp2-sp", "pp2-1f1b", "pp2-gpipe",
                          "pp2-zbh1", "pp2-interleaved", "3d", "single-bf16", "dp2-zero0-bf16", "dp2-zero2-bf16",
-                         "3d-bf16"]:
+                         "3d-bf16", "cp2-dp2-zero1"]:
                 ranks, layout = LAYOUTS[name]
                 full_dir, part_dir = os.path.join(tmp, name + "-full"), os.path.join(tmp, name + "-resumed")
                 # The uninterrupted run saves every 5 steps; the resumed one starts from step 5.
@@ -222,7 +227,7 @@ def main():
             if train("saved 3d", 8, saved, LAYOUTS["3d"][1] + ["checkpoint.every=5"]) is None:
                 sys.exit(1)
             ckpt = os.path.join(saved, "checkpoints", "step-00000005")
-            for name in ["single", "tp4-dp2", "pp4-dp2", "dp2-zero2"]:
+            for name in ["single", "tp4-dp2", "pp4-dp2", "dp2-zero2", "cp4"]:
                 ranks, layout = LAYOUTS[name]
                 out = os.path.join(tmp, "into-" + name)
                 if train(f"3d -> {name}", ranks, out, layout + [f"checkpoint.resume={ckpt}", "checkpoint.every=8"]) is None:
@@ -233,6 +238,14 @@ def main():
             one = os.path.join(tmp, "into-single", "checkpoints", "step-00000008")
             if os.path.isdir(one) and train("single -> 3d", 8, back, LAYOUTS["3d"][1] + [f"checkpoint.resume={one}"]) is not None:
                 compare("single -> TP2xPP2xDP2", ref, metrics(back), 9, exact=False)
+            # Out of context parallelism: CP4's step-8 checkpoint into CP2 x DP2 at ZeRO 1.
+            cp4 = os.path.join(tmp, "into-cp4", "checkpoints", "step-00000008")
+            out = os.path.join(tmp, "cp4-to-cp2-dp2")
+            ranks, layout = LAYOUTS["cp2-dp2-zero1"]
+            if os.path.isdir(cp4) and train("cp4 -> cp2 x dp2", ranks, out, layout + [f"checkpoint.resume={cp4}"]) is not None:
+                compare("CP4 -> CP2xDP2 zero 1", ref, metrics(out), 9, exact=False)
+            elif not os.path.isdir(cp4):
+                failures.append("no CP4 checkpoint at step 8")
             # bf16: the checkpoint holds the fp32 master, so it reshards as fp32 does. Two checks:
             #  - the first step after the resume: its loss is a forward pass of the saved weights,
             #    so it must match the saving run's own step 6 up to the layouts' bf16 forward
