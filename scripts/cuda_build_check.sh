@@ -57,14 +57,14 @@ log "torch $(torch_field __version__) (CUDA $(torch_field cuda)), nvcc $("$NVCC"
 export CCACHE_BASEDIR="$ROOT"
 export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
 export CCACHE_NOHASHDIR=1
-if [[ ! -f "$BUILD_DIR/build.ninja" ]]; then
-  mkdir -p "$BUILD_DIR"
-  cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_WERROR=ON \
-    -DTorch_DIR="$TORCH_DIR" -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="80;90" \
-    -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
-    -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >"$BUILD_DIR/cuda_check.configure.log" 2>&1 \
-    || { tail -30 "$BUILD_DIR/cuda_check.configure.log"; log "FAILED: cmake (log: $BUILD_DIR/cuda_check.configure.log)"; exit 1; }
-fi
+# Configured every time (seconds once the cache exists): the object list below is read from the
+# generated build, which must know the sources added since the last run.
+mkdir -p "$BUILD_DIR"
+cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_WERROR=ON \
+  -DTorch_DIR="$TORCH_DIR" -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="80;90" \
+  -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+  -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >"$BUILD_DIR/cuda_check.configure.log" 2>&1 \
+  || { tail -30 "$BUILD_DIR/cuda_check.configure.log"; log "FAILED: cmake (log: $BUILD_DIR/cuda_check.configure.log)"; exit 1; }
 summary="$(grep -hoE 'Tessera: CUDA compiler [A-Z]+, torch with CUDA [A-Z]+|Tessera: NCCL .*' "$BUILD_DIR/cuda_check.configure.log" | tr '\n' ';')"
 log "${summary%;}"
 if ! grep -q 'torch with CUDA ON' "$BUILD_DIR/cuda_check.configure.log" || ! grep -q 'CUDA compiler ON' "$BUILD_DIR/cuda_check.configure.log"; then
