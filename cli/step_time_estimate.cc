@@ -27,6 +27,11 @@ double AllReduceS(double bytes, int64_t n, double gb_s) {
 }
 double GatherS(double bytes, int64_t n, double gb_s) { return AllReduceS(bytes, n, gb_s) / 2.0; }
 
+// The bandwidth per GPU of each group's collectives, GB/s (inside or across nodes).
+struct Bandwidths {
+  double tp = 0, dp = 0, cp = 0;
+};
+
 // One chunk's actions for one micro-batch: computation and tensor-parallel communication, in
 // seconds; `weight` is the part of the backward that the split schedules run as W (the weight
 // gradients: the matrix products' share, as much as their forward).
@@ -35,10 +40,12 @@ struct ChunkCost {
 };
 
 ChunkCost CostOfChunk(const Config& c, const pl::Partition& part, int64_t stage, int64_t chunk,
-                      double tp_gb_s, double dp_gb_s, int64_t dp, const Hardware& hw) {
+                      const Bandwidths& bw, int64_t dp, const Hardware& hw) {
   const ModelConfig& m = c.model;
   const ParallelConfig& p = c.parallel;
-  const double tokens = static_cast<double>(c.train.seq_len * c.train.micro_batch);
+  const double tp_gb_s = bw.tp, dp_gb_s = bw.dp;
+  // This rank's tokens of the micro-batch: 1/cp of each sequence under context parallelism.
+  const double tokens = static_cast<double>(c.train.seq_len * c.train.micro_batch / p.cp);
   const double s = static_cast<double>(c.train.seq_len), h = static_cast<double>(m.dim);
   const double t = static_cast<double>(p.tp);
   const double layers = static_cast<double>(part.NumLayers(stage, chunk));
@@ -67,8 +74,17 @@ ChunkCost CostOfChunk(const Config& c, const pl::Partition& part, int64_t stage,
   const double replayed = m.recompute == RecomputeMode::kFull ? recomputed / (matmul + attention) : 0.0;
   const double forward_comm = layers * layer_comm + (embedding ? AllReduceS(act_bytes, p.tp, tp_gb_s) : 0.0);
   const double backward_comm = layers * (layer_comm + regather) + replayed * layer_comm;
-  cost.forward = forward_flops / rate + forward_comm;
-  cost.backward = (2.0 * forward_flops + tokens * recomputed) / rate + backward_comm;
+  // Context parallelism: per layer the all-gather of the rank's K and V (its kv heads, the whole
+  // sequence's worth) in forward, their gradients' reduce-scatter in backward; again in backward
+  // where attention is replayed (recompute full or selective).
+  const double kv_bytes = tokens * static_cast<double>(p.cp) * 2.0 *
+                          static_cast<double>(KvHeadsPerRank(m, p.tp) * m.head_dim()) * compute_bytes;
+  const double kv_gather = GatherS(kv_bytes, p.cp, bw.cp);
+  const double cp_forward = layers * kv_gather;
+  const double cp_backward =
+      layers * kv_gather + (m.recompute == RecomputeMode::kNone ? 0.0 : layers * kv_gather);
+  cost.forward = forward_flops / rate + forward_comm + cp_forward;
+  cost.backward = (2.0 * forward_flops + tokens * recomputed) / rate + backward_comm + cp_backward;
   cost.weight = tokens * (layers * matmul + head_flops) / rate;
   cost.tp_comm = forward_comm + backward_comm;
   if (p.zero == 3) {
@@ -80,12 +96,12 @@ ChunkCost CostOfChunk(const Config& c, const pl::Partition& part, int64_t stage,
 }
 
 // The slowest chunk's costs: the simulator gives every chunk the same.
-ChunkCost SlowestChunk(const Config& c, const pl::Partition& part, double tp_gb_s, double dp_gb_s, int64_t dp,
+ChunkCost SlowestChunk(const Config& c, const pl::Partition& part, const Bandwidths& bw, int64_t dp,
                        const Hardware& hw) {
   ChunkCost worst;
   for (int64_t stage = 0; stage < c.parallel.pp; ++stage) {
     for (int64_t chunk = 0; chunk < c.parallel.virtual_stages; ++chunk) {
-      const ChunkCost cost = CostOfChunk(c, part, stage, chunk, tp_gb_s, dp_gb_s, dp, hw);
+      const ChunkCost cost = CostOfChunk(c, part, stage, chunk, bw, dp, hw);
       if (cost.forward + cost.backward > worst.forward + worst.backward) worst = cost;
     }
   }
@@ -117,7 +133,11 @@ absl::StatusOr<StepTimeEstimate> EstimateStepTime(const Config& c, const Layout&
   e.dp_inside_node = InsideNode(layout.topology, parallel::Dim::kData, hw.gpus_per_node);
   const auto bw = [&](bool inside) { return inside ? hw.intra_node_gb_s : hw.inter_node_gb_s; };
   const double dp_gb_s = bw(e.dp_inside_node);
-  const ChunkCost chunk = SlowestChunk(c, plan.partition, bw(e.tp_inside_node), dp_gb_s, layout.dp, hw);
+  const Bandwidths bandwidths{bw(e.tp_inside_node), dp_gb_s,
+                              bw(InsideNode(layout.topology, parallel::Dim::kContext, hw.gpus_per_node))};
+  // Gradients are reduced, and ZeRO shards, over the dp x cp ranks holding the same parameters.
+  const int64_t replicas = layout.dp * p.cp;
+  const ChunkCost chunk = SlowestChunk(c, plan.partition, bandwidths, replicas, hw);
   e.forward_s = std::max(chunk.forward, chunk.gather);
   e.backward_s = std::max(chunk.backward, chunk.gather);
   const double m = static_cast<double>(layout.microbatches);
@@ -132,7 +152,7 @@ absl::StatusOr<StepTimeEstimate> EstimateStepTime(const Config& c, const Layout&
     costs.backward_weight = chunk.weight;
     costs.backward_input = std::max(e.backward_s - chunk.weight, 0.0);
     const double tokens = static_cast<double>(c.train.seq_len * c.train.micro_batch);
-    const double boundary = tokens * static_cast<double>(c.model.dim) * 4.0 /
+    const double boundary = tokens * static_cast<double>(c.model.dim) * 4.0 / static_cast<double>(p.cp) /
                             (p.sequence_parallel ? static_cast<double>(p.tp) : 1.0);
     costs.comm = boundary / (bw(e.pp_inside_node) * 1e9);
     auto sim = pl::Simulate(*plan.schedule, costs);
@@ -146,10 +166,10 @@ absl::StatusOr<StepTimeEstimate> EstimateStepTime(const Config& c, const Layout&
   const double grads = 4.0 * static_cast<double>(params);
   const double weights = (c.train.precision == Precision::kBf16 ? 2.0 : 4.0) * static_cast<double>(params);
   const double reduce =
-      p.zero == 0 ? AllReduceS(grads, layout.dp, dp_gb_s) : GatherS(grads, layout.dp, dp_gb_s);
+      p.zero == 0 ? AllReduceS(grads, replicas, dp_gb_s) : GatherS(grads, replicas, dp_gb_s);
   e.dp_exposed_s = std::max(0.0, reduce - v * e.backward_s);
-  if (p.zero == 1 || p.zero == 2) e.dp_exposed_s += GatherS(weights, layout.dp, dp_gb_s);
-  const double owned = static_cast<double>(params) / (p.zero >= 1 ? static_cast<double>(layout.dp) : 1.0);
+  if (p.zero == 1 || p.zero == 2) e.dp_exposed_s += GatherS(weights, replicas, dp_gb_s);
+  const double owned = static_cast<double>(params) / (p.zero >= 1 ? static_cast<double>(replicas) : 1.0);
   e.optimizer_s = 32.0 * owned / (hw.memory_gb_s * 1e9);
   e.total_s = e.pipeline_s + e.dp_exposed_s + e.optimizer_s;
   const double tokens_per_step = static_cast<double>(c.train.global_batch * c.train.seq_len);
