@@ -41,11 +41,12 @@ struct Tensors {
                        // dim x ffn_dim / tp x 4
   // Context parallelism (cp > 1; T above is then this rank's T / cp tokens).
   bool context = false;
-  double kv_all = 0;     // the gathered keys (or values) of the whole sequence: cp T x kv x cb
-  double masks = 0;      // the float masks attention forms from the plan's bool ones, per layer:
-                         // rows x c^2 x (2 cp + 1) x cb (chunk l sees (g_l + 1) c keys; g_0 + g_1 = 2 cp - 1)
-  double per_batch = 0;  // once per micro-batch: the plan's bool masks (rows x c^2 x (2 cp + 1)) and
-                         // the per-token rotary tables (T x head_dim x 4)
+  double kv_all = 0;  // the gathered keys (or values) of the whole sequence: cp T x kv x cb
+  double masks = 0;   // the float masks attention forms from the plan's bool ones, per layer:
+                      // rows x c^2 x (2 cp + 1) x cb (chunk l sees (g_l + 1) c keys; g_0 + g_1 = 2 cp - 1)
+  double tables = 0;  // once per micro-batch: the per-token rotary tables (T x head_dim x 4)
+  double plan_masks = 0;  // once per micro-batch: the plan's bool masks (rows x c^2 x (2 cp + 1)), kept
+                          // only by a recomputation (attention saves its float copies)
 };
 
 // The tokens of one micro-batch on this rank: this rank's 2 chunks of every row under context
@@ -68,7 +69,8 @@ void AddContext(const Config& c, double kv_width, double cb, Tensors* t) {
   t->context = true;
   t->kv_all = seq * static_cast<double>(c.train.micro_batch) * kv_width * cb;
   t->masks = mask_elements * cb;
-  t->per_batch = mask_elements + LocalTokens(c) * static_cast<double>(c.model.head_dim()) * 4.0;
+  t->tables = LocalTokens(c) * static_cast<double>(c.model.head_dim()) * 4.0;
+  t->plan_masks = mask_elements;
 }
 
 Tensors TensorsOf(const Config& c, int64_t tp) {
@@ -212,11 +214,16 @@ HeadBytes HeadOf(const Config& c, const Tensors& t, int64_t tp) {
       m.loss_chunk_tokens > 0 ? std::min(tokens, static_cast<double>(m.loss_chunk_tokens)) : tokens;
   const bool sp = c.parallel.sequence_parallel && tp > 1;
   const double weight_grad = rows * dim * 4.0;
-  const double summed = fp32 && tokens > chunk ? weight_grad : 0.0;
-  const double logits = chunk * rows * (cb + 4.0);
-  const double gradients = chunk * rows * (fp32 ? 4.0 : 6.0) + chunk * dim * cb + weight_grad;
+  // One chunk of n tokens: the larger of its logits and its gradients.
+  const auto chunk_peak = [&](double n) {
+    return std::max(n * rows * (cb + 4.0), n * rows * (fp32 ? 4.0 : 6.0) + n * dim * cb + weight_grad);
+  };
+  // The chunks run in order; the sum exists from the second, which may be shorter.
+  double chunks = chunk_peak(chunk);
+  if (fp32 && tokens > chunk)
+    chunks = std::max(chunks, chunk_peak(std::min(chunk, tokens - chunk)) + weight_grad);
   h.saved = t.normed + tokens * 4.0;
-  h.backward = tokens * dim * cb * (sp ? 2.0 : 1.0) + std::max(logits, gradients) + summed;
+  h.backward = tokens * dim * cb * (sp ? 2.0 : 1.0) + chunks;
   return h;
 }
 
@@ -257,9 +264,10 @@ double StageActivations(const Config& c, const StageRow& s, const Tensors& t, co
       m.recompute == RecomputeMode::kSelective ? SelectiveLayerSaved(t) : LayerSaved(t, fused_attention);
   // Per chunk and micro-batch in flight: the layers' tensors and the chunk's output (the
   // executor's, sent or kept; on the last chunk the final norm's input), and under context
-  // parallelism the chunk's attention plan.
-  const double per_chunk =
-      (chunk_layers - recomputed) * layer + recomputed * t.stream + t.stream + t.per_batch;
+  // parallelism the rotary tables, and the plan's masks where a recomputation holds the plan.
+  const bool replays = m.recompute == RecomputeMode::kSelective || recomputed > 0.0;
+  const double per_chunk = (chunk_layers - recomputed) * layer + recomputed * t.stream + t.stream + t.tables +
+                           (replays ? t.plan_masks : 0.0);
   // The head's tensors, per micro-batch in flight on the last chunk: all of the stage's without
   // virtual stages; interleaved, the last chunk runs each backward right after its forward.
   const double head_in_flight = s.head ? (v == 1.0 ? static_cast<double>(s.in_flight) : 1.0) : 0.0;

@@ -24,7 +24,7 @@ And under context parallelism everything but attention runs on the rank's T / CP
 non-attention part divides by CP; what does not is attention's whole-sequence tensors, which the
 design keeps on purpose: the gathered keys and values (2 x B x seq x kv_heads x head_dim x 4 B
 per layer, fp32) and the masks (per layer the float mask attention forms from the plan's bool
-one, c^2 (2 CP + 1) elements with c = seq / 2 CP, and the bool masks once). Those are computed
+one and saves, c^2 (2 CP + 1) elements with c = seq / 2 CP). Those are computed
 here from the shapes alone and taken off each rank's measurement; the rest must be within 10% of
 1/CP of the one-process run with the same loss path (the unchunked loss: CP2's and CP4's 2048
 and 1024 local tokens do not exceed model.loss_chunk_tokens; measured 0.484 and 0.250 on
@@ -36,7 +36,7 @@ Tolerance: measured / predicted within [0.9, 1.1], the planner's goal. Measured 
 stage, 1.008: at its peak, a weight pass, the next micro-batch's activation has been received
 already and waits for its forward (one residual stream, 2 MiB; the estimate counts the
 micro-batches in flight, not the schedule's receives posted ahead of them). The CP cases
-measured 0.994 to 1.000 on 2026-12-05.
+measured 1.000 to 1.001 on 2026-12-05.
 The estimate counts the tensors the model keeps per micro-batch in flight and the most one
 backward adds (cli/memory_estimate.h); the runs are fp32, whose CPU products keep no extra
 copies (the CPU's bf16 weight-gradient products multiply fp32 copies, which the estimate leaves out: it follows
@@ -122,11 +122,12 @@ def write_short_documents(prefix):
 
 def whole_sequence_attention_bytes(cp):
     """What CP attention keeps of the whole sequence, from the shapes of BASE and S1024 alone (fp32):
-    per layer the gathered keys and values and the float masks, and the bool masks once."""
+    per layer the gathered keys and values and the float masks (the plan's bool masks are freed
+    after the forward under recompute none)."""
     layers, batch, seq, kv_heads, head_dim = 4, 4, 1024, 4, 256 // 8
     chunk = seq / (2 * cp)
     mask_elements = chunk * chunk * (2 * cp + 1)  # chunk l sees (g_l + 1) chunks; g_0 + g_1 = 2 cp - 1
-    return layers * (2 * batch * seq * kv_heads * head_dim * 4 + mask_elements * 4) + mask_elements
+    return layers * (2 * batch * seq * kv_heads * head_dim * 4 + mask_elements * 4)
 
 
 def sets(overrides):
