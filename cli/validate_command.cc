@@ -223,9 +223,10 @@ void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t d
   }
   std::printf(
       "  largest: stage %lld, %.1f %s (%.1f %s with a fused attention kernel, which never stores the "
-      "s x s scores); each stage's %lld tp x %lld dp ranks hold the same\n",
+      "s x s scores); each stage's %lld tp x %s%lld dp ranks hold the same\n",
       static_cast<long long>(worst->stage), worst->total() / unit, unit_name, worst->total_fused() / unit,
-      unit_name, static_cast<long long>(p.tp), static_cast<long long>(dp));
+      unit_name, static_cast<long long>(p.tp), p.cp > 1 ? absl::StrCat(p.cp, " cp x ").c_str() : "",
+      static_cast<long long>(dp));
 }
 
 // The step-time estimate of step_time_estimate.h, with what it assumes.
