@@ -39,11 +39,43 @@ struct Tensors {
   double scores = 0;   // an unfused kernel's s x s scores: 5 a s^2 b / tp (Korthikanti), x 2 in fp32
   double w_down = 0;   // fp32 weights: w_down's gradient (a full replay returns it at its end),
                        // dim x ffn_dim / tp x 4
+  // Context parallelism (cp > 1; T above is then this rank's T / cp tokens).
+  bool context = false;
+  double kv_all = 0;  // the gathered keys (or values) of the whole sequence: cp T x kv x cb
+  double masks = 0;   // the float masks attention forms from the plan's bool ones, per layer:
+                      // rows x c^2 x (2 cp + 1) x cb (chunk l sees (g_l + 1) c keys; g_0 + g_1 = 2 cp - 1)
+  double tables = 0;  // once per micro-batch: the per-token rotary tables (T x head_dim x 4)
+  double plan_masks = 0;  // once per micro-batch: the plan's bool masks (rows x c^2 x (2 cp + 1)), kept
+                          // only by a recomputation (attention saves its float copies)
 };
+
+// The tokens of one micro-batch on this rank: this rank's 2 chunks of every row under context
+// parallelism.
+double LocalTokens(const Config& c) {
+  return static_cast<double>(c.train.seq_len * c.train.micro_batch) / static_cast<double>(c.parallel.cp);
+}
+
+// Context parallelism's tensors (model/model.cc AttentionImpl::Core, parallel/context_parallel/):
+// the keys and values gathered and put in global order ([B, seq, kv, 2 head_dim], which attention
+// saves through views), the bool masks of the plan ([rows, 1, c, (g + 1) c] per local chunk, rows
+// 1, or B with document masks), which attention turns into float masks of the compute dtype and
+// saves per layer, and the per-token rotary tables.
+void AddContext(const Config& c, double kv_width, double cb, Tensors* t) {
+  const double cp = static_cast<double>(c.parallel.cp);
+  const double seq = static_cast<double>(c.train.seq_len);
+  const double rows = c.data.document_mask ? static_cast<double>(c.train.micro_batch) : 1.0;
+  const double chunk = seq / (2.0 * cp);
+  const double mask_elements = rows * chunk * chunk * (2.0 * cp + 1.0);
+  t->context = true;
+  t->kv_all = seq * static_cast<double>(c.train.micro_batch) * kv_width * cb;
+  t->masks = mask_elements * cb;
+  t->tables = LocalTokens(c) * static_cast<double>(c.model.head_dim()) * 4.0;
+  t->plan_masks = mask_elements;
+}
 
 Tensors TensorsOf(const Config& c, int64_t tp) {
   const ModelConfig& m = c.model;
-  const double tokens = static_cast<double>(c.train.seq_len * c.train.micro_batch);
+  const double tokens = LocalTokens(c);
   const bool sp = c.parallel.sequence_parallel && tp > 1;
   const double local = sp ? tokens / static_cast<double>(tp) : tokens;
   const bool fp32 = c.train.precision == Precision::kFp32;
@@ -66,6 +98,7 @@ Tensors TensorsOf(const Config& c, int64_t tp) {
   if (fp32 && !sp) t.stacked = (q_width + 2.0 * kv_width + 2.0 * ffn_width) * dim * 4.0;
   t.scores = 5.0 * static_cast<double>(m.n_heads) * s * tokens / static_cast<double>(tp) * (cb / 2.0);
   if (fp32) t.w_down = dim * ffn_width * 4.0;
+  if (c.parallel.cp > 1) AddContext(c, kv_width, cb, &t);
   return t;
 }
 
@@ -74,7 +107,14 @@ Tensors TensorsOf(const Config& c, int64_t tp) {
 // saved by the attention kernel), rotated q and k and the attention output (the kernel's) with
 // its log-sum-exp, the residual stream after attention (the MLP norm's input), that norm's output
 // (gate|up's input), gate|up (SwiGLU's input), the SwiGLU values (w_down's input).
+// Under context parallelism attention saves, instead of q|k|v, rotated k and the output: the
+// gathered keys and values of the whole sequence, the float masks, the two chunks' outputs and
+// their concatenation in token order (w_o's input); q|k|v and rotated k are freed once gathered.
 double LayerSaved(const Tensors& t, bool fused_attention) {
+  if (t.context) {
+    return t.stream + t.normed + t.q + 2.0 * t.kv_all + t.masks + 2.0 * t.q + t.lse + t.stream + t.normed +
+           3.0 * t.ffn + t.rms + t.stacked;
+  }
   return t.stream + t.normed + (t.q + 2.0 * t.kv) + t.q + t.kv + t.q + t.lse + t.stream + t.normed +
          2.0 * t.ffn + t.ffn + t.rms + t.stacked + (fused_attention ? 0.0 : t.scores);
 }
@@ -85,6 +125,7 @@ double LayerSaved(const Tensors& t, bool fused_attention) {
 // gate|up products, folded with their norms (parallel/tensor_parallel/norm_column_linear.h), run
 // outside autograd and keep no stacked fp32 weights.
 double SelectiveLayerSaved(const Tensors& t) {
+  if (t.context) return t.stream + (t.q + 2.0 * t.kv) + t.q + t.stream + 2.0 * t.ffn + t.rms;
   return LayerSaved(t, true) - t.q - t.kv - t.lse - t.ffn - 2.0 * t.normed - t.stacked;
 }
 
@@ -147,7 +188,7 @@ struct HeadBytes {
 
 HeadBytes HeadOf(const Config& c, const Tensors& t, int64_t tp) {
   const ModelConfig& m = c.model;
-  const double tokens = static_cast<double>(c.train.seq_len * c.train.micro_batch);
+  const double tokens = LocalTokens(c);
   const double rows = static_cast<double>(VocabRowsPerRank(m, tp));
   const double dim = static_cast<double>(m.dim);
   const bool fp32 = c.train.precision == Precision::kFp32;
@@ -157,9 +198,10 @@ HeadBytes HeadOf(const Config& c, const Tensors& t, int64_t tp) {
   HeadBytes h;
   if (!chunked) {
     // LibTorch's cross-entropy keeps the fp32 log-softmax (VocabParallelCrossEntropy its
-    // probabilities); its backward holds the gradients of the loss and of the log-softmax.
+    // probabilities); its backward holds the gradients of the loss and of the log-softmax, the
+    // vocab-parallel one's only the logits' gradient (fp32, and its bf16 copy).
     h.saved = t.normed + tokens * rows * 4.0;
-    h.backward = 2.0 * tokens * rows * 4.0;
+    h.backward = tp > 1 ? tokens * rows * (fp32 ? 4.0 : 6.0) : 2.0 * tokens * rows * 4.0;
     return h;
   }
   // parallel/tensor_parallel/chunked_cross_entropy.cc keeps the final norm's output and log Z.
@@ -172,11 +214,16 @@ HeadBytes HeadOf(const Config& c, const Tensors& t, int64_t tp) {
       m.loss_chunk_tokens > 0 ? std::min(tokens, static_cast<double>(m.loss_chunk_tokens)) : tokens;
   const bool sp = c.parallel.sequence_parallel && tp > 1;
   const double weight_grad = rows * dim * 4.0;
-  const double summed = fp32 && tokens > chunk ? weight_grad : 0.0;
-  const double logits = chunk * rows * (cb + 4.0);
-  const double gradients = chunk * rows * (fp32 ? 4.0 : 6.0) + chunk * dim * cb + weight_grad;
+  // One chunk of n tokens: the larger of its logits and its gradients.
+  const auto chunk_peak = [&](double n) {
+    return std::max(n * rows * (cb + 4.0), n * rows * (fp32 ? 4.0 : 6.0) + n * dim * cb + weight_grad);
+  };
+  // The chunks run in order; the sum exists from the second, which may be shorter.
+  double chunks = chunk_peak(chunk);
+  if (fp32 && tokens > chunk)
+    chunks = std::max(chunks, chunk_peak(std::min(chunk, tokens - chunk)) + weight_grad);
   h.saved = t.normed + tokens * 4.0;
-  h.backward = tokens * dim * cb * (sp ? 2.0 : 1.0) + std::max(logits, gradients) + summed;
+  h.backward = tokens * dim * cb * (sp ? 2.0 : 1.0) + chunks;
   return h;
 }
 
@@ -216,8 +263,11 @@ double StageActivations(const Config& c, const StageRow& s, const Tensors& t, co
   const double layer =
       m.recompute == RecomputeMode::kSelective ? SelectiveLayerSaved(t) : LayerSaved(t, fused_attention);
   // Per chunk and micro-batch in flight: the layers' tensors and the chunk's output (the
-  // executor's, sent or kept; on the last chunk the final norm's input).
-  const double per_chunk = (chunk_layers - recomputed) * layer + recomputed * t.stream + t.stream;
+  // executor's, sent or kept; on the last chunk the final norm's input), and under context
+  // parallelism the rotary tables, and the plan's masks where a recomputation holds the plan.
+  const bool replays = m.recompute == RecomputeMode::kSelective || recomputed > 0.0;
+  const double per_chunk = (chunk_layers - recomputed) * layer + recomputed * t.stream + t.stream + t.tables +
+                           (replays ? t.plan_masks : 0.0);
   // The head's tensors, per micro-batch in flight on the last chunk: all of the stage's without
   // virtual stages; interleaved, the last chunk runs each backward right after its forward.
   const double head_in_flight = s.head ? (v == 1.0 ? static_cast<double>(s.in_flight) : 1.0) : 0.0;

@@ -169,9 +169,14 @@ void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t d
   for (const StageRow& s : stages) largest = std::max(largest, s.total());
   const double unit = largest >= kGiB ? kGiB : kMiB;
   const char* unit_name = largest >= kGiB ? "GiB" : "MiB";
+  // Under context parallelism each rank's activations are those of its seq / cp tokens, with
+  // attention's gathered K/V and masks of the whole sequence (memory_estimate.h).
+  const std::string context = p.cp > 1 ? absl::StrCat(", with context parallelism (", c.train.seq_len / p.cp,
+                                                      " of ", c.train.seq_len, " tokens per rank)")
+                                       : "";
   std::printf(
       "memory per rank, %s (weights %s, fp32 master%s, AdamW 8 B%s, gradients %s: exact, as the "
-      "trainer allocates them; activations estimated after Korthikanti et al.%s%s):\n",
+      "trainer allocates them; activations estimated after Korthikanti et al.%s%s%s):\n",
       unit_name,
       p.zero == 3 ? (bf16 ? "2 B/param / dp (bf16)" : "4 B/param / dp (fp32)")
                   : (bf16 ? "2 B/param (bf16)" : "4 B/param (fp32)"),
@@ -181,6 +186,7 @@ void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t d
                     : "4 B / dp",
       p.tp > 1 ? (p.sequence_parallel ? " with tensor and sequence parallelism" : " with tensor parallelism")
                : "",
+      context.c_str(),
       c.model.recompute == RecomputeMode::kNone        ? ""
       : c.model.recompute == RecomputeMode::kSelective ? ", selective recomputation"
                                                        : ", full recomputation");
@@ -217,9 +223,10 @@ void PrintMemory(const Config& c, const std::vector<StageRow>& stages, int64_t d
   }
   std::printf(
       "  largest: stage %lld, %.1f %s (%.1f %s with a fused attention kernel, which never stores the "
-      "s x s scores); each stage's %lld tp x %lld dp ranks hold the same\n",
+      "s x s scores); each stage's %lld tp x %s%lld dp ranks hold the same\n",
       static_cast<long long>(worst->stage), worst->total() / unit, unit_name, worst->total_fused() / unit,
-      unit_name, static_cast<long long>(p.tp), static_cast<long long>(dp));
+      unit_name, static_cast<long long>(p.tp), p.cp > 1 ? absl::StrCat(p.cp, " cp x ").c_str() : "",
+      static_cast<long long>(dp));
 }
 
 // The step-time estimate of step_time_estimate.h, with what it assumes.
