@@ -42,11 +42,11 @@ struct Tensors {
   // Context parallelism (cp > 1; T above is then this rank's T / cp tokens).
   bool context = false;
   double kv_all = 0;  // the gathered keys (or values) of the whole sequence: cp T x kv x cb
-  double masks = 0;   // the float masks attention forms from the plan's bool ones, per layer:
-                      // rows x c^2 x (2 cp + 1) x cb (chunk l sees (g_l + 1) c keys; g_0 + g_1 = 2 cp - 1)
   double tables = 0;  // once per micro-batch: the per-token rotary tables (T x head_dim x 4)
-  double plan_masks = 0;  // once per micro-batch: the plan's bool masks (rows x c^2 x (2 cp + 1)), kept
-                          // only by a recomputation (attention saves its float copies)
+  // Once per micro-batch: the plan's additive masks in the compute dtype, rows x c^2 x (2 cp + 1)
+  // x cb (chunk l sees (g_l + 1) c keys; g_0 + g_1 = 2 cp - 1), which every layer's attention saves
+  // (the same tensors) and a recomputation's plan holds.
+  double plan_masks = 0;
 };
 
 // The tokens of one micro-batch on this rank: this rank's 2 chunks of every row under context
@@ -57,9 +57,9 @@ double LocalTokens(const Config& c) {
 
 // Context parallelism's tensors (model/model.cc AttentionImpl::Core, parallel/context_parallel/):
 // the keys and values gathered and put in global order ([B, seq, kv, 2 head_dim], which attention
-// saves through views), the bool masks of the plan ([rows, 1, c, (g + 1) c] per local chunk, rows
-// 1, or B with document masks), which attention turns into float masks of the compute dtype and
-// saves per layer, and the per-token rotary tables.
+// saves through views), the additive masks of the plan ([rows, 1, c, (g + 1) c] per local chunk in
+// the compute dtype, rows 1, or B with document masks), made once per micro-batch and saved by
+// every layer's attention as they are, and the per-token rotary tables.
 void AddContext(const Config& c, double kv_width, double cb, Tensors* t) {
   const double cp = static_cast<double>(c.parallel.cp);
   const double seq = static_cast<double>(c.train.seq_len);
@@ -68,9 +68,8 @@ void AddContext(const Config& c, double kv_width, double cb, Tensors* t) {
   const double mask_elements = rows * chunk * chunk * (2.0 * cp + 1.0);
   t->context = true;
   t->kv_all = seq * static_cast<double>(c.train.micro_batch) * kv_width * cb;
-  t->masks = mask_elements * cb;
   t->tables = LocalTokens(c) * static_cast<double>(c.model.head_dim()) * 4.0;
-  t->plan_masks = mask_elements;
+  t->plan_masks = mask_elements * cb;
 }
 
 Tensors TensorsOf(const Config& c, int64_t tp) {
@@ -108,11 +107,11 @@ Tensors TensorsOf(const Config& c, int64_t tp) {
 // its log-sum-exp, the residual stream after attention (the MLP norm's input), that norm's output
 // (gate|up's input), gate|up (SwiGLU's input), the SwiGLU values (w_down's input).
 // Under context parallelism attention saves, instead of q|k|v, rotated k and the output: the
-// gathered keys and values of the whole sequence, the float masks, the two chunks' outputs and
+// gathered keys and values of the whole sequence, the two chunks' outputs and
 // their concatenation in token order (w_o's input); q|k|v and rotated k are freed once gathered.
 double LayerSaved(const Tensors& t, bool fused_attention) {
   if (t.context) {
-    return t.stream + t.normed + t.q + 2.0 * t.kv_all + t.masks + 2.0 * t.q + t.lse + t.stream + t.normed +
+    return t.stream + t.normed + t.q + 2.0 * t.kv_all + 2.0 * t.q + t.lse + t.stream + t.normed +
            3.0 * t.ffn + t.rms + t.stacked;
   }
   return t.stream + t.normed + (t.q + 2.0 * t.kv) + t.q + t.kv + t.q + t.lse + t.stream + t.normed +
@@ -264,10 +263,10 @@ double StageActivations(const Config& c, const StageRow& s, const Tensors& t, co
       m.recompute == RecomputeMode::kSelective ? SelectiveLayerSaved(t) : LayerSaved(t, fused_attention);
   // Per chunk and micro-batch in flight: the layers' tensors and the chunk's output (the
   // executor's, sent or kept; on the last chunk the final norm's input), and under context
-  // parallelism the rotary tables, and the plan's masks where a recomputation holds the plan.
-  const bool replays = m.recompute == RecomputeMode::kSelective || recomputed > 0.0;
-  const double per_chunk = (chunk_layers - recomputed) * layer + recomputed * t.stream + t.stream + t.tables +
-                           (replays ? t.plan_masks : 0.0);
+  // parallelism the rotary tables and the plan's masks (saved by every layer's attention, or held
+  // by a recomputation's plan).
+  const double per_chunk =
+      (chunk_layers - recomputed) * layer + recomputed * t.stream + t.stream + t.tables + t.plan_masks;
   // The head's tensors, per micro-batch in flight on the last chunk: all of the stage's without
   // virtual stages; interleaved, the last chunk runs each backward right after its forward.
   const double head_in_flight = s.head ? (v == 1.0 ? static_cast<double>(s.in_flight) : 1.0) : 0.0;

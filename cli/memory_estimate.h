@@ -28,13 +28,13 @@
 //   folded into their products the stacked fp32 weights; full keeps the input alone (T_r dim 4).
 //   Under context parallelism (cp > 1) attention keeps, instead of q|k|v, rotated k and the
 //   output: rotated q (T q cb), the keys and values gathered over the group and put in global
-//   order, which it saves through views (2 cp T kv cb: the whole sequence's), the float masks it
-//   forms from the plan's bool ones (rows c^2 (2 cp + 1) cb, c = seq / 2 cp the chunk, rows 1 or
-//   micro_batch with document masks: chunk l sees (g_l + 1) c keys and g_0 + g_1 = 2 cp - 1), the
-//   two chunks' outputs and their concatenation in token order (2 T q cb, w_o's input) and the
+//   order, which it saves through views (2 cp T kv cb: the whole sequence's), the two chunks'
+//   outputs and their concatenation in token order (2 T q cb, w_o's input) and the
 //   log-sum-exps; q|k|v and rotated k are freed once gathered. Selective keeps q|k|v and the
-//   output as without cp. Once per micro-batch the per-token rotary tables (T head_dim 4) and,
-//   when a recomputation holds the plan (selective, full), its bool masks (rows c^2 (2 cp + 1)). The head,
+//   output as without cp. Once per micro-batch the per-token rotary tables (T head_dim 4) and the
+//   plan's additive masks in the compute dtype (rows c^2 (2 cp + 1) cb, c = seq / 2 cp the chunk,
+//   rows 1 or micro_batch with document masks: chunk l sees (g_l + 1) c keys and g_0 + g_1 =
+//   2 cp - 1), which every layer's attention saves as they are (one copy, not one per layer). The head,
 //   loss and MLP see T tokens as above; only the gathered K/V and the masks do not shrink with cp. A chunk of
 //   layers keeps its output too (T_r dim 4: sent or kept by the pipeline executor; on the last chunk the
 //   final norm's input), and the head its input, the final norm's output (T_r dim cb), and log Z (T 4) with

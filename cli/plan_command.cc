@@ -60,8 +60,9 @@ std::string Describe(const Config& c, int64_t dp) {
   if (p.virtual_stages > 1) absl::StrAppend(&schedule, " v", p.virtual_stages);
   std::string recompute = EnumName(c.model.recompute);
   if (c.model.recompute_layers > 0) absl::StrAppend(&recompute, " ", c.model.recompute_layers, "/chunk");
-  return absl::StrFormat("tp %d pp %d dp %d, %s, zero %d, recompute %s", p.tp, p.pp, dp, schedule, p.zero,
-                         recompute);
+  const std::string cp = p.cp > 1 ? absl::StrFormat(" cp %d", p.cp) : "";
+  return absl::StrFormat("tp %d%s pp %d dp %d, %s, zero %d, recompute %s", p.tp, cp, p.pp, dp, schedule,
+                         p.zero, recompute);
 }
 
 // Layer counts per model chunk for interleaving `n_layers` over pp x v chunks when they do not
@@ -86,7 +87,7 @@ std::vector<Config> LayoutGrid(const Config& base, int64_t world, int64_t gpus_p
   for (int64_t tp = 1; tp <= std::min(world, gpus_per_node); ++tp) {
     if (world % tp != 0) continue;
     for (int64_t pp = 1; pp <= std::min(world / tp, n_layers); ++pp) {
-      if ((world / tp) % pp != 0) continue;
+      if ((world / tp) % (pp * base.parallel.cp) != 0) continue;
       std::vector<std::pair<PipelineScheduleKind, int64_t>> schedules = {{PipelineScheduleKind::k1F1B, 1}};
       if (pp > 1) {
         schedules.push_back({PipelineScheduleKind::kZbH1, 1});
@@ -99,7 +100,7 @@ std::vector<Config> LayoutGrid(const Config& base, int64_t world, int64_t gpus_p
         ParallelConfig& p = c.parallel;
         p.tp = tp;
         p.pp = pp;
-        p.dp = world / (tp * pp);
+        p.dp = world / (tp * p.cp * pp);  // cp as the config sets it (plan does not vary it)
         p.sequence_parallel = tp > 1;
         p.pp_schedule = {kind, ""};
         p.virtual_stages = v;
@@ -122,7 +123,9 @@ void Evaluate(Candidate& k, int64_t world, double budget, const Hardware& hw) {
   if (!layout.ok()) return refuse("batch or layout", layout.status());
   auto pipeline = CheckPipeline(k.config, layout->microbatches);
   if (!pipeline.ok()) return refuse("pipeline partition or schedule", pipeline.status());
-  const std::vector<StageRow> stages = StageMemory(k.config, pipeline->partition, pipeline->peak, layout->dp);
+  // ZeRO shards over the dp x cp ranks that hold the same parameters.
+  const std::vector<StageRow> stages =
+      StageMemory(k.config, pipeline->partition, pipeline->peak, layout->dp * k.config.parallel.cp);
   for (const StageRow& s : stages) {
     if (s.total_fused() > k.memory) {
       k.memory = s.total_fused();

@@ -298,8 +298,10 @@ int Validate(const Args& args) {
   auto pipeline = CheckPipeline(c, layout->microbatches);
   if (!pipeline.ok()) return Invalid(pipeline.status());
   PrintPipeline(c.parallel, *pipeline, layout->microbatches);
-  const std::vector<StageRow> stages = StageMemory(c, pipeline->partition, pipeline->peak, layout->dp);
-  PrintMemory(c, stages, layout->dp);
+  // ZeRO shards over the dp x cp ranks that hold the same parameters.
+  const int64_t replicas = layout->dp * c.parallel.cp;
+  const std::vector<StageRow> stages = StageMemory(c, pipeline->partition, pipeline->peak, replicas);
+  PrintMemory(c, stages, replicas);
   auto hardware = HardwareFromArgs(args, c);
   if (!hardware.ok()) return Invalid(hardware.status());
   if (const int rc = PrintStepTime(c, *layout, *pipeline, stages, *hardware); rc != kExitOk) return rc;

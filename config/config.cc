@@ -969,6 +969,12 @@ absl::Status ValidateParallelConfig(const Config& config) {
                                 " chunks, but train.seq_len = ", config.train.seq_len,
                                 " is not a multiple of ", 2 * p.cp));
   }
+  if (p.cp > 1 && config.model.attention_backend == AttentionBackend::kFlash) {
+    return Invalid(config.source, absl::StrCat("parallel.cp = ", p.cp,
+                                               ": context-parallel attention masks each chunk at its offset in the "
+                                               "sequence, and model.attention_backend = flash takes no mask (use "
+                                               "auto, efficient or math)"));
+  }
   if (p.cp > 1 && p.sequence_parallel && p.tp > 1 && (config.train.seq_len / p.cp) % p.tp != 0) {
     return Invalid(config.source,
                    absl::StrCat("parallel.sequence_parallel splits each rank's ", config.train.seq_len / p.cp,

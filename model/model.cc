@@ -358,8 +358,8 @@ AttentionInputs TransformerImpl::MakeContextAttentionInputs(const SequenceDocume
                   (documents.segments.size(0) == batch && documents.segments.size(1) == local * cp),
               "document segments under context parallelism: [", batch, ", ", local * cp,
               "] for the whole rows, got ", documents.segments.sizes());
-  inputs.context = std::make_shared<const parallel::ContextAttentionPlan>(
-      parallel::PlanContextAttention(options_.cp, *chunks, documents.segments, rotary_.cos.device()));
+  inputs.context = std::make_shared<const parallel::ContextAttentionPlan>(parallel::PlanContextAttention(
+      options_.cp, *chunks, documents.segments, rotary_.cos.device(), compute_dtype_));
   return inputs;
 }
 

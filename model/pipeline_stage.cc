@@ -6,7 +6,7 @@
 #include "data/batch_tensors.h"
 #include "data/document_layout.h"
 #include "parallel/context_parallel/chunks.h"
-#include "parallel/tensor_parallel/mappings.h"
+#include "parallel/tensor_parallel/mappings.h"  // GroupSize, GroupRank
 
 namespace tessera {
 

@@ -38,8 +38,8 @@ struct ModelShardOptions {
   int64_t first_layer = 0;
   int64_t num_layers = -1;
   bool has_embedding = true;  // the chunk starts with tok_embeddings (its input is tokens)
-  bool has_head = true;  // the chunk ends with the final norm, the head and the loss  // The context-parallel
-                         // group (not owned), nullptr or a group of one: none. Each rank then holds
+  bool has_head = true;       // the chunk ends with the final norm, the head and the loss
+  // The context-parallel group (not owned), nullptr or a group of one: none. Each rank then holds
   // two chunks of every sequence (parallel/context_parallel/chunks.h): the model's input is this
   // rank's 2 x seq / (2 cp) tokens in that order, rotary positions are the tokens' global ones,
   // and attention gathers keys and values over the group.

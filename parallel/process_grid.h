@@ -31,7 +31,7 @@
 namespace tessera::parallel {
 
 struct GridOptions {
-  ParallelDims dims;  // dp <= 0: auto, world / (tp x pp)
+  ParallelDims dims;  // dp <= 0: auto, world / (tp x cp x pp)
   std::string order = "tp-cp-dp-pp";
   // "auto": nccl for device "cuda" (local for a single process when the build has no NCCL),
   // else mpi when an MPI launcher started the processes or the world has several ranks, else

@@ -54,7 +54,7 @@ class Topology {
   // The ranks of one model replica: those sharing `rank`'s dp and cp coordinates (tp x pp ranks),
   // in rank order. Gradient norms and other model-parallel reductions run over it.
   std::vector<int64_t> ModelGroupOf(int64_t rank) const;
-  // The first and the last pipeline stage with `rank`'s tp and dp coordinates, where the tied
+  // The first and the last pipeline stage with `rank`'s tp, cp and dp coordinates, where the tied
   // input embedding and output head live: {first, last}; one rank when pp == 1; empty for a
   // middle stage.
   std::vector<int64_t> EmbeddingGroupOf(int64_t rank) const;

@@ -86,8 +86,9 @@ absl::StatusOr<double> Evaluator::EvaluateHeld() {
   TS_RETURN_IF_ERROR(grid_.pp().AllReduce(total, parallel::ReduceOp::kSum));  // the last stage holds it
   TS_RETURN_IF_ERROR(grid_.dp().AllReduce(total, parallel::ReduceOp::kSum));
   // Context-parallel ranks evaluate the same micro-batches, each on its share of the tokens.
-  if (grid_.topology().dims().cp > 1)
+  if (grid_.topology().dims().cp > 1) {
     TS_RETURN_IF_ERROR(grid_.cp().AllReduce(total, parallel::ReduceOp::kAvg));
+  }
   return HostRead<double>(total) / static_cast<double>(train_.eval_batches);
 }
 

@@ -388,7 +388,8 @@ absl::Status Trainer::SetupSampler() {
 
 void Trainer::SetupCudaGraphs() {
   const parallel::ParallelDims dims = grid_.topology().dims();
-  cuda_graphs_ = DecideCudaGraphs(config_, CudaGraphLayout{device_.is_cuda(), dims.tp, dims.pp, dims.dp, dims.cp});
+  cuda_graphs_ =
+      DecideCudaGraphs(config_, CudaGraphLayout{device_.is_cuda(), dims.tp, dims.pp, dims.dp, dims.cp});
   if (cuda_graphs_.on) UseStepRecorder(MakeCudaGraphRecorder(device_));
 }
 

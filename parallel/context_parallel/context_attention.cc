@@ -4,12 +4,15 @@
 
 #include <torch/torch.h>
 
+#include <limits>
+
 #include "parallel/tensor_parallel/mappings.h"
 
 namespace tessera::parallel {
 
 ContextAttentionPlan PlanContextAttention(Communicator* group, const ContextChunks& chunks,
-                                          const torch::Tensor& segments, torch::Device device) {
+                                          const torch::Tensor& segments, torch::Device device,
+                                          torch::ScalarType dtype) {
   ContextAttentionPlan plan{group, chunks, {}, {}};
   const std::vector<int64_t> index = chunks.GatheredIndexOfGlobal();
   plan.gathered_to_global = torch::tensor(index, torch::kLong).to(device);
@@ -30,7 +33,10 @@ ContextAttentionPlan PlanContextAttention(Communicator* group, const ContextChun
     } else {
       mask = mask.unsqueeze(0);
     }
-    plan.masks[l] = mask.unsqueeze(1).to(device);
+    const torch::Tensor additive = torch::zeros(mask.sizes(), torch::TensorOptions().dtype(dtype));
+    plan.masks[l] = additive.masked_fill(mask.logical_not(), -std::numeric_limits<double>::infinity())
+                        .unsqueeze(1)
+                        .to(device);
   }
   return plan;
 }

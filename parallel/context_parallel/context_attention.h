@@ -30,15 +30,21 @@ struct ContextAttentionPlan {
   Communicator* group = nullptr;  // the context-parallel group (not owned)
   ContextChunks chunks;
   torch::Tensor gathered_to_global;  // int64 [seq] on the device (ContextChunks::GatheredIndexOfGlobal)
-  // Per local chunk l: bool [rows or 1, 1, chunk, (GlobalChunk(l) + 1) x chunk] on the device,
-  // true where the query may see the key (causal at the chunk's offset, same document).
+  // Per local chunk l: [rows or 1, 1, chunk, (GlobalChunk(l) + 1) x chunk] on the device, in the
+  // attention's dtype: 0 where the query may see the key (causal at the chunk's offset, same
+  // document), -inf elsewhere. Additive rather than bool because attention would otherwise form
+  // (and save for backward) this float mask itself in every layer: built once here, every
+  // layer's attention saves the same tensor (measured: the per-layer copies were 39-44% of a
+  // rank's activations at the longest trainable sequences, docs/perf.md).
   std::array<torch::Tensor, 2> masks;
 };
 
 // `segments`: undefined (one causal sequence per row) or int64 [rows, seq] on the CPU, the
-// document of each token of the whole row (data/document_layout.h).
+// document of each token of the whole row (data/document_layout.h). `dtype`: the attention
+// inputs' (the masks are made in it).
 ContextAttentionPlan PlanContextAttention(Communicator* group, const ContextChunks& chunks,
-                                          const torch::Tensor& segments, torch::Device device);
+                                          const torch::Tensor& segments, torch::Device device,
+                                          torch::ScalarType dtype);
 
 // q: [batch, heads, local, head_dim]; k and v: [batch, kv_heads, local, head_dim] with heads a
 // multiple of kv_heads; this rank's tokens in local order. Returns [batch, heads, local,

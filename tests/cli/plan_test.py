@@ -9,6 +9,9 @@ independently, from the model's shapes (not from the program's output):
   - TP2 with sequence parallelism: the tensor-parallel communication per step is, per micro-batch,
     layers x (2 all-reduces forward + 2 backward + 2 re-gathers) + the embedding's all-reduce, of
     tokens x dim bf16 activations at the bandwidth inside a node;
+  - CP2: half of each sequence's tokens per rank, plus per layer and micro-batch the all-gather
+    of the whole sequence's K/V and its reduce-scatter in backward, and `tessera plan` keeps the
+    config's cp in every layout it lists;
   - PP4 1F1B with free communication: the bubble is (pp - 1) / (m + pp - 1).
 Relative tolerance 5e-3: the program prints 3 significant digits of seconds (at most 0.5 in the
 last of them).
@@ -105,6 +108,20 @@ act = SEQ * DIM * 2  # one micro-batch's activations, bf16
 all_reduce, gather = 2 * 0.5 * act / (BW * 1e9), 0.5 * act / (BW * 1e9)
 tp_comm = 8 * (LAYERS * (2 * all_reduce + 2 * all_reduce + 2 * gather) + all_reduce)
 check(close(e["tp"], tp_comm), f"tp2 + sp: tensor-parallel communication {e['tp']} s, by hand {tp_comm:.4g} s")
+
+# CP2: each rank computes half of every sequence's tokens, and per layer and micro-batch gathers
+# the whole sequence's K and V (its kv heads, bf16) in forward and reduce-scatters their
+# gradients in backward: (n - 1) / n of the bytes each way, at the bandwidth inside a node.
+rc, out = run(["validate", "--world", "2", "--intra-node-gb-s", str(BW)] + hw + sets(MODEL + ["parallel.cp=2"]))
+check(rc == 0, f"validate cp2 exits 0 (got {rc})")
+e = step_line(out)
+kv_bytes = SEQ * 2 * KV * HD * 2
+per_micro = (SEQ // 2) * (6 * MATMUL + 12 * LAYERS * DIM * SEQ) / (PEAK * 1e12 * EFF) + 2 * LAYERS * 0.5 * kv_bytes / (BW * 1e9)
+check(close(e["pipeline"], 8 * per_micro), f"cp2: pipeline {e['pipeline']} s, by hand {8 * per_micro:.4g} s")
+rc, out = run(["plan", "--world", "8", "--memory-gib", "6", "--gpus-per-node", "4", "--top", "1000"] +
+              sets(MODEL + ["parallel.cp=2"]))
+cp_rows = re.findall(r"^\s+\d+\s+tp \d+ cp 2 pp \d+ dp \d+", out, re.M)
+check(rc == 0 and len(cp_rows) >= 5, f"plan with parallel.cp=2 lists {len(cp_rows)} cp 2 layouts (exit {rc})")
 
 # PP4 1F1B, 8 micro-batches, communication free: the textbook bubble.
 fast = ["--intra-node-gb-s", "1e9", "--inter-node-gb-s", "1e9"]

@@ -76,7 +76,7 @@ void CheckAgainstWhole(ProcessGrid& grid, bool documents, torch::ScalarType dtyp
   std::vector<torch::Tensor> local;
   for (const torch::Tensor& t : {q, k, v}) local.push_back(t.index_select(2, mine).requires_grad_());
   const ContextAttentionPlan plan =
-      tessera::parallel::PlanContextAttention(&cp, *chunks, segments, torch::Device(torch::kCPU));
+      tessera::parallel::PlanContextAttention(&cp, *chunks, segments, torch::Device(torch::kCPU), dtype);
   const torch::Tensor y_local =
       tessera::parallel::ContextParallelAttention(local[0], local[1], local[2], plan);
   (y_local * dy.index_select(2, mine)).sum().backward();

@@ -451,6 +451,15 @@ def context_parallel_cases(workdir):
     got = run("cp2-dp2-eval", 4, evals + ["parallel.cp=2"], workdir)
     compare("cp2-dp2-eval", single_eval, got)
     compare_eval("cp2-dp2-eval", single_eval, got)
+    # Zero 3 (the units gathered over dp x cp for use, also held for the evaluation).
+    got = run("cp2-dp2-zero3-eval", 4, evals + ["parallel.cp=2", "parallel.zero=3"], workdir)
+    compare("cp2-dp2-zero3-eval", single_eval, got)
+    compare_eval("cp2-dp2-zero3-eval", single_eval, got)
+    # bf16: attention's masks and inputs in bf16, each chunk's softmax over its own key prefix; as
+    # the tp suite's bf16 case, this checks that bf16 CP trains the same model, not that it is exact.
+    bf16 = run("single-bf16", 1, ["train.micro_batch=8", "train.precision=bf16"], workdir)
+    compare("cp2-bf16", bf16, run("cp2-bf16", 2, ["train.micro_batch=8", "parallel.cp=2", "train.precision=bf16"],
+                                  workdir), loss_atol=5e-3, norm_rtol=5e-2, param_atol=PARAM_ATOL["tp-bf16"])
     document_mask_cases(workdir, DOCMASK_CP)
     # A sequence that does not cut into 2 x cp chunks is refused before anything starts.
     args = [TESSERA, "train", "--set", f"train.run_dir={workdir}/bad-seq"]

@@ -23,8 +23,8 @@ one-process run (measured 0.506 and 0.264).
 And under context parallelism everything but attention runs on the rank's T / CP tokens, so the
 non-attention part divides by CP; what does not is attention's whole-sequence tensors, which the
 design keeps on purpose: the gathered keys and values (2 x B x seq x kv_heads x head_dim x 4 B
-per layer, fp32) and the masks (per layer the float mask attention forms from the plan's bool
-one and saves, c^2 (2 CP + 1) elements with c = seq / 2 CP). Those are computed
+per layer, fp32) and the masks (the plan's additive masks, c^2 (2 CP + 1) elements with c =
+seq / 2 CP, once per micro-batch: every layer's attention saves the same tensors). Those are computed
 here from the shapes alone and taken off each rank's measurement; the rest must be within 10% of
 1/CP of the one-process run with the same loss path (the unchunked loss: CP2's and CP4's 2048
 and 1024 local tokens do not exceed model.loss_chunk_tokens; measured 0.484 and 0.250 on
@@ -122,12 +122,12 @@ def write_short_documents(prefix):
 
 def whole_sequence_attention_bytes(cp):
     """What CP attention keeps of the whole sequence, from the shapes of BASE and S1024 alone (fp32):
-    per layer the gathered keys and values and the float masks (the plan's bool masks are freed
-    after the forward under recompute none)."""
+    per layer the gathered keys and values, and once the plan's additive masks (fp32), which every
+    layer's attention saves as they are."""
     layers, batch, seq, kv_heads, head_dim = 4, 4, 1024, 4, 256 // 8
     chunk = seq / (2 * cp)
     mask_elements = chunk * chunk * (2 * cp + 1)  # chunk l sees (g_l + 1) chunks; g_0 + g_1 = 2 cp - 1
-    return layers * (2 * batch * seq * kv_heads * head_dim * 4 + mask_elements * 4)
+    return layers * 2 * batch * seq * kv_heads * head_dim * 4 + mask_elements * 4
 
 
 def sets(overrides):
