@@ -3,9 +3,9 @@
 # exits non-zero within the collective timeout + 10 s, each printing its rank, the group, the
 # operation and its sequence number (and, where knowable, which ranks had not arrived).
 #   failure_test.sh MPIRUN PROBE kill|absent|layout
-#     kill    rank 1 dies by SIGKILL inside all_reduce #12 of the world (#1-#5 are the grid's
-#             splits, #6-#10 warm-up all-reduces, #11 a barrier)
-#     absent  rank 1 never calls all_reduce #12 (alive, sleeping)
+#     kill    rank 1 dies by SIGKILL inside all_reduce #13 of the world (#1-#6 are the grid's
+#             splits: tp, pp, dp, cp, model, embedding; #7-#11 warm-up all-reduces, #12 a barrier)
+#     absent  rank 1 never calls all_reduce #13 (alive, sleeping)
 #     layout  parallel.tp = 3 on 4 ranks: an error naming the numbers, before any collective
 # The time is measured from rank 0 entering the broken collective (it prints the moment) to the
 # end of the job, so a slow start-up of oversubscribed ranks does not count.
@@ -40,19 +40,19 @@ expect() { grep -qE "$1" "$out" || fail "no line matching: $1"; }
 case "$MODE" in
   kill)
     for r in 0 2 3; do
-      expect "rank $r: (received .* while waiting .* in all_reduce #12 .*of group world|collective timed out: .*all_reduce #12 .*of group world|communication failed .*all_reduce #12)"
+      expect "rank $r: (received .* while waiting .* in all_reduce #13 .*of group world|collective timed out: .*all_reduce #13 .*of group world|communication failed .*all_reduce #13)"
     done
     ;;
   absent)
     # Each waiting rank times out (or, when a faster one already exited and the launcher ends
     # the job, reports the collective it was still waiting in).
     for r in 0 2 3; do
-      expect "rank $r: (collective timed out: waited [0-9.]+ s|received .* while waiting [0-9.]+ s) in all_reduce #12 \(float32\[65536\], sum\) of group world \(world ranks 0,1,2,3; this rank is $r of 4\)"
+      expect "rank $r: (collective timed out: waited [0-9.]+ s|received .* while waiting [0-9.]+ s) in all_reduce #13 \(float32\[65536\], sum\) of group world \(world ranks 0,1,2,3; this rank is $r of 4\)"
     done
     # Rank 1 is alive, so the others learn where it is, and it is told to exit (or the launcher
     # stops it first).
-    expect "rank [023]: +rank 1: not arrived: its last world collective is #11"
-    expect "rank 1: (told to exit by a peer: rank [023] waited [0-9.]+ s for it in all_reduce #12 of group world|received .* outside any collective)"
+    expect "rank [023]: +rank 1: not arrived: its last world collective is #12"
+    expect "rank 1: (told to exit by a peer: rank [023] waited [0-9.]+ s for it in all_reduce #13 of group world|received .* outside any collective)"
     ;;
   layout)
     expect "rank [0-3]: error: parallel layout .* does not fit the launch: world size 4 is not divisible by tp x pp = 3 x 1 = 3"
