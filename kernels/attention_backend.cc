@@ -78,4 +78,11 @@ std::string DescribeAttention(int64_t n_heads, int64_t n_kv_heads, int64_t seq_l
                       ", kv heads expanded to every query head (no fused kernel takes them grouped here)");
 }
 
+torch::Tensor ExpandKvHeads(const torch::Tensor& kv, int64_t heads) {
+  const int64_t batch = kv.size(0), kv_heads = kv.size(1), seq = kv.size(2), head_dim = kv.size(3);
+  return kv.unsqueeze(2)
+      .expand({batch, kv_heads, heads / kv_heads, seq, head_dim})
+      .reshape({batch, heads, seq, head_dim});
+}
+
 }  // namespace tessera::kernels

@@ -27,6 +27,11 @@ std::string ChosenAttentionKernel(const torch::Tensor& q, const torch::Tensor& k
 // that k and v are expanded (a copy per layer) only where the alternative is the unfused math.
 bool NativeGroupedAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
 
+// k or v [batch, kv_heads, seq, head_dim] with each kv head serving heads / kv_heads consecutive
+// query heads, copied out to [batch, heads, seq, head_dim]: for the kernels that do not read
+// grouped heads themselves.
+torch::Tensor ExpandKvHeads(const torch::Tensor& kv, int64_t heads);
+
 // One line for the start-up log: the kernel attention of this shape runs on `device` in `dtype`
 // and how kv heads are read, from a probe with empty tensors of the model's per-rank shape.
 std::string DescribeAttention(int64_t n_heads, int64_t n_kv_heads, int64_t seq_len, int64_t head_dim,

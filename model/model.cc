@@ -160,13 +160,8 @@ torch::Tensor AttentionImpl::Core(const torch::Tensor& fused, const AttentionInp
   const bool native_gqa =
       grouped && (varlen || (masked ? q.device().is_cpu() : kernels::NativeGroupedAttention(q, k, v)));
   if (grouped && !native_gqa) {
-    const int64_t group = n_heads_ / n_kv_heads_;
-    k = k.unsqueeze(2)
-            .expand({batch, n_kv_heads_, group, seq, head_dim_})
-            .reshape({batch, n_heads_, seq, head_dim_});
-    v = v.unsqueeze(2)
-            .expand({batch, n_kv_heads_, group, seq, head_dim_})
-            .reshape({batch, n_heads_, seq, head_dim_});
+    k = kernels::ExpandKvHeads(k, n_heads_);
+    v = kernels::ExpandKvHeads(v, n_heads_);
   }
   torch::Tensor y = documents != nullptr
                         ? kernels::DocumentAttention(q, k, v, *documents, native_gqa)

@@ -62,7 +62,7 @@ absl::StatusOr<std::array<Dim, 4>> ParseOrder(const std::string& order) {
                      "': expected tp, pp, dp and optionally cp, each once, joined by '-' (innermost first), "
                      "e.g. tp-dp-pp or tp-cp-dp-pp"));
   }
-  std::array<Dim, 4> out;
+  std::array<Dim, 4> out{};
   std::copy(dims.begin(), dims.end(), out.begin());
   return out;
 }
@@ -101,17 +101,8 @@ absl::StatusOr<Topology> Topology::Create(int64_t world_size, ParallelDims dims,
 }
 
 int64_t Topology::Size(Dim dim) const {
-  switch (dim) {
-    case Dim::kTensor:
-      return dims_.tp;
-    case Dim::kPipeline:
-      return dims_.pp;
-    case Dim::kContext:
-      return dims_.cp;
-    case Dim::kData:
-      break;
-  }
-  return dims_.dp;
+  // The sizes read as coordinates: one switch over the dimensions, in Get.
+  return Get(Coordinates{dims_.tp, dims_.pp, dims_.dp, dims_.cp}, dim);
 }
 
 Coordinates Topology::CoordinatesOf(int64_t rank) const {

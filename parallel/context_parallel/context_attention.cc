@@ -6,6 +6,7 @@
 
 #include <limits>
 
+#include "kernels/attention_backend.h"
 #include "parallel/tensor_parallel/mappings.h"
 
 namespace tessera::parallel {
@@ -43,7 +44,7 @@ ContextAttentionPlan PlanContextAttention(Communicator* group, const ContextChun
 
 torch::Tensor ContextParallelAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                        const ContextAttentionPlan& plan) {
-  const int64_t batch = q.size(0), heads = q.size(1), head_dim = q.size(3);
+  const int64_t heads = q.size(1), head_dim = q.size(3);
   const int64_t kv_heads = k.size(1), local = plan.chunks.local(), c = plan.chunks.chunk();
   TORCH_CHECK(q.size(2) == local && k.size(2) == local && v.size(2) == local,
               "context-parallel attention: ", local, " local tokens expected, got q ", q.sizes(), ", k ",
@@ -58,13 +59,8 @@ torch::Tensor ContextParallelAttention(const torch::Tensor& q, const torch::Tens
   const bool grouped = kv_heads != heads;
   const bool native_gqa = grouped && q.device().is_cpu();
   if (grouped && !native_gqa) {
-    const int64_t group = heads / kv_heads, seq = plan.chunks.seq();
-    keys = keys.unsqueeze(2)
-               .expand({batch, kv_heads, group, seq, head_dim})
-               .reshape({batch, heads, seq, head_dim});
-    values = values.unsqueeze(2)
-                 .expand({batch, kv_heads, group, seq, head_dim})
-                 .reshape({batch, heads, seq, head_dim});
+    keys = kernels::ExpandKvHeads(keys, heads);
+    values = kernels::ExpandKvHeads(values, heads);
   }
   std::array<torch::Tensor, 2> out;
   for (int l = 0; l < 2; ++l) {
